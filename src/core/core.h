@@ -1,0 +1,117 @@
+/*
+ * core.h - internal master header of the core layer: error raising, allocation,
+ * logging, platform wrappers (file mapping, atomic file writes) and small helpers.
+ * Every other layer includes this. Depends on libc, pthreads and include/neox/core.h.
+ */
+#ifndef NX_CORE_INTERNAL_H
+#define NX_CORE_INTERNAL_H
+
+#include "neox/core.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__)
+#define NX_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#define NX_LIKELY(x) __builtin_expect(!!(x), 1)
+#define NX_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define NX_PRINTF(a, b)
+#define NX_LIKELY(x) (x)
+#define NX_UNLIKELY(x) (x)
+#endif
+
+#define NX_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define NX_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define NX_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- errors --------------------------------------------------------------- */
+/* Records a detail message for nx_last_error() and returns st, so callers can write
+ * `return nx__error(NX_ERR_FORMAT, "%s: ...", path);`. */
+nx_status nx__error(nx_status st, const char *fmt, ...) NX_PRINTF(2, 3);
+/* Prefixes the current message with "prefix: " (adds context while unwinding). */
+nx_status nx__error_wrap(nx_status st, const char *fmt, ...) NX_PRINTF(2, 3);
+
+/* Propagate an error: NX_TRY(call) returns from the current function on failure. */
+#define NX_TRY(expr)                        \
+    do {                                    \
+        nx_status nx__st_ = (expr);         \
+        if (nx__st_ != NX_OK) return nx__st_; \
+    } while (0)
+
+/* Our own bugs only; always on. Bad input must return an error instead. */
+void nx__assert_fail(const char *expr, const char *file, int line);
+#define NX_ASSERT(x) do { if (NX_UNLIKELY(!(x))) nx__assert_fail(#x, __FILE__, __LINE__); } while (0)
+#ifndef NDEBUG
+#define NX_DASSERT(x) NX_ASSERT(x)
+#else
+#define NX_DASSERT(x) ((void)0)
+#endif
+
+/* ---- allocation (through the hooks) ------------------------------------- */
+void *nx__malloc(size_t n);
+void *nx__calloc(size_t count, size_t size);   /* overflow-checked, zeroed */
+void *nx__realloc(void *p, size_t n);
+void nx__free(void *p);
+char *nx__strdup(const char *s);
+char *nx__strndup(const char *s, size_t n);
+/* 64-byte aligned allocation for SIMD buffers; free with nx__free_aligned. */
+void *nx__malloc_aligned(size_t n);
+void nx__free_aligned(void *p);
+
+/* Checked size arithmetic: return false on overflow. */
+static inline bool nx__mul_ok(size_t a, size_t b, size_t *out) { return !__builtin_mul_overflow(a, b, out); }
+static inline bool nx__add_ok(size_t a, size_t b, size_t *out) { return !__builtin_add_overflow(a, b, out); }
+
+/* ---- logging -------------------------------------------------------------- */
+void nx__log(nx_log_level level, const char *fmt, ...) NX_PRINTF(2, 3);
+
+/* ---- platform: files ---------------------------------------------------- */
+/* A read-only mapping of a whole file. Zero-length files map to data == NULL, size 0. */
+typedef struct nx_mapped_file {
+    const uint8_t *data;
+    size_t size;
+    char *path;     /* owned copy of the path, for messages */
+} nx_mapped_file;
+nx_status nx__file_map(const char *path, nx_mapped_file *out);
+void nx__file_unmap(nx_mapped_file *mf);   /* zeroes *mf; fine on a zeroed struct */
+
+/* Reads a whole (small) file into a NUL-terminated buffer owned by the caller (nx__free). */
+nx_status nx__file_read_all(const char *path, char **out, size_t *len);
+bool nx__file_exists(const char *path);
+bool nx__dir_exists(const char *path);
+/* Creates a directory (and parents); fine if it exists. */
+nx_status nx__mkdir_p(const char *path);
+/* Joins a directory and a file name into a new string (nx__free). */
+char *nx__path_join(const char *dir, const char *name);
+
+/* Atomic file writer: writes go to "<path>.tmp.<pid>", commit fsyncs, renames over
+ * path and fsyncs the directory; abort (or a failed commit) removes the temporary. */
+typedef struct nx_atomic_file {
+    FILE *fp;
+    char *path;
+    char *tmp_path;
+    bool failed;
+} nx_atomic_file;
+nx_status nx__atomic_open(nx_atomic_file *af, const char *path);
+nx_status nx__atomic_write(nx_atomic_file *af, const void *data, size_t n);
+nx_status nx__atomic_commit(nx_atomic_file *af);
+void nx__atomic_abort(nx_atomic_file *af);   /* fine after commit or on a zeroed struct */
+
+/* ---- string buffer ---------------------------------------------------------- */
+typedef struct nx_buf {
+    char *data;
+    size_t len, cap;
+    bool oom;   /* sticky: set once an append fails */
+} nx_buf;
+void nx__buf_append(nx_buf *b, const void *data, size_t n);
+void nx__buf_printf(nx_buf *b, const char *fmt, ...) NX_PRINTF(2, 3);
+void nx__buf_free(nx_buf *b);
+
+/* Number of online CPUs (>= 1). */
+int nx__cpu_count(void);
+
+#endif /* NX_CORE_INTERNAL_H */
