@@ -173,6 +173,8 @@ static void test_writer_atomic_and_range(void) {
     const char *out = tmp_prefix("atomic");
     nx_indexed_writer *w = NULL;
     int32_t toks[4] = {1, 2, 3, 0};
+    remove(with_ext(out, ".bin"));   /* left by an earlier run */
+    remove(with_ext(out, ".idx"));
     CHECK(nx_indexed_writer_create(out, NX_IDX_U16, &w) == NX_OK);
     CHECK(nx_indexed_writer_add_document(w, toks, 4) == NX_OK);
     nx_indexed_writer_free(w);   /* interrupted: nothing may be published */
