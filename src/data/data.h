@@ -15,5 +15,7 @@ char *nx__idx_path(const char *prefix, const char *ext);
 /* Widens count tokens of a dtype code from unaligned bytes to int32. */
 nx_status nx__idx_convert(int code, const uint8_t *src, uint64_t count, int32_t *dst);
 int nx__indexed_code(const nx_indexed *ds);
+/* Validates and wraps an in-memory .idx/.bin pair (borrowed; must outlive *out). For fuzzing. */
+nx_status nx__indexed_open_mem(const void *idx, size_t idx_len, const void *bin, size_t bin_len, nx_indexed **out);
 
 #endif

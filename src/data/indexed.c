@@ -28,6 +28,7 @@ struct nx_indexed {
     uint64_t n_tokens;
     int32_t min_size, max_size;
     bool multimodal;
+    bool borrowed;            /* idx/bin point at caller memory (nx__indexed_open_mem) */
 };
 
 static inline uint64_t rd_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
@@ -187,9 +188,34 @@ nx_status nx_indexed_open(const char *prefix, nx_indexed **out) {
 
 void nx_indexed_free(nx_indexed *ds) {
     if (!ds) return;
-    nx__file_unmap(&ds->idx);
-    nx__file_unmap(&ds->bin);
+    if (ds->borrowed) {
+        nx__free(ds->idx.path);
+        nx__free(ds->bin.path);
+    } else {
+        nx__file_unmap(&ds->idx);
+        nx__file_unmap(&ds->bin);
+    }
     nx__free(ds);
+}
+
+nx_status nx__indexed_open_mem(const void *idx, size_t idx_len, const void *bin, size_t bin_len, nx_indexed **out) {
+    *out = NULL;
+    nx_indexed *ds = nx__calloc(1, sizeof *ds);
+    if (!ds) return nx__error(NX_ERR_NOMEM, "out of memory");
+    ds->borrowed = true;
+    ds->idx.data = idx;
+    ds->idx.size = idx_len;
+    ds->idx.path = nx__strdup("<memory>.idx");
+    ds->bin.data = bin_len ? bin : NULL;
+    ds->bin.size = bin_len;
+    ds->bin.path = nx__strdup("<memory>.bin");
+    nx_status st = (ds->idx.path && ds->bin.path) ? validate(ds) : nx__error(NX_ERR_NOMEM, "out of memory");
+    if (st != NX_OK) {
+        nx_indexed_free(ds);
+        return st;
+    }
+    *out = ds;
+    return NX_OK;
 }
 
 void nx_indexed_get_info(const nx_indexed *ds, nx_indexed_info *o) {
