@@ -180,6 +180,69 @@ NX_API nx_status nx_data_stream_locate(const nx_data_stream *s, uint64_t i, int 
 /* Step s of the loader: global samples [s*B, (s+1)*B). dst holds B * sample_len values. */
 NX_API nx_status nx_data_stream_step(const nx_data_stream *s, uint64_t step, int32_t *dst);
 
+/* ---- tokenizing corpora into indexed datasets ------------------------------------------ */
+
+/* A growable token array (same layout as nx_ids of neox/tokenizer.h). */
+typedef struct nx_token_buf {
+    int32_t *data;
+    size_t len, cap;
+} nx_token_buf;
+
+/* Encodes len bytes of valid UTF-8 into out (replacing its contents; grow it with
+ * nx_token_buf_reserve). Called concurrently from worker threads: it must be thread-safe.
+ * Keeps the tokenizer out of this interface, so any tokenizer can be plugged in. */
+typedef nx_status (*nx_encode_fn)(void *ctx, const char *text, size_t len, nx_token_buf *out);
+/* Ensures room for n tokens; NX_ERR_NOMEM on failure. */
+NX_API nx_status nx_token_buf_reserve(nx_token_buf *b, size_t n);
+NX_API void nx_token_buf_free(nx_token_buf *b);
+
+typedef enum nx_issue_kind {
+    NX_ISSUE_BAD_JSON = 1,     /* a line that is not a JSON object */
+    NX_ISSUE_NO_KEY,           /* the text key is missing or not a string */
+    NX_ISSUE_BAD_UTF8,         /* invalid UTF-8 in the line or text */
+    NX_ISSUE_ENCODE            /* the encoder failed */
+} nx_issue_kind;
+
+typedef struct nx_data_issue {
+    nx_issue_kind kind;
+    const char *file;          /* borrowed for the duration of the callback */
+    uint64_t line;
+    const char *message;
+} nx_data_issue;
+
+typedef struct nx_tokenize_stats {
+    uint64_t docs_read;        /* records seen = written + empty + every issue kind */
+    uint64_t docs_written, docs_empty, bad_json, no_key, bad_utf8, encode_failed;
+    uint64_t text_bytes;       /* UTF-8 bytes of text tokenized */
+    uint64_t input_bytes, input_total;   /* on-disk bytes consumed / of all inputs */
+    uint64_t tokens;           /* tokens written, EOD included */
+    size_t files;
+    double seconds;
+} nx_tokenize_stats;
+
+typedef struct nx_tokenize_opts {
+    const char *text_key;      /* JSON key of the text; NULL = "text" */
+    int n_threads;             /* <= 0: all CPUs. The output never depends on it. */
+    bool append_eod;           /* append eod_id to every document (GPT-NeoX --append-eod) */
+    int32_t eod_id;
+    bool strict;               /* any issue is fatal (default: counted, reported, skipped) */
+    int dtype_code;            /* 0: nx_indexed_dtype_for_vocab(vocab_size) */
+    int64_t vocab_size;
+    size_t batch_bytes;        /* text per parallel batch; 0 = 8 MiB (bounds memory) */
+    nx_encode_fn encode;
+    void *encode_ctx;
+    void (*on_issue)(const nx_data_issue *issue, void *user);        /* may be NULL */
+    bool (*progress)(const nx_tokenize_stats *stats, void *user);    /* per batch; false cancels */
+    void *user;
+} nx_tokenize_opts;
+
+/* Tokenizes every document of the inputs (.jsonl, .jsonl.zst, .json.zst, .zst, .txt,
+ * .txt.zst, directories) in input order into the indexed dataset PREFIX.{bin,idx}, one
+ * item per document (GPT-NeoX preprocess_data.py semantics: empty texts dropped). Streams
+ * with memory bounded by batch_bytes and the longest record. Output is atomic. */
+NX_API nx_status nx_data_tokenize(const char *const *inputs, size_t n_inputs, const char *out_prefix,
+                                  const nx_tokenize_opts *opts, nx_tokenize_stats *stats);
+
 #ifdef __cplusplus
 }
 #endif
