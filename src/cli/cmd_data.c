@@ -22,7 +22,12 @@ static void usage(FILE *f) {
             "      --threads N      worker threads (default: all CPUs); output is identical for any N\n"
             "      --no-eod         do not append the EOD token (default: append, as --append-eod)\n"
             "      --strict         stop at the first malformed line (default: report, count, skip)\n"
-            "      --quiet          no progress or issue lines\n\n"
+            "      --quiet          no progress or issue lines\n"
+            "  build RECIPE -o DIR [-t TOKENIZER] [--threads N]\n"
+            "                                   Pile-style corpus: collect, dedup (exact + MinHash), mix by\n"
+            "                                   epochs, shuffle, tokenize -> DIR/train, DIR/validation,\n"
+            "                                   DIR/DATASHEET.md, DIR/datasheet.json. The tokenizer defaults\n"
+            "                                   to the recipe's, else $NEOX_ASSETS/tokenizers/gpt-neox-20b\n\n"
             "PREFIX names PREFIX.bin and PREFIX.idx (a path ending in .bin or .idx works too).\n");
 }
 
@@ -299,6 +304,77 @@ static int do_tokenize(int argc, char **argv) {
 #endif
 }
 
+static void build_log(const char *msg, void *user) {
+    if (!*(bool *)user) fprintf(stderr, "neox data build: %s\n", msg);
+}
+
+static int do_build(int argc, char **argv) {
+    const char *recipe = NULL, *out = NULL, *tok_path = NULL;
+    long threads = 0;
+    bool quiet = false;
+    for (int i = 1; i < argc; i++) {
+        const char *v;
+        if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) {
+            if (!(out = cli_next_arg(k_cmd, argc, argv, &i))) return 2;
+        } else if (strcmp(argv[i], "-t") == 0 || strcmp(argv[i], "--tokenizer") == 0) {
+            if (!(tok_path = cli_next_arg(k_cmd, argc, argv, &i))) return 2;
+        } else if (strcmp(argv[i], "--threads") == 0) {
+            if (!(v = cli_next_arg(k_cmd, argc, argv, &i))) return 2;
+            if (!cli_parse_long(v, 1, 1024, &threads)) return cli_usage_error(k_cmd, "--threads: bad number '%s'", v);
+        } else if (strcmp(argv[i], "--quiet") == 0 || strcmp(argv[i], "-q") == 0) {
+            quiet = true;
+        } else if (argv[i][0] == '-') {
+            return cli_usage_error(k_cmd, "unknown option '%s'", argv[i]);
+        } else if (!recipe) {
+            recipe = argv[i];
+        } else {
+            return cli_usage_error(k_cmd, "build takes one RECIPE");
+        }
+    }
+    if (!recipe || !out) return cli_usage_error(k_cmd, "build needs a RECIPE and -o DIR");
+#ifndef NEOX_TOKENIZER_H
+    fprintf(stderr, "neox data: build needs the tokenizer module, which this build does not have\n");
+    return 1;
+#else
+    char named[4096], path[8192];
+    nx_status st = nx_data_recipe_tokenizer(recipe, named, sizeof named);
+    if (st != NX_OK) return cli_fail(k_cmd, st, "bad recipe");
+    if (!tok_path) {
+        if (named[0] && strcmp(named, "gpt-neox-20b") != 0) {
+            /* A path in the recipe is relative to the recipe's directory. */
+            const char *slash = strrchr(recipe, '/');
+            if (named[0] == '/' || !slash) snprintf(path, sizeof path, "%s", named);
+            else snprintf(path, sizeof path, "%.*s/%s", (int)(slash - recipe), recipe, named);
+        } else {
+            const char *assets = getenv("NEOX_ASSETS");
+            if (!assets || !*assets) {
+                fprintf(stderr, "neox data: no tokenizer: pass -t TOKENIZER or set NEOX_ASSETS (the GPT-NeoX-20B "
+                                "tokenizer is read from $NEOX_ASSETS/tokenizers/gpt-neox-20b/tokenizer.json)\n");
+                return 1;
+            }
+            snprintf(path, sizeof path, "%s/tokenizers/gpt-neox-20b/tokenizer.json", assets);
+        }
+        tok_path = path;
+    }
+    nx_tokenizer *tok = NULL;
+    st = nx_tokenizer_load(tok_path, &tok);
+    if (st != NX_OK) return cli_fail(k_cmd, st, "cannot load tokenizer");
+    nx_build_opts o = {.n_threads = (int)threads, .encode = encode_adapter, .encode_ctx = tok,
+                       .eod_id = nx_tokenizer_eos_id(tok), .vocab_size = nx_tokenizer_vocab_size(tok),
+                       .tokenizer_name = tok_path, .log = build_log, .user = &quiet};
+    if (o.eod_id < 0) {
+        nx_tokenizer_free(tok);
+        fprintf(stderr, "neox data: %s has no end-of-text token\n", tok_path);
+        return 1;
+    }
+    st = nx_data_build(recipe, out, &o);
+    nx_tokenizer_free(tok);
+    if (st != NX_OK) return cli_fail(k_cmd, st, "build failed");
+    printf("wrote %s/train.bin/.idx, %s/validation.bin/.idx, %s/DATASHEET.md, %s/datasheet.json\n", out, out, out, out);
+    return 0;
+#endif
+}
+
 static int do_verify(int argc, char **argv) {
     const char *prefix = NULL;
     long vocab = 0;
@@ -340,5 +416,6 @@ int cmd_data(int argc, char **argv) {
     if (strcmp(a, "dump") == 0) return do_dump(argc - 1, argv + 1);
     if (strcmp(a, "verify") == 0) return do_verify(argc - 1, argv + 1);
     if (strcmp(a, "tokenize") == 0) return do_tokenize(argc - 1, argv + 1);
+    if (strcmp(a, "build") == 0) return do_build(argc - 1, argv + 1);
     return cli_usage_error(k_cmd, "unknown action '%s'", a);
 }
