@@ -384,6 +384,19 @@ static void test_directory_preference(void) {
     /* only a .bin: it goes to the PyTorch reader, which rejects this garbage naming the file */
     CHECK(nx_tensorset_open(dir, &ts) != NX_OK);
     CHECK_STR_CONTAINS(nx_last_error(), "pytorch_model.bin");
+    /* a .bin index goes through the same weight_map logic and hands .bin shards to the
+     * PyTorch reader */
+    char bdir[1200];
+    snprintf(bdir, sizeof bdir, "%s/binidx", g_tmp);
+    mkdir(bdir, 0777);
+    snprintf(p, sizeof p, "%s/pytorch_model-00001-of-00001.bin", bdir);
+    CHECK(write_file(p, "PK\3\4garbage", 11) == 0);
+    snprintf(p, sizeof p, "%s/pytorch_model.bin.index.json", bdir);
+    const char *bidx = "{\"metadata\": {\"total_size\": 4}, \"weight_map\": {\"w\": \"pytorch_model-00001-of-00001.bin\"}}";
+    CHECK(write_file(p, bidx, strlen(bidx)) == 0);
+    CHECK(nx_tensorset_open(bdir, &ts) != NX_OK);
+    CHECK_STR_CONTAINS(nx_last_error(), "pytorch_model.bin.index.json: ");
+    CHECK_STR_CONTAINS(nx_last_error(), "pytorch_model-00001-of-00001.bin");
     snprintf(p, sizeof p, "%s/model.safetensors", dir);
     CHECK(copy_file(fixture_path("io/sharded/model-00002-of-00002.safetensors"), p) == 0);
     CHECK_EQ_INT(nx_tensorset_open(dir, &ts), NX_OK);
@@ -528,6 +541,50 @@ static void test_duplicate_across_shards(void) {
     CHECK_STR_CONTAINS(nx_last_error(), "duplicate tensor");
 }
 
+/* OOM injection: fail the k-th library allocation for every k until the open succeeds;
+ * each attempt must fail cleanly with NX_ERR_NOMEM (ASan checks for leaks and bad frees). */
+static long g_alloc_budget;
+static void *oom_malloc(size_t n, void *u) { (void)u; return g_alloc_budget-- > 0 ? malloc(n) : NULL; }
+static void *oom_realloc(void *p, size_t n, void *u) { (void)u; return g_alloc_budget-- > 0 ? realloc(p, n) : NULL; }
+static void oom_free(void *p, void *u) { (void)u; free(p); }
+
+static void test_out_of_memory(void) {
+    nx_alloc_hooks h = {oom_malloc, oom_realloc, oom_free, NULL};
+    int failures = 0;
+    bool ok = false;
+    for (long k = 0; k < 2000 && !ok; k++) {
+        nx_tensorset *ts = NULL;
+        g_alloc_budget = k;
+        nx_alloc_set_hooks(&h);
+        nx_status st = nx_tensorset_open(fixture_path("io/sharded/model.safetensors.index.json"), &ts);
+        nx_alloc_set_hooks(NULL);
+        CHECK_MSG(st == NX_OK || st == NX_ERR_NOMEM, "k=%ld: status %d (%s)", k, st, nx_last_error());
+        if (st == NX_OK) {
+            ok = true;
+            CHECK_EQ_INT(nx_tensorset_count(ts), 4);
+        } else {
+            CHECK(ts == NULL);
+            failures++;
+        }
+        nx_tensorset_free(ts);
+    }
+    CHECK(ok && failures > 5);
+    /* the writer too */
+    float f[4] = {1, 2, 3, 4};
+    nx_tensor_write w = {.name = "x", .dtype = NX_F32, .ndim = 1, .shape = {4}, .data = f};
+    const char *meta[] = {"format", "pt"};
+    ok = false;
+    for (long k = 0; k < 200 && !ok; k++) {
+        g_alloc_budget = k;
+        nx_alloc_set_hooks(&h);
+        nx_status st = nx_safetensors_write(tmp_path("oom.safetensors"), &w, 1, meta, 1);
+        nx_alloc_set_hooks(NULL);
+        CHECK_MSG(st == NX_OK || st == NX_ERR_NOMEM, "writer k=%ld: status %d (%s)", k, st, nx_last_error());
+        ok = st == NX_OK;
+    }
+    CHECK(ok);
+}
+
 int main(void) {
     snprintf(g_tmp, sizeof g_tmp, "%s/test_safetensors_tmp", NX_BINARY_DIR);
     mkdir(g_tmp, 0777);
@@ -539,5 +596,6 @@ int main(void) {
     TEST_RUN(test_directory_preference);
     TEST_RUN(test_corrupt);
     TEST_RUN(test_duplicate_across_shards);
+    TEST_RUN(test_out_of_memory);
     TEST_END();
 }

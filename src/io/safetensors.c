@@ -471,7 +471,7 @@ nx_status nx_safetensors_write(const char *path, const nx_tensor_write *tensors,
     }
     nx__buf_append(&hb, "}", 1);
     /* Pad with spaces so the data region starts 8-byte aligned, as the reference does. */
-    while (hb.len % 8) nx__buf_append(&hb, " ", 1);
+    nx__buf_append(&hb, "       ", (8 - hb.len % 8) % 8);
     if (hb.oom) { st = nx__error(NX_ERR_NOMEM, "%s: out of memory building the header", path); goto done; }
     if (hb.len > ST_MAX_HEADER) {
         st = nx__error(NX_ERR_RANGE, "%s: header of %zu bytes exceeds the %llu-byte limit readers accept", path,
