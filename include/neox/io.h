@@ -44,7 +44,8 @@ NX_API const nx_tensor_info *nx_tensorset_find(const nx_tensorset *ts, const cha
 NX_API const char *nx_tensorset_metadata(const nx_tensorset *ts, const char *key);
 /* Element count of a tensor (product of its shape). */
 NX_API size_t nx_tensor_numel(const nx_tensor_info *t);
-/* Converts a tensor of any float dtype (F32, F16, BF16, F64) to f32 into dst (numel floats). */
+/* Converts a tensor of any float dtype (F32, F16, BF16, F64, F8_E5M2, F8_E4M3 = torch
+ * float8_e4m3fn) to f32 into dst (numel floats). Other dtypes: NX_ERR_UNSUPPORTED. */
 NX_API nx_status nx_tensor_to_f32(const nx_tensor_info *t, float *dst);
 
 /* ---- safetensors writer ------------------------------------------------------ */
