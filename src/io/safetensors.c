@@ -193,8 +193,10 @@ static nx_status parse_entry(const char *name, const json_t *e, const char *path
     return NX_OK;
 }
 
-/* Validates the whole header and data region; only on full success are the tensors and
- * metadata appended to ts, so a failed parse leaves ts untouched. */
+/* Validates the whole header and data region before appending anything, so a malformed
+ * file leaves ts untouched. Only the append itself can fail midway (a name already in the
+ * set from another shard, or out of memory); callers then free the whole set. Tensors are
+ * appended in file (offset) order. */
 static nx_status parse_header(nx_tensorset *ts, const json_t *root, const uint8_t *region, size_t region_len,
                               const char *path) {
     if (!json_is_object(root))
