@@ -112,6 +112,7 @@ typedef struct nx__added {
     size_t match_len;
     int32_t id;
     bool special, lstrip, rstrip, single_word, normalized;
+    bool ignored;           /* empty, or a repeat of an earlier identical entry (HF skips these) */
 } nx__added;
 
 /* Byte trie over added-token strings, for leftmost-longest matching. */
