@@ -8,6 +8,8 @@
 #include "neox.h"
 #include "test.h"
 
+#include <stdbool.h>
+#include <time.h>
 #include <zstd.h>
 
 /* ---- fixture files ---------------------------------------------------------------------- */
@@ -359,11 +361,14 @@ static void test_stream(void) {
     nx_tokenizer_free(tok);
 }
 
-/* A 1 MB word of one letter and a 1 MB run of spaces: O(n^2) would take hours. */
+/* A 1 MiB word of one letter and a 1 MiB run of spaces: O(n^2) would take hours. The bound
+ * is on CPU time, so a loaded machine does not fail it; under the sanitizers (5-10x slower)
+ * the input is 256 KiB, which still takes minutes when quadratic. */
 static void test_linear_time(void) {
-    size_t n = 1 << 20;
+    bool san = getenv("NX_SANITIZED") != NULL;
+    size_t n = san ? (size_t)1 << 18 : (size_t)1 << 20;
     char *big = malloc(n + 1);
-    double limit = getenv("NX_SANITIZED") ? 30.0 : 5.0;
+    double limit = san ? 20.0 : 5.0;
     const char *files[] = {"tokenizers/gpt-neox-20b/tokenizer.json", "tokenizers/gpt2/tokenizer.json"};
     const char fills[] = {'a', ' '};
     for (int f = 0; f < 2; f++) {
@@ -372,10 +377,10 @@ static void test_linear_time(void) {
         nx_text txt = {0};
         for (int k = 0; k < 2; k++) {
             memset(big, fills[k], n);
-            double t0 = nx_time_s();
+            clock_t c0 = clock();
             CHECK_EQ_INT(nx_tokenizer_encode(tok, big, n, 0, &ids), NX_OK);
-            double dt = nx_time_s() - t0;
-            printf("  %s: 1 MiB of 0x%02x -> %zu ids in %.3f s\n", files[f], fills[k], ids.len, dt);
+            double dt = (double)(clock() - c0) / CLOCKS_PER_SEC;
+            printf("  %s: %zu KiB of 0x%02x -> %zu ids in %.3f s CPU\n", files[f], n >> 10, fills[k], ids.len, dt);
             CHECK(dt < limit);
             CHECK(ids.len > 0 && ids.len <= n);
             CHECK_EQ_INT(nx_tokenizer_decode(tok, ids.data, ids.len, 0, &txt), NX_OK);
@@ -393,7 +398,7 @@ typedef struct { nx_tokenizer *tok; const doc *docs; size_t n; const gold *g; in
 static void mt_fn(int ith, int nth, void *p) {
     mt_arg *a = p;
     nx_ids ids = {0};
-    for (int rep = 0; rep < 2; rep++)
+    for (int rep = 0; rep < 1; rep++)
         for (size_t i = (size_t)ith; i < a->n; i += (size_t)nth) {
             if (nx_tokenizer_encode(a->tok, a->docs[i].text, a->docs[i].len, 0, &ids) != NX_OK || ids.len != a->g[i].n) {
                 a->bad[ith]++;

@@ -2,6 +2,7 @@
  * small tokenizers. The first byte picks flags. Checks, beyond not crashing: invalid UTF-8 is
  * refused unless NX_TOK_LOSSY_UTF8; without a normalizer decode(encode(x)) == x; the
  * streaming decoder's chunks add up to decode(). */
+#define _GNU_SOURCE   /* memmem */
 #include "neox.h"
 #include "fuzz_tokenizer_common.h"
 
