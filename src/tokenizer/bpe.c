@@ -172,7 +172,10 @@ static void merge_all(const nx_tokenizer *tok, sym *s, size_t n, cand *heap) {
 }
 
 static nx_status bpe_uncached(const nx_tokenizer *tok, const uint8_t *w, size_t n, nx_ids *out) {
-    if (tok->ignore_merges) {
+    if (tok->ignore_merges && !tok->has_byte_level) {
+        int32_t id = nx__strmap_get(&tok->vocab, (const char *)w, n);
+        if (id >= 0) return nx__ids_push(out, id);
+    } else if (tok->ignore_merges) {
         /* HF: a word that is itself in the vocabulary is taken whole */
         char stack[256] = {0}, *m = n * 2 <= sizeof stack ? stack : nx__malloc(n * 2 + 1);
         if (!m) return nx__error(NX_ERR_NOMEM, "tokenizer: out of memory");
@@ -201,7 +204,16 @@ static nx_status bpe_uncached(const nx_tokenizer *tok, const uint8_t *w, size_t 
     }
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
-        int32_t id = tok->byte_id[w[i]];
+        int32_t id;
+        if (tok->has_byte_level) id = tok->byte_id[w[i]];
+        else {
+            /* without ByteLevel the initial symbols are the characters themselves */
+            uint32_t cp;
+            size_t l = nx__utf8_decode(w + i, n - i, &cp);
+            if (!l) l = 1;
+            id = nx__strmap_get(&tok->vocab, (const char *)w + i, l);
+            i += l - 1;
+        }
         if (id < 0) {
             if (tok->unk_id < 0) continue;   /* HF drops a character with no id and no unk */
             if (tok->fuse_unk && m > 0 && s[m - 1].id == tok->unk_id) continue;
@@ -296,7 +308,7 @@ static void cache_insert(nx__cache_shard *c, uint64_t h, const uint8_t *w, size_
 
 nx_status nx__bpe_word(const nx_tokenizer *tok, const uint8_t *w, size_t n, nx_ids *out) {
     if (n == 0) return NX_OK;
-    if (n == 1 && tok->byte_id[w[0]] >= 0) return nx__ids_push(out, tok->byte_id[w[0]]);
+    if (n == 1 && tok->has_byte_level && tok->byte_id[w[0]] >= 0) return nx__ids_push(out, tok->byte_id[w[0]]);
     if (n > NX_CACHE_MAX_WORD) return bpe_uncached(tok, w, n, out);
     uint64_t h = nx__hash_bytes(w, n);
     /* the cache is logically const: it never changes results */

@@ -217,9 +217,44 @@ static nx_status split_merge(nx_tokenizer *tok, const char *s, size_t n, size_t 
 }
 
 /* Finishes the id tables once model and added tokens are known. */
+/* HF ignores the "id" written for an added token and assigns one the way
+ * AddedVocabulary::add_tokens does: the id of the same content already added or in the model
+ * vocabulary, else the next free id after the model (model size = number of entries). A
+ * differing id in the file is only worth a warning there, so it is here. */
+static void assign_added_ids(nx_tokenizer *tok) {
+    int32_t max_added = -1;
+    for (size_t i = 0; i < tok->n_added; i++) {
+        nx__added *a = &tok->added[i];
+        a->ignored = a->len == 0;
+        for (size_t k = 0; k < i && !a->ignored; k++) {
+            const nx__added *b = &tok->added[k];
+            a->ignored = !b->ignored && b->len == a->len && !memcmp(b->content, a->content, a->len) &&
+                         b->special == a->special && b->lstrip == a->lstrip && b->rstrip == a->rstrip &&
+                         b->single_word == a->single_word && b->normalized == a->normalized;
+        }
+        if (a->ignored) continue;
+        int32_t id = nx__strmap_get(&tok->added_map, a->content, a->len);
+        if (id < 0) id = nx__strmap_get(&tok->vocab, a->content, a->len);
+        if (id < 0) {
+            if (max_added < 0) id = tok->model_size;
+            else id = (max_added >= tok->model_size || tok->model_size == 0) ? max_added + 1 : tok->model_size;
+        }
+        if (id != a->id)
+            nx__log(NX_LOG_WARN, "%s: added token \"%.*s\" has id %d in the file but gets id %d (as in HF tokenizers)",
+                    tok->name, (int)NX_MIN(a->len, 60), a->content, a->id, id);
+        a->id = id;
+        if (id > max_added) max_added = id;
+        nx__strmap_put(&tok->added_map, a->content, a->len, id);
+    }
+}
+
+/* Finishes the id tables once model and added tokens are known. */
 static nx_status finish(nx_tokenizer *tok) {
+    NX_TRY(nx__strmap_init(&tok->added_map, tok->n_added));
+    assign_added_ids(tok);
     int32_t vs = tok->vocab_size;
-    for (size_t i = 0; i < tok->n_added; i++) if (tok->added[i].id + 1 > vs) vs = tok->added[i].id + 1;
+    for (size_t i = 0; i < tok->n_added; i++)
+        if (!tok->added[i].ignored && tok->added[i].id + 1 > vs) vs = tok->added[i].id + 1;
     if (vs > tok->vocab_size) {
         char **p = nx__realloc(tok->id_to_tok, (size_t)vs * sizeof *p);
         if (!p) return nx__error(NX_ERR_NOMEM, "%s: out of memory", tok->name);
@@ -232,14 +267,14 @@ static nx_status finish(nx_tokenizer *tok) {
     }
     tok->is_special = nx__calloc((size_t)vs + 1, sizeof *tok->is_special);
     if (!tok->is_special) return nx__error(NX_ERR_NOMEM, "%s: out of memory", tok->name);
-    NX_TRY(nx__strmap_init(&tok->added_map, tok->n_added));
     for (size_t i = 0; i < tok->n_added; i++) {
         nx__added *a = &tok->added[i];
-        tok->is_special[a->id] = a->special;
-        nx__strmap_put(&tok->added_map, a->content, a->len, a->id);
-        /* normalized tokens are matched in their normalized form */
         a->match = a->content;
         a->match_len = a->len;
+        if (a->ignored) continue;
+        /* special is a property of the content (HF's special_tokens_set) */
+        if (a->special) tok->is_special[a->id] = true;
+        /* normalized tokens are matched in their normalized form */
         if (a->normalized && tok->n_norm) {
             nx_buf nb = {0};
             nx_status st = nx__normalize(tok->norm_ops, tok->n_norm, a->content, a->len, &nb);
@@ -256,6 +291,7 @@ static nx_status finish(nx_tokenizer *tok) {
     if (!tok->id_str || !tok->id_slen || !tok->dec_off) return nx__error(NX_ERR_NOMEM, "%s: out of memory", tok->name);
     for (int32_t id = 0; id < tok->vocab_size; id++) { tok->id_str[id] = tok->id_to_tok[id]; tok->id_slen[id] = tok->tok_len[id]; }
     for (size_t i = 0; i < tok->n_added; i++) {
+        if (tok->added[i].ignored) continue;
         tok->id_str[tok->added[i].id] = tok->added[i].content;
         tok->id_slen[tok->added[i].id] = (uint32_t)tok->added[i].len;
     }
@@ -794,7 +830,7 @@ static nx_status pretok_piece(enc_ctx *c, const char *s, size_t n) {
         n = c->pre.len;
     }
     const uint8_t *u = (const uint8_t *)s;
-    if (!tok->use_regex) return nx__bpe_word(tok, u, n, c->out);
+    if (!tok->has_byte_level || !tok->use_regex) return nx__bpe_word(tok, u, n, c->out);
     size_t i = 0;
     while (i < n) {
         size_t j = nx__gpt2_split_next(u, n, i);

@@ -21,6 +21,8 @@ extern const uint32_t nx__uni_lower[][5];
 extern const size_t nx__uni_nlower;
 extern const uint32_t nx__uni_barrier_nfc[], nx__uni_barrier_nfd[], nx__uni_barrier_nfkc[], nx__uni_barrier_nfkd[];
 extern const size_t nx__uni_nbarrier_nfc, nx__uni_nbarrier_nfd, nx__uni_nbarrier_nfkc, nx__uni_nbarrier_nfkd;
+extern const uint32_t nx__uni_unsafe_nfc[][2], nx__uni_unsafe_nfd[][2], nx__uni_unsafe_nfkc[][2], nx__uni_unsafe_nfkd[][2];
+extern const size_t nx__uni_nunsafe_nfc, nx__uni_nunsafe_nfd, nx__uni_nunsafe_nfkc, nx__uni_nunsafe_nfkd;
 
 /* Class of a code point (table lookup; the BMP through a 64 KiB table built once). */
 int nx__uni_class(uint32_t cp);
@@ -112,6 +114,7 @@ typedef struct nx__added {
     size_t match_len;
     int32_t id;
     bool special, lstrip, rstrip, single_word, normalized;
+    bool ignored;           /* empty, or a repeat of an earlier identical entry (HF skips these) */
 } nx__added;
 
 /* Byte trie over added-token strings, for leftmost-longest matching. */
