@@ -58,6 +58,10 @@ NX_API size_t nx_model_weight_bytes(const nx_model *m);
  * "pythia-410m", "pythia-1b", "pythia-1.4b", "gpt-j-6b", "gpt-neo-125m", ...). */
 NX_API nx_status nx_model_config_preset(const char *name, nx_model_config *cfg);
 
+/* Name of the matmul/attention kernel variant this process uses: "avx512", "avx2" or "ref"
+ * (CPUID, or the NX_KERNELS environment variable). Static storage. */
+NX_API const char *nx_kernels_name(void);
+
 /* ---- session ---------------------------------------------------------------------------- */
 typedef struct nx_session_opts {
     int n_ctx;          /* KV cache capacity in tokens; 0 = max_position_embeddings */

@@ -166,6 +166,8 @@ void nx_model_free(nx_model *m) {
     nx__free(m);
 }
 
+const char *nx_kernels_name(void) { return nx__kernels()->name; }
+
 const nx_model_config *nx_model_get_config(const nx_model *m) { return &m->cfg; }
 
 size_t nx_model_weight_bytes(const nx_model *m) {
