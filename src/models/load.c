@@ -166,6 +166,13 @@ void nx_model_free(nx_model *m) {
     nx__free(m);
 }
 
+size_t nx_model_decode_bytes(const nx_model *m) {
+    size_t skip = 0;
+    if (m->head_w != m->wte) skip += (size_t)m->V * (size_t)m->H;
+    if (m->wpe) skip += (size_t)m->maxpos * (size_t)m->H;
+    return nx_model_weight_bytes(m) - skip * sizeof(float);
+}
+
 const char *nx_kernels_name(void) { return nx__kernels()->name; }
 
 const nx_model_config *nx_model_get_config(const nx_model *m) { return &m->cfg; }
