@@ -53,8 +53,9 @@ static void matmul_worker(int ith, int nth, void *arg) {
 void nx__matmul_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const float *W, const float *b,
                    int T, int IN, int OUT) {
     matmul_job j = {vt, y, x, W, b, T, IN, OUT};
-    /* Tiny products are not worth waking the workers. */
-    if ((size_t)T * IN * OUT < 32768 || nx_pool_size(pool) == 1)
+    /* Below ~256K FMAs (tens of microseconds) a hand-off to the workers costs more than it
+     * saves, and on a busy machine each hand-off can wait a whole scheduler slice. */
+    if ((size_t)T * IN * OUT < 262144 || nx_pool_size(pool) == 1)
         vt->matmul_rows(y, x, W, b, T, IN, OUT, 0, OUT);
     else
         nx_pool_run(pool, matmul_worker, &j);

@@ -196,7 +196,8 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
             }
         }
         attn_job aj = {s, ly, l, T, P};
-        if (NH * T >= 2 && s->n_threads > 1)
+        /* Same reasoning as the matmul threshold: only hand off real work. */
+        if (NH * T >= 2 && s->n_threads > 1 && (size_t)NH * T * (size_t)(P + T) * HS >= 65536)
             nx_pool_run(s->pool, attn_worker, &aj);
         else
             attn_worker(0, 1, &aj);
