@@ -298,20 +298,36 @@ static void test_loader_errors(void) {
                        "\"num_hidden_layers\": %d, \"num_attention_heads\": 2, \"intermediate_size\": 128, " \
                        "\"max_position_embeddings\": 96, \"tie_word_embeddings\": %s}"
     char text[1024];
-    snprintf(text, sizeof text, BASE, 32, 3, "false");
+    snprintf(text, sizeof text, BASE, 32, 3, "false");   /* one layer more than the file has */
     write_file(cfgp, text);
-    CHECK(nx_model_load(dir, NULL, &m) == NX_ERR_NOT_FOUND);
-    CHECK_STR_CONTAINS(nx_last_error(), "gpt_neox.layers.2.input_layernorm.weight");
-    snprintf(text, sizeof text, BASE, 64, 2, "false");
+    CHECK(nx_model_load(dir, NULL, &m) == NX_ERR_FORMAT);
+    CHECK_STR_CONTAINS(nx_last_error(), "config.json implies");
+    snprintf(text, sizeof text, BASE, 32, 1, "false");   /* one layer fewer: layer 1 is left over */
+    write_file(cfgp, text);
+    CHECK(nx_model_load(dir, NULL, &m) == NX_ERR_FORMAT);
+    CHECK_STR_CONTAINS(nx_last_error(), "unexpected tensor 'gpt_neox.layers.1.");
+    snprintf(text, sizeof text, BASE, 16, 2, "false");   /* hidden 16 on a hidden-32 file */
     write_file(cfgp, text);
     CHECK(nx_model_load(dir, NULL, &m) == NX_ERR_FORMAT);
     CHECK_STR_CONTAINS(nx_last_error(), "gpt_neox.embed_in.weight");
-    CHECK_STR_CONTAINS(nx_last_error(), "[300, 64]");
+    CHECK_STR_CONTAINS(nx_last_error(), "has shape [300, 32], the config implies [300, 16]");
     snprintf(text, sizeof text, BASE, 32, 2, "false");
     write_file(cfgp, text);
     CHECK(nx_model_load(dir, NULL, &m) == NX_OK);   /* the same file with the right config loads */
     nx_model_free(m);
     m = NULL;
+    /* attention_bias false on a file that has the biases: refused, not silently wrong */
+    write_file(cfgp, "{\"model_type\": \"gpt_neox\", \"vocab_size\": 300, \"hidden_size\": 32, "
+                     "\"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"intermediate_size\": 128, "
+                     "\"max_position_embeddings\": 96, \"attention_bias\": false}");
+    CHECK(nx_model_load(dir, NULL, &m) == NX_ERR_FORMAT);
+    CHECK_STR_CONTAINS(nx_last_error(), "unexpected tensor 'gpt_neox.layers.0.attention.");
+    /* a hostile config asking for a huge model fails before allocating it */
+    write_file(cfgp, "{\"model_type\": \"gpt_neox\", \"vocab_size\": 4000000, \"hidden_size\": 65536, "
+                     "\"num_hidden_layers\": 500, \"num_attention_heads\": 2, \"intermediate_size\": 262144, "
+                     "\"max_position_embeddings\": 96}");
+    CHECK(nx_model_load(dir, NULL, &m) != NX_OK);
+    CHECK(m == NULL);
     /* GPT-Neo untied without lm_head */
     snprintf(src, sizeof src, "%s/models/neo_a/model.safetensors", NX_FIXTURES);
     unlink(dst);

@@ -82,6 +82,9 @@ nx_status nx__model_init_shape(nx_model *m, const nx_model_config *cfg) {
     }
     if (m->rot < 0 || m->rot > m->HS || m->rot % 2 != 0)
         return nx__error(NX_ERR_FORMAT, "%s config: rotary dims %d must be even and <= head size %d", mt, m->rot, m->HS);
+    if ((size_t)m->maxpos * (size_t)m->rot > ((size_t)1 << 27))
+        return nx__error(NX_ERR_RANGE, "%s config: max_position_embeddings %d x rotary dims %d is too large", mt,
+                         m->maxpos, m->rot);
     if (m->rot > 0 && !(cfg->rope_theta > 0.0f))
         return nx__error(NX_ERR_FORMAT, "%s config: rope_theta %g must be > 0", mt, (double)cfg->rope_theta);
     return NX_OK;
@@ -108,7 +111,8 @@ static void fill_rope(nx_model *m) {
     }
 }
 
-nx_status nx__model_alloc(nx_model *m, bool head_tied) {
+/* Number of weight floats the config implies (the rotary tables excluded). */
+static size_t param_floats(const nx_model *m, bool head_tied) {
     const nx_model_config *c = &m->cfg;
     size_t H = (size_t)m->H, I = (size_t)m->I, V = (size_t)m->V;
     bool neox = c->arch == NX_ARCH_GPT_NEOX, j = c->arch == NX_ARCH_GPTJ, neo = c->arch == NX_ARCH_GPT_NEO;
@@ -116,9 +120,19 @@ nx_status nx__model_alloc(nx_model *m, bool head_tied) {
     bool o_bias = (neox && c->attention_bias) || neo;
     size_t per_layer = 2 * H + (j ? 0 : 2 * H) + 3 * H * H + (qkv_bias ? 3 * H : 0) + H * H + (o_bias ? H : 0) +
                        I * H + I + H * I + H;
+    return V * H + (neo ? (size_t)m->maxpos * H : 0) + 2 * H + (head_tied ? 0 : V * H) + (j ? V : 0) +
+           per_layer * (size_t)m->L;
+}
+
+nx_status nx__model_alloc(nx_model *m, bool head_tied) {
+    const nx_model_config *c = &m->cfg;
+    size_t H = (size_t)m->H, V = (size_t)m->V;
+    bool neox = c->arch == NX_ARCH_GPT_NEOX, j = c->arch == NX_ARCH_GPTJ, neo = c->arch == NX_ARCH_GPT_NEO;
+    bool qkv_bias = neox && c->attention_bias;
+    bool o_bias = (neox && c->attention_bias) || neo;
+    size_t I = (size_t)m->I;
     size_t rope = (size_t)m->maxpos * (size_t)(m->rot / 2) * 2;
-    size_t total = V * H + (neo ? (size_t)m->maxpos * H : 0) + 2 * H + (head_tied ? 0 : V * H) + (j ? V : 0) +
-                   per_layer * (size_t)m->L + rope;
+    size_t total = param_floats(m, head_tied) + rope;
     size_t bytes;
     if (!nx__mul_ok(total, sizeof(float), &bytes))
         return nx__error(NX_ERR_RANGE, "model too large");
@@ -187,6 +201,8 @@ size_t nx_model_weight_bytes(const nx_model *m) {
 typedef struct {
     const nx_tensorset *ts;
     const char *dir;
+    const nx_tensor_info **used;   /* tensors read so far (to find unexpected ones) */
+    size_t n_used, cap_used;
 } reader;
 
 static const nx_tensor_info *find(const reader *r, const char *name) { return nx_tensorset_find(r->ts, name); }
@@ -201,9 +217,17 @@ static const char *shape_str(const int64_t *shape, int ndim, char *buf, size_t n
 }
 
 /* Checks name's shape against (d0[, d1]) and converts it to fp32 into dst. */
-static nx_status load2(const reader *r, const char *name, int ndim, int64_t d0, int64_t d1, float *dst) {
+static nx_status load2(reader *r, const char *name, int ndim, int64_t d0, int64_t d1, float *dst) {
     const nx_tensor_info *t = find(r, name);
     if (!t) return nx__error(NX_ERR_NOT_FOUND, "%s: tensor '%s' is missing", r->dir, name);
+    if (r->n_used == r->cap_used) {
+        size_t nc = r->cap_used ? 2 * r->cap_used : 64;
+        const nx_tensor_info **u = nx__realloc(r->used, nc * sizeof *u);
+        if (!u) return nx__error(NX_ERR_NOMEM, "out of memory");
+        r->used = u;
+        r->cap_used = nc;
+    }
+    r->used[r->n_used++] = t;
     int64_t want[2] = {d0, d1};
     bool ok = t->ndim == ndim;
     for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == want[i];
@@ -218,9 +242,9 @@ static nx_status load2(const reader *r, const char *name, int ndim, int64_t d0, 
     return nx_tensor_to_f32(t, dst);
 }
 
-static nx_status load_fmt(const reader *r, int ndim, int64_t d0, int64_t d1, float *dst, const char *fmt, ...)
+static nx_status load_fmt(reader *r, int ndim, int64_t d0, int64_t d1, float *dst, const char *fmt, ...)
     NX_PRINTF(6, 7);
-static nx_status load_fmt(const reader *r, int ndim, int64_t d0, int64_t d1, float *dst, const char *fmt, ...) {
+static nx_status load_fmt(reader *r, int ndim, int64_t d0, int64_t d1, float *dst, const char *fmt, ...) {
     char name[256];
     va_list ap;
     va_start(ap, fmt);
@@ -237,7 +261,7 @@ static void deinterleave_qkv(float *dst, const float *src, int NH, int HS, size_
                    (size_t)HS * row * sizeof(float));
 }
 
-static nx_status load_neox(nx_model *m, const reader *r, float *tmp) {
+static nx_status load_neox(nx_model *m, reader *r, float *tmp) {
     int64_t H = m->H, I = m->I, V = m->V;
     NX_TRY(load2(r, "gpt_neox.embed_in.weight", 2, V, H, m->wte));
     NX_TRY(load2(r, "gpt_neox.final_layer_norm.weight", 1, H, 0, m->lnf_w));
@@ -265,7 +289,7 @@ static nx_status load_neox(nx_model *m, const reader *r, float *tmp) {
     return NX_OK;
 }
 
-static nx_status load_gptj(nx_model *m, const reader *r) {
+static nx_status load_gptj(nx_model *m, reader *r) {
     int64_t H = m->H, I = m->I, V = m->V;
     size_t HH = (size_t)H * (size_t)H;
     NX_TRY(load2(r, "transformer.wte.weight", 2, V, H, m->wte));
@@ -289,7 +313,7 @@ static nx_status load_gptj(nx_model *m, const reader *r) {
     return NX_OK;
 }
 
-static nx_status load_neo(nx_model *m, const reader *r) {
+static nx_status load_neo(nx_model *m, reader *r) {
     int64_t H = m->H, I = m->I, V = m->V;
     size_t HH = (size_t)H * (size_t)H;
     NX_TRY(load2(r, "transformer.wte.weight", 2, V, H, m->wte));
@@ -316,6 +340,35 @@ static nx_status load_neo(nx_model *m, const reader *r) {
     return NX_OK;
 }
 
+static bool ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && memcmp(s + a - b, suffix, b) == 0;
+}
+
+/* Buffers older exports carry that are not parameters (docs/ARCHITECTURES.md §1.2, 2.2, 3.2). */
+static bool is_legacy_buffer(const char *name) {
+    return ends_with(name, ".attention.bias") || ends_with(name, ".attention.masked_bias") ||
+           ends_with(name, ".rotary_emb.inv_freq") || ends_with(name, ".attn.bias") ||
+           ends_with(name, ".attn.masked_bias");
+}
+
+/* Every tensor must have been read, be a legacy buffer, or be a tied head's duplicate: a
+ * leftover means config.json and the weights disagree (e.g. attention_bias false on a file
+ * with biases), which would otherwise silently give wrong logits. */
+static nx_status check_all_used(const reader *r, const nx_model *m) {
+    for (size_t i = 0; i < nx_tensorset_count(r->ts); i++) {
+        const nx_tensor_info *t = nx_tensorset_at(r->ts, i);
+        bool used = false;
+        for (size_t k = 0; k < r->n_used && !used; k++) used = r->used[k] == t;
+        if (used || is_legacy_buffer(t->name)) continue;
+        if (m->head_w == m->wte && (!strcmp(t->name, "lm_head.weight") || !strcmp(t->name, "embed_out.weight")))
+            continue;
+        return nx__error(NX_ERR_FORMAT, "%s: unexpected tensor '%s' for %s with this config.json (config and weights disagree)",
+                         t->file && *t->file ? t->file : r->dir, t->name, m->cfg.model_type);
+    }
+    return NX_OK;
+}
+
 static const char *head_name(nx_arch a) { return a == NX_ARCH_GPT_NEOX ? "embed_out.weight" : "lm_head.weight"; }
 
 nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **out) {
@@ -332,13 +385,13 @@ nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **o
     if (st != NX_OK) return st;
     nx_model *m = nx__calloc(1, sizeof *m);
     float *tmp = NULL;
+    reader r = {ts, dir, NULL, 0, 0};
     if (!m) {
         st = nx__error(NX_ERR_NOMEM, "out of memory");
         goto done;
     }
     st = nx__model_init_shape(m, &cfg);
     if (st != NX_OK) goto done;
-    reader r = {ts, dir};
     /* HF ties when the config says so; a checkpoint without a head (HF drops the tied
      * duplicate when saving) is only valid in that case. */
     bool has_head = find(&r, head_name(cfg.arch)) != NULL;
@@ -346,6 +399,18 @@ nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **o
     if (!tied && !has_head) {
         st = nx__error(NX_ERR_NOT_FOUND, "%s: tensor '%s' is missing and tie_word_embeddings is false", dir,
                        head_name(cfg.arch));
+        goto done;
+    }
+    /* Allocate only what the file can back: a hostile config (say hidden_size 65536) must
+     * fail here, not in a 100 GB allocation. Every tensor is checked by name and shape later. */
+    size_t have = 0, need = param_floats(m, tied);
+    for (size_t i = 0; i < nx_tensorset_count(ts); i++) {
+        size_t n = nx_tensor_numel(nx_tensorset_at(ts, i));
+        have = have + n < have ? SIZE_MAX : have + n;
+    }
+    if (have < need) {
+        st = nx__error(NX_ERR_FORMAT, "%s: the checkpoint holds %zu values but config.json implies %zu parameters "
+                                      "(check hidden_size, num_hidden_layers, vocab_size)", dir, have, need);
         goto done;
     }
     st = nx__model_alloc(m, tied);
@@ -362,7 +427,9 @@ nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **o
     case NX_ARCH_GPTJ: st = load_gptj(m, &r); break;
     case NX_ARCH_GPT_NEO: st = load_neo(m, &r); break;
     }
+    if (st == NX_OK) st = check_all_used(&r, m);
 done:
+    nx__free(r.used);
     nx__free(tmp);
     nx_tensorset_free(ts);
     if (st != NX_OK) {
