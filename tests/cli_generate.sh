@@ -133,7 +133,6 @@ else
     # --stop: cut at the first occurrence of the 3 bytes at offset 4 of the expected text
     stop=$(head -c 7 "$FIX/$m/text_out.bin" | tail -c 3)
     "$NEOX" generate -m "$FIX/$m" --tokenizer "$FIX/tokenizer_tiny.json" -p "$prompt" -n 24 --ignore-eos --stop "$stop" > "$TMP/$m.stop.txt"
-    exp=$(head -c 7 "$FIX/$m/text_out.bin" | head -c 4; echo; )
     body=$(cat "$TMP/$m.stop.txt")
     want=$(awk -v s="$stop" 'BEGIN{RS="\0"} {i=index($0, s); printf "%s", substr($0, 1, i-1)}' "$FIX/$m/text_out.bin")
     check "$m: --stop cuts the text before the stop string" test "$body" = "$want"
