@@ -7,7 +7,10 @@
 #include <math.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include "kernels/kernels.h"
 
 #define MAXN 256
 
@@ -479,7 +482,36 @@ static void test_generate_stops(void) {
     nx_model_free(m);
 }
 
-int main(void) {
+/* The whole-model parity again under every other kernel variant this CPU has (the variant is
+ * picked once per process from NX_KERNELS, so each runs in a child process). */
+static const char *g_self;
+static void test_other_kernel_variants(void) {
+    const char *names[] = {"ref", "avx2", "avx512"};
+    int ran = 0;
+    for (int i = 0; i < 3; i++) {
+        if (!nx__kernels_variant(names[i]) || !strcmp(names[i], nx__kernels()->name)) continue;
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            setenv("NX_KERNELS", names[i], 1);
+            execl(g_self, g_self, "--parity-only", (char *)NULL);
+            _exit(127);
+        }
+        int status = 0;
+        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "parity under NX_KERNELS=%s failed", names[i]);
+        ran++;
+    }
+    printf("     parity re-run under %d other kernel variant(s)\n", ran);
+}
+
+int main(int argc, char **argv) {
+    g_self = argv[0];
+    if (argc > 1 && !strcmp(argv[1], "--parity-only")) {
+        printf("kernel variant: %s\n", nx__kernels()->name);
+        TEST_RUN(test_fixtures_parity);
+        TEST_END();
+    }
     TEST_RUN(test_fixtures_parity);
     TEST_RUN(test_fixtures_two_threads);
     TEST_RUN(test_neo_window_recompute);
@@ -488,5 +520,6 @@ int main(void) {
     TEST_RUN(test_loader_errors);
     TEST_RUN(test_sampler);
     TEST_RUN(test_generate_stops);
+    TEST_RUN(test_other_kernel_variants);
     TEST_END();
 }

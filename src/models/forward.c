@@ -167,7 +167,11 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
     float eps = c->layer_norm_eps;
 
     for (int t = 0; t < T; t++) {
-        memcpy(s->x + (size_t)t * H, m->wte + (size_t)ids[t] * H, (size_t)H * sizeof(float));
+        if (m->wte) {
+            memcpy(s->x + (size_t)t * H, m->wte + (size_t)ids[t] * H, (size_t)H * sizeof(float));
+        } else {   /* tied: the row lives in the packed head */
+            for (int i = 0; i < H; i++) s->x[(size_t)t * H + i] = nx__packed_at(m->head_w, H, ids[t], i);
+        }
         if (m->wpe) {
             const float *pe = m->wpe + (size_t)(P + t) * H;
             float *xt = s->x + (size_t)t * H;
