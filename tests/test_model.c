@@ -347,6 +347,64 @@ static void test_loader_errors(void) {
     CHECK(nx_model_load(fixture_path("models/neox_a"), &mo, &m) == NX_ERR_UNSUPPORTED);
 }
 
+/* Older exports carry non-parameter buffers (causal mask, masked_bias, inv_freq); they are
+ * skipped and the logits are unchanged. The weights here are neox_a's re-written with them. */
+static void test_legacy_buffers_ignored(void) {
+    nx_tensorset *ts = NULL;
+    CHECK(nx_tensorset_open(fixture_path("models/neox_a"), &ts) == NX_OK);
+    size_t n = nx_tensorset_count(ts);
+    nx_tensor_write *w = calloc(n + 6, sizeof *w);
+    for (size_t i = 0; i < n; i++) {
+        const nx_tensor_info *t = nx_tensorset_at(ts, i);
+        w[i].name = t->name;
+        w[i].dtype = t->dtype;
+        w[i].ndim = t->ndim;
+        memcpy(w[i].shape, t->shape, sizeof t->shape);
+        w[i].data = t->data;
+    }
+    static uint8_t mask[96 * 96];
+    static float masked_bias = -1e9f, inv_freq[2] = {1.0f, 0.01f};
+    for (int l = 0; l < 2; l++) {
+        static char names[6][80];
+        snprintf(names[3 * l], 80, "gpt_neox.layers.%d.attention.bias", l);
+        snprintf(names[3 * l + 1], 80, "gpt_neox.layers.%d.attention.masked_bias", l);
+        snprintf(names[3 * l + 2], 80, "gpt_neox.layers.%d.attention.rotary_emb.inv_freq", l);
+        w[n + 3 * l] = (nx_tensor_write){names[3 * l], NX_BOOL, 4, {1, 1, 96, 96}, mask};
+        w[n + 3 * l + 1] = (nx_tensor_write){names[3 * l + 1], NX_F32, 0, {0}, &masked_bias};
+        w[n + 3 * l + 2] = (nx_tensor_write){names[3 * l + 2], NX_F32, 1, {2}, inv_freq};
+    }
+    char dir[256], path[512], cfg_src[512], cfg_dst[512];
+    snprintf(dir, sizeof dir, "%s/test_model_legacy_%d", NX_BINARY_DIR, (int)getpid());
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK_MSG(nx_safetensors_write(path, w, n + 6, NULL, 0) == NX_OK, "%s", nx_last_error());
+    free(w);
+    nx_tensorset_free(ts);
+    snprintf(cfg_src, sizeof cfg_src, "%s/models/neox_a/config.json", NX_FIXTURES);
+    snprintf(cfg_dst, sizeof cfg_dst, "%s/config.json", dir);
+    unlink(cfg_dst);
+    CHECK(symlink(cfg_src, cfg_dst) == 0);
+    nx_model *a = NULL, *b = NULL;
+    CHECK_MSG(nx_model_load(dir, NULL, &a) == NX_OK, "%s", nx_last_error());
+    CHECK(nx_model_load(fixture_path("models/neox_a"), NULL, &b) == NX_OK);
+    nx_session_opts so = {0};
+    so.n_threads = 1;
+    nx_session *sa = NULL, *sb = NULL;
+    CHECK(nx_session_create(a, &so, &sa) == NX_OK);
+    CHECK(nx_session_create(b, &so, &sb) == NX_OK);
+    int32_t ids[5] = {3, 1, 4, 1, 5};
+    CHECK(nx_session_forward(sa, ids, 5, NULL) == NX_OK);
+    CHECK(nx_session_forward(sb, ids, 5, NULL) == NX_OK);
+    CHECK(memcmp(nx_session_logits(sa), nx_session_logits(sb), 300 * sizeof(float)) == 0);
+    nx_session_free(sa);
+    nx_session_free(sb);
+    nx_model_free(a);
+    nx_model_free(b);
+    unlink(path);
+    unlink(cfg_dst);
+    rmdir(dir);
+}
+
 static void test_sampler(void) {
     float lg[8] = {0.5f, 2.0f, 2.0f, -1.0f, 0.0f, 1.0f, 9.0f, 8.0f};
     int32_t tok;
@@ -518,6 +576,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_context_limit);
     TEST_RUN(test_thread_determinism);
     TEST_RUN(test_loader_errors);
+    TEST_RUN(test_legacy_buffers_ignored);
     TEST_RUN(test_sampler);
     TEST_RUN(test_generate_stops);
     TEST_RUN(test_other_kernel_variants);
