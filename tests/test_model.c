@@ -548,6 +548,7 @@ static void test_other_kernel_variants(void) {
     int ran = 0;
     for (int i = 0; i < 3; i++) {
         if (!nx__kernels_variant(names[i]) || !strcmp(names[i], nx__kernels()->name)) continue;
+        fflush(stdout);
         pid_t pid = fork();
         CHECK(pid >= 0);
         if (pid == 0) {
