@@ -497,6 +497,93 @@ static void test_sampler(void) {
     CHECK_EQ_INT(nx_sampler_create(&p, &s), NX_ERR_INVALID_ARG);
 }
 
+/* The filtered distribution against a brute-force reference written here: sort everything,
+ * apply HF's top-k, top-p (drop the tail whose ascending cumulative mass <= 1 - top_p), min-p
+ * (p < min_p * p_max), renormalise. Samples must stay in the kept set and match its
+ * probabilities. */
+static int cmp_desc_f(const void *a, const void *b) {
+    double x = ((const double *)a)[0], y = ((const double *)b)[0];
+    return (x < y) - (x > y);
+}
+
+static void check_distribution(const float *lg, int V, float temp, int top_k, float top_p, float min_p) {
+    double (*ord)[2] = malloc(sizeof(double[2]) * V);
+    double mx = -INFINITY;
+    for (int i = 0; i < V; i++) mx = fmax(mx, lg[i] / (double)temp);
+    for (int i = 0; i < V; i++) {
+        ord[i][0] = exp(lg[i] / (double)temp - mx);
+        ord[i][1] = i;
+    }
+    qsort(ord, (size_t)V, sizeof ord[0], cmp_desc_f);
+    int n = top_k > 0 && top_k < V ? top_k : V;
+    double Z = 0;
+    for (int i = 0; i < n; i++) Z += ord[i][0];
+    if (top_p < 1.0f) {
+        double cum = 0;
+        int keep = n;
+        for (int i = 0; i < n; i++) {
+            cum += ord[i][0] / Z;
+            if (cum >= top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+        n = keep;
+    }
+    int keep = 0;
+    for (int i = 0; i < n; i++)
+        if (ord[i][0] >= min_p * ord[0][0]) keep++;
+    n = keep;
+    double *want = calloc((size_t)V, sizeof(double));
+    double Zk = 0;
+    for (int i = 0; i < n; i++) Zk += ord[i][0];
+    for (int i = 0; i < n; i++) want[(int)ord[i][1]] = ord[i][0] / Zk;
+    nx_sampler_params p = nx_sampler_defaults();
+    p.temperature = temp;
+    p.top_k = top_k;
+    p.top_p = top_p;
+    p.min_p = min_p;
+    p.seed = 99;
+    nx_sampler *s = NULL;
+    CHECK(nx_sampler_create(&p, &s) == NX_OK);
+    int N = 20000;
+    int *cnt = calloc((size_t)V, sizeof(int));
+    for (int i = 0; i < N; i++) {
+        int32_t tok;
+        CHECK(nx_sampler_sample(s, lg, V, NULL, 0, &tok) == NX_OK);
+        CHECK_MSG(want[tok] > 0, "sampled id %d outside the kept set (k %d, p %g, min_p %g)", tok, top_k, top_p, min_p);
+        cnt[tok]++;
+    }
+    for (int i = 0; i < V; i++) {
+        double sd = sqrt(want[i] * (1 - want[i]) / N);
+        CHECK_MSG(fabs(cnt[i] / (double)N - want[i]) <= 5 * sd + 1e-3, "id %d: frequency %g, expected %g", i,
+                  cnt[i] / (double)N, want[i]);
+    }
+    printf("     sampler k=%d p=%g min_p=%g T=%g: %d ids kept, frequencies match\n", top_k, (double)top_p,
+           (double)min_p, (double)temp, n);
+    nx_sampler_free(s);
+    free(cnt);
+    free(want);
+    free(ord);
+}
+
+static void test_sampler_distribution(void) {
+    int V = 400;
+    float *lg = malloc(sizeof(float) * V);
+    uint64_t x = 7;
+    for (int i = 0; i < V; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        lg[i] = (float)((x >> 40) * (1.0 / 16777216.0)) * 12.0f - 6.0f;
+    }
+    check_distribution(lg, V, 0.5f, 40, 1.0f, 0.0f);
+    check_distribution(lg, V, 0.7f, 0, 0.6f, 0.0f);    /* top-p alone: needs the sorted head */
+    check_distribution(lg, V, 1.0f, 200, 0.9f, 0.0f);   /* widens past the first 64 */
+    check_distribution(lg, V, 0.4f, 0, 1.0f, 0.05f);
+    check_distribution(lg, V, 1.3f, 100, 0.95f, 0.1f);
+    check_distribution(lg, V, 2.0f, 0, 0.995f, 0.0f);  /* widens to everything */
+    free(lg);
+}
+
 /* Greedy generate stops at a stop id and reports it, and the callback can stop early. */
 static int stop_after_3(int32_t tok, void *user) {
     (void)tok;
@@ -579,6 +666,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_loader_errors);
     TEST_RUN(test_legacy_buffers_ignored);
     TEST_RUN(test_sampler);
+    TEST_RUN(test_sampler_distribution);
     TEST_RUN(test_generate_stops);
     TEST_RUN(test_other_kernel_variants);
     TEST_END();
