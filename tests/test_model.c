@@ -241,6 +241,16 @@ static void test_context_limit(void) {
     for (int i = 1; i < 256; i++)
         if (lg[i] > lg[best]) best = i;
     CHECK_EQ_INT(out[149], best);
+    /* A cached history of 70 tokens plus a 20-token prompt overflow the 80 positions: with
+     * context shift the newest 40 of (history + prompt) are recomputed, then generation goes on. */
+    nx_session_reset(s);
+    CHECK(nx_session_forward(s, ids, 70, NULL) == NX_OK);
+    go.max_new_tokens = 5;
+    CHECK(nx_generate(s, smp, ids + 100, 20, &go, out, &n_out) == NX_OK);
+    CHECK_EQ_INT(n_out, 5);
+    const int32_t *kept = nx_session_tokens(s);
+    for (int i = 0; i < 20; i++) CHECK_EQ_INT(kept[i], ids[50 + i]);         /* last 20 of the history */
+    for (int i = 0; i < 20; i++) CHECK_EQ_INT(kept[20 + i], ids[100 + i]);   /* then the prompt */
     nx_session_free(fresh);
     nx_sampler_free(smp);
     nx_session_free(s);
