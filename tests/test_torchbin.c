@@ -167,6 +167,24 @@ static void test_sharded_shards(void) {
     CHECK_MSG(bad == NULL, "%s", bad);
 }
 
+/* The same checkpoint through the public entry point: a directory holding
+ * pytorch_model.bin.index.json, and the index itself, dispatched to this reader per shard. */
+static void test_sharded_via_tensorset_open(void) {
+    const char *inputs[] = {"torch/sharded", "torch/sharded/pytorch_model.bin.index.json"};
+    for (size_t i = 0; i < 2; i++) {
+        nx_tensorset *ts = NULL;
+        nx_status st = nx_tensorset_open(fixture_path(inputs[i]), &ts);
+        CHECK_MSG(st == NX_OK, "%s: %s", inputs[i], nx_last_error());
+        const char *bad = compare_ref(ts, "torch/sharded.ref.json");
+        nx_tensorset_free(ts);
+        CHECK_MSG(bad == NULL, "%s: %s", inputs[i], bad);
+    }
+    nx_tensorset *ts = NULL;
+    nx_status st = nx_tensorset_open(fixture_path("torch/evil_eval.bin"), &ts);
+    CHECK_EQ_INT(st, NX_ERR_SECURITY);
+    CHECK(ts == NULL);
+}
+
 static uint8_t *read_fixture(const char *rel, size_t *n) {
     FILE *f = fopen(fixture_path(rel), "rb");
     if (!f) return NULL;
@@ -329,6 +347,7 @@ int main(void) {
     TEST_RUN(test_hostile_files);
     TEST_RUN(test_exact_security_message);
     TEST_RUN(test_sharded_shards);
+    TEST_RUN(test_sharded_via_tensorset_open);
     TEST_RUN(test_every_truncation_fails);
     TEST_RUN(test_byte_flips_do_not_crash);
     TEST_RUN(test_allocation_failures);
