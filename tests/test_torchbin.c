@@ -222,7 +222,7 @@ static void test_byte_flips_do_not_crash(void) {
     uint8_t *full = read_fixture("torch/basic.bin", &n);
     CHECK(full != NULL);
     uint8_t *b = malloc(n);
-    static const uint8_t vals[] = {0x00, 0xff, 0x7f, 0x80};
+    static const uint8_t vals[] = {0x00, 0xff};
     int loaded = 0;
     for (size_t i = 0; i < n; i++) {
         for (size_t k = 0; k < NX_ARRAY_LEN(vals); k++) {
