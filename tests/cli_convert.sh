@@ -59,7 +59,7 @@ expect_error() {
   [ $rc -eq 1 ] || fail "$name: exit code $rc, expected 1"
   grep -qF -- "$want" "$T/$name.err" || fail "$name: stderr lacks \"$want\": $(cat "$T/$name.err")"
   [ "$(wc -l < "$T/$name.err")" -eq 1 ] || fail "$name: error is not one line"
-  [ -e "$T/$name/model.safetensors" ] && fail "$name: wrote model.safetensors despite the error"
+  [ -e "$T/$name" ] && fail "$name: created the output directory despite the error"
   return 0
 }
 expect_error evil "refers to global 'os.system'; only tensors and containers are allowed" "$FIX/evil_os_system.bin" "$T/evil"

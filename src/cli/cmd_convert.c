@@ -314,15 +314,12 @@ int cmd_convert(int argc, char **argv) {
     char *out_model = NULL, *cfg_path = NULL;
     char rin[PATH_MAX], rout[PATH_MAX];
 
-    if (mkdir_p(out) != 0) {
-        fprintf(stderr, "neox convert: cannot create directory %s: %s\n", out, strerror(errno));
-        goto done;
-    }
     if (realpath(in_dir, rin) && realpath(out, rout) && strcmp(rin, rout) == 0) {
         fprintf(stderr, "neox convert: OUT (%s) is the input's directory; choose another directory\n", out);
         rc = 2;
         goto done;
     }
+    /* read and validate the whole input (and config) before creating anything */
     nx_status st = nx_tensorset_open(in, &ts);
     if (st != NX_OK) { rc = cli_fail("convert", st, "cannot read the checkpoint"); goto done; }
 
@@ -376,6 +373,10 @@ int cmd_convert(int argc, char **argv) {
         total += (uint64_t)nx_tensor_numel(t) * nx_dtype_size(w->dtype);
     }
 
+    if (mkdir_p(out) != 0) {
+        fprintf(stderr, "neox convert: cannot create directory %s: %s\n", out, strerror(errno));
+        goto done;
+    }
     out_model = join(out, "model.safetensors");
     if (!out_model) goto done;
     static const char *const meta[] = {"format", "pt"};

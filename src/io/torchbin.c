@@ -155,8 +155,9 @@ static nx_status add_tensor(reader *r, const char *name, nx_pk *t) {
         if (t->size[d] != 1 && t->stride[d] != expect) contiguous = false;
         expect *= t->size[d];
     }
-    const uint8_t *src = t->storage->data + (size_t)t->offset * esz;
     bool swap = r->big_endian && esz > 1;
+    /* only form the view's address once the bounds check covers it (numel > 0) */
+    const uint8_t *src = numel ? t->storage->data + (size_t)t->offset * esz : t->storage->data;
     bool aligned = ((uintptr_t)src % esz) == 0;
     if (numel == 0) {
         info.data = t->storage->data;

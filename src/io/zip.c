@@ -97,10 +97,12 @@ nx_status nx__zip_open(nx_zip *z, const uint8_t *data, size_t size, const char *
     const uint8_t *e = data + eocd;
     uint64_t n_total = rd16(e + 10), cd_size = rd32(e + 12), cd_off = rd32(e + 16);
     uint64_t cd_end_limit = eocd;   /* the directory must end before the record describing it */
-    if (rd16(e + 4) != 0 || rd16(e + 6) != 0 || rd16(e + 8) != rd16(e + 10))
+    bool zip64 = eocd >= ZIP64_LOCATOR_SIZE && memcmp(data + eocd - ZIP64_LOCATOR_SIZE, "PK\x06\x07", 4) == 0;
+    /* With ZIP64 some writers saturate these 16-bit fields (0xFFFF); the record decides. */
+    if (!zip64 && (rd16(e + 4) != 0 || rd16(e + 6) != 0 || rd16(e + 8) != rd16(e + 10)))
         return nx__error(NX_ERR_UNSUPPORTED, "%s: multi-disk zip archives are not supported", path);
 
-    if (eocd >= ZIP64_LOCATOR_SIZE && memcmp(data + eocd - ZIP64_LOCATOR_SIZE, "PK\x06\x07", 4) == 0) {
+    if (zip64) {
         const uint8_t *loc = data + eocd - ZIP64_LOCATOR_SIZE;
         uint64_t rec = rd64(loc + 8);
         if (rd32(loc + 4) != 0 || rd32(loc + 16) > 1)
