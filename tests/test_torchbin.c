@@ -216,19 +216,19 @@ static void test_every_truncation_fails(void) {
 }
 
 /* Single-byte corruptions anywhere (header, directory, pickle) must not crash; the file
- * may still load when the byte is in weights or padding. */
+ * may still load when the byte is in weights or padding. Every byte is inverted; the
+ * pickle (the first member) also gets zeroed bytes, which hit lengths and opcodes. */
 static void test_byte_flips_do_not_crash(void) {
     size_t n;
     uint8_t *full = read_fixture("torch/basic.bin", &n);
     CHECK(full != NULL);
     uint8_t *b = malloc(n);
-    static const uint8_t vals[] = {0x00, 0xff};
     int loaded = 0;
     for (size_t i = 0; i < n; i++) {
-        for (size_t k = 0; k < NX_ARRAY_LEN(vals); k++) {
+        for (int k = 0; k < 2; k++) {
+            if (k == 1 && (i > 1500 || full[i] == 0)) continue;
             memcpy(b, full, n);
-            if (b[i] == vals[k]) continue;
-            b[i] = vals[k];
+            b[i] = k == 0 ? (uint8_t)~full[i] : 0;
             nx_tensorset *ts = nx__tensorset_new();
             if (nx__torchbin_parse(ts, b, n, "flip.bin") == NX_OK) {
                 loaded++;
