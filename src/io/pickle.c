@@ -13,8 +13,9 @@
  * Limits: every length is checked against the bytes left before it is used; memo indices
  * must be below the current stream offset (Python assigns them 0, 1, 2...) and below
  * NX_PK_MAX_MEMO, so a hostile LONG_BINPUT cannot make us allocate gigabytes; the stack,
- * the mark stack and containers are bounded by NX_PK_MAX_STACK; integers must fit in int64.
- * Since each opcode creates at most one node, memory is linear in the stream length.
+ * the mark stack and containers are bounded by NX_PK_MAX_STACK; integers must fit in int64;
+ * at most NX_PK_MAX_NODES objects. Each opcode creates at most one node, so memory is
+ * linear in the stream length and capped in absolute terms.
  */
 #include "pickle.h"
 
@@ -23,9 +24,14 @@
 #define NX_PK_MAX_STACK (1u << 22)
 #define NX_PK_MAX_MEMO (1u << 22)
 #define NX_PK_MAX_GLOBAL_NAME 256
+/* ~10 objects per tensor in a state_dict: room for ~200k tensors, and at most ~250 MB of
+ * nodes for a hostile stream of one-byte opcodes */
+#define NX_PK_MAX_NODES (1u << 21)
 
 struct nx_pickle {
     nx_pk *nodes;          /* arena chain */
+    size_t n_nodes;
+    bool too_many;         /* node() refused: NX_PK_MAX_NODES reached */
     nx_pk **stack;
     size_t sp, stack_cap;
     size_t *marks;
@@ -99,8 +105,13 @@ static const char *printable(const char *s, size_t n, char *out, size_t cap) {
 }
 
 static nx_pk *node(nx_pickle *pk, nx_pk_kind kind) {
+    if (pk->n_nodes >= NX_PK_MAX_NODES) {
+        pk->too_many = true;
+        return NULL;
+    }
     nx_pk *v = nx__calloc(1, sizeof *v);
     if (!v) return NULL;
+    pk->n_nodes++;
     v->kind = kind;
     v->next_alloc = pk->nodes;
     pk->nodes = v;
@@ -203,6 +214,8 @@ static uint64_t rd_le(const uint8_t *p, int n) {
 
 static nx_status push(machine *m, nx_pk *v) {
     nx_pickle *pk = m->pk;
+    if (!v && pk->too_many)
+        return fail(m, NX_ERR_RANGE, "pickle holds more than %u objects, far beyond any state_dict", NX_PK_MAX_NODES);
     if (!v) return nx__error(NX_ERR_NOMEM, "%s: out of memory", pk->what);
     nx_status st = grow_array((void **)&pk->stack, &pk->stack_cap, pk->sp + 1, sizeof *pk->stack, NX_PK_MAX_STACK);
     if (st == NX_ERR_NOMEM) return nx__error(st, "%s: out of memory", pk->what);
@@ -305,12 +318,14 @@ static nx_status rebuild_tensor(machine *m, const nx_pk *args, bool v3) {
         return fail(m, NX_ERR_FORMAT, "tensor storage offset is not a non-negative int");
     nx_pk *t = node(m->pk, NX_PK_TENSOR);
     if (!t) return push(m, NULL);
+    nx_pk_view *v = t->owned = t->view = nx__calloc(1, sizeof *v);
+    if (!v) return nx__error(NX_ERR_NOMEM, "%s: out of memory", m->pk->what);
     int nst = 0;
-    NX_TRY(int_tuple(m, args->items[2], "size", t->size, &t->ndim));
-    NX_TRY(int_tuple(m, args->items[3], "stride", t->stride, &nst));
-    if (nst != t->ndim) return fail(m, NX_ERR_FORMAT, "tensor size and stride have different lengths");
-    t->storage = st;
-    t->offset = args->items[1]->i;
+    NX_TRY(int_tuple(m, args->items[2], "size", v->size, &v->ndim));
+    NX_TRY(int_tuple(m, args->items[3], "stride", v->stride, &nst));
+    if (nst != v->ndim) return fail(m, NX_ERR_FORMAT, "tensor size and stride have different lengths");
+    v->storage = st;
+    v->offset = args->items[1]->i;
     t->dtype = st->dtype;
     if (v3) {
         const nx_pk *dt = args->items[6];

@@ -29,26 +29,32 @@ typedef enum nx_pk_global {
 } nx_pk_global;
 
 typedef struct nx_pk nx_pk;
+
+/* A tensor: a view of a storage. Offset, sizes and strides are in elements of dtype;
+ * bounds against the storage are checked by the caller, which knows the storage's bytes. */
+typedef struct nx_pk_view {
+    nx_pk *storage;
+    int64_t offset;
+    int ndim;
+    int64_t size[NX_MAX_DIMS], stride[NX_MAX_DIMS];
+} nx_pk_view;
+
 struct nx_pk {
     nx_pk_kind kind;
+    nx_pk_global global;       /* GLOBAL */
+    nx_dtype dtype;            /* GLOBAL storage class/dtype, STORAGE, TENSOR */
     int64_t i;                 /* INT, BOOL */
     double f;                  /* FLOAT */
     const char *s;             /* STR (UTF-8), BYTES, STORAGE key; not NUL-terminated */
     size_t len;
     nx_pk **items;             /* TUPLE, LIST; DICT as key,value,key,value... */
     size_t n, cap;             /* items in use (DICT: 2 x pairs) */
-    nx_pk_global global;       /* GLOBAL */
-    nx_dtype dtype;            /* GLOBAL storage class/dtype, STORAGE, TENSOR */
     /* STORAGE: element count of the storage dtype (numel x dtype size = bytes) */
     uint64_t numel;
     const uint8_t *data;       /* STORAGE: resolved by the caller (torchbin.c) */
-    /* TENSOR */
-    nx_pk *storage;
-    int64_t offset;            /* in elements of dtype */
-    int ndim;
-    int64_t size[NX_MAX_DIMS], stride[NX_MAX_DIMS];
+    nx_pk_view *view;          /* TENSOR (kept out of line: most nodes are not tensors) */
     nx_pk *next_alloc;         /* arena chain */
-    void *owned;               /* heap bytes owned by this node (decoded strings) */
+    void *owned;               /* heap bytes owned by this node (decoded strings, view) */
 };
 
 typedef struct nx_pickle nx_pickle;

@@ -78,7 +78,7 @@ static void swap_bytes(uint8_t *p, size_t esz) {
 /* Gathers a strided view into a contiguous buffer (C order), swapping byte order if asked.
  * The caller has bounds-checked every element. Runs of the innermost dimension are copied
  * with memcpy when that dimension has stride 1. */
-static void gather(uint8_t *dst, const uint8_t *base, const nx_pk *t, size_t esz, bool swap, uint64_t numel) {
+static void gather(uint8_t *dst, const uint8_t *base, const nx_pk_view *t, size_t esz, bool swap, uint64_t numel) {
     int nd = t->ndim;
     int64_t idx[NX_MAX_DIMS] = {0};
     int64_t inner = nd ? t->size[nd - 1] : 1, istride = nd ? t->stride[nd - 1] : 1;
@@ -108,8 +108,9 @@ static void dims_str(char *buf, size_t cap, const int64_t *v, int n) {
     if (j < cap) snprintf(buf + j, cap - j, "]");
 }
 
-static nx_status add_tensor(reader *r, const char *name, nx_pk *t) {
-    nx_dtype dt = t->dtype;
+static nx_status add_tensor(reader *r, const char *name, const nx_pk *tensor) {
+    nx_dtype dt = tensor->dtype;
+    const nx_pk_view *t = tensor->view;
     size_t esz = nx_dtype_size(dt);
     if (esz == 0 || nx_dtype_block(dt) != 1)
         return nx__error(NX_ERR_UNSUPPORTED, "%s: tensor '%s' has an unsupported dtype", r->path, name);
