@@ -181,7 +181,7 @@ static nx_status walk(reader *r, nx_pk *top) {
     struct { const nx_pk *d; size_t i, prefix_len; } stack[NX_TB_MAX_DEPTH];
     char name[NX_TB_MAX_NAME + 1];
     int depth = 0;
-    size_t visits = 0, added = 0;
+    size_t visits = 0;
     stack[0].d = top;
     stack[0].i = 0;
     stack[0].prefix_len = 0;
@@ -200,7 +200,6 @@ static nx_status walk(reader *r, nx_pk *top) {
         name[pl + k->len] = 0;
         if (v->kind == NX_PK_TENSOR) {
             NX_TRY(add_tensor(r, name, v));
-            added++;
             continue;
         }
         if (depth + 1 >= NX_TB_MAX_DEPTH)
@@ -214,7 +213,6 @@ static nx_status walk(reader *r, nx_pk *top) {
         stack[depth].i = 0;
         stack[depth].prefix_len = pl + k->len + 1;
     }
-    (void)added;
     return NX_OK;
 }
 
