@@ -37,8 +37,7 @@ static char *fz_make_json(const char *normalizer, int prefix_space) {
                           "{\"id\":267,\"content\":\"  \",\"special\":false,\"normalized\":true},"
                           "{\"id\":268,\"content\":\"<m>\",\"special\":true,\"lstrip\":true,\"normalized\":false},"
                           "{\"id\":269,\"content\":\"[s]\",\"special\":false,\"rstrip\":true,\"normalized\":false},"
-                          "{\"id\":270,\"content\":\"hi\",\"special\":false,\"single_word\":true,\"normalized\":true},"
-                          "{\"id\":271,\"content\":\"é\",\"special\":false,\"normalized\":true}],"
+                          "{\"id\":270,\"content\":\"hi\",\"special\":false,\"single_word\":true,\"normalized\":true}]," 
                           "\"model\":{\"type\":\"BPE\",\"vocab\":{",
                           normalizer, prefix_space ? "true" : "false");
     for (unsigned b = 0; b < 256; b++) {
