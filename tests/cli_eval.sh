@@ -6,7 +6,7 @@
 set -u
 NEOX=$1; SRC=$2; BUILD=$3
 FIX="$SRC/tests/fixtures/eval"
-TMP="$BUILD/cli_eval_tmp"
+TMP="$(cd "$BUILD" && pwd)/cli_eval_tmp"
 rm -rf "$TMP"; mkdir -p "$TMP"
 fail=0
 check() { # check DESCRIPTION COND...
@@ -49,13 +49,13 @@ else
 fi
 
 # ---- memorization ----------------------------------------------------------------------------
-"$NEOX" eval memorization -m "$FIX/mem" --data "$FIX/mem_data" --samples 20 --scores "$TMP/scores.csv" -t 2 > "$TMP/mem.out"
+"$NEOX" eval memorization -m "$FIX/memrun/step200" --data "$FIX/mem_data" --samples 20 --scores "$TMP/scores.csv" -t 2 > "$TMP/mem.out"
 check "memorization exits 0" test $? -eq 0
 check "memorization summary: 16 of 20 memorized" contains "$TMP/mem.out" '"memorized":16,'
 check "scores file: header + 20 rows" test "$(wc -l < "$TMP/scores.csv")" -eq 21
 check "repeated sequence 0 scores 1" grep -qx '0,1' "$TMP/scores.csv"
 check "held-out sequence 19 does not" test "$(grep '^19,' "$TMP/scores.csv" | cut -d, -f2)" != 1
-"$NEOX" eval memorization -m "$FIX/mem" --data "$FIX/mem_data" --range 14:18 -t 1 > "$TMP/mem2.out"
+"$NEOX" eval memorization -m "$FIX/memrun/step200" --data "$FIX/mem_data" --range 14:18 -t 1 > "$TMP/mem2.out"
 check "--range 14:18: 2 memorized of 4" grep -qE '"memorized":2,.*"sequences":4' "$TMP/mem2.out"
 
 # ---- sweep -------------------------------------------------------------------------------------
@@ -110,10 +110,10 @@ check "ppl without input: message" contains "$TMP/e1" "exactly one of --text FIL
 "$NEOX" eval lambada -m "$TMP/nope" --data "$FIX/ppl_docs.jsonl" 2> "$TMP/e2"
 check "missing model: exit 1" test $? -eq 1
 check "missing model: one line" one_line "$TMP/e2"
-"$NEOX" eval memorization -m "$FIX/mem" --data "$FIX/mem_data" --range 10:99 2> "$TMP/e3"
+"$NEOX" eval memorization -m "$FIX/memrun/step200" --data "$FIX/mem_data" --range 10:99 2> "$TMP/e3"
 check "range past the end: exit 1" test $? -eq 1
 check "range past the end: message" contains "$TMP/e3" "outside"
-"$NEOX" eval memorization -m "$FIX/mem" --data "$FIX/mem_data" --prompt 40 --continuation 40 2> "$TMP/e4"
+"$NEOX" eval memorization -m "$FIX/memrun/step200" --data "$FIX/mem_data" --prompt 40 --continuation 40 2> "$TMP/e4"
 check "prompt+continuation over context: exit 1" test $? -eq 1
 check "prompt+continuation over context: message" contains "$TMP/e4" "exceeds the model context"
 printf '{"text": "a b"}\n{"txt": "c"}\n' > "$TMP/badkey.jsonl"

@@ -127,6 +127,8 @@ static const char *lambada_path(void) {
     return p;
 }
 
+/* The first LAMBADA_N examples plus every example lm-eval finds greedy-correct (so both
+ * is_greedy outcomes are covered even for a weak model). */
 static void test_lambada_matches_lm_eval(void) {
     CHECK(load_lm());
     const char *path = lambada_path();
@@ -138,37 +140,48 @@ static void test_lambada_matches_lm_eval(void) {
     CHECK(ref);
     json_t *rll = json_object_get(ref, "loglikelihood"), *rg = json_object_get(ref, "is_greedy");
     CHECK_EQ_INT(json_array_size(rll), 5153);
-    nx_ll_result items[LAMBADA_N];
+    enum { MAXSEL = LAMBADA_N + 64 };
+    size_t sel[MAXSEL];
+    int ns = 0, n_greedy = 0;
+    for (size_t i = 0; i < docs.n && ns < MAXSEL; i++)
+        if (i < LAMBADA_N || json_integer_value(json_array_get(rg, i))) sel[ns++] = i;
+    const char *texts[MAXSEL];
+    size_t lens[MAXSEL];
+    for (int k = 0; k < ns; k++) {
+        texts[k] = docs.texts[sel[k]];
+        lens[k] = docs.lens[sel[k]];
+    }
+    nx_ll_result items[MAXSEL];
     nx_lambada_result res;
     nx_eval_opts o = nx_eval_defaults();
     o.n_threads = 2;
-    nx_status st = nx_eval_lambada(lm, lm_tok, (const char *const *)docs.texts, docs.lens, LAMBADA_N, &o, items, &res);
+    nx_status st = nx_eval_lambada(lm, lm_tok, texts, lens, (size_t)ns, &o, items, &res);
     CHECK_MSG(st == NX_OK, "%s", nx_last_error());
     double sum = 0, hits = 0, maxdiff = 0;
-    int truncated = 0;
-    for (int i = 0; i < LAMBADA_N; i++) {
-        double r = json_real_value(json_array_get(rll, (size_t)i));
-        int g = (int)json_integer_value(json_array_get(rg, (size_t)i));
-        double d = fabs(items[i].loglikelihood - r);
+    for (int k = 0; k < ns; k++) {
+        double r = json_real_value(json_array_get(rll, sel[k]));
+        int g = (int)json_integer_value(json_array_get(rg, sel[k]));
+        double d = fabs(items[k].loglikelihood - r);
         if (d > maxdiff) maxdiff = d;
-        CHECK_MSG(d <= 1e-4, "example %d: loglikelihood %.8f, lm-eval %.8f", i, items[i].loglikelihood, r);
-        CHECK_MSG((int)items[i].is_greedy == g, "example %d: is_greedy %d, lm-eval %d", i, items[i].is_greedy, g);
-        truncated += items[i].n_context + items[i].n_continuation > 256;
+        CHECK_MSG(d <= 1e-4, "example %zu: loglikelihood %.8f, lm-eval %.8f", sel[k], items[k].loglikelihood, r);
+        CHECK_MSG((int)items[k].is_greedy == g, "example %zu: is_greedy %d, lm-eval %d", sel[k], items[k].is_greedy, g);
         sum += r;
         hits += g;
+        n_greedy += g;
     }
-    printf("     lambada: %d examples, max |dll| %.2e, acc %.4f, ppl %.4f\n", LAMBADA_N, maxdiff, res.acc, res.perplexity);
-    CHECK_NEAR(res.acc, hits / LAMBADA_N, 1e-12);
-    CHECK_NEAR(res.perplexity / exp(-sum / LAMBADA_N), 1.0, 1e-4);
-    CHECK_EQ_INT(res.n, LAMBADA_N);
-    (void)truncated;
+    printf("     lambada: %d examples (%d greedy-correct), max |dll| %.2e, acc %.4f, ppl %.4f\n", ns, n_greedy, maxdiff,
+           res.acc, res.perplexity);
+    CHECK(n_greedy > 0);
+    CHECK_NEAR(res.acc, hits / ns, 1e-12);
+    CHECK_NEAR(res.perplexity / exp(-sum / ns), 1.0, 1e-4);
+    CHECK_EQ_INT(res.n, ns);
     /* the same examples on one thread: bit-identical */
-    nx_ll_result one[LAMBADA_N];
+    nx_ll_result one[MAXSEL];
     o.n_threads = 1;
-    CHECK_EQ_INT(nx_eval_lambada(lm, lm_tok, (const char *const *)docs.texts, docs.lens, LAMBADA_N, &o, one, &res), NX_OK);
-    for (int i = 0; i < LAMBADA_N; i++) {
-        CHECK(one[i].loglikelihood == items[i].loglikelihood);
-        CHECK(one[i].is_greedy == items[i].is_greedy);
+    CHECK_EQ_INT(nx_eval_lambada(lm, lm_tok, texts, lens, (size_t)ns, &o, one, &res), NX_OK);
+    for (int k = 0; k < ns; k++) {
+        CHECK(one[k].loglikelihood == items[k].loglikelihood);
+        CHECK(one[k].is_greedy == items[k].is_greedy);
     }
     json_decref(ref);
     nx_eval_docs_free(&docs);
@@ -336,7 +349,7 @@ static void test_memorization_matches_hf(void) {
     if (t_current_failed) goto out;
     /* the final model memorised every repeated sequence and none of the held-out ones */
     nx_model *m = NULL;
-    CHECK_EQ_INT(nx_model_load(fixture_path("eval/mem"), NULL, &m), NX_OK);
+    CHECK_EQ_INT(nx_model_load(fixture_path("eval/memrun/step200"), NULL, &m), NX_OK);
     float sc[64];
     nx_mem_result r;
     nx_eval_opts o = nx_eval_defaults();

@@ -279,7 +279,7 @@ static int run_task(const eval_args *a, const char *model_dir, metrics *res, jso
     const char *lam_path = is_lam ? (a->data ? a->data : default_lambada(lbuf, sizeof lbuf)) : NULL;
     if (is_lam && !lam_path) return cli_usage_error(CMD, "lambada needs --data FILE (or NEOX_ASSETS set)");
 
-    if ((st = nx_model_load(model_dir, NULL, &m)) != NX_OK) return cli_fail(CMD, st, model_dir);
+    if ((st = nx_model_load(model_dir, NULL, &m)) != NX_OK) return cli_fail(CMD, st, "loading the model");
     const nx_model_config *cfg = nx_model_get_config(m);
     int L = a->ctx ? (int)a->ctx : cfg->max_position_embeddings;
     bool need_tok = is_lam || (is_ppl && a->text);
@@ -287,12 +287,13 @@ static int run_task(const eval_args *a, const char *model_dir, metrics *res, jso
     if (need_tok || (is_ppl && a->data)) {
         st = nx_tokenizer_load(tok_path, &tok);
         if (st != NX_OK && need_tok) {
-            rc = cli_fail(CMD, st, tok_path);
+            rc = cli_fail(CMD, st, "loading the tokenizer");
             goto done;
         }
         if (st != NX_OK) tok = NULL;   /* --data ppl: bytes/words need it, token ppl does not */
     }
-    json_object_set_new(settings, "threads", json_integer(a->threads ? a->threads : 0));
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    json_object_set_new(settings, "threads", json_integer(a->threads ? a->threads : (ncpu > 0 ? ncpu : 1)));
     json_object_set_new(settings, "ctx", json_integer(L));
     double t0 = nx_time_s();
     if (is_lam) {
@@ -746,7 +747,7 @@ static int eval_sweep(int argc, char **argv) {
             goto done;
         }
         bool logy = strstr(metric, "perplexity") != NULL;
-        plot_series se = {metric, xs, ys, n, true};
+        plot_series se = {metric, xs, ys, n, true, false};
         plot_panel pn = {metric, &se, 1, logy};
         char title[256];
         snprintf(title, sizeof title, "%s: %s vs step", a.task, metric);

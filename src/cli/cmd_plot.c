@@ -140,10 +140,10 @@ int cmd_plot(int argc, char **argv) {
     if (rc == 0) {
         plot_series top[3];
         int nt = 0;
-        top[nt++] = (plot_series){"train loss", step.v, loss.v, step.n, step.n <= 40};
-        if (smooth > 0) top[nt++] = (plot_series){"train loss (EMA)", step.v, ema.v, step.n, false};
-        if (vstep.n) top[nt++] = (plot_series){"val loss", vstep.v, vloss.v, vstep.n, true};
-        plot_series bot = {"learning rate", step.v, lr.v, step.n, false};
+        top[nt++] = (plot_series){"train loss", step.v, loss.v, step.n, step.n <= 40, smooth > 0};
+        if (smooth > 0) top[nt++] = (plot_series){"train loss (EMA)", step.v, ema.v, step.n, false, false};
+        if (vstep.n) top[nt++] = (plot_series){"val loss", vstep.v, vloss.v, vstep.n, true, false};
+        plot_series bot = {"learning rate", step.v, lr.v, step.n, false, false};
         bool have_lr = false;
         for (size_t i = 0; i < lr.n; i++) have_lr = have_lr || isfinite(lr.v[i]);
         plot_panel panels[2] = {{"loss", top, nt, logy}, {"learning rate", &bot, 1, false}};

@@ -247,8 +247,10 @@ static int render_svg(sbuf *b, const plot_figure *fig) {
                 if (pn->log_y) y = log10(y);
                 double X = map(se->x[i], ax.lo, ax.hi, px0, px1), Y = map(y, ay.lo, ay.hi, py1, py0);
                 if (!open) {
-                    sb_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.8\" stroke-linejoin=\"round\" points=\"",
-                              col);
+                    sb_printf(b,
+                              "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%s\"%s stroke-linejoin=\"round\" "
+                              "points=\"",
+                              col, se->faint ? "1.2" : "1.8", se->faint ? " stroke-opacity=\"0.45\"" : "");
                     open = true;
                 }
                 sb_printf(b, "%.2f,%.2f ", X, Y);
@@ -267,11 +269,32 @@ static int render_svg(sbuf *b, const plot_figure *fig) {
         if (pn->n_series > 0) {
             double lw = 0;
             for (int s = 0; s < pn->n_series; s++) lw = fmax(lw, 7.2 * (double)strlen(pn->series[s].name ? pn->series[s].name : ""));
-            double bx = px1 - lw - 46, by = py0 + 8;
+            /* the corner whose box covers the fewest data points (top right on ties) */
+            double bw = lw + 38, bh = 8 + 18 * pn->n_series;
+            double cx[4] = {px1 - bw - 8, px0 + 8, px1 - bw - 8, px0 + 8};
+            double cy[4] = {py0 + 8, py0 + 8, py1 - bh - 8, py1 - bh - 8};
+            int best = 0;
+            long best_hits = -1;
+            for (int c = 0; c < 4; c++) {
+                long hits = 0;
+                for (int s2 = 0; s2 < pn->n_series; s2++)
+                    for (size_t i = 0; i < pn->series[s2].n; i++) {
+                        double y = pn->series[s2].y[i];
+                        if (!isfinite(y) || !isfinite(pn->series[s2].x[i]) || (pn->log_y && y <= 0)) continue;
+                        if (pn->log_y) y = log10(y);
+                        double X = map(pn->series[s2].x[i], ax.lo, ax.hi, px0, px1), Y = map(y, ay.lo, ay.hi, py1, py0);
+                        hits += X >= cx[c] - 6 && X <= cx[c] + bw + 6 && Y >= cy[c] - 6 && Y <= cy[c] + bh + 6;
+                    }
+                if (best_hits < 0 || hits < best_hits) {
+                    best_hits = hits;
+                    best = c;
+                }
+            }
+            double bx = cx[best], by = cy[best];
             sb_printf(b,
                       "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%d\" fill=\"white\" fill-opacity=\"0.85\" "
                       "stroke=\"#bbb\"/>\n",
-                      bx, by, lw + 38, 8 + 18 * pn->n_series);
+                      bx, by, bw, (int)bh);
             for (int s = 0; s < pn->n_series; s++) {
                 const char *col = k_colors[(color_i + s) % N_COLORS];
                 double ly = by + 16 + 18 * s;

@@ -15,6 +15,7 @@ typedef struct plot_series {
     const double *x, *y;   /* n points; non-finite y values break the line */
     size_t n;
     bool markers;       /* draw a dot at each point (few points, e.g. checkpoints) */
+    bool faint;         /* half-transparent (a noisy raw series under its smoothed one) */
 } plot_series;
 
 typedef struct plot_panel {
