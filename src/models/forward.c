@@ -167,7 +167,11 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
     float eps = c->layer_norm_eps;
 
     for (int t = 0; t < T; t++) {
-        memcpy(s->x + (size_t)t * H, m->wte + (size_t)ids[t] * H, (size_t)H * sizeof(float));
+        if (m->wte) {
+            memcpy(s->x + (size_t)t * H, m->wte + (size_t)ids[t] * H, (size_t)H * sizeof(float));
+        } else {   /* tied: the row lives in the packed head */
+            for (int i = 0; i < H; i++) s->x[(size_t)t * H + i] = nx__packed_at(m->head_w, H, ids[t], i);
+        }
         if (m->wpe) {
             const float *pe = m->wpe + (size_t)(P + t) * H;
             float *xt = s->x + (size_t)t * H;
@@ -196,7 +200,8 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
             }
         }
         attn_job aj = {s, ly, l, T, P};
-        if (NH * T >= 2 && s->n_threads > 1)
+        /* Same reasoning as the matmul threshold: only hand off real work. */
+        if (NH * T >= 2 && s->n_threads > 1 && (size_t)NH * T * (size_t)(P + T) * HS >= 65536)
             nx_pool_run(s->pool, attn_worker, &aj);
         else
             attn_worker(0, 1, &aj);
