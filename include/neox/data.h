@@ -243,6 +243,26 @@ typedef struct nx_tokenize_opts {
 NX_API nx_status nx_data_tokenize(const char *const *inputs, size_t n_inputs, const char *out_prefix,
                                   const nx_tokenize_opts *opts, nx_tokenize_stats *stats);
 
+/* ---- corpus building (neox data build; docs/DATA.md for the recipe format) ---------------- */
+
+typedef struct nx_build_opts {
+    int n_threads;             /* <= 0: all CPUs; the output never depends on it */
+    nx_encode_fn encode;       /* thread-safe encoder (see nx_tokenize_opts) */
+    void *encode_ctx;
+    int32_t eod_id;            /* appended to every document */
+    int64_t vocab_size;        /* picks the dtype (uint16 below 65500) */
+    int dtype_code;            /* 0: by vocab_size */
+    const char *tokenizer_name;   /* recorded in the datasheet */
+    void (*log)(const char *msg, void *user);   /* progress lines; may be NULL */
+    void *user;
+} nx_build_opts;
+
+/* Builds OUT_DIR/train.{bin,idx}, OUT_DIR/validation.{bin,idx}, OUT_DIR/datasheet.json and
+ * OUT_DIR/DATASHEET.md from a recipe. Every output is written atomically. */
+NX_API nx_status nx_data_build(const char *recipe_path, const char *out_dir, const nx_build_opts *opts);
+/* The recipe's "tokenizer" value into out ("" when absent). */
+NX_API nx_status nx_data_recipe_tokenizer(const char *recipe_path, char *out, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

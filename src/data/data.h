@@ -43,4 +43,22 @@ size_t nx__utf8_invalid_at(const char *text, size_t len);
  * returns the number of replacements. */
 size_t nx__utf8_repair(const char *text, size_t len, nx_buf *out);
 
+/* ---- dedup (minhash.c) ------------------------------------------------------------------- */
+uint64_t nx__hash64(const void *data, size_t n, uint64_t seed);
+/* Sorted unique word-shingle hashes of text into *out (grown; *cap its capacity). Returns
+ * the count, or -1 when out of memory. */
+long nx__shingles(const char *text, size_t len, int shingle, uint64_t **out, size_t *cap);
+/* Exact Jaccard similarity of two sorted unique hash sets. */
+double nx__jaccard_sorted(const uint64_t *a, size_t na, const uint64_t *b, size_t nb);
+void nx__minhash_signature(const uint64_t *sh, size_t n, int perms, uint64_t *sig);
+typedef struct nx_lsh nx_lsh;
+nx_lsh *nx__lsh_create(int bands, int rows, size_t expected_docs);
+void nx__lsh_free(nx_lsh *l);
+bool nx__lsh_query(const nx_lsh *l, const uint64_t *sig, bool (*fn)(int64_t doc, void *user), void *user);
+nx_status nx__lsh_insert(nx_lsh *l, int64_t doc, const uint64_t *sig);
+
+/* ---- generated mathematics (mathgen.c) ------------------------------------------------ */
+/* Appends one document of n_problems DM-Mathematics-style question/answer pairs. */
+void nx__mathgen_doc(nx_mt19937 *mt, int n_problems, nx_buf *out);
+
 #endif
