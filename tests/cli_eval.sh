@@ -58,6 +58,9 @@ check "held-out sequence 19 does not" test "$(grep '^19,' "$TMP/scores.csv" | cu
 "$NEOX" eval memorization -m "$FIX/memrun/step200" --data "$FIX/mem_data" --range 14:18 -t 1 > "$TMP/mem2.out"
 check "--range 14:18: 2 memorized of 4" grep -qE '"memorized":2,.*"sequences":4' "$TMP/mem2.out"
 
+"$NEOX" eval memorization -m "$FIX/memrun/step200" --data "$FIX/mem_data" --seen-by 2 --global-batch 8 -t 2 > "$TMP/mem3.out"
+check "--seen-by 2 x 8: sequences 0..15, all memorized" grep -qE '"range":\[0,16\].*"memorized":16,.*"sequences":16' "$TMP/mem3.out"
+
 # ---- sweep -------------------------------------------------------------------------------------
 mkdir -p "$TMP/run"
 cp -r "$FIX/memrun/step50" "$FIX/memrun/step200" "$TMP/run/"
@@ -78,6 +81,10 @@ check "sweep plot is an SVG with a line" grep -q '<polyline' "$TMP/mem.svg"
 printf '%s\n%s\n' "$TMP/run/step50" "step200" > "$TMP/run/list.txt"
 "$NEOX" eval sweep "$TMP/run/list.txt" --task memorization --data "$FIX/mem_data" --samples 4 -q -o "$TMP/list.jsonl" > /dev/null
 check "sweep over a list file, JSONL table" test "$(grep -c '"task":"memorization"' "$TMP/list.jsonl")" -eq 2
+
+"$NEOX" eval sweep "$TMP/run" --task memorization --data "$FIX/mem_data" --seen-by-checkpoint --global-batch 1 -q -o "$TMP/seen.csv" > "$TMP/seen.out"
+check "sweep --seen-by-checkpoint: step 50 sees 50 sequences" grep -q '"range":\[0,50\]' "$TMP/seen.out"
+check "sweep --seen-by-checkpoint: step 200 is past the data (error)" test "$(wc -l < "$TMP/seen.out")" -eq 1
 
 # ---- plot --------------------------------------------------------------------------------------
 mkdir -p "$TMP/train"

@@ -43,11 +43,13 @@ static void usage(FILE *f) {
             "               --per-doc FILE (CSV: doc,tokens,loglikelihood)\n"
             "lambada:       --data FILE (default $NEOX_ASSETS/eval/lambada/lambada_test.jsonl), --limit N,\n"
             "               --per-example FILE (CSV: index,loglikelihood,is_greedy,context_tokens,target_tokens)\n"
-            "memorization:  --data PREFIX (one item per training sequence), --samples N (first N) | --range A:B,\n"
+            "memorization:  --data PREFIX (one item per training sequence), --samples N (first N) | --range A:B |\n"
+            "               --seen-by STEP (the STEP x --global-batch (1024) sequences trained on by STEP),\n"
             "               --prompt N (32), --continuation N (32), --scores FILE (CSV: index,score), --allow-eos\n"
             "sweep:         RUN_DIR (subdirectories step<N>, global_step<N>, iter_<N>, checkpoint-<N>) or a file\n"
             "               listing model directories; --task T plus that task's options; -o TABLE (.csv or\n"
-            "               .jsonl; default RUN_DIR/eval_<task>.csv), --plot FILE.svg, --metric NAME (plotted)\n");
+            "               .jsonl; default RUN_DIR/eval_<task>.csv), --plot FILE.svg, --metric NAME (plotted),\n"
+            "               --seen-by-checkpoint (memorization: each checkpoint on the sequences it has seen)\n");
 }
 
 /* ---- options ---------------------------------------------------------------------------- */
@@ -55,7 +57,8 @@ typedef struct {
     const char *task, *model, *tokenizer, *output, *text, *data, *key, *per_doc, *per_example, *scores;
     const char *sweep_src, *plot, *metric;
     long threads, ctx, stride, limit, prompt, cont;
-    bool has_range, has_samples, allow_eos, quiet;
+    long seen_by, global_batch;
+    bool has_range, has_samples, allow_eos, quiet, seen_by_ckpt;
     unsigned long long range_a, range_b, samples;
 } eval_args;
 
@@ -145,6 +148,10 @@ static int parse_args(int argc, char **argv, int first, eval_args *a, bool sweep
             VAL();
             if (!parse_range(v, &a->range_a, &a->range_b)) return cli_usage_error(CMD, "--range: expected A:B with A < B, got '%s'", v);
             a->has_range = true;
+        } else if (!strcmp(o, "--seen-by")) {
+            NUM(a->seen_by, 1, 2000000000L);
+        } else if (!strcmp(o, "--global-batch")) {
+            NUM(a->global_batch, 1, 1 << 24);
         } else if (!strcmp(o, "--allow-eos")) {
             a->allow_eos = true;
         } else if (!strcmp(o, "-q") || !strcmp(o, "--quiet")) {
@@ -152,6 +159,8 @@ static int parse_args(int argc, char **argv, int first, eval_args *a, bool sweep
         } else if (sweep && !strcmp(o, "--task")) {
             VAL();
             a->task = v;
+        } else if (sweep && !strcmp(o, "--seen-by-checkpoint")) {
+            a->seen_by_ckpt = true;
         } else if (sweep && !strcmp(o, "--plot")) {
             VAL();
             a->plot = v;
@@ -274,7 +283,8 @@ static int run_task(const eval_args *a, const char *model_dir, metrics *res, jso
     if (!is_ppl && !is_lam && !is_mem) return cli_usage_error(CMD, "unknown task '%s' (ppl, lambada, memorization)", task);
     if (is_ppl && !!a->text == !!a->data) return cli_usage_error(CMD, "ppl needs exactly one of --text FILE or --data PREFIX");
     if (is_mem && !a->data) return cli_usage_error(CMD, "memorization needs --data PREFIX");
-    if (is_mem && a->has_range && a->has_samples) return cli_usage_error(CMD, "give --samples or --range, not both");
+    if (is_mem && (a->has_range + a->has_samples + (a->seen_by > 0)) > 1)
+        return cli_usage_error(CMD, "give one of --samples, --range, --seen-by");
     char lbuf[4096];
     const char *lam_path = is_lam ? (a->data ? a->data : default_lambada(lbuf, sizeof lbuf)) : NULL;
     if (is_lam && !lam_path) return cli_usage_error(CMD, "lambada needs --data FILE (or NEOX_ASSETS set)");
@@ -455,9 +465,12 @@ static int run_task(const eval_args *a, const char *model_dir, metrics *res, jso
             b1 = a->range_b;
         } else if (a->has_samples) {
             b1 = a->samples < N ? a->samples : N;
+        } else if (a->seen_by > 0) {
+            /* Pythia: the sequences seen by step S are [0, S x 1024) of the preshuffled order. */
+            b1 = (uint64_t)a->seen_by * (uint64_t)(a->global_batch ? a->global_batch : 1024);
         }
         if (b1 > N || b0 >= b1) {
-            fprintf(stderr, "neox eval: --range %llu:%llu is outside %s's %llu sequences\n", (unsigned long long)b0,
+            fprintf(stderr, "neox eval: sequences %llu:%llu are outside %s's %llu sequences\n", (unsigned long long)b0,
                     (unsigned long long)b1, a->data, (unsigned long long)N);
             goto done;
         }
@@ -705,7 +718,17 @@ static int eval_sweep(int argc, char **argv) {
         json_t *settings = json_object();
         double secs = 0;
         if (!a.quiet) fprintf(stderr, "neox eval sweep: [%zu/%zu] step %ld: %s\n", i + 1, n, cks[i].step, cks[i].dir);
-        rc = run_task(&a, cks[i].dir, &all[i], settings, &secs);
+        eval_args ai = a;
+        if (a.seen_by_ckpt) {
+            if (cks[i].step < 1) {
+                fprintf(stderr, "neox eval: sweep: --seen-by-checkpoint needs steps >= 1 (%s)\n", cks[i].dir);
+                json_decref(settings);
+                rc = 1;
+                goto done;
+            }
+            ai.seen_by = cks[i].step;
+        }
+        rc = run_task(&ai, cks[i].dir, &all[i], settings, &secs);
         if (rc) {
             json_decref(settings);
             goto done;
