@@ -12,6 +12,7 @@
 #include "test.h"
 
 #include <jansson.h>
+#include <stdatomic.h>
 
 #define LAMBADA_N 48    /* examples checked here; the full-set figures are in docs/EVAL.md */
 
@@ -409,6 +410,84 @@ static void test_docs_errors(void) {
     remove(path);
 }
 
+/* OOM injection: every allocation the eval calls make is failed in turn (one worker thread,
+ * so the order is fixed). Each call must fail cleanly with a message (ASan checks for leaks)
+ * or, once the failure point is past the last allocation, succeed with the normal result. */
+static atomic_long oom_count;
+static long oom_fail_at = -1;
+static void *oom_malloc(size_t n, void *u) {
+    (void)u;
+    return atomic_fetch_add(&oom_count, 1) == oom_fail_at ? NULL : malloc(n);
+}
+static void *oom_realloc(void *p, size_t n, void *u) {
+    (void)u;
+    return atomic_fetch_add(&oom_count, 1) == oom_fail_at ? NULL : realloc(p, n);
+}
+static void oom_free(void *p, void *u) {
+    (void)u;
+    free(p);
+}
+
+static void test_oom(void) {
+    CHECK(load_lm());
+    nx_indexed *ds = NULL;
+    CHECK_EQ_INT(nx_indexed_open(fixture_path("eval/mem_data"), &ds), NX_OK);
+    nx_model *mm = NULL;
+    CHECK_EQ_INT(nx_model_load(fixture_path("eval/memrun/step200"), NULL, &mm), NX_OK);
+    const char *texts[2] = {"The cat sat on the mat, and the dog lay down beside it.", "Short one here"};
+    size_t lens[2] = {strlen(texts[0]), strlen(texts[1])};
+    static const char jl[] = "{\"text\": \"a b\"}\n{\"text\": \"c\"}\n";
+    nx_alloc_hooks hooks = {oom_malloc, oom_realloc, oom_free, NULL};
+    int failures = 0, successes = 0;
+    for (int what = 0; what < 4; what++) {
+        for (long k = 0;; k++) {
+            nx_eval_opts o = nx_eval_defaults();
+            o.n_threads = 1;
+            o.max_length = 8;   /* several windows per document */
+            nx_status st = NX_OK;
+            double ref_ll = 0;
+            atomic_store(&oom_count, 0);
+            oom_fail_at = k;
+            nx_alloc_set_hooks(&hooks);
+            if (what == 0) {
+                nx_ppl_result r;
+                st = nx_eval_ppl_texts(lm, lm_tok, texts, lens, 2, 4, &o, NULL, &r);
+                ref_ll = st == NX_OK ? r.loglikelihood : 0;
+            } else if (what == 1) {
+                nx_lambada_result r;
+                st = nx_eval_lambada(lm, lm_tok, texts, lens, 2, &o, NULL, &r);
+                ref_ll = st == NX_OK ? r.perplexity : 0;
+            } else if (what == 2) {
+                nx_mem_result r;
+                st = nx_eval_memorization(mm, ds, 0, 3, NULL, &o, NULL, &r);
+                ref_ll = st == NX_OK ? r.mean_score : 0;
+            } else {
+                nx_eval_docs d;
+                st = nx_eval_docs_parse(jl, sizeof jl - 1, true, "oom.jsonl", NULL, &d);
+                if (st == NX_OK) {
+                    ref_ll = (double)d.n;
+                    nx_eval_docs_free(&d);
+                }
+            }
+            long used = atomic_load(&oom_count);
+            nx_alloc_set_hooks(NULL);
+            if (k >= used) {   /* no allocation was failed: this is the plain run */
+                CHECK_MSG(st == NX_OK, "case %d without injected failure: %s", what, nx_last_error());
+                CHECK(ref_ll != 0);
+                successes++;
+                break;
+            }
+            CHECK_MSG(st != NX_OK, "case %d: allocation %ld failed but the call succeeded", what, k);
+            CHECK(nx_last_error()[0] != 0);
+            failures++;
+        }
+    }
+    printf("     oom: %d injected failures handled, %d clean runs\n", failures, successes);
+    nx_model_free(mm);
+    nx_indexed_free(ds);
+    CHECK(failures > 10);
+}
+
 int main(void) {
     TEST_RUN(test_rolling_windows);
     TEST_RUN(test_python_string_rules);
@@ -422,6 +501,7 @@ int main(void) {
     TEST_RUN(test_ppl_matches_lm_eval);
     TEST_RUN(test_ppl_stride);
     TEST_RUN(test_memorization_matches_hf);
+    TEST_RUN(test_oom);
     nx_tokenizer_free(lm_tok);
     nx_model_free(lm);
     TEST_END();

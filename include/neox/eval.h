@@ -92,6 +92,9 @@ typedef struct nx_eval_docs {
 /* key NULL = "text". Errors name the file, the line and what was expected. *out is owned by
  * the caller (nx_eval_docs_free). */
 NX_API nx_status nx_eval_docs_load(const char *path, const char *key, nx_eval_docs *out);
+/* The same from memory: jsonl selects the JSON-lines form; name is used in messages. */
+NX_API nx_status nx_eval_docs_parse(const char *data, size_t len, bool jsonl, const char *name, const char *key,
+                                    nx_eval_docs *out);
 NX_API void nx_eval_docs_free(nx_eval_docs *d);   /* fine on a zeroed struct */
 
 /* ---- loglikelihood requests -------------------------------------------------------------- */

@@ -33,17 +33,16 @@ static nx_status push(nx_eval_docs *d, size_t *cap, const char *text, size_t len
     return NX_OK;
 }
 
-nx_status nx_eval_docs_load(const char *path, const char *key, nx_eval_docs *out) {
+nx_status nx_eval_docs_parse(const char *data, size_t len, bool jsonl, const char *name, const char *key,
+                             nx_eval_docs *out) {
     memset(out, 0, sizeof *out);
-    if (!path) return nx__error(NX_ERR_INVALID_ARG, "nx_eval_docs_load: NULL path");
+    if (!data && len) return nx__error(NX_ERR_INVALID_ARG, "nx_eval_docs_parse: NULL data");
+    if (!name) name = "documents";
     if (!key) key = "text";
-    char *data = NULL;
-    size_t len = 0;
-    NX_TRY(nx__file_read_all(path, &data, &len));
     nx_status st = NX_OK;
     size_t cap = 0;
-    if (!ends_with(path, ".jsonl") && !ends_with(path, ".jsonlines")) {
-        st = push(out, &cap, data, len);
+    if (!jsonl) {
+        st = push(out, &cap, data ? data : "", len);
         goto done;
     }
     size_t line = 0;
@@ -57,13 +56,13 @@ nx_status nx_eval_docs_load(const char *path, const char *key, nx_eval_docs *out
             json_error_t jerr;
             json_t *obj = json_loadb(data + p, e - p, JSON_ALLOW_NUL, &jerr);
             if (!obj) {
-                st = nx__error(NX_ERR_FORMAT, "%s:%zu: invalid JSON: %s", path, line, jerr.text);
+                st = nx__error(NX_ERR_FORMAT, "%s:%zu: invalid JSON: %s", name, line, jerr.text);
                 goto done;
             }
             json_t *v = json_is_object(obj) ? json_object_get(obj, key) : NULL;
             if (!json_is_string(v)) {
                 json_decref(obj);
-                st = nx__error(NX_ERR_FORMAT, "%s:%zu: expected a JSON object with a string field \"%s\"", path, line, key);
+                st = nx__error(NX_ERR_FORMAT, "%s:%zu: expected a JSON object with a string field \"%s\"", name, line, key);
                 goto done;
             }
             st = push(out, &cap, json_string_value(v), json_string_length(v));
@@ -72,10 +71,21 @@ nx_status nx_eval_docs_load(const char *path, const char *key, nx_eval_docs *out
         }
         p = e + 1;
     }
-    if (out->n == 0) st = nx__error(NX_ERR_FORMAT, "%s: no documents", path);
+    if (out->n == 0) st = nx__error(NX_ERR_FORMAT, "%s: no documents", name);
 done:
-    nx__free(data);
     if (st != NX_OK) nx_eval_docs_free(out);
+    return st;
+}
+
+nx_status nx_eval_docs_load(const char *path, const char *key, nx_eval_docs *out) {
+    memset(out, 0, sizeof *out);
+    if (!path) return nx__error(NX_ERR_INVALID_ARG, "nx_eval_docs_load: NULL path");
+    char *data = NULL;
+    size_t len = 0;
+    NX_TRY(nx__file_read_all(path, &data, &len));
+    bool jsonl = ends_with(path, ".jsonl") || ends_with(path, ".jsonlines");
+    nx_status st = nx_eval_docs_parse(data, len, jsonl, path, key, out);
+    nx__free(data);
     return st;
 }
 
