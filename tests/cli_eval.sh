@@ -78,6 +78,7 @@ check "sweep table equals HF generate" awk -F, '
     if (!(s in mean) || d > 1e-6 || $(col["memorized"]) != mem[s]) bad = 1 }
   END { exit (bad || seen != 2) }' "$FIX/memrun_expected.csv" "$TMP/run/eval_memorization.csv"
 check "sweep plot is an SVG with a line" grep -q '<polyline' "$TMP/mem.svg"
+check "sweep plot marks both checkpoints" test "$(grep -c '<circle' "$TMP/mem.svg")" -eq 2
 printf '%s\n%s\n' "$TMP/run/step50" "step200" > "$TMP/run/list.txt"
 "$NEOX" eval sweep "$TMP/run/list.txt" --task memorization --data "$FIX/mem_data" --samples 4 -q -o "$TMP/list.jsonl" > /dev/null
 check "sweep over a list file, JSONL table" test "$(grep -c '"task":"memorization"' "$TMP/list.jsonl")" -eq 2
@@ -99,6 +100,12 @@ check "plot: svg root" grep -q '<svg xmlns' "$TMP/loss.svg"
 check "plot: val loss legend" contains "$TMP/loss.svg" 'val loss'
 check "plot: lr panel" contains "$TMP/loss.svg" 'learning rate'
 check "plot: EMA series" contains "$TMP/loss.svg" 'train loss (EMA)'
+"$NEOX" plot "$TMP/train" -o "$TMP/loss.png" > /dev/null
+check "plot PNG exits 0" test $? -eq 0
+check "plot PNG signature" test "$(head -c 8 "$TMP/loss.png" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a
+# 880 x 728 RGB in stored deflate blocks: 8 + 25 + 12 + (2 + 728 * 2641 + 5 * 30 + 4) + 12 bytes
+check "plot PNG size of an 880x728 stored-deflate image" test "$(wc -c < "$TMP/loss.png")" -eq 1922861
+check "plot PNG ends with IEND" test "$(tail -c 8 "$TMP/loss.png" | head -c 4)" = IEND
 "$NEOX" plot "$TMP/train" > /dev/null
 check "plot default output RUN_DIR/loss.svg" test -f "$TMP/train/loss.svg"
 # a partial last line (a run still writing) is tolerated; garbage in the middle is not
