@@ -83,7 +83,7 @@ printf '%s\n%s\n' "$TMP/run/step50" "step200" > "$TMP/run/list.txt"
 "$NEOX" eval sweep "$TMP/run/list.txt" --task memorization --data "$FIX/mem_data" --samples 4 -q -o "$TMP/list.jsonl" > /dev/null
 check "sweep over a list file, JSONL table" test "$(grep -c '"task":"memorization"' "$TMP/list.jsonl")" -eq 2
 
-"$NEOX" eval sweep "$TMP/run" --task memorization --data "$FIX/mem_data" --seen-by-checkpoint --global-batch 1 -q -o "$TMP/seen.csv" > "$TMP/seen.out"
+"$NEOX" eval sweep "$TMP/run" --task memorization --data "$FIX/mem_data" --seen-by-checkpoint --global-batch 1 -q -o "$TMP/seen.csv" > "$TMP/seen.out" 2> "$TMP/seen.err"
 check "sweep --seen-by-checkpoint: step 50 sees 50 sequences" grep -q '"range":\[0,50\]' "$TMP/seen.out"
 check "sweep --seen-by-checkpoint: step 200 is past the data (error)" test "$(wc -l < "$TMP/seen.out")" -eq 1
 
