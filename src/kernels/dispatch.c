@@ -66,6 +66,7 @@ void nx__matmul(nx_pool *pool, float *y, const float *x, const float *Wp, const 
 }
 
 typedef struct {
+    const nx_kernel_vt *vt;
     float *x;
     size_t n;
     nx_kact act;
@@ -75,13 +76,13 @@ static void act_worker(int ith, int nth, void *arg) {
     const act_job *j = arg;
     size_t per = (j->n + (size_t)nth - 1) / (size_t)nth;
     size_t a = (size_t)ith * per, e = a + per < j->n ? a + per : j->n;
-    if (a < e) nx__act_ref(j->x + a, e - a, j->act);
+    if (a < e) j->vt->act(j->x + a, e - a, j->act);
 }
 
 void nx__act(nx_pool *pool, float *x, size_t n, nx_kact act) {
-    act_job j = {x, n, act};
+    act_job j = {nx__kernels(), x, n, act};
     if (n < 4096 || nx_pool_size(pool) == 1)
-        nx__act_ref(x, n, act);
+        j.vt->act(x, n, act);
     else
         nx_pool_run(pool, act_worker, &j);
 }

@@ -53,6 +53,7 @@ void nx__rotary_ref(float *x, int rot, const float *cos, const float *sin, int i
 void nx__attention_ref(float *out, const float *q, const float *K, const float *V, int ld, int d, int k0, int k1,
                        float scale, float *scores);
 float nx__dot_ref(const float *a, const float *b, int n);
+float nx__exp_sum_ref(float *x, int n, float mx);
 void nx__axpy_ref(float *y, float a, const float *x, int n);   /* y += a·x */
 
 /* ---- packed weights (ref.c) ------------------------------------------------------------- */
@@ -78,6 +79,10 @@ typedef struct nx_kernel_vt {
                         int r1);
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float a, const float *x, int n);
+    /* In-place activation (elementwise, so any split gives the same values). */
+    void (*act)(float *x, size_t n, nx_kact act);
+    /* x[i] = exp(x[i] - mx) for i < n; returns their sum (softmax numerators). */
+    float (*exp_sum)(float *x, int n, float mx);
 } nx_kernel_vt;
 
 /* The variant in use: NX_KERNELS if set and supported, else the best the CPU supports. */

@@ -92,6 +92,15 @@ float nx__dot_ref(const float *a, const float *b, int n) {
     return s;
 }
 
+float nx__exp_sum_ref(float *x, int n, float mx) {
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    return sum;
+}
+
 void nx__axpy_ref(float *y, float a, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
@@ -139,4 +148,5 @@ static void matmul_rows_ref(float *y, const float *x, const float *Wp, const flo
     }
 }
 
-const nx_kernel_vt nx__kernels_ref_vt = {"ref", matmul_rows_ref, nx__dot_ref, nx__axpy_ref};
+const nx_kernel_vt nx__kernels_ref_vt = {"ref", matmul_rows_ref, nx__dot_ref, nx__axpy_ref, nx__act_ref,
+                                         nx__exp_sum_ref};

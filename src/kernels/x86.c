@@ -114,7 +114,99 @@ static T512 void axpy_avx512(float *y, float a, const float *x, int n) {
     }
 }
 
-const nx_kernel_vt nx__kernels_avx512_vt = {"avx512", matmul_rows_avx512, dot_avx512, axpy_avx512};
+/* expf for 16 lanes (Cephes-style): n = round(x·log2 e), r = x - n·ln 2 in two parts, a degree-6
+ * polynomial for e^r, then ·2^n with scalef (exact, handles the denormal/zero range). About
+ * 1-2 ulp; inputs are clamped to [-104, 88.7] (below: 0; above: no inf). */
+static inline T512 __attribute__((always_inline)) __m512 exp512(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(88.7f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* Φ(x) = P(N(0,1) <= x) from erfc(|x|/√2) = t·exp(-z² + poly(t)), t = 1/(1 + z/2)
+ * (Numerical Recipes' erfcc, fractional error < 1.2e-7 everywhere). */
+static inline T512 __attribute__((always_inline)) __m512 phi512(__m512 x) {
+    __m512 z = _mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(0.70710678118654752f));
+    __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(z, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.0f)));
+    __m512 p = _mm512_set1_ps(0.17087277f);
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.82215223f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.48851587f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.13520398f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.27886807f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.18628806f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.09678418f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.37409196f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.00002368f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.26551223f));
+    __m512 erfc = _mm512_mul_ps(t, exp512(_mm512_fnmadd_ps(z, z, p)));
+    __m512 half = _mm512_mul_ps(erfc, _mm512_set1_ps(0.5f));
+    __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
+    return _mm512_mask_sub_ps(half, pos, _mm512_set1_ps(1.0f), half);
+}
+
+/* x / (1 + e^(-a x)) */
+static inline T512 __attribute__((always_inline)) __m512 sigmul512(__m512 x, float a) {
+    __m512 e = exp512(_mm512_mul_ps(x, _mm512_set1_ps(-a)));
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+/* 0.5·x·(1 + tanh(y)) with tanh(y) = 1 - 2/(e^(2y) + 1) */
+static inline T512 __attribute__((always_inline)) __m512 tanhgelu512(__m512 x, __m512 y) {
+    __m512 e = exp512(_mm512_add_ps(y, y));
+    __m512 th = _mm512_sub_ps(_mm512_set1_ps(1.0f), _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, _mm512_set1_ps(1.0f))));
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(_mm512_set1_ps(1.0f), th));
+}
+
+static T512 void act_avx512(float *x, size_t n, nx_kact act) {
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i), r;
+        switch (act) {
+        case NX_KACT_GELU: r = _mm512_mul_ps(v, phi512(v)); break;
+        case NX_KACT_GELU_TANH: {
+            __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
+            __m512 y = _mm512_mul_ps(_mm512_set1_ps(0.79788456080286536f),
+                                     _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), v3, v));
+            r = tanhgelu512(v, y);
+            break;
+        }
+        case NX_KACT_GELU_FAST: {
+            __m512 inner = _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), _mm512_mul_ps(v, v), _mm512_set1_ps(1.0f));
+            r = tanhgelu512(v, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.7978845608f), v), inner));
+            break;
+        }
+        case NX_KACT_RELU: r = _mm512_max_ps(v, _mm512_setzero_ps()); break;
+        case NX_KACT_SILU: r = sigmul512(v, 1.0f); break;
+        case NX_KACT_QUICK_GELU: r = sigmul512(v, 1.702f); break;
+        default: r = v; break;
+        }
+        _mm512_mask_storeu_ps(x + i, m, r);
+    }
+}
+
+static T512 float exp_sum_avx512(float *x, int n, float mx) {
+    __m512 acc = _mm512_setzero_ps(), mv = _mm512_set1_ps(mx);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mv));
+        _mm512_mask_storeu_ps(x + i, m, e);
+        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(m, e));
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+const nx_kernel_vt nx__kernels_avx512_vt = {"avx512", matmul_rows_avx512, dot_avx512, axpy_avx512, act_avx512,
+                                            exp_sum_avx512};
 
 /* ---- AVX2 + FMA ---------------------------------------------------------------------------- */
 #define T256 __attribute__((target("avx2,fma")))
@@ -202,13 +294,14 @@ static T256 void axpy_avx2(float *y, float a, const float *x, int n) {
     for (; k < n; k++) y[k] = __builtin_fmaf(a, x[k], y[k]);
 }
 
-const nx_kernel_vt nx__kernels_avx2_vt = {"avx2", matmul_rows_avx2, dot_avx2, axpy_avx2};
+/* AVX2 keeps the scalar activation and exp (libm): correct everywhere, only slower. */
+const nx_kernel_vt nx__kernels_avx2_vt = {"avx2", matmul_rows_avx2, dot_avx2, axpy_avx2, nx__act_ref, nx__exp_sum_ref};
 
 #else /* not x86-64: only the reference exists; the tables alias it so callers need no #ifdef. */
 
 int nx__cpu_has_avx2(void) { return 0; }
 int nx__cpu_has_avx512(void) { return 0; }
-const nx_kernel_vt nx__kernels_avx512_vt = {"avx512-unavailable", NULL, NULL, NULL};
-const nx_kernel_vt nx__kernels_avx2_vt = {"avx2-unavailable", NULL, NULL, NULL};
+const nx_kernel_vt nx__kernels_avx512_vt = {"avx512-unavailable", NULL, NULL, NULL, NULL, NULL};
+const nx_kernel_vt nx__kernels_avx2_vt = {"avx2-unavailable", NULL, NULL, NULL, NULL, NULL};
 
 #endif

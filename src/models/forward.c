@@ -138,12 +138,7 @@ static void attn_worker(int ith, int nth, void *arg) {
             scores[k] = sc;
             mx = sc > mx ? sc : mx;
         }
-        float sum = 0.0f;
-        for (int k = 0; k < n; k++) {
-            scores[k] = expf(scores[k] - mx);
-            sum += scores[k];
-        }
-        float inv = 1.0f / sum;
+        float inv = 1.0f / vt->exp_sum(scores, n, mx);
         float *o = s->att + (size_t)t * H + (size_t)h * HS;
         memset(o, 0, (size_t)HS * sizeof(float));
         for (int k = 0; k < n; k++) vt->axpy(o, scores[k] * inv, V + (size_t)k * HS, HS);

@@ -274,10 +274,19 @@ nx_status nx_generate(nx_session *s, nx_sampler *smp, const int32_t *prompt, int
                          s->m->maxpos);
     if (n_prompt > 0) {
         if (past + n_prompt > n_ctx) {
-            /* context_shift: only the newest tokens of the prompt fit. */
+            /* context_shift: keep the newest n_ctx/2 tokens of (cached history + prompt) and
+             * recompute them from position 0. */
             int keep = n_ctx / 2 > 0 ? n_ctx / 2 : 1;
             nx_session_reset(s);
-            NX_TRY(nx_session_forward(s, prompt + n_prompt - keep, keep, NULL));
+            if (n_prompt >= keep) {
+                NX_TRY(nx_session_forward(s, prompt + n_prompt - keep, keep, NULL));
+            } else {
+                int from_hist = keep - n_prompt;
+                int32_t *tok = (int32_t *)nx_session_tokens(s);
+                memmove(tok, tok + past - from_hist, (size_t)from_hist * sizeof(int32_t));
+                NX_TRY(nx_session_forward(s, tok, from_hist, NULL));
+                NX_TRY(nx_session_forward(s, prompt, n_prompt, NULL));
+            }
         } else {
             NX_TRY(nx_session_forward(s, prompt, n_prompt, NULL));
         }
