@@ -816,7 +816,6 @@ NX_API nx_status nx_tokenizer_load(const char *path, nx_tokenizer **out) {
                            path);
         nx__free(tj); nx__free(vj); nx__free(mt); nx__free(ej); nx__free(vb);
     } else {
-        size_t n = strlen(path);
         const char *slash = strrchr(path, '/');
         const char *base = slash ? slash + 1 : path;
         dir = slash ? nx__strndup(path, (size_t)(slash - path)) : nx__strdup(".");
@@ -829,7 +828,6 @@ NX_API nx_status nx_tokenizer_load(const char *path, nx_tokenizer **out) {
             st = nx__error(NX_ERR_NOT_FOUND, "%s: no such file or directory", path);
         else
             st = load_file_json(path, out);
-        (void)n;
     }
     if (st == NX_OK && dir) {
         read_special_config(*out, dir);

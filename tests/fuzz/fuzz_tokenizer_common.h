@@ -28,7 +28,7 @@ static void fz_tok(char *o, unsigned b) {
 static char *fz_make_json(const char *normalizer, int prefix_space) {
     size_t cap = 1 << 16, n = 0;
     char *s = malloc(cap);
-    char t[8], u[8];
+    char t[8];
     n += (size_t)snprintf(s + n, cap - n, "{\"version\":\"1.0\",\"normalizer\":%s,"
                           "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":%s,\"use_regex\":true},"
                           "\"post_processor\":null,\"decoder\":{\"type\":\"ByteLevel\"},"
@@ -51,7 +51,6 @@ static char *fz_make_json(const char *normalizer, int prefix_space) {
                           "\"%s%s\":263,\"11\":264,\"111\":265},\"merges\":[\"%s t\",\"h e\",\"%st he\",\"i n\","
                           "[\"in\",\"g\"],\"a a\",\"aa aa\",\"%s %s\",\"1 1\",\"11 1\"]}}",
                           t, t, t, t, t, t, t, t);
-    (void)u;
     return s;
 }
 
