@@ -81,7 +81,7 @@ NX_API size_t nx_eval_rstrip_len(const char *text, size_t len);
 NX_API void nx_eval_lambada_split(const char *text, size_t len, size_t *ctx_len, bool *needs_space);
 
 /* ---- documents ------------------------------------------------------------------------- */
-/* Texts read from a file: a .jsonl/.json-lines file gives one document per line (the string
+/* Texts read from a file: a .jsonl/.jsonlines/.json file gives one document per line (the string
  * field `key` of each JSON object; blank lines skipped), any other file is one document. */
 typedef struct nx_eval_docs {
     size_t n;

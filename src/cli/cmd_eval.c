@@ -37,7 +37,7 @@ static void usage(FILE *f) {
             "  --ctx N               context length (lm-eval max_length; default max_position_embeddings)\n"
             "  -o, --output FILE     also write the JSON result line to FILE (sweep: the table, .csv or .jsonl)\n"
             "  -q, --quiet           no progress bar\n"
-            "ppl:           --text FILE (.jsonl: one {\"text\": ...} per line; else the whole file) | --data PREFIX\n"
+            "ppl:           --text FILE (.jsonl/.json: one {\"text\": ...} per line; else the whole file) | --data PREFIX\n"
             "               (indexed dataset, one document per dataset document), --stride S (tokens predicted per\n"
             "               window after the first; default ctx, as lm-eval), --key K, --limit N documents,\n"
             "               --per-doc FILE (CSV: doc,tokens,loglikelihood)\n"

@@ -83,7 +83,9 @@ nx_status nx_eval_docs_load(const char *path, const char *key, nx_eval_docs *out
     char *data = NULL;
     size_t len = 0;
     NX_TRY(nx__file_read_all(path, &data, &len));
-    bool jsonl = ends_with(path, ".jsonl") || ends_with(path, ".jsonlines");
+    /* .json too: lm-eval's "json" datasets are JSON lines, and scoring JSON syntax as prose
+     * would give a plausible-looking but meaningless perplexity. */
+    bool jsonl = ends_with(path, ".jsonl") || ends_with(path, ".jsonlines") || ends_with(path, ".json");
     nx_status st = nx_eval_docs_parse(data, len, jsonl, path, key, out);
     nx__free(data);
     return st;
