@@ -5,3 +5,9 @@ pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
 target_link_libraries(neox_obj PUBLIC PkgConfig::UTF8PROC)
 target_link_libraries(neox_static PUBLIC PkgConfig::UTF8PROC)
 target_link_libraries(neox_shared PUBLIC PkgConfig::UTF8PROC)
+
+# serve: libmicrohttpd (HTTP/1.1 server library); see docs/SERVER.md for why.
+pkg_check_modules(MHD REQUIRED IMPORTED_TARGET libmicrohttpd)
+target_link_libraries(neox_obj PUBLIC PkgConfig::MHD)
+target_link_libraries(neox_static PUBLIC PkgConfig::MHD)
+target_link_libraries(neox_shared PUBLIC PkgConfig::MHD)
