@@ -644,6 +644,13 @@ srv_req *srv_submit(nx_server_core *c, srv_kind kind, srv_params *p, nx_ids *pro
     srv_seq *seqs = r ? nx__calloc((size_t)n_prompts * (size_t)p->n, sizeof *seqs) : NULL;
     if (!seqs) {
         nx__free(r);
+        for (int i = 0; i < n_prompts; i++) {
+            nx_ids_free(&prompts[i]);
+            if (echo_text) nx__buf_free(&echo_text[i]);
+        }
+        nx__free(prompts);
+        nx__free(echo_text);
+        srv_params_free(p);
         srv_bad(err, NULL, "out of memory");
         err->http = 500;
         err->type = "server_error";

@@ -156,8 +156,9 @@ struct nx_server_core {
 
 nx_status srv_engine_start(nx_server_core *c, int n_threads);
 void srv_engine_stop(nx_server_core *c);   /* wakes and fails all waiters, joins, frees slots */
-/* Builds a request from parsed params and tokenized prompts (ownership of prompts moves to
- * the request) and queues it. Returns NULL with err set (503 queue full, 503 stopping). */
+/* Builds a request from parsed params and tokenized prompts and queues it. Takes ownership of
+ * prompts, echo_text and p's stop strings in every case. Returns NULL with err set (503 queue
+ * full or stopping, 500 out of memory). */
 srv_req *srv_submit(nx_server_core *c, srv_kind kind, srv_params *p, nx_ids *prompts, int n_prompts,
                     nx_buf *echo_text, srv_err *err);
 /* Marks the request cancelled (if not finished), waits for the engine to let go, frees it. */

@@ -325,13 +325,7 @@ static enum MHD_Result route_generate(nx_server *srv, struct MHD_Connection *con
     bool stream = pr.p.stream;
     pr.ids = NULL;
     srv_req *r = srv_submit(c, kind, &pr.p, prompts, n_prompts, echo, &err);
-    if (!r) {
-        for (int i = 0; i < n_prompts; i++) nx_ids_free(&prompts[i]);
-        nx__free(prompts);
-        for (int i = 0; echo && i < n_prompts; i++) nx__buf_free(&echo[i]);
-        nx__free(echo);
-        goto fail;
-    }
+    if (!r) goto fail;   /* srv_submit freed the prompts and echo text */
     for (int i = 0; i < pr.n_prompts; i++) nx__free(pr.texts[i]);
     nx__free(pr.texts);
     nx__free(pr.text_lens);
