@@ -17,8 +17,10 @@ static void fill(float *p, size_t n) {
 static const char *k_variants[] = {"ref", "avx2", "avx512"};
 
 static void test_matmul_variants(void) {
+    /* T around the 6-token tile and 48-token block, OUT around 16-wide panels and 4-panel groups */
     const int shapes[][3] = {{1, 64, 48}, {1, 768, 130}, {5, 33, 17}, {4, 16, 4}, {9, 100, 37},
-                             {70, 48, 21}, {1, 7, 3}, {130, 64, 70}, {3, 1, 5}};
+                             {70, 48, 21}, {1, 7, 3}, {130, 64, 70}, {3, 1, 5}, {49, 40, 64}, {11, 24, 80},
+                             {7, 19, 65}, {53, 8, 129}};
     int tested = 0;
     for (size_t v = 0; v < NX_ARRAY_LEN(k_variants); v++) {
         const nx_kernel_vt *vt = nx__kernels_variant(k_variants[v]);
@@ -35,22 +37,29 @@ static void test_matmul_variants(void) {
             fill(x, (size_t)T * IN);
             fill(W, (size_t)OUT * IN);
             fill(b, OUT);
+            float *Wp = malloc(sizeof(float) * nx__packed_floats(OUT, IN));
+            nx__pack(Wp, W, OUT, IN);
+            for (int o = 0; o < OUT; o += 7) CHECK(nx__packed_at(Wp, IN, o, IN - 1) == W[(size_t)o * IN + IN - 1]);
             nx__matmul_ref(yr, x, W, b, T, IN, OUT);
-            vt->matmul_rows(y, x, W, s % 2 ? NULL : b, T, IN, OUT, 0, OUT);
+            vt->matmul_rows(y, x, Wp, s % 2 ? NULL : b, T, IN, OUT, 0, OUT);
             if (s % 2) nx__matmul_ref(yr, x, W, NULL, T, IN, OUT);
             double maxd = 0;
             for (int i = 0; i < T * OUT; i++) maxd = fmax(maxd, fabs(y[i] - yr[i]));
             CHECK_MSG(maxd <= 1e-5 * sqrt((double)IN) + 1e-6, "%s T=%d IN=%d OUT=%d max diff %g", vt->name, T, IN, OUT, maxd);
             /* Bit-identical per row whatever T (prefill == decode) */
             for (int t = 0; t < T; t++) {
-                vt->matmul_rows(y1, x + (size_t)t * IN, W, s % 2 ? NULL : b, 1, IN, OUT, 0, OUT);
+                vt->matmul_rows(y1, x + (size_t)t * IN, Wp, s % 2 ? NULL : b, 1, IN, OUT, 0, OUT);
                 CHECK_MSG(memcmp(y1, y + (size_t)t * OUT, sizeof(float) * OUT) == 0, "%s row %d differs from T=1", vt->name, t);
             }
-            /* A split into row ranges gives the same bits. */
-            int mid = OUT / 3;
-            vt->matmul_rows(yr, x, W, s % 2 ? NULL : b, T, IN, OUT, 0, mid);
-            vt->matmul_rows(yr, x, W, s % 2 ? NULL : b, T, IN, OUT, mid, OUT);
+            /* A split into panel ranges gives the same bits, and nothing is written outside. */
+            int mid = (OUT / 3) & ~(NX_PANEL - 1);
+            for (int i = 0; i < T * OUT; i++) yr[i] = -7.0f;
+            vt->matmul_rows(yr, x, Wp, s % 2 ? NULL : b, T, IN, OUT, 0, mid);
+            for (int t = 0; t < T; t++)
+                for (int o = mid; o < OUT; o++) CHECK(yr[(size_t)t * OUT + o] == -7.0f);
+            vt->matmul_rows(yr, x, Wp, s % 2 ? NULL : b, T, IN, OUT, mid, OUT);
             CHECK(memcmp(yr, y, sizeof(float) * T * OUT) == 0);
+            free(Wp);
             free(x); free(W); free(b); free(y); free(yr); free(y1);
         }
     }
@@ -66,14 +75,17 @@ static void test_matmul_threads(void) {
     fill(b, OUT);
     nx_pool *p1 = nx_pool_create(1), *p3 = nx_pool_create(3);
     CHECK(p1 && p3);
-    nx__matmul(p1, y1, x, W, b, T, IN, OUT);
-    nx__matmul(p3, y2, x, W, b, T, IN, OUT);
+    float *Wp = malloc(sizeof(float) * nx__packed_floats(OUT, IN));
+    nx__pack(Wp, W, OUT, IN);
+    nx__matmul(p1, y1, x, Wp, b, T, IN, OUT);
+    nx__matmul(p3, y2, x, Wp, b, T, IN, OUT);
+    free(Wp);
     CHECK(memcmp(y1, y2, sizeof(float) * T * OUT) == 0);
     float *h1 = malloc(sizeof(float) * 10000), *h2 = malloc(sizeof(float) * 10000);
     fill(h1, 10000);
     memcpy(h2, h1, sizeof(float) * 10000);
     nx__act(p3, h1, 10000, NX_KACT_GELU);
-    nx__act_ref(h2, 10000, NX_KACT_GELU);
+    nx__kernels()->act(h2, 10000, NX_KACT_GELU);   /* the threaded split changes nothing */
     CHECK(memcmp(h1, h2, sizeof(float) * 10000) == 0);
     nx_pool_free(p1);
     nx_pool_free(p3);
@@ -136,6 +148,57 @@ static void test_act_ref(void) {
     }
 }
 
+static double act_double(int a, double v) {
+    switch (a) {
+    case NX_KACT_GELU: return 0.5 * v * (1 + erf(v / sqrt(2.0)));
+    case NX_KACT_GELU_TANH: return 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+    case NX_KACT_GELU_FAST: return 0.5 * v * (1 + tanh(0.7978845608 * v * (1 + 0.044715 * v * v)));
+    case NX_KACT_RELU: return v > 0 ? v : 0;
+    case NX_KACT_SILU: return v / (1 + exp(-v));
+    default: return v / (1 + exp(-1.702 * v));
+    }
+}
+
+/* Every variant's activation and softmax exponentials against double precision, including
+ * far tails (|x| up to 30, where the tanh/erf forms saturate) and odd lengths. */
+static void test_act_exp_variants(void) {
+    enum { N = 6001 };
+    static float x[N], y[N];
+    for (int i = 0; i < N; i++) x[i] = -30.0f + 60.0f * (float)i / (N - 1);
+    for (size_t v = 0; v < NX_ARRAY_LEN(k_variants); v++) {
+        const nx_kernel_vt *vt = nx__kernels_variant(k_variants[v]);
+        if (!vt) continue;
+        for (int a = NX_KACT_GELU; a <= NX_KACT_QUICK_GELU; a++) {
+            memcpy(y, x, sizeof x);
+            vt->act(y, N, (nx_kact)a);
+            double worst = 0;
+            for (int i = 0; i < N; i++) {
+                double r = act_double(a, x[i]);
+                double err = fabs(y[i] - r) / (1 + fabs(r));
+                if (!(err <= worst)) worst = err;
+            }
+            CHECK_MSG(worst <= 1e-6, "%s act %d: worst relative error %g", vt->name, a, worst);
+        }
+        for (int n = 1; n <= 300; n += 37) {
+            float s[300];
+            double ref = 0;
+            for (int i = 0; i < n; i++) s[i] = x[(i * 97) % N] * 3.0f;
+            float mx = -INFINITY;
+            for (int i = 0; i < n; i++) mx = s[i] > mx ? s[i] : mx;
+            float orig[300];
+            memcpy(orig, s, sizeof(float) * n);
+            float sum = vt->exp_sum(s, n, mx);
+            for (int i = 0; i < n; i++) {
+                double e = exp((double)(orig[i] - mx));   /* the float difference is the input */
+                ref += e;
+                CHECK_MSG(fabs(s[i] - e) <= 3e-7 * e + 1e-37, "%s exp(%g) = %g, expected %g", vt->name, orig[i] - mx,
+                          (double)s[i], e);
+            }
+            CHECK_NEAR(sum, ref, 1e-6 * ref);
+        }
+    }
+}
+
 static void test_softmax_rotary_attention(void) {
     float s[5] = {1, 2, 3, -1000, 0.5f};
     nx__softmax_ref(s, 5);
@@ -179,6 +242,7 @@ int main(void) {
     TEST_RUN(test_dot_axpy_variants);
     TEST_RUN(test_layernorm_ref);
     TEST_RUN(test_act_ref);
+    TEST_RUN(test_act_exp_variants);
     TEST_RUN(test_softmax_rotary_attention);
     TEST_END();
 }

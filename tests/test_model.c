@@ -7,7 +7,10 @@
 #include <math.h>
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include "kernels/kernels.h"
 
 #define MAXN 256
 
@@ -238,6 +241,16 @@ static void test_context_limit(void) {
     for (int i = 1; i < 256; i++)
         if (lg[i] > lg[best]) best = i;
     CHECK_EQ_INT(out[149], best);
+    /* A cached history of 70 tokens plus a 20-token prompt overflow the 80 positions: with
+     * context shift the newest 40 of (history + prompt) are recomputed, then generation goes on. */
+    nx_session_reset(s);
+    CHECK(nx_session_forward(s, ids, 70, NULL) == NX_OK);
+    go.max_new_tokens = 5;
+    CHECK(nx_generate(s, smp, ids + 100, 20, &go, out, &n_out) == NX_OK);
+    CHECK_EQ_INT(n_out, 5);
+    const int32_t *kept = nx_session_tokens(s);
+    for (int i = 0; i < 20; i++) CHECK_EQ_INT(kept[i], ids[50 + i]);         /* last 20 of the history */
+    for (int i = 0; i < 20; i++) CHECK_EQ_INT(kept[20 + i], ids[100 + i]);   /* then the prompt */
     nx_session_free(fresh);
     nx_sampler_free(smp);
     nx_session_free(s);
@@ -298,20 +311,36 @@ static void test_loader_errors(void) {
                        "\"num_hidden_layers\": %d, \"num_attention_heads\": 2, \"intermediate_size\": 128, " \
                        "\"max_position_embeddings\": 96, \"tie_word_embeddings\": %s}"
     char text[1024];
-    snprintf(text, sizeof text, BASE, 32, 3, "false");
+    snprintf(text, sizeof text, BASE, 32, 3, "false");   /* one layer more than the file has */
     write_file(cfgp, text);
-    CHECK(nx_model_load(dir, NULL, &m) == NX_ERR_NOT_FOUND);
-    CHECK_STR_CONTAINS(nx_last_error(), "gpt_neox.layers.2.input_layernorm.weight");
-    snprintf(text, sizeof text, BASE, 64, 2, "false");
+    CHECK(nx_model_load(dir, NULL, &m) == NX_ERR_FORMAT);
+    CHECK_STR_CONTAINS(nx_last_error(), "config.json implies");
+    snprintf(text, sizeof text, BASE, 32, 1, "false");   /* one layer fewer: layer 1 is left over */
+    write_file(cfgp, text);
+    CHECK(nx_model_load(dir, NULL, &m) == NX_ERR_FORMAT);
+    CHECK_STR_CONTAINS(nx_last_error(), "unexpected tensor 'gpt_neox.layers.1.");
+    snprintf(text, sizeof text, BASE, 16, 2, "false");   /* hidden 16 on a hidden-32 file */
     write_file(cfgp, text);
     CHECK(nx_model_load(dir, NULL, &m) == NX_ERR_FORMAT);
     CHECK_STR_CONTAINS(nx_last_error(), "gpt_neox.embed_in.weight");
-    CHECK_STR_CONTAINS(nx_last_error(), "[300, 64]");
+    CHECK_STR_CONTAINS(nx_last_error(), "has shape [300, 32], the config implies [300, 16]");
     snprintf(text, sizeof text, BASE, 32, 2, "false");
     write_file(cfgp, text);
     CHECK(nx_model_load(dir, NULL, &m) == NX_OK);   /* the same file with the right config loads */
     nx_model_free(m);
     m = NULL;
+    /* attention_bias false on a file that has the biases: refused, not silently wrong */
+    write_file(cfgp, "{\"model_type\": \"gpt_neox\", \"vocab_size\": 300, \"hidden_size\": 32, "
+                     "\"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"intermediate_size\": 128, "
+                     "\"max_position_embeddings\": 96, \"attention_bias\": false}");
+    CHECK(nx_model_load(dir, NULL, &m) == NX_ERR_FORMAT);
+    CHECK_STR_CONTAINS(nx_last_error(), "unexpected tensor 'gpt_neox.layers.0.attention.");
+    /* a hostile config asking for a huge model fails before allocating it */
+    write_file(cfgp, "{\"model_type\": \"gpt_neox\", \"vocab_size\": 4000000, \"hidden_size\": 65536, "
+                     "\"num_hidden_layers\": 500, \"num_attention_heads\": 2, \"intermediate_size\": 262144, "
+                     "\"max_position_embeddings\": 96}");
+    CHECK(nx_model_load(dir, NULL, &m) != NX_OK);
+    CHECK(m == NULL);
     /* GPT-Neo untied without lm_head */
     snprintf(src, sizeof src, "%s/models/neo_a/model.safetensors", NX_FIXTURES);
     unlink(dst);
@@ -326,6 +355,64 @@ static void test_loader_errors(void) {
     rmdir(dir);
     nx_model_opts mo = {NX_F16};
     CHECK(nx_model_load(fixture_path("models/neox_a"), &mo, &m) == NX_ERR_UNSUPPORTED);
+}
+
+/* Older exports carry non-parameter buffers (causal mask, masked_bias, inv_freq); they are
+ * skipped and the logits are unchanged. The weights here are neox_a's re-written with them. */
+static void test_legacy_buffers_ignored(void) {
+    nx_tensorset *ts = NULL;
+    CHECK(nx_tensorset_open(fixture_path("models/neox_a"), &ts) == NX_OK);
+    size_t n = nx_tensorset_count(ts);
+    nx_tensor_write *w = calloc(n + 6, sizeof *w);
+    for (size_t i = 0; i < n; i++) {
+        const nx_tensor_info *t = nx_tensorset_at(ts, i);
+        w[i].name = t->name;
+        w[i].dtype = t->dtype;
+        w[i].ndim = t->ndim;
+        memcpy(w[i].shape, t->shape, sizeof t->shape);
+        w[i].data = t->data;
+    }
+    static uint8_t mask[96 * 96];
+    static float masked_bias = -1e9f, inv_freq[2] = {1.0f, 0.01f};
+    for (int l = 0; l < 2; l++) {
+        static char names[6][80];
+        snprintf(names[3 * l], 80, "gpt_neox.layers.%d.attention.bias", l);
+        snprintf(names[3 * l + 1], 80, "gpt_neox.layers.%d.attention.masked_bias", l);
+        snprintf(names[3 * l + 2], 80, "gpt_neox.layers.%d.attention.rotary_emb.inv_freq", l);
+        w[n + 3 * l] = (nx_tensor_write){names[3 * l], NX_BOOL, 4, {1, 1, 96, 96}, mask};
+        w[n + 3 * l + 1] = (nx_tensor_write){names[3 * l + 1], NX_F32, 0, {0}, &masked_bias};
+        w[n + 3 * l + 2] = (nx_tensor_write){names[3 * l + 2], NX_F32, 1, {2}, inv_freq};
+    }
+    char dir[256], path[512], cfg_src[512], cfg_dst[512];
+    snprintf(dir, sizeof dir, "%s/test_model_legacy_%d", NX_BINARY_DIR, (int)getpid());
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK_MSG(nx_safetensors_write(path, w, n + 6, NULL, 0) == NX_OK, "%s", nx_last_error());
+    free(w);
+    nx_tensorset_free(ts);
+    snprintf(cfg_src, sizeof cfg_src, "%s/models/neox_a/config.json", NX_FIXTURES);
+    snprintf(cfg_dst, sizeof cfg_dst, "%s/config.json", dir);
+    unlink(cfg_dst);
+    CHECK(symlink(cfg_src, cfg_dst) == 0);
+    nx_model *a = NULL, *b = NULL;
+    CHECK_MSG(nx_model_load(dir, NULL, &a) == NX_OK, "%s", nx_last_error());
+    CHECK(nx_model_load(fixture_path("models/neox_a"), NULL, &b) == NX_OK);
+    nx_session_opts so = {0};
+    so.n_threads = 1;
+    nx_session *sa = NULL, *sb = NULL;
+    CHECK(nx_session_create(a, &so, &sa) == NX_OK);
+    CHECK(nx_session_create(b, &so, &sb) == NX_OK);
+    int32_t ids[5] = {3, 1, 4, 1, 5};
+    CHECK(nx_session_forward(sa, ids, 5, NULL) == NX_OK);
+    CHECK(nx_session_forward(sb, ids, 5, NULL) == NX_OK);
+    CHECK(memcmp(nx_session_logits(sa), nx_session_logits(sb), 300 * sizeof(float)) == 0);
+    nx_session_free(sa);
+    nx_session_free(sb);
+    nx_model_free(a);
+    nx_model_free(b);
+    unlink(path);
+    unlink(cfg_dst);
+    rmdir(dir);
 }
 
 static void test_sampler(void) {
@@ -420,6 +507,93 @@ static void test_sampler(void) {
     CHECK_EQ_INT(nx_sampler_create(&p, &s), NX_ERR_INVALID_ARG);
 }
 
+/* The filtered distribution against a brute-force reference written here: sort everything,
+ * apply HF's top-k, top-p (drop the tail whose ascending cumulative mass <= 1 - top_p), min-p
+ * (p < min_p * p_max), renormalise. Samples must stay in the kept set and match its
+ * probabilities. */
+static int cmp_desc_f(const void *a, const void *b) {
+    double x = ((const double *)a)[0], y = ((const double *)b)[0];
+    return (x < y) - (x > y);
+}
+
+static void check_distribution(const float *lg, int V, float temp, int top_k, float top_p, float min_p) {
+    double (*ord)[2] = malloc(sizeof(double[2]) * V);
+    double mx = -INFINITY;
+    for (int i = 0; i < V; i++) mx = fmax(mx, lg[i] / (double)temp);
+    for (int i = 0; i < V; i++) {
+        ord[i][0] = exp(lg[i] / (double)temp - mx);
+        ord[i][1] = i;
+    }
+    qsort(ord, (size_t)V, sizeof ord[0], cmp_desc_f);
+    int n = top_k > 0 && top_k < V ? top_k : V;
+    double Z = 0;
+    for (int i = 0; i < n; i++) Z += ord[i][0];
+    if (top_p < 1.0f) {
+        double cum = 0;
+        int keep = n;
+        for (int i = 0; i < n; i++) {
+            cum += ord[i][0] / Z;
+            if (cum >= top_p) {
+                keep = i + 1;
+                break;
+            }
+        }
+        n = keep;
+    }
+    int keep = 0;
+    for (int i = 0; i < n; i++)
+        if (ord[i][0] >= min_p * ord[0][0]) keep++;
+    n = keep;
+    double *want = calloc((size_t)V, sizeof(double));
+    double Zk = 0;
+    for (int i = 0; i < n; i++) Zk += ord[i][0];
+    for (int i = 0; i < n; i++) want[(int)ord[i][1]] = ord[i][0] / Zk;
+    nx_sampler_params p = nx_sampler_defaults();
+    p.temperature = temp;
+    p.top_k = top_k;
+    p.top_p = top_p;
+    p.min_p = min_p;
+    p.seed = 99;
+    nx_sampler *s = NULL;
+    CHECK(nx_sampler_create(&p, &s) == NX_OK);
+    int N = 20000;
+    int *cnt = calloc((size_t)V, sizeof(int));
+    for (int i = 0; i < N; i++) {
+        int32_t tok;
+        CHECK(nx_sampler_sample(s, lg, V, NULL, 0, &tok) == NX_OK);
+        CHECK_MSG(want[tok] > 0, "sampled id %d outside the kept set (k %d, p %g, min_p %g)", tok, top_k, top_p, min_p);
+        cnt[tok]++;
+    }
+    for (int i = 0; i < V; i++) {
+        double sd = sqrt(want[i] * (1 - want[i]) / N);
+        CHECK_MSG(fabs(cnt[i] / (double)N - want[i]) <= 5 * sd + 1e-3, "id %d: frequency %g, expected %g", i,
+                  cnt[i] / (double)N, want[i]);
+    }
+    printf("     sampler k=%d p=%g min_p=%g T=%g: %d ids kept, frequencies match\n", top_k, (double)top_p,
+           (double)min_p, (double)temp, n);
+    nx_sampler_free(s);
+    free(cnt);
+    free(want);
+    free(ord);
+}
+
+static void test_sampler_distribution(void) {
+    int V = 400;
+    float *lg = malloc(sizeof(float) * V);
+    uint64_t x = 7;
+    for (int i = 0; i < V; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        lg[i] = (float)((x >> 40) * (1.0 / 16777216.0)) * 12.0f - 6.0f;
+    }
+    check_distribution(lg, V, 0.5f, 40, 1.0f, 0.0f);
+    check_distribution(lg, V, 0.7f, 0, 0.6f, 0.0f);    /* top-p alone: needs the sorted head */
+    check_distribution(lg, V, 1.0f, 200, 0.9f, 0.0f);   /* widens past the first 64 */
+    check_distribution(lg, V, 0.4f, 0, 1.0f, 0.05f);
+    check_distribution(lg, V, 1.3f, 100, 0.95f, 0.1f);
+    check_distribution(lg, V, 2.0f, 0, 0.995f, 0.0f);  /* widens to everything */
+    free(lg);
+}
+
 /* Greedy generate stops at a stop id and reports it, and the callback can stop early. */
 static int stop_after_3(int32_t tok, void *user) {
     (void)tok;
@@ -463,14 +637,47 @@ static void test_generate_stops(void) {
     nx_model_free(m);
 }
 
-int main(void) {
+/* The whole-model parity again under every other kernel variant this CPU has (the variant is
+ * picked once per process from NX_KERNELS, so each runs in a child process). */
+static const char *g_self;
+static void test_other_kernel_variants(void) {
+    const char *names[] = {"ref", "avx2", "avx512"};
+    int ran = 0;
+    for (int i = 0; i < 3; i++) {
+        if (!nx__kernels_variant(names[i]) || !strcmp(names[i], nx__kernels()->name)) continue;
+        fflush(stdout);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            setenv("NX_KERNELS", names[i], 1);
+            execl(g_self, g_self, "--parity-only", (char *)NULL);
+            _exit(127);
+        }
+        int status = 0;
+        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "parity under NX_KERNELS=%s failed", names[i]);
+        ran++;
+    }
+    printf("     parity re-run under %d other kernel variant(s)\n", ran);
+}
+
+int main(int argc, char **argv) {
+    g_self = argv[0];
+    if (argc > 1 && !strcmp(argv[1], "--parity-only")) {
+        printf("kernel variant: %s\n", nx__kernels()->name);
+        TEST_RUN(test_fixtures_parity);
+        TEST_END();
+    }
     TEST_RUN(test_fixtures_parity);
     TEST_RUN(test_fixtures_two_threads);
     TEST_RUN(test_neo_window_recompute);
     TEST_RUN(test_context_limit);
     TEST_RUN(test_thread_determinism);
     TEST_RUN(test_loader_errors);
+    TEST_RUN(test_legacy_buffers_ignored);
     TEST_RUN(test_sampler);
+    TEST_RUN(test_sampler_distribution);
     TEST_RUN(test_generate_stops);
+    TEST_RUN(test_other_kernel_variants);
     TEST_END();
 }

@@ -131,7 +131,7 @@ static void test_read_python_all_dtypes(void) {
         json_t *vals = json_object_get(e, "values");
         CHECK_EQ_INT(nx_tensor_numel(t), json_array_size(vals));
         size_t n = nx_tensor_numel(t);
-        if (dt == NX_F32 || dt == NX_F64 || dt == NX_F16 || dt == NX_BF16) {
+        if (dt == NX_F32 || dt == NX_F64 || dt == NX_F16 || dt == NX_BF16 || dt == NX_F8_E5M2 || dt == NX_F8_E4M3) {
             float *f = malloc((n ? n : 1) * sizeof *f);
             CHECK_EQ_INT(nx_tensor_to_f32(t, f), NX_OK);
             for (size_t i = 0; i < n; i++) CHECK_NEAR(f[i], json_number_value(json_array_get(vals, i)), 0);
@@ -163,7 +163,10 @@ static void test_read_python_all_dtypes(void) {
                 CHECK_EQ_INT(dt == NX_I8 ? (long long)(int8_t)p[i] : (long long)p[i],
                              json_integer_value(json_array_get(vals, i)));
         }
-        /* F8: the bytes above are torch's own encoding */
+        else {
+            float f;
+            CHECK_EQ_INT(nx_tensor_to_f32(t, &f), NX_ERR_UNSUPPORTED);   /* integers are not converted */
+        }
     }
     for (int d = NX_F64; d <= NX_F8_E4M3; d++) CHECK_MSG(seen_dtypes[d], "dtype %s not covered", nx_dtype_name((nx_dtype)d));
     CHECK(nx_tensorset_find(ts, "nope") == NULL);
@@ -173,6 +176,58 @@ static void test_read_python_all_dtypes(void) {
 
 /* Write the tensors of the Python file with our writer (in a scrambled order) and compare
  * the bytes with the Python output. */
+/* Every F8 byte pattern against torch's own decoding would need torch; instead check the
+ * decoders at the format's landmarks (max normal, min subnormal, NaN, signed zero). */
+static void test_f8_decode(void) {
+    uint8_t e4[] = {0x7e, 0x01, 0x08, 0x7f, 0x80, 0xbe, 0x38};
+    uint8_t e5[] = {0x7b, 0x01, 0x7c, 0x7f, 0xc0, 0x3c};
+    nx_tensor_info t = {.name = "f8", .dtype = NX_F8_E4M3, .ndim = 1, .shape = {7}, .data = e4, .nbytes = 7, .file = "x"};
+    float f[7];
+    CHECK_EQ_INT(nx_tensor_to_f32(&t, f), NX_OK);
+    CHECK_NEAR(f[0], 448.0, 0);            /* max finite */
+    CHECK_NEAR(f[1], 0.001953125, 0);      /* 2^-9, smallest subnormal */
+    CHECK_NEAR(f[2], 0.015625, 0);         /* 2^-6, smallest normal */
+    CHECK(isnan(f[3]));
+    CHECK(f[4] == 0.0f && signbit(f[4]));
+    CHECK_NEAR(f[5], -1.75, 0);
+    CHECK_NEAR(f[6], 1.0, 0);
+    t.dtype = NX_F8_E5M2;
+    t.shape[0] = 6;
+    t.data = e5;
+    t.nbytes = 6;
+    CHECK_EQ_INT(nx_tensor_to_f32(&t, f), NX_OK);
+    CHECK_NEAR(f[0], 57344.0, 0);          /* max finite */
+    CHECK_NEAR(f[1], 1.52587890625e-05, 0); /* 2^-16 */
+    CHECK(isinf(f[2]) && f[2] > 0);
+    CHECK(isnan(f[3]));
+    CHECK_NEAR(f[4], -2.0, 0);
+    CHECK_NEAR(f[5], 1.0, 0);
+    /* all 256 bytes of both formats against torch's decoding */
+    json_error_t je;
+    json_t *tab = json_load_file(fixture_path("io/f8_table.json"), 0, &je);
+    CHECK(tab != NULL);
+    uint8_t all[256];
+    for (int i = 0; i < 256; i++) all[i] = (uint8_t)i;
+    float g[256];
+    for (int k = 0; k < 2; k++) {
+        t.dtype = k ? NX_F8_E5M2 : NX_F8_E4M3;
+        t.shape[0] = 256;
+        t.data = all;
+        t.nbytes = 256;
+        CHECK_EQ_INT(nx_tensor_to_f32(&t, g), NX_OK);
+        json_t *ref = json_object_get(tab, nx_dtype_name(t.dtype));
+        CHECK_EQ_INT(json_array_size(ref), 256);
+        for (int i = 0; i < 256; i++) {
+            json_t *v = json_array_get(ref, (size_t)i);
+            if (json_is_null(v)) CHECK_MSG(isnan(g[i]), "%s byte %d", nx_dtype_name(t.dtype), i);
+            else if (json_is_string(v)) CHECK_MSG(isinf(g[i]) && (g[i] < 0) == (json_string_value(v)[0] == '-'), "byte %d", i);
+            else CHECK_MSG(g[i] == (float)json_number_value(v) && !signbit(g[i]) == !signbit(json_number_value(v)),
+                           "%s byte %d: %g vs %g", nx_dtype_name(t.dtype), i, (double)g[i], json_number_value(v));
+        }
+    }
+    json_decref(tab);
+}
+
 static void test_write_matches_python(void) {
     nx_tensorset *ts = NULL;
     const char *ref = fixture_path("io/all_dtypes.safetensors");
@@ -384,6 +439,19 @@ static void test_directory_preference(void) {
     /* only a .bin: it goes to the PyTorch reader, which rejects this garbage naming the file */
     CHECK(nx_tensorset_open(dir, &ts) != NX_OK);
     CHECK_STR_CONTAINS(nx_last_error(), "pytorch_model.bin");
+    /* a .bin index goes through the same weight_map logic and hands .bin shards to the
+     * PyTorch reader */
+    char bdir[1200];
+    snprintf(bdir, sizeof bdir, "%s/binidx", g_tmp);
+    mkdir(bdir, 0777);
+    snprintf(p, sizeof p, "%s/pytorch_model-00001-of-00001.bin", bdir);
+    CHECK(write_file(p, "PK\3\4garbage", 11) == 0);
+    snprintf(p, sizeof p, "%s/pytorch_model.bin.index.json", bdir);
+    const char *bidx = "{\"metadata\": {\"total_size\": 4}, \"weight_map\": {\"w\": \"pytorch_model-00001-of-00001.bin\"}}";
+    CHECK(write_file(p, bidx, strlen(bidx)) == 0);
+    CHECK(nx_tensorset_open(bdir, &ts) != NX_OK);
+    CHECK_STR_CONTAINS(nx_last_error(), "pytorch_model.bin.index.json: ");
+    CHECK_STR_CONTAINS(nx_last_error(), "pytorch_model-00001-of-00001.bin");
     snprintf(p, sizeof p, "%s/model.safetensors", dir);
     CHECK(copy_file(fixture_path("io/sharded/model-00002-of-00002.safetensors"), p) == 0);
     CHECK_EQ_INT(nx_tensorset_open(dir, &ts), NX_OK);
@@ -528,10 +596,55 @@ static void test_duplicate_across_shards(void) {
     CHECK_STR_CONTAINS(nx_last_error(), "duplicate tensor");
 }
 
+/* OOM injection: fail the k-th library allocation for every k until the open succeeds;
+ * each attempt must fail cleanly with NX_ERR_NOMEM (ASan checks for leaks and bad frees). */
+static long g_alloc_budget;
+static void *oom_malloc(size_t n, void *u) { (void)u; return g_alloc_budget-- > 0 ? malloc(n) : NULL; }
+static void *oom_realloc(void *p, size_t n, void *u) { (void)u; return g_alloc_budget-- > 0 ? realloc(p, n) : NULL; }
+static void oom_free(void *p, void *u) { (void)u; free(p); }
+
+static void test_out_of_memory(void) {
+    nx_alloc_hooks h = {oom_malloc, oom_realloc, oom_free, NULL};
+    int failures = 0;
+    bool ok = false;
+    for (long k = 0; k < 2000 && !ok; k++) {
+        nx_tensorset *ts = NULL;
+        g_alloc_budget = k;
+        nx_alloc_set_hooks(&h);
+        nx_status st = nx_tensorset_open(fixture_path("io/sharded/model.safetensors.index.json"), &ts);
+        nx_alloc_set_hooks(NULL);
+        CHECK_MSG(st == NX_OK || st == NX_ERR_NOMEM, "k=%ld: status %d (%s)", k, st, nx_last_error());
+        if (st == NX_OK) {
+            ok = true;
+            CHECK_EQ_INT(nx_tensorset_count(ts), 4);
+        } else {
+            CHECK(ts == NULL);
+            failures++;
+        }
+        nx_tensorset_free(ts);
+    }
+    CHECK(ok && failures > 5);
+    /* the writer too */
+    float f[4] = {1, 2, 3, 4};
+    nx_tensor_write w = {.name = "x", .dtype = NX_F32, .ndim = 1, .shape = {4}, .data = f};
+    const char *meta[] = {"format", "pt"};
+    ok = false;
+    for (long k = 0; k < 200 && !ok; k++) {
+        g_alloc_budget = k;
+        nx_alloc_set_hooks(&h);
+        nx_status st = nx_safetensors_write(tmp_path("oom.safetensors"), &w, 1, meta, 1);
+        nx_alloc_set_hooks(NULL);
+        CHECK_MSG(st == NX_OK || st == NX_ERR_NOMEM, "writer k=%ld: status %d (%s)", k, st, nx_last_error());
+        ok = st == NX_OK;
+    }
+    CHECK(ok);
+}
+
 int main(void) {
     snprintf(g_tmp, sizeof g_tmp, "%s/test_safetensors_tmp", NX_BINARY_DIR);
     mkdir(g_tmp, 0777);
     TEST_RUN(test_read_python_all_dtypes);
+    TEST_RUN(test_f8_decode);
     TEST_RUN(test_write_matches_python);
     TEST_RUN(test_write_roundtrip_and_errors);
     TEST_RUN(test_sharded);
@@ -539,5 +652,6 @@ int main(void) {
     TEST_RUN(test_directory_preference);
     TEST_RUN(test_corrupt);
     TEST_RUN(test_duplicate_across_shards);
+    TEST_RUN(test_out_of_memory);
     TEST_END();
 }

@@ -51,9 +51,12 @@ NX_API nx_status nx_model_create_random(const nx_model_config *cfg, uint64_t see
 NX_API void nx_model_free(nx_model *m);   /* NULL is fine; no session may still use m */
 /* Borrowed; valid until nx_model_free. */
 NX_API const nx_model_config *nx_model_get_config(const nx_model *m);
-/* Bytes of weights held (fp32), and of weights read per decoded token (everything except
- * the unused embedding rows). */
+/* Bytes of fp32 weights held. */
 NX_API size_t nx_model_weight_bytes(const nx_model *m);
+/* Bytes of weights one decoded token streams from memory: everything except the input
+ * embedding (and GPT-Neo's position table), of which a token reads one row; a tied head
+ * does read the whole embedding. The decode speed bound is bandwidth / this. */
+NX_API size_t nx_model_decode_bytes(const nx_model *m);
 /* Fills cfg with the shape of a released checkpoint ("pythia-70m", "pythia-160m",
  * "pythia-410m", "pythia-1b", "pythia-1.4b", "gpt-j-6b", "gpt-neo-125m", ...). */
 NX_API nx_status nx_model_config_preset(const char *name, nx_model_config *cfg);

@@ -235,6 +235,9 @@ int cmd_generate(int argc, char **argv) {
     if ((prompt != NULL) + (file != NULL) + (ids_s != NULL) > 1)
         return cli_usage_error(cmd, "give only one of -p, -f and --ids");
     o.max_stop = o.max_stop > 0 ? o.max_stop - 1 : 0;   /* bytes that may still start a stop string */
+#if !HAVE_TOKENIZER
+    if (!ids_s) return cli_usage_error(cmd, "this build has no tokenizer: give the prompt as --ids");
+#endif
 
     int rc = 1;
     nx_model *m = NULL;
@@ -328,11 +331,6 @@ int cmd_generate(int argc, char **argv) {
     o.ids_mode = print_ids || !tok;
 #else
     (void)tok_path;
-    if (!ids_s) {
-        fprintf(stderr, "neox generate: this build has no tokenizer: give the prompt as --ids\n");
-        rc = 2;
-        goto done;
-    }
     o.ids_mode = true;
     (void)want_text;
 #endif

@@ -61,6 +61,10 @@ static char *dir_of(const char *path) {
 
 typedef struct { const char *name; size_t first, last; } shard_range;   /* tensors [first, last) */
 
+static int cmp_shard(const void *a, const void *b) {
+    return strcmp(((const shard_range *)a)->name, ((const shard_range *)b)->name);
+}
+
 static nx_status read_index(nx_tensorset *ts, const char *path) {
     char *text = NULL;
     size_t len = 0;
@@ -107,11 +111,16 @@ static nx_status read_index(nx_tensorset *ts, const char *path) {
                            tname, sname);
             goto done;
         }
-        bool seen = false;
-        for (size_t i = 0; i < nshards && !seen; i++) seen = strcmp(shards[i].name, sname) == 0;
-        if (!seen) shards[nshards++].name = sname;
+        shards[nshards++].name = sname;
     }
-    /* Shards load in order of first mention; each occupies a contiguous range of the set. */
+    /* Distinct shards in sorted order, as HF does (sorted(set(weight_map.values()))); sorting
+     * keeps a hostile index with many entries O(n log n). Each shard then occupies a
+     * contiguous range of the set. */
+    qsort(shards, nshards, sizeof *shards, cmp_shard);
+    size_t uniq = 0;
+    for (size_t i = 0; i < nshards; i++)
+        if (uniq == 0 || strcmp(shards[uniq - 1].name, shards[i].name) != 0) shards[uniq++] = shards[i];
+    nshards = uniq;
     for (size_t i = 0; i < nshards; i++) {
         char *sp = nx__path_join(dir, shards[i].name);
         if (!sp) { st = nx__error(NX_ERR_NOMEM, "%s: out of memory", path); goto done; }
@@ -133,14 +142,13 @@ static nx_status read_index(nx_tensorset *ts, const char *path) {
         const char *sname = json_string_value(sv);
         const nx_tensor_info *t = nx_tensorset_find(ts, tname);
         size_t idx = t ? (size_t)(t - base) : 0;
-        for (size_t i = 0; i < nshards; i++) {
-            if (strcmp(shards[i].name, sname) != 0) continue;
-            if (!t || idx < shards[i].first || idx >= shards[i].last) {
-                st = nx__error(NX_ERR_NOT_FOUND, "%s: tensor '%s' is mapped to shard \"%s\" but that shard %s", path,
-                               tname, sname, t ? "does not contain it (another shard does)" : "does not contain it");
-                goto done;
-            }
-            break;
+        shard_range key = {sname, 0, 0};
+        const shard_range *sr = bsearch(&key, shards, nshards, sizeof *shards, cmp_shard);
+        NX_ASSERT(sr != NULL);   /* every value of the map was collected above */
+        if (!t || idx < sr->first || idx >= sr->last) {
+            st = nx__error(NX_ERR_NOT_FOUND, "%s: tensor '%s' is mapped to shard \"%s\" but that shard %s", path,
+                           tname, sname, t ? "does not contain it (another shard does)" : "does not contain it");
+            goto done;
         }
     }
 done:

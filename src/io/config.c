@@ -135,6 +135,14 @@ static nx_status get_int(const cfg_ctx *c, const char *const *keys, int def, boo
     return NX_OK;
 }
 
+/* Token ids: null means "none" (-1), absent means the class default. */
+static nx_status get_token_id(const cfg_ctx *c, const char *key, int def, int *out) {
+    bool was_null;
+    NX_TRY(get_int(c, (const char *const[]){key, NULL}, def, true, out, &was_null));
+    if (was_null) *out = -1;
+    return NX_OK;
+}
+
 static nx_status get_num(const cfg_ctx *c, const char *const *keys, double def, double *out) {
     const json_t *v;
     const char *which;
@@ -259,8 +267,8 @@ static nx_status parse_neox(cfg_ctx *c, nx_model_config *m) {
     NX_TRY(get_bool(c, KEYS("use_parallel_residual"), true, &m->parallel_residual));
     NX_TRY(get_bool(c, KEYS("tie_word_embeddings"), false, &m->tie_word_embeddings));
     NX_TRY(get_bool(c, KEYS("attention_bias"), true, &m->attention_bias));
-    NX_TRY(get_int(c, KEYS("bos_token_id"), 0, true, &m->bos_token_id, NULL));
-    NX_TRY(get_int(c, KEYS("eos_token_id"), 2, true, &m->eos_token_id, NULL));
+    NX_TRY(get_token_id(c, "bos_token_id", 0, &m->bos_token_id));
+    NX_TRY(get_token_id(c, "eos_token_id", 2, &m->eos_token_id));
     NX_TRY(parse_rope_scaling(c, m));
     m->rotary_interleaved = false;
     m->scale_attn = true;
@@ -285,8 +293,8 @@ static nx_status parse_gptj(cfg_ctx *c, nx_model_config *m, bool *rotary_null) {
     NX_TRY(get_num(c, KEYS("layer_norm_epsilon"), 1e-5, &eps));
     m->layer_norm_eps = (float)eps;
     NX_TRY(get_bool(c, KEYS("tie_word_embeddings"), false, &m->tie_word_embeddings));
-    NX_TRY(get_int(c, KEYS("bos_token_id"), 50256, true, &m->bos_token_id, NULL));
-    NX_TRY(get_int(c, KEYS("eos_token_id"), 50256, true, &m->eos_token_id, NULL));
+    NX_TRY(get_token_id(c, "bos_token_id", 50256, &m->bos_token_id));
+    NX_TRY(get_token_id(c, "eos_token_id", 50256, &m->eos_token_id));
     m->rope_theta = 10000.0f;   /* hard-coded in HF create_sinusoidal_positions; no config key */
     m->parallel_residual = true;
     m->attention_bias = false;
@@ -359,8 +367,8 @@ static nx_status parse_gptneo(cfg_ctx *c, nx_model_config *m) {
     NX_TRY(get_num(c, KEYS("layer_norm_epsilon"), 1e-5, &eps));
     m->layer_norm_eps = (float)eps;
     NX_TRY(get_bool(c, KEYS("tie_word_embeddings"), true, &m->tie_word_embeddings));
-    NX_TRY(get_int(c, KEYS("bos_token_id"), 50256, true, &m->bos_token_id, NULL));
-    NX_TRY(get_int(c, KEYS("eos_token_id"), 50256, true, &m->eos_token_id, NULL));
+    NX_TRY(get_token_id(c, "bos_token_id", 50256, &m->bos_token_id));
+    NX_TRY(get_token_id(c, "eos_token_id", 50256, &m->eos_token_id));
     if (m->window_size <= 0)
         return nx__error(NX_ERR_FORMAT, "%s: field 'window_size' = %d, expected > 0", c->file, m->window_size);
     m->rotary_dim = 0;

@@ -193,8 +193,10 @@ static nx_status parse_entry(const char *name, const json_t *e, const char *path
     return NX_OK;
 }
 
-/* Validates the whole header and data region; only on full success are the tensors and
- * metadata appended to ts, so a failed parse leaves ts untouched. */
+/* Validates the whole header and data region before appending anything, so a malformed
+ * file leaves ts untouched. Only the append itself can fail midway (a name already in the
+ * set from another shard, or out of memory); callers then free the whole set. Tensors are
+ * appended in file (offset) order. */
 static nx_status parse_header(nx_tensorset *ts, const json_t *root, const uint8_t *region, size_t region_len,
                               const char *path) {
     if (!json_is_object(root))
@@ -471,7 +473,7 @@ nx_status nx_safetensors_write(const char *path, const nx_tensor_write *tensors,
     }
     nx__buf_append(&hb, "}", 1);
     /* Pad with spaces so the data region starts 8-byte aligned, as the reference does. */
-    while (hb.len % 8) nx__buf_append(&hb, " ", 1);
+    nx__buf_append(&hb, "       ", (8 - hb.len % 8) % 8);
     if (hb.oom) { st = nx__error(NX_ERR_NOMEM, "%s: out of memory building the header", path); goto done; }
     if (hb.len > ST_MAX_HEADER) {
         st = nx__error(NX_ERR_RANGE, "%s: header of %zu bytes exceeds the %llu-byte limit readers accept", path,

@@ -35,36 +35,38 @@ const nx_kernel_vt *nx__kernels(void) {
 typedef struct {
     const nx_kernel_vt *vt;
     float *y;
-    const float *x, *W, *b;
+    const float *x, *Wp, *b;
     int T, IN, OUT;
 } matmul_job;
 
 static void matmul_worker(int ith, int nth, void *arg) {
     const matmul_job *j = arg;
-    /* Row ranges in multiples of 16 so every thread but the last works on whole tiles. */
+    /* Row ranges in whole panels (multiples of NX_PANEL); only the last may end mid-panel. */
     int per = (j->OUT + nth - 1) / nth;
     per = (per + 15) & ~15;
     int r0 = ith * per, r1 = r0 + per;
     if (r1 > j->OUT) r1 = j->OUT;
     if (r0 >= r1) return;
-    j->vt->matmul_rows(j->y, j->x, j->W, j->b, j->T, j->IN, j->OUT, r0, r1);
+    j->vt->matmul_rows(j->y, j->x, j->Wp, j->b, j->T, j->IN, j->OUT, r0, r1);
 }
 
-void nx__matmul_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const float *W, const float *b,
+void nx__matmul_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const float *Wp, const float *b,
                    int T, int IN, int OUT) {
-    matmul_job j = {vt, y, x, W, b, T, IN, OUT};
-    /* Tiny products are not worth waking the workers. */
-    if ((size_t)T * IN * OUT < 32768 || nx_pool_size(pool) == 1)
-        vt->matmul_rows(y, x, W, b, T, IN, OUT, 0, OUT);
+    matmul_job j = {vt, y, x, Wp, b, T, IN, OUT};
+    /* Below ~256K FMAs (tens of microseconds) a hand-off to the workers costs more than it
+     * saves, and on a busy machine each hand-off can wait a whole scheduler slice. */
+    if ((size_t)T * IN * OUT < 262144 || nx_pool_size(pool) == 1)
+        vt->matmul_rows(y, x, Wp, b, T, IN, OUT, 0, OUT);
     else
         nx_pool_run(pool, matmul_worker, &j);
 }
 
-void nx__matmul(nx_pool *pool, float *y, const float *x, const float *W, const float *b, int T, int IN, int OUT) {
-    nx__matmul_vt(nx__kernels(), pool, y, x, W, b, T, IN, OUT);
+void nx__matmul(nx_pool *pool, float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT) {
+    nx__matmul_vt(nx__kernels(), pool, y, x, Wp, b, T, IN, OUT);
 }
 
 typedef struct {
+    const nx_kernel_vt *vt;
     float *x;
     size_t n;
     nx_kact act;
@@ -74,13 +76,13 @@ static void act_worker(int ith, int nth, void *arg) {
     const act_job *j = arg;
     size_t per = (j->n + (size_t)nth - 1) / (size_t)nth;
     size_t a = (size_t)ith * per, e = a + per < j->n ? a + per : j->n;
-    if (a < e) nx__act_ref(j->x + a, e - a, j->act);
+    if (a < e) j->vt->act(j->x + a, e - a, j->act);
 }
 
 void nx__act(nx_pool *pool, float *x, size_t n, nx_kact act) {
-    act_job j = {x, n, act};
+    act_job j = {nx__kernels(), x, n, act};
     if (n < 4096 || nx_pool_size(pool) == 1)
-        nx__act_ref(x, n, act);
+        j.vt->act(x, n, act);
     else
         nx_pool_run(pool, act_worker, &j);
 }

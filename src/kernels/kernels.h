@@ -7,11 +7,17 @@
  * __attribute__((target)) so one portable binary picks the best one at run time from CPUID
  * (dispatch.c). Setting NX_KERNELS=ref|avx2|avx512 in the environment forces a variant.
  *
- * Invariant of the fast matmul: each output element is computed with the same sequence of
- * operations whatever the tile it falls in, the token count and the thread count, so prefill
- * and token-by-token decoding produce bit-identical rows, and 1 and N threads agree exactly.
+ * Weight layout of the fast matmul ("packed"): nn.Linear's W[OUT][IN] is stored as panels of
+ * NX_PANEL = 16 output rows, Wp[OUT/16][IN][16] (the last panel zero-padded), so one vector
+ * load gives 16 outputs' weights for one input k and the product is a sum of outer products:
+ * no horizontal reductions, and a register tile of tokens x panels reuses each loaded weight
+ * vector for every token of the tile (prefill) or streams each weight exactly once (decode).
  *
- * Shapes: T tokens, IN/OUT features; weights are nn.Linear layout W[OUT][IN], y = x·Wᵀ + b.
+ * Invariant: each output element is accumulated over k = 0..IN-1 in order by one accumulator
+ * lane, whatever tile it falls in, the token count and the thread count, so prefill and
+ * token-by-token decoding produce bit-identical rows, and 1 and N threads agree exactly.
+ *
+ * Shapes: T tokens, IN/OUT features; y[T][OUT] = x[T][IN]·Wᵀ + b.
  * Depends on core only.
  */
 #ifndef NX_KERNELS_H
@@ -47,16 +53,36 @@ void nx__rotary_ref(float *x, int rot, const float *cos, const float *sin, int i
 void nx__attention_ref(float *out, const float *q, const float *K, const float *V, int ld, int d, int k0, int k1,
                        float scale, float *scores);
 float nx__dot_ref(const float *a, const float *b, int n);
+float nx__exp_sum_ref(float *x, int n, float mx);
 void nx__axpy_ref(float *y, float a, const float *x, int n);   /* y += a·x */
+
+/* ---- packed weights (ref.c) ------------------------------------------------------------- */
+#define NX_PANEL 16
+/* Floats of the packed form of an [OUT][IN] matrix (OUT rounded up to a whole panel). */
+size_t nx__packed_floats(int OUT, int IN);
+/* Packs W[OUT][IN] into dst (nx__packed_floats(OUT, IN) floats); padding rows are zero. */
+void nx__pack(float *dst, const float *W, int OUT, int IN);
+/* Packs 16 (or fewer, zero-padded) rows into panel p of dst: rows[r][IN] holds output row
+ * p*16 + r. For loaders that produce a panel at a time. */
+void nx__pack_panel(float *dst, const float *rows, int nrows, int p, int IN);
+/* Element (row o, column k) of a packed matrix. */
+static inline float nx__packed_at(const float *Wp, int IN, int o, int k) {
+    return Wp[((size_t)(o / NX_PANEL) * (size_t)IN + (size_t)k) * NX_PANEL + (size_t)(o % NX_PANEL)];
+}
 
 /* ---- variants and dispatch (dispatch.c) ------------------------------------------------ */
 typedef struct nx_kernel_vt {
     const char *name;   /* "ref", "avx2", "avx512" */
-    /* Rows r0..r1-1 of every token of y = x·Wᵀ + b (the unit of a static thread split). */
-    void (*matmul_rows)(float *y, const float *x, const float *W, const float *b, int T, int IN, int OUT, int r0,
+    /* Output rows r0..r1-1 of every token of y = x·Wᵀ + b with W packed (nx__pack); r0 is a
+     * multiple of NX_PANEL and r1 too unless r1 == OUT. The unit of a static thread split. */
+    void (*matmul_rows)(float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT, int r0,
                         int r1);
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float a, const float *x, int n);
+    /* In-place activation (elementwise, so any split gives the same values). */
+    void (*act)(float *x, size_t n, nx_kact act);
+    /* x[i] = exp(x[i] - mx) for i < n; returns their sum (softmax numerators). */
+    float (*exp_sum)(float *x, int n, float mx);
 } nx_kernel_vt;
 
 /* The variant in use: NX_KERNELS if set and supported, else the best the CPU supports. */
@@ -64,10 +90,10 @@ const nx_kernel_vt *nx__kernels(void);
 /* A named variant, or NULL when unknown or not supported by this CPU (tests). */
 const nx_kernel_vt *nx__kernels_variant(const char *name);
 
-/* Threaded matmul with the selected (or given) variant: OUT is split statically into
- * contiguous row ranges across the pool's threads. pool may be NULL. */
-void nx__matmul(nx_pool *pool, float *y, const float *x, const float *W, const float *b, int T, int IN, int OUT);
-void nx__matmul_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const float *W, const float *b,
+/* Threaded matmul with the selected (or given) variant on packed weights: OUT is split
+ * statically into whole panels across the pool's threads. pool may be NULL. */
+void nx__matmul(nx_pool *pool, float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT);
+void nx__matmul_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const float *Wp, const float *b,
                    int T, int IN, int OUT);
 /* Threaded in-place activation (static split of the n values). */
 void nx__act(nx_pool *pool, float *x, size_t n, nx_kact act);

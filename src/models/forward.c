@@ -138,12 +138,7 @@ static void attn_worker(int ith, int nth, void *arg) {
             scores[k] = sc;
             mx = sc > mx ? sc : mx;
         }
-        float sum = 0.0f;
-        for (int k = 0; k < n; k++) {
-            scores[k] = expf(scores[k] - mx);
-            sum += scores[k];
-        }
-        float inv = 1.0f / sum;
+        float inv = 1.0f / vt->exp_sum(scores, n, mx);
         float *o = s->att + (size_t)t * H + (size_t)h * HS;
         memset(o, 0, (size_t)HS * sizeof(float));
         for (int k = 0; k < n; k++) vt->axpy(o, scores[k] * inv, V + (size_t)k * HS, HS);
@@ -167,7 +162,11 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
     float eps = c->layer_norm_eps;
 
     for (int t = 0; t < T; t++) {
-        memcpy(s->x + (size_t)t * H, m->wte + (size_t)ids[t] * H, (size_t)H * sizeof(float));
+        if (m->wte) {
+            memcpy(s->x + (size_t)t * H, m->wte + (size_t)ids[t] * H, (size_t)H * sizeof(float));
+        } else {   /* tied: the row lives in the packed head */
+            for (int i = 0; i < H; i++) s->x[(size_t)t * H + i] = nx__packed_at(m->head_w, H, ids[t], i);
+        }
         if (m->wpe) {
             const float *pe = m->wpe + (size_t)(P + t) * H;
             float *xt = s->x + (size_t)t * H;
@@ -196,7 +195,8 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
             }
         }
         attn_job aj = {s, ly, l, T, P};
-        if (NH * T >= 2 && s->n_threads > 1)
+        /* Same reasoning as the matmul threshold: only hand off real work. */
+        if (NH * T >= 2 && s->n_threads > 1 && (size_t)NH * T * (size_t)(P + T) * HS >= 65536)
             nx_pool_run(s->pool, attn_worker, &aj);
         else
             attn_worker(0, 1, &aj);

@@ -22,6 +22,7 @@
 typedef struct nx_layer {
     float *ln1_w, *ln1_b;   /* input LN (NeoX input_layernorm, J/Neo ln_1) */
     float *ln2_w, *ln2_b;   /* NeoX post_attention_layernorm, Neo ln_2; NULL for GPT-J */
+    /* Matrices are packed (kernels.h: 16-row panels); shapes given as [OUT][IN]. */
     float *wqkv, *bqkv;     /* [3H][H] as q|k|v blocks (head-major inside each); bias NULL when absent */
     float *wo, *bo;         /* [H][H], [H] or NULL */
     float *w1, *b1;         /* [I][H], [I] */
@@ -39,10 +40,10 @@ struct nx_model {
     float attn_scale;
     int window;             /* GPT-Neo local window (keys q-window+1 .. q) */
     nx_kact act;
-    float *wte;             /* [V][H] */
+    float *wte;             /* [V][H] plain rows for the lookup; NULL when tied (rows come from head_w) */
     float *wpe;             /* [maxpos][H] or NULL */
     float *lnf_w, *lnf_b;
-    float *head_w, *head_b; /* [V][H] (may alias wte), [V] or NULL */
+    float *head_w, *head_b; /* [V][H] packed (the embedding itself when tied), [V] or NULL */
     nx_layer *layers;
     float *rope_cos, *rope_sin;   /* [maxpos][rot/2] */
     float *block;           /* the one weight allocation (aligned) */

@@ -3,9 +3,9 @@
  *
  * Sampling order follows HF's logits processors: repetition penalty, then (greedy: argmax)
  * temperature, top-k, top-p, min-p, renormalise, draw. Rows >= n_vocab (padding rows past
- * the tokenizer) are never candidates. Candidates whose scaled logit is more than 60 below
- * the maximum (probability ratio < 1e-26) are dropped before sorting: their mass is below
- * fp32 resolution of any cumulative sum, and this keeps a 50k-row step well under 1 ms.
+ * the tokenizer) are never candidates. Nothing is sorted unless top-p needs an order, and
+ * then only its head (quickselect + sort of the top m, widened as needed): a 50k-row step
+ * costs one pass of expf, not a 50k sort. Every step is exact (no candidate cut-off).
  * Scratch grows on the first call for a given V and is reused after: no per-token malloc.
  */
 #include "models/models.h"
@@ -18,7 +18,6 @@ struct nx_sampler {
     int cap;
     float *work;    /* [cap] penalised logits */
     int32_t *idx;   /* [cap] candidate ids */
-    float *prob;    /* [cap] */
 };
 
 nx_sampler_params nx_sampler_defaults(void) {
@@ -59,7 +58,6 @@ void nx_sampler_free(nx_sampler *s) {
     if (!s) return;
     nx__free(s->work);
     nx__free(s->idx);
-    nx__free(s->prob);
     nx__free(s);
 }
 
@@ -102,6 +100,43 @@ static void sort_desc(int32_t *idx, int n, const float *key) {
 #undef LESS
 }
 
+/* Rearranges idx[0..n) so that idx[0..k) are the k largest by key (ties: lower id first), in
+ * no particular order. Quickselect with a median-of-three pivot; inputs that defeat it fall
+ * back to a full heap sort, so the worst case stays O(n log n). */
+static void select_top(int32_t *idx, int n, int k, const float *key) {
+#define BEFORE(a, b) (key[a] > key[b] || (key[a] == key[b] && (a) < (b)))
+    int lo = 0, hi = n - 1, rounds = 0;
+    while (lo < hi && k > lo && k <= hi) {
+        if (++rounds > 64) {
+            sort_desc(idx, n, key);
+            return;
+        }
+        int mid = lo + (hi - lo) / 2;
+        int32_t a = idx[lo], b = idx[mid], c = idx[hi], piv;
+        if (BEFORE(a, b)) piv = BEFORE(b, c) ? b : (BEFORE(a, c) ? c : a);
+        else piv = BEFORE(a, c) ? a : (BEFORE(b, c) ? c : b);
+        /* three-way partition: [before pivot | pivot | after pivot] */
+        int i = lo, lt = lo, gt = hi;
+        while (i <= gt) {
+            int32_t v = idx[i];
+            if (v == piv) {
+                i++;
+            } else if (BEFORE(v, piv)) {
+                idx[i++] = idx[lt];
+                idx[lt++] = v;
+            } else {
+                idx[i] = idx[gt];
+                idx[gt--] = v;
+            }
+        }
+        /* idx[lo..lt) before, idx[lt..gt] == pivot (one id), idx(gt..hi] after */
+        if (k <= lt) hi = lt - 1;
+        else if (k > gt + 1) lo = gt + 1;
+        else return;
+    }
+#undef BEFORE
+}
+
 nx_status nx_sampler_sample(nx_sampler *s, const float *logits, int V, const int32_t *history, int n_history,
                             int32_t *token) {
     if (!s || !logits || !token || V <= 0 || (n_history > 0 && !history))
@@ -113,9 +148,7 @@ nx_status nx_sampler_sample(nx_sampler *s, const float *logits, int V, const int
         if (w) s->work = w;
         int32_t *ix = nx__realloc(s->idx, (size_t)V * sizeof(int32_t));
         if (ix) s->idx = ix;
-        float *pr = nx__realloc(s->prob, (size_t)V * sizeof(float));
-        if (pr) s->prob = pr;
-        if (!w || !ix || !pr) return nx__error(NX_ERR_NOMEM, "out of memory");
+        if (!w || !ix) return nx__error(NX_ERR_NOMEM, "out of memory");
         s->cap = V;
     }
     float *w = s->work;
@@ -143,42 +176,58 @@ nx_status nx_sampler_sample(nx_sampler *s, const float *logits, int V, const int
         w[i] *= inv_t;
         mx = w[i] > mx ? w[i] : mx;
     }
+    /* w becomes the unnormalised probability exp(logit - max): the top token has exactly 1. */
     int nc = 0;
-    for (int i = 0; i < n; i++)
-        if (w[i] >= mx - 60.0f) s->idx[nc++] = i;
-    sort_desc(s->idx, nc, w);
-    if (p->top_k > 0 && p->top_k < nc) nc = p->top_k;
-    float sum = 0.0f;
-    for (int i = 0; i < nc; i++) {
-        s->prob[i] = expf(w[s->idx[i]] - mx);
-        sum += s->prob[i];
+    for (int i = 0; i < n; i++) {
+        w[i] = expf(w[i] - mx);
+        s->idx[nc++] = i;
     }
-    for (int i = 0; i < nc; i++) s->prob[i] /= sum;
+    if (p->top_k > 0 && p->top_k < nc) {
+        select_top(s->idx, nc, p->top_k, w);
+        nc = p->top_k;
+    }
     if (p->top_p < 1.0f) {
-        float cum = 0.0f;
-        int keep = nc;
-        for (int i = 0; i < nc; i++) {
-            cum += s->prob[i];
-            if (cum >= p->top_p) {
-                keep = i + 1;
+        /* Only the head of the sorted order is needed: sort the top m, widen m if the mass
+         * in it is still short of top_p (exact; usually one small round). */
+        double Z = 0.0;
+        for (int i = 0; i < nc; i++) Z += w[s->idx[i]];
+        double target = (double)p->top_p * Z;
+        int m = nc < 64 ? nc : 64;
+        for (;;) {
+            select_top(s->idx, nc, m, w);
+            sort_desc(s->idx, m, w);
+            double cum = 0.0;
+            int keep = -1;
+            for (int i = 0; i < m; i++) {
+                cum += w[s->idx[i]];
+                if (cum >= target) {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            if (keep > 0) {
+                nc = keep;
                 break;
             }
+            if (m == nc) break;   /* rounding: everything is kept */
+            m = nc / 8 > m ? (m * 8 < nc ? m * 8 : nc) : nc;
         }
-        nc = keep;
     }
     if (p->min_p > 0.0f) {
-        float thr = p->min_p * s->prob[0];
-        int keep = 1;
-        while (keep < nc && s->prob[keep] >= thr) keep++;
+        /* p_i >= min_p * p_max, with p_max = 1 here; renormalising after top-k/top-p does not
+         * change these ratios. The top token always stays. */
+        int keep = 0;
+        for (int i = 0; i < nc; i++)
+            if (w[s->idx[i]] >= p->min_p) s->idx[keep++] = s->idx[i];
         nc = keep;
     }
-    float tot = 0.0f;
-    for (int i = 0; i < nc; i++) tot += s->prob[i];
-    double u = (double)(next_u64(&s->rng) >> 11) * (1.0 / 9007199254740992.0) * (double)tot;
+    double tot = 0.0;
+    for (int i = 0; i < nc; i++) tot += w[s->idx[i]];
+    double u = (double)(next_u64(&s->rng) >> 11) * (1.0 / 9007199254740992.0) * tot;
     double c = 0.0;
     int pick = nc - 1;
     for (int i = 0; i < nc; i++) {
-        c += s->prob[i];
+        c += w[s->idx[i]];
         if (u < c) {
             pick = i;
             break;
@@ -225,10 +274,19 @@ nx_status nx_generate(nx_session *s, nx_sampler *smp, const int32_t *prompt, int
                          s->m->maxpos);
     if (n_prompt > 0) {
         if (past + n_prompt > n_ctx) {
-            /* context_shift: only the newest tokens of the prompt fit. */
+            /* context_shift: keep the newest n_ctx/2 tokens of (cached history + prompt) and
+             * recompute them from position 0. */
             int keep = n_ctx / 2 > 0 ? n_ctx / 2 : 1;
             nx_session_reset(s);
-            NX_TRY(nx_session_forward(s, prompt + n_prompt - keep, keep, NULL));
+            if (n_prompt >= keep) {
+                NX_TRY(nx_session_forward(s, prompt + n_prompt - keep, keep, NULL));
+            } else {
+                int from_hist = keep - n_prompt;
+                int32_t *tok = (int32_t *)nx_session_tokens(s);
+                memmove(tok, tok + past - from_hist, (size_t)from_hist * sizeof(int32_t));
+                NX_TRY(nx_session_forward(s, tok, from_hist, NULL));
+                NX_TRY(nx_session_forward(s, prompt, n_prompt, NULL));
+            }
         } else {
             NX_TRY(nx_session_forward(s, prompt, n_prompt, NULL));
         }

@@ -17,7 +17,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             const uint8_t *p = t->data;
             NX_ASSERT(t->nbytes == 0 || (p >= data && p + t->nbytes <= data + size));
             for (size_t j = 0; j < t->nbytes; j++) acc ^= p[j];
-            if (t->dtype == NX_F32 || t->dtype == NX_F16 || t->dtype == NX_BF16 || t->dtype == NX_F64) {
+            if (t->dtype == NX_F32 || t->dtype == NX_F16 || t->dtype == NX_BF16 || t->dtype == NX_F64 ||
+                t->dtype == NX_F8_E5M2 || t->dtype == NX_F8_E4M3) {
                 size_t n = nx_tensor_numel(t);
                 float *dst = nx__malloc((n ? n : 1) * sizeof(float));
                 if (dst) {
