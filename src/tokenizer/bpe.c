@@ -30,14 +30,16 @@ nx_status nx__strmap_init(nx__strmap *m, size_t expected) {
 }
 
 int32_t nx__strmap_put(nx__strmap *m, const char *key, size_t len, int32_t id) {
-    size_t i = nx__hash_bytes(key, len) & m->mask;
+    uint64_t h = nx__hash_bytes(key, len);
+    size_t i = h & m->mask;
+    uint32_t h32 = (uint32_t)(h >> 32);
     for (;;) {
         if (!m->slots[i].key) {
-            m->slots[i].key = key; m->slots[i].len = (uint32_t)len; m->slots[i].id = id;
+            m->slots[i].key = key; m->slots[i].len = (uint32_t)len; m->slots[i].id = id; m->slots[i].hash = h32;
             m->count++;
             return -1;
         }
-        if (m->slots[i].len == len && memcmp(m->slots[i].key, key, len) == 0) {
+        if (m->slots[i].hash == h32 && m->slots[i].len == len && memcmp(m->slots[i].key, key, len) == 0) {
             int32_t old = m->slots[i].id;
             m->slots[i].id = id;
             m->slots[i].key = key;
@@ -49,10 +51,13 @@ int32_t nx__strmap_put(nx__strmap *m, const char *key, size_t len, int32_t id) {
 
 int32_t nx__strmap_get(const nx__strmap *m, const char *key, size_t len) {
     if (!m->slots) return -1;
-    size_t i = nx__hash_bytes(key, len) & m->mask;
+    uint64_t h = nx__hash_bytes(key, len);
+    size_t i = h & m->mask;
+    uint32_t h32 = (uint32_t)(h >> 32);
     for (;;) {
         if (!m->slots[i].key) return -1;
-        if (m->slots[i].len == len && memcmp(m->slots[i].key, key, len) == 0) return m->slots[i].id;
+        if (m->slots[i].hash == h32 && m->slots[i].len == len && memcmp(m->slots[i].key, key, len) == 0)
+            return m->slots[i].id;
         i = (i + 1) & m->mask;
     }
 }
@@ -172,7 +177,10 @@ static void merge_all(const nx_tokenizer *tok, sym *s, size_t n, cand *heap) {
 }
 
 static nx_status bpe_uncached(const nx_tokenizer *tok, const uint8_t *w, size_t n, nx_ids *out) {
-    if (tok->ignore_merges) {
+    if (tok->ignore_merges && !tok->has_byte_level) {
+        int32_t id = nx__strmap_get(&tok->vocab, (const char *)w, n);
+        if (id >= 0) return nx__ids_push(out, id);
+    } else if (tok->ignore_merges) {
         /* HF: a word that is itself in the vocabulary is taken whole */
         char stack[256] = {0}, *m = n * 2 <= sizeof stack ? stack : nx__malloc(n * 2 + 1);
         if (!m) return nx__error(NX_ERR_NOMEM, "tokenizer: out of memory");
@@ -201,7 +209,16 @@ static nx_status bpe_uncached(const nx_tokenizer *tok, const uint8_t *w, size_t 
     }
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
-        int32_t id = tok->byte_id[w[i]];
+        int32_t id;
+        if (tok->has_byte_level) id = tok->byte_id[w[i]];
+        else {
+            /* without ByteLevel the initial symbols are the characters themselves */
+            uint32_t cp;
+            size_t l = nx__utf8_decode(w + i, n - i, &cp);
+            if (!l) l = 1;
+            id = nx__strmap_get(&tok->vocab, (const char *)w + i, l);
+            i += l - 1;
+        }
         if (id < 0) {
             if (tok->unk_id < 0) continue;   /* HF drops a character with no id and no unk */
             if (tok->fuse_unk && m > 0 && s[m - 1].id == tok->unk_id) continue;
@@ -296,7 +313,7 @@ static void cache_insert(nx__cache_shard *c, uint64_t h, const uint8_t *w, size_
 
 nx_status nx__bpe_word(const nx_tokenizer *tok, const uint8_t *w, size_t n, nx_ids *out) {
     if (n == 0) return NX_OK;
-    if (n == 1 && tok->byte_id[w[0]] >= 0) return nx__ids_push(out, tok->byte_id[w[0]]);
+    if (n == 1 && tok->has_byte_level && tok->byte_id[w[0]] >= 0) return nx__ids_push(out, tok->byte_id[w[0]]);
     if (n > NX_CACHE_MAX_WORD) return bpe_uncached(tok, w, n, out);
     uint64_t h = nx__hash_bytes(w, n);
     /* the cache is logically const: it never changes results */

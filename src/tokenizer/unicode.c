@@ -134,27 +134,27 @@ static bool byte_printable(unsigned b) {
     return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
 }
 
+/* The 68 non-printable bytes, in order, are 0x00-0x20 (33), 0x7F-0xA0 (34) and 0xAD. */
 uint32_t nx__byte_to_cp(uint8_t b) {
     if (byte_printable(b)) return b;
-    unsigned k = 0;
-    for (unsigned x = 0; x < b; x++) k += !byte_printable(x);
-    return 0x100 + k;
+    if (b <= 0x20) return 0x100u + b;
+    if (b >= 0x7F && b <= 0xA0) return 0x100u + 33 + (uint32_t)(b - 0x7F);
+    return 0x100u + 67;   /* 0xAD */
 }
 
 int nx__cp_to_byte(uint32_t cp) {
     if (cp < 0x100) return byte_printable(cp) ? (int)cp : -1;
     if (cp >= 0x100 + 68) return -1;
     unsigned k = cp - 0x100;
-    for (unsigned x = 0; x < 256; x++)
-        if (!byte_printable(x) && k-- == 0) return (int)x;
-    return -1;
+    if (k <= 32) return (int)k;
+    if (k <= 66) return (int)(0x7F + (k - 33));
+    return 0xAD;
 }
 
 /* ---- GPT-2 split scanner -------------------------------------------------------------------- */
-/* The classes of ASCII, then the BMP table is looked up through nx__uni_class for the rest.
- * A small direct table for U+0000..U+07FF keeps Latin, Greek, Cyrillic, Arabic and Hebrew
- * off the binary search. */
-static uint8_t g_cls_lo[0x800];
+/* ASCII is classified inline; the rest of the BMP through a 64 KiB table built once from the
+ * runs (so CJK, Indic, Thai... skip the binary search); other planes search the runs. */
+static uint8_t g_cls_lo[0x10000];
 static atomic_int g_cls_ready;
 
 static void cls_init(void) {
@@ -163,12 +163,12 @@ static void cls_init(void) {
      * binary search) or the finished table. */
     static atomic_flag building = ATOMIC_FLAG_INIT;
     if (atomic_flag_test_and_set(&building)) return;
-    for (uint32_t c = 0; c < 0x800; c++) g_cls_lo[c] = (uint8_t)nx__uni_class(c);
+    for (uint32_t c = 0; c < 0x10000; c++) g_cls_lo[c] = (uint8_t)nx__uni_class(c);
     atomic_store_explicit(&g_cls_ready, 1, memory_order_release);
 }
 
 static inline int cls_of(uint32_t cp) {
-    if (cp < 0x800 && atomic_load_explicit(&g_cls_ready, memory_order_acquire)) return g_cls_lo[cp];
+    if (cp < 0x10000 && atomic_load_explicit(&g_cls_ready, memory_order_acquire)) return g_cls_lo[cp];
     return nx__uni_class(cp);
 }
 
@@ -236,6 +236,17 @@ static bool in_sorted(const uint32_t *a, size_t n, uint32_t cp) {
     return false;
 }
 
+static bool in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (cp < r[mid][0]) hi = mid;
+        else if (cp > r[mid][1]) lo = mid + 1;
+        else return true;
+    }
+    return false;
+}
+
 /* utf8proc on one barrier-free piece, appended to out */
 static nx_status nf_piece(const uint8_t *s, size_t n, utf8proc_option_t opts, nx_buf *out) {
     if (n == 0) return NX_OK;
@@ -251,18 +262,9 @@ static nx_status nf_piece(const uint8_t *s, size_t n, utf8proc_option_t opts, nx
     return NX_OK;
 }
 
-static nx_status nf(const uint8_t *s, size_t n, nx__norm_op op, nx_buf *out) {
-    utf8proc_option_t opts = UTF8PROC_STABLE;
-    const uint32_t *bar;
-    size_t nbar;
-    switch (op) {
-    case NX_NORM_NFC: opts |= UTF8PROC_COMPOSE; bar = nx__uni_barrier_nfc; nbar = nx__uni_nbarrier_nfc; break;
-    case NX_NORM_NFD: opts |= UTF8PROC_DECOMPOSE; bar = nx__uni_barrier_nfd; nbar = nx__uni_nbarrier_nfd; break;
-    case NX_NORM_NFKC:
-        opts |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; bar = nx__uni_barrier_nfkc; nbar = nx__uni_nbarrier_nfkc; break;
-    default:
-        opts |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; bar = nx__uni_barrier_nfkd; nbar = nx__uni_nbarrier_nfkd; break;
-    }
+/* Normalizes s[0..n) with utf8proc piecewise between barrier code points. */
+static nx_status nf_barriers(const uint8_t *s, size_t n, utf8proc_option_t opts, const uint32_t *bar, size_t nbar,
+                             nx_buf *out) {
     size_t start = 0, i = 0;
     while (i < n) {
         if (s[i] < 0x80) { i++; continue; }
@@ -277,6 +279,61 @@ static nx_status nf(const uint8_t *s, size_t n, nx__norm_op op, nx_buf *out) {
         i += l;
     }
     return nf_piece(s + start, n - start, opts, out);
+}
+
+/*
+ * One normal form. Quick check first: a "safe" character (unchanged by the form on its own,
+ * combining class 0, and - for the composing forms - never the second half of a canonical
+ * composition) is a stable boundary: normalization never moves anything across the position
+ * before it. So only the segments from the last safe character before an unsafe one up to
+ * the next safe character go through utf8proc; everything else is copied. Most text in most
+ * scripts is all safe.
+ */
+static nx_status nf(const uint8_t *s, size_t n, nx__norm_op op, nx_buf *out) {
+    utf8proc_option_t opts = UTF8PROC_STABLE;
+    const uint32_t *bar;
+    size_t nbar;
+    const uint32_t (*uns)[2];
+    size_t nuns;
+    switch (op) {
+    case NX_NORM_NFC:
+        opts |= UTF8PROC_COMPOSE; bar = nx__uni_barrier_nfc; nbar = nx__uni_nbarrier_nfc;
+        uns = nx__uni_unsafe_nfc; nuns = nx__uni_nunsafe_nfc;
+        break;
+    case NX_NORM_NFD:
+        opts |= UTF8PROC_DECOMPOSE; bar = nx__uni_barrier_nfd; nbar = nx__uni_nbarrier_nfd;
+        uns = nx__uni_unsafe_nfd; nuns = nx__uni_nunsafe_nfd;
+        break;
+    case NX_NORM_NFKC:
+        opts |= UTF8PROC_COMPOSE | UTF8PROC_COMPAT; bar = nx__uni_barrier_nfkc; nbar = nx__uni_nbarrier_nfkc;
+        uns = nx__uni_unsafe_nfkc; nuns = nx__uni_nunsafe_nfkc;
+        break;
+    default:
+        opts |= UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT; bar = nx__uni_barrier_nfkd; nbar = nx__uni_nbarrier_nfkd;
+        uns = nx__uni_unsafe_nfkd; nuns = nx__uni_nunsafe_nfkd;
+        break;
+    }
+    size_t copied = 0, last_safe = 0, i = 0;
+    while (i < n) {
+        if (s[i] < 0x80) { last_safe = i++; continue; }
+        uint32_t cp;
+        size_t l = nx__utf8_decode(s + i, n - i, &cp);
+        if (!l) return nx__error(NX_ERR_INTERNAL, "normalizer: invalid UTF-8");
+        if (!in_ranges(uns, nuns, cp)) { last_safe = i; i += l; continue; }
+        size_t p = NX_MAX(last_safe, copied), q = i + l;
+        while (q < n) {
+            if (s[q] < 0x80) break;
+            size_t l2 = nx__utf8_decode(s + q, n - q, &cp);
+            if (!l2) return nx__error(NX_ERR_INTERNAL, "normalizer: invalid UTF-8");
+            if (!in_ranges(uns, nuns, cp)) break;
+            q += l2;
+        }
+        nx__buf_append(out, s + copied, p - copied);
+        NX_TRY(nf_barriers(s + p, q - p, opts, bar, nbar, out));
+        copied = last_safe = i = q;
+    }
+    nx__buf_append(out, s + copied, n - copied);
+    return NX_OK;
 }
 
 static void lowercase(const uint8_t *s, size_t n, nx_buf *out) {
