@@ -149,13 +149,13 @@ static bool check_response(const http_resp *r, const char *body) {
             const char *last = strstr(r->body, "data: [DONE]\n\n");
             return last && last[14] == 0;
         }
-        json_t *j = json_loadb(r->body, r->body_len, 0, NULL);
+        json_t *j = json_loadb(r->body, r->body_len, JSON_ALLOW_NUL, NULL);
         bool ok = j && json_is_object(j);
         json_decref(j);
         return ok;
     }
     if (r->status != 400 && r->status != 413 && r->status != 503) return false;
-    json_t *j = json_loadb(r->body, r->body_len, 0, NULL);
+    json_t *j = json_loadb(r->body, r->body_len, JSON_ALLOW_NUL, NULL);
     json_t *e = json_object_get(j, "error");
     bool ok = json_is_string(json_object_get(e, "message")) && json_is_string(json_object_get(e, "type"));
     json_decref(j);

@@ -164,7 +164,8 @@ static bool parse_common(json_t *o, srv_kind kind, srv_params *p, srv_err *err) 
     p->max_tokens = kind == SRV_COMPLETION ? 16 : -1;
     p->logprobs = -1;
     p->n = 1;
-    const char *mt = kind == SRV_CHAT && json_object_get(o, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+    json_t *mct = json_object_get(o, "max_completion_tokens");   /* chat's newer name wins when given */
+    const char *mt = kind == SRV_CHAT && mct && !json_is_null(mct) ? "max_completion_tokens" : "max_tokens";
     l = p->max_tokens;
     if (!get_int(o, mt, 0, 1 << 24, &l, err)) return false;
     p->max_tokens = (int)l;

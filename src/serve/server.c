@@ -169,7 +169,8 @@ static json_t *parse_body(conn_ctx *cx, srv_err *err) {
         srv_bad(err, NULL, "the request body is empty; expected a JSON object");
         return NULL;
     }
-    json_t *j = json_loadb(cx->body.data, cx->body.len, 0, &je);
+    /* NUL is a valid character in a JSON string (\u0000); prompts keep explicit lengths */
+    json_t *j = json_loadb(cx->body.data, cx->body.len, JSON_ALLOW_NUL, &je);
     if (!j) srv_bad(err, NULL, "the request body is not valid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
     return j;
 }
