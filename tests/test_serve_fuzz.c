@@ -164,7 +164,7 @@ static bool check_response(const http_resp *r, const char *body) {
 
 static void test_hostile_bodies(void) {
     static const char *const eps[] = {"/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize"};
-    int n = getenv("NX_SANITIZED") ? 2000 : 4000;
+    int n = getenv("NX_SANITIZED") ? 1500 : 3000;
     sbuf b = {0};
     int by_status[6] = {0};
     for (int i = 0; i < n; i++) {
