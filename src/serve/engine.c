@@ -667,7 +667,7 @@ srv_req *srv_submit(nx_server_core *c, srv_kind kind, srv_params *p, nx_ids *pro
     r->created = (long)time(NULL);
     unsigned long ctr = atomic_fetch_add(&c->id_counter, 1);
     snprintf(r->id, sizeof r->id, "%s-%08lx%016llx", kind == SRV_CHAT ? "chatcmpl" : "cmpl", (unsigned long)r->created,
-             (unsigned long long)(ctr * 0x9E3779B97F4A7C15ull));
+             (unsigned long long)((ctr + 1) * 0x9E3779B97F4A7C15ull));
     pthread_cond_init(&r->cond, NULL);
     atomic_init(&r->cancelled, false);
     for (int i = 0; i < n_prompts; i++) {
