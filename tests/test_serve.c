@@ -220,7 +220,7 @@ static int sse_collect(const char *body, bool chat, char *text, size_t cap, json
     text[0] = 0;
     *n_events = 0;
     bool done = false;
-    static char fin[32];
+    static __thread char fin[32];   /* per client thread */
     fin[0] = 0;
     for (const char *p = body; (p = strstr(p, "data: ")); ) {
         p += 6;
