@@ -591,11 +591,11 @@ static void test_api_key_and_limits(void) {
     CHECK_EQ_INT(r.status, 413);
     http_resp_free(&r);
     free(big);
-    /* queue of 1 with 1 slot: a request with n = 2 can never fit -> 503 */
+    /* queue of 1: a request with n = 2 can never be queued -> 400 naming n (not a retryable 503) */
     const char *two = "{\"prompt\": \"hi\", \"max_tokens\": 1, \"n\": 2}";
     CHECK(http_request(port, "POST", "/v1/completions", "Authorization: Bearer s3cret\r\n", two, strlen(two), &r) == 0);
-    CHECK_EQ_INT(r.status, 503);
-    CHECK_STR_CONTAINS(r.head, "Retry-After");
+    CHECK_EQ_INT(r.status, 400);
+    CHECK_STR_CONTAINS(r.body, "\"param\":\"n\"");
     http_resp_free(&r);
     nx_server_free(s2);
 }

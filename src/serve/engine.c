@@ -679,6 +679,13 @@ srv_req *srv_submit(nx_server_core *c, srv_kind kind, srv_params *p, nx_ids *pro
             q->prompt_idx = i;
         }
     }
+    if (r->n_seqs > c->max_queue) {   /* could never be queued: not a retryable 503 */
+        srv_bad(err, r->p.n > 1 ? "n" : "prompt",
+                "the request asks for %d sequences (prompts x n); this server queues at most %d (--max-queue)",
+                r->n_seqs, c->max_queue);
+        req_free(r);
+        return NULL;
+    }
     pthread_mutex_lock(&c->mu);
     if (c->stopping || c->n_waiting + r->n_seqs > c->max_queue) {
         bool stopping = c->stopping;
