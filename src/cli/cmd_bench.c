@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -127,7 +128,7 @@ int cmd_bench(int argc, char **argv) {
     printf("{\"model\": \"%s%s\", \"arch\": \"%s\", \"dtype\": \"f32\", \"kernels\": \"%s\", \"threads\": %d, "
            "\"weights_mb\": %.1f, \"decode_read_mb\": %.1f, \"prompt_tokens\": %ld, \"prompt_tok_s\": %.2f, \"gen_tokens\": %ld, "
            "\"gen_tok_s\": %.2f, \"reps\": %ld, \"load_s\": %.3f, \"peak_rss_mb\": %.1f}\n",
-           dir ? dir : shape, dir ? "" : " (random)", cfg->model_type, nx_kernels_name(), threads ? (int)threads : 0,
+           dir ? dir : shape, dir ? "" : " (random)", cfg->model_type, nx_kernels_name(), threads ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
            (double)nx_model_weight_bytes(m) / 1e6,
            (double)nx_model_decode_bytes(m) / 1e6, P, median(pp, (int)reps), N, median(tg, (int)reps), reps, t_load,
            (double)ru.ru_maxrss / 1024.0);
