@@ -184,6 +184,19 @@ static void test_echo_logprobs_match_hf(void) {
         json_t *last = json_array_get(top, n);
         CHECK(json_real_value(json_array_get(tl, n)) == json_real_value(json_object_iter_value(json_object_iter(last))));
         json_decref(j);
+        /* max_tokens 0: the prompt's logprobs only, text = the prompt */
+        ids_s = json_dumps(ids, 0);
+        snprintf(body, sizeof body, "{\"prompt\": %s, \"max_tokens\": 0, \"logprobs\": 0, \"echo\": true}", ids_s);
+        free(ids_s);
+        j = post_json("/v1/completions", body, &st);
+        CHECK_EQ_INT(st, 200);
+        ch = json_array_get(json_object_get(j, "choices"), 0);
+        tl = json_object_get(json_object_get(ch, "logprobs"), "token_logprobs");
+        CHECK_EQ_INT(json_array_size(tl), n);
+        CHECK_NEAR(json_real_value(json_array_get(tl, n - 1)), json_real_value(json_array_get(ref_lp, n - 1)), 1e-4);
+        CHECK(!strcmp(json_string_value(json_object_get(ch, "text")), json_string_value(json_object_get(p, "text"))));
+        CHECK_EQ_INT(json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")), 0);
+        json_decref(j);
     }
 }
 
