@@ -2,7 +2,8 @@
  * neox/model.h - inference for GPT-NeoX/Pythia, GPT-J and GPT-Neo checkpoints.
  *
  * Objects:
- *   nx_model    immutable weights (fp32, converted once at load) + config. Thread-safe to share:
+ *   nx_model    immutable weights (run dtype chosen at load: fp32 by default; bf16, f16, q8_0,
+ *               q4_0 matrices, see docs/QUANT.md) + config. Thread-safe to share:
  *               any number of sessions may run on one model at the same time.
  *   nx_session  one sequence: the KV cache (allocated once, at creation, for n_ctx tokens),
  *               activation scratch, the token history and a thread pool. Not thread-safe; use
@@ -37,7 +38,11 @@ typedef struct nx_sampler nx_sampler;
 
 /* ---- model ----------------------------------------------------------------------------- */
 typedef struct nx_model_opts {
-    nx_dtype dtype;   /* run dtype; only NX_F32 (default when 0 / NX_DTYPE_INVALID) */
+    /* Run dtype of the linear-layer matrices (qkv, attention out, MLP, head): NX_F32, NX_BF16,
+     * NX_F16, NX_Q8_0 or NX_Q4_0; converted once at load. 0 (NX_DTYPE_INVALID) = the type a
+     * `neox quantize` directory was written in, else F32. LayerNorms, biases, embeddings,
+     * attention and the KV cache stay fp32. */
+    nx_dtype dtype;
 } nx_model_opts;
 
 /* Loads a HF model directory (config.json + model.safetensors / sharded / pytorch_model.bin).
@@ -51,7 +56,20 @@ NX_API nx_status nx_model_create_random(const nx_model_config *cfg, uint64_t see
 NX_API void nx_model_free(nx_model *m);   /* NULL is fine; no session may still use m */
 /* Borrowed; valid until nx_model_free. */
 NX_API const nx_model_config *nx_model_get_config(const nx_model *m);
-/* Bytes of fp32 weights held. */
+/* Converts an F32 model's matrices to dtype in place (as nx_model_opts.dtype does at load;
+ * e.g. for nx_model_create_random). NX_F32 is a no-op; a model already converted is
+ * NX_ERR_INVALID_ARG; Q8_0/Q4_0 need hidden and intermediate sizes that are multiples of 32.
+ * No session may use m during the call. */
+NX_API nx_status nx_model_convert(nx_model *m, nx_dtype dtype);
+/* Run dtype of the matrices (NX_F32 unless converted). */
+NX_API nx_dtype nx_model_weight_dtype(const nx_model *m);
+/* Writes out_dir/model.safetensors with the matrices of in_dir's checkpoint (any format
+ * nx_model_load reads) stored as dtype (Q8_0/Q4_0 as U8 blobs, BF16/F16 as themselves;
+ * docs/QUANT.md), every other tensor unchanged, and copies config.json and the tokenizer
+ * files. out_dir is created if missing; each file is written atomically. The result loads
+ * with nx_model_load and runs in dtype by default. */
+NX_API nx_status nx_model_quantize(const char *in_dir, const char *out_dir, nx_dtype dtype);
+/* Bytes of weights held (all run types; the rotary tables excluded). */
 NX_API size_t nx_model_weight_bytes(const nx_model *m);
 /* Bytes of weights one decoded token streams from memory: everything except the input
  * embedding (and GPT-Neo's position table), of which a token reads one row; a tied head

@@ -70,7 +70,51 @@ static inline float nx__packed_at(const float *Wp, int IN, int o, int k) {
     return Wp[((size_t)(o / NX_PANEL) * (size_t)IN + (size_t)k) * NX_PANEL + (size_t)(o % NX_PANEL)];
 }
 
+/* ---- 16-bit and block-quantized weights (quant.c; formats in docs/QUANT.md) ------------------ */
+/* Q8_0: 32 weights w = d·q, q int8 in [-127, 127], d = max|w|/127 (fp32, first). 36 bytes. */
+typedef struct nx_block_q8_0 {
+    float d;
+    int8_t q[32];
+} nx_block_q8_0;
+/* Q4_0: 32 weights w = d·(q - 8), q in [0, 15]; byte j holds element j in its low nibble and
+ * element j+16 in its high nibble; d = m/-8 where m is the value of largest magnitude. 20 bytes. */
+typedef struct nx_block_q4_0 {
+    float d;
+    uint8_t qs[16];
+} nx_block_q4_0;
+#define NX_QBLOCK 32
+_Static_assert(sizeof(nx_block_q8_0) == 36 && sizeof(nx_block_q4_0) == 20, "block layout");
+
+/* Bytes of one row of n weights (n a multiple of 32 for the block types). */
+size_t nx__row_bytes(nx_dtype t, int n);
+void nx__quantize_row_q8_0(nx_block_q8_0 *dst, const float *x, int n);
+void nx__quantize_row_q4_0(nx_block_q4_0 *dst, const float *x, int n);
+/* Row of any weight type (F32, F16, BF16, Q8_0, Q4_0; plain row-major source) to fp32. */
+void nx__dequantize_row(nx_dtype t, const void *src, float *dst, int n);
+/* Scalar reference of one quantized dot: Σ_blocks (Σ q_w·q_x)·d_w·d_x in block order. */
+float nx__qdot_ref(const nx_block_q8_0 *xq, const void *wrow, nx_dtype wt, int IN);
+
+typedef struct nx_kernel_vt nx_kernel_vt;
+/* A weight matrix in its run type. F32: packed panels (float); F16/BF16: packed panels of
+ * uint16; Q8_0/Q4_0: row-major rows of IN/32 blocks (IN must be a multiple of 32). */
+typedef struct nx_wmat {
+    nx_dtype type;
+    const void *data;
+} nx_wmat;
+/* Bytes of an [OUT][IN] matrix in type t (panel padding included). */
+size_t nx__wmat_bytes(nx_dtype t, int OUT, int IN);
+/* Row o of W as fp32 (embedding lookups of a tied head). */
+void nx__wmat_row(const nx_wmat *W, int IN, int o, float *dst);
+/* y = x·Wᵀ + b for any weight type, threaded by static splits of OUT. Block types: up to
+ * NX_QDOT_MAX_T tokens use integer dot products with activations quantized to Q8_0; longer
+ * inputs dequantize 64-row groups to fp32 panels and run the fp32 tile kernel. */
+#define NX_QDOT_MAX_T 4
+void nx__matmul_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT);
+void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
+                     int T, int IN, int OUT);
+
 /* ---- variants and dispatch (dispatch.c) ------------------------------------------------ */
+typedef struct nx_block_q8_0 nx_block_q8_0;
 typedef struct nx_kernel_vt {
     const char *name;   /* "ref", "avx2", "avx512" */
     /* Output rows r0..r1-1 of every token of y = x·Wᵀ + b with W packed (nx__pack); r0 is a
@@ -83,6 +127,17 @@ typedef struct nx_kernel_vt {
     void (*act)(float *x, size_t n, nx_kact act);
     /* x[i] = exp(x[i] - mx) for i < n; returns their sum (softmax numerators). */
     float (*exp_sum)(float *x, int n, float mx);
+    /* matmul_rows on 16-bit packed weights (same panel layout, uint16 elements): bf16 != 0
+     * means bfloat16, else IEEE half. Each weight is widened to fp32 exactly and the product
+     * follows the fp32 kernel's order, so the result equals the fp32 kernel run on the
+     * widened weights, bit for bit, and prefill == decode as for fp32. */
+    void (*matmul_rows_h16)(float *y, const float *x, const uint16_t *Wp, const float *b, int T, int IN, int OUT,
+                            int r0, int r1, int bf16);
+    /* Rows r0..r1-1 of one token's y = x·Wᵀ + b for a row-major Q8_0/Q4_0 matrix W (wt), with
+     * the activation row already quantized to Q8_0 blocks (xq, IN/32 blocks): integer dot
+     * products per block, scaled by d_w·d_x and summed in fp32 (llama.cpp's scheme). */
+    void (*qdot_rows)(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b, int IN, int r0,
+                      int r1);
 } nx_kernel_vt;
 
 /* The variant in use: NX_KERNELS if set and supported, else the best the CPU supports. */

@@ -148,5 +148,29 @@ static void matmul_rows_ref(float *y, const float *x, const float *Wp, const flo
     }
 }
 
-const nx_kernel_vt nx__kernels_ref_vt = {"ref", matmul_rows_ref, nx__dot_ref, nx__axpy_ref, nx__act_ref,
-                                         nx__exp_sum_ref};
+/* 16-bit packed weights: each weight widened exactly, then the fp32 reference order. */
+static void matmul_rows_h16_ref(float *y, const float *x, const uint16_t *Wp, const float *b, int T, int IN, int OUT,
+                                int r0, int r1, int bf16) {
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * IN;
+        for (int o = r0; o < r1; o++) {
+            const uint16_t *w = Wp + (size_t)(o / NX_PANEL) * IN * NX_PANEL + (o % NX_PANEL);
+            float s = 0.0f;
+            for (int i = 0; i < IN; i++) {
+                uint16_t h = w[(size_t)i * NX_PANEL];
+                s += xt[i] * (bf16 ? nx_bf16_to_f32(h) : nx_f16_to_f32(h));
+            }
+            y[(size_t)t * OUT + o] = s + (b ? b[o] : 0.0f);
+        }
+    }
+}
+
+static void qdot_rows_ref(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b, int IN, int r0,
+                          int r1) {
+    size_t rb = nx__row_bytes(wt, IN);
+    for (int o = r0; o < r1; o++)
+        y[o] = nx__qdot_ref(xq, (const uint8_t *)W + (size_t)o * rb, wt, IN) + (b ? b[o] : 0.0f);
+}
+
+const nx_kernel_vt nx__kernels_ref_vt = {"ref",           matmul_rows_ref, nx__dot_ref,         nx__axpy_ref,
+                                         nx__act_ref,     nx__exp_sum_ref, matmul_rows_h16_ref, qdot_rows_ref};

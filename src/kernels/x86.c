@@ -29,16 +29,26 @@ int nx__cpu_has_avx512(void) {
 /* ---- AVX-512 ------------------------------------------------------------------------------ */
 #define T512 __attribute__((target("avx512f,avx2,fma")))
 
+/* Weight vector of 16 outputs at one k: fp32, or 16-bit widened exactly (bf16 is the top half
+ * of an fp32; IEEE half via vcvtph2ps). KIND is a compile-time constant in every caller. */
+enum { W_F32 = 0, W_BF16 = 1, W_F16 = 2 };
+static inline T512 __attribute__((always_inline)) __m512 wload512(const void *W, size_t idx, const int KIND) {
+    if (KIND == W_F32) return _mm512_loadu_ps((const float *)W + idx);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)W + idx));
+    if (KIND == W_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
 static inline T512 __attribute__((always_inline)) void ptile512(float *y, int ldy, const float *x, int ldx,
-                                                                const float *Wp, int IN, const float *b, const int NT,
-                                                                const int NP, __mmask16 mlast) {
+                                                                const void *Wp, int IN, const float *b, const int NT,
+                                                                const int NP, __mmask16 mlast, const int KIND) {
     __m512 acc[6][4];
     for (int i = 0; i < NT; i++)
         for (int p = 0; p < NP; p++) acc[i][p] = _mm512_setzero_ps();
     const size_t pstride = (size_t)IN * 16;
     for (int k = 0; k < IN; k++) {
         __m512 wv[4];
-        for (int p = 0; p < NP; p++) wv[p] = _mm512_loadu_ps(Wp + (size_t)p * pstride + (size_t)k * 16);
+        for (int p = 0; p < NP; p++) wv[p] = wload512(Wp, (size_t)p * pstride + (size_t)k * 16, KIND);
         for (int i = 0; i < NT; i++) {
             __m512 xb = _mm512_set1_ps(x[(size_t)i * ldx + k]);
             for (int p = 0; p < NP; p++) acc[i][p] = _mm512_fmadd_ps(xb, wv[p], acc[i][p]);
@@ -55,8 +65,8 @@ static inline T512 __attribute__((always_inline)) void ptile512(float *y, int ld
 
 #define TB512 48   /* token block: 48 x IN floats of x stay in L2 while a panel group is reused */
 
-static T512 void matmul_rows_avx512(float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT,
-                                    int r0, int r1) {
+static inline T512 __attribute__((always_inline)) void mm512(float *y, const float *x, const void *Wp, const float *b,
+                                                             int T, int IN, int OUT, int r0, int r1, const int KIND) {
     (void)OUT;
     int p0 = r0 / 16, p1 = (r1 + 15) / 16;
     __mmask16 mend = (r1 % 16) ? (__mmask16)((1u << (r1 % 16)) - 1u) : (__mmask16)0xFFFF;
@@ -65,30 +75,44 @@ static T512 void matmul_rows_avx512(float *y, const float *x, const float *Wp, c
         for (int p = p0; p < p1; p += 4) {
             int np = p1 - p < 4 ? p1 - p : 4;
             __mmask16 m = p + np == p1 ? mend : (__mmask16)0xFFFF;
-            const float *w = Wp + (size_t)p * IN * 16;
+            const size_t es = KIND == W_F32 ? 4 : 2;
+            const char *w = (const char *)Wp + (size_t)p * IN * 16 * es;
             const float *bp = b ? b + p * 16 : NULL;
             float *yp = y + p * 16;
             int t = t0;
             if (np == 4) {
-                for (; t + 6 <= t1; t += 6) ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 6, 4, m);
+                for (; t + 6 <= t1; t += 6) ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 6, 4, m, KIND);
                 switch (t1 - t) {
-                case 5: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 5, 4, m); break;
-                case 4: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 4, 4, m); break;
-                case 3: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 3, 4, m); break;
-                case 2: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 2, 4, m); break;
-                case 1: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 1, 4, m); break;
+                case 5: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 5, 4, m, KIND); break;
+                case 4: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 4, 4, m, KIND); break;
+                case 3: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 3, 4, m, KIND); break;
+                case 2: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 2, 4, m, KIND); break;
+                case 1: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 1, 4, m, KIND); break;
                 default: break;
                 }
             } else {
                 /* the last 1-3 panels of a range */
                 for (; t < t1; t++) {
                     for (int q = 0; q < np; q++)
-                        ptile512(yp + (size_t)t * OUT + q * 16, OUT, x + (size_t)t * IN, IN, w + (size_t)q * IN * 16, IN,
-                                 bp ? bp + q * 16 : NULL, 1, 1, q == np - 1 ? m : (__mmask16)0xFFFF);
+                        ptile512(yp + (size_t)t * OUT + q * 16, OUT, x + (size_t)t * IN, IN, w + (size_t)q * IN * 16 * es, IN,
+                                 bp ? bp + q * 16 : NULL, 1, 1, q == np - 1 ? m : (__mmask16)0xFFFF, KIND);
                 }
             }
         }
     }
+}
+
+static T512 void matmul_rows_avx512(float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT,
+                                    int r0, int r1) {
+    mm512(y, x, Wp, b, T, IN, OUT, r0, r1, W_F32);
+}
+
+static T512 void matmul_rows_h16_avx512(float *y, const float *x, const uint16_t *Wp, const float *b, int T, int IN,
+                                        int OUT, int r0, int r1, int bf16) {
+    if (bf16)
+        mm512(y, x, Wp, b, T, IN, OUT, r0, r1, W_BF16);
+    else
+        mm512(y, x, Wp, b, T, IN, OUT, r0, r1, W_F16);
 }
 
 static T512 float dot_avx512(const float *a, const float *b, int n) {
@@ -205,11 +229,9 @@ static T512 float exp_sum_avx512(float *x, int n, float mx) {
     return _mm512_reduce_add_ps(acc);
 }
 
-const nx_kernel_vt nx__kernels_avx512_vt = {"avx512", matmul_rows_avx512, dot_avx512, axpy_avx512, act_avx512,
-                                            exp_sum_avx512};
 
 /* ---- AVX2 + FMA ---------------------------------------------------------------------------- */
-#define T256 __attribute__((target("avx2,fma")))
+#define T256 __attribute__((target("avx2,fma,f16c")))
 
 static const int32_t k_mask_tab[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
@@ -223,13 +245,20 @@ static inline T256 __attribute__((always_inline)) float hsum256(__m256 v) {
 }
 
 /* 16 ymm registers: up to 6 tokens x one panel (two ymm halves) = 12 accumulators + 3. */
+static inline T256 __attribute__((always_inline)) __m256 wload256(const void *W, size_t idx, const int KIND) {
+    if (KIND == W_F32) return _mm256_loadu_ps((const float *)W + idx);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)W + idx));
+    if (KIND == W_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+
 static inline T256 __attribute__((always_inline)) void ptile256(float *y, int ldy, const float *x, int ldx,
-                                                                const float *Wp, int IN, const float *b, const int NT,
-                                                                int nvalid) {
+                                                                const void *Wp, int IN, const float *b, const int NT,
+                                                                int nvalid, const int KIND) {
     __m256 lo[6], hi[6];
     for (int i = 0; i < NT; i++) lo[i] = hi[i] = _mm256_setzero_ps();
     for (int k = 0; k < IN; k++) {
-        __m256 wl = _mm256_loadu_ps(Wp + (size_t)k * 16), wh = _mm256_loadu_ps(Wp + (size_t)k * 16 + 8);
+        __m256 wl = wload256(Wp, (size_t)k * 16, KIND), wh = wload256(Wp, (size_t)k * 16 + 8, KIND);
         for (int i = 0; i < NT; i++) {
             __m256 xb = _mm256_broadcast_ss(x + (size_t)i * ldx + k);
             lo[i] = _mm256_fmadd_ps(xb, wl, lo[i]);
@@ -251,27 +280,78 @@ static inline T256 __attribute__((always_inline)) void ptile256(float *y, int ld
 
 #define TB256 48
 
-static T256 void matmul_rows_avx2(float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT,
-                                  int r0, int r1) {
+static inline T256 __attribute__((always_inline)) void mm256(float *y, const float *x, const void *Wp, const float *b,
+                                                             int T, int IN, int OUT, int r0, int r1, const int KIND) {
     int p0 = r0 / 16, p1 = (r1 + 15) / 16;
     for (int t0 = 0; t0 < T; t0 += TB256) {
         int t1 = t0 + TB256 < T ? t0 + TB256 : T;
         for (int p = p0; p < p1; p++) {
             int nvalid = p == p1 - 1 && (r1 % 16) ? r1 % 16 : 16;
-            const float *w = Wp + (size_t)p * IN * 16;
+            const char *w = (const char *)Wp + (size_t)p * IN * 16 * (KIND == W_F32 ? 4 : 2);
             const float *bp = b ? b + p * 16 : NULL;
             float *yp = y + p * 16;
             int t = t0;
-            for (; t + 6 <= t1; t += 6) ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 6, nvalid);
+            for (; t + 6 <= t1; t += 6) ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 6, nvalid, KIND);
             switch (t1 - t) {
-            case 5: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 5, nvalid); break;
-            case 4: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 4, nvalid); break;
-            case 3: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 3, nvalid); break;
-            case 2: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 2, nvalid); break;
-            case 1: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 1, nvalid); break;
+            case 5: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 5, nvalid, KIND); break;
+            case 4: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 4, nvalid, KIND); break;
+            case 3: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 3, nvalid, KIND); break;
+            case 2: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 2, nvalid, KIND); break;
+            case 1: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 1, nvalid, KIND); break;
             default: break;
             }
         }
+    }
+}
+
+static T256 void matmul_rows_avx2(float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT,
+                                  int r0, int r1) {
+    mm256(y, x, Wp, b, T, IN, OUT, r0, r1, W_F32);
+}
+
+static T256 void matmul_rows_h16_avx2(float *y, const float *x, const uint16_t *Wp, const float *b, int T, int IN,
+                                      int OUT, int r0, int r1, int bf16) {
+    if (bf16)
+        mm256(y, x, Wp, b, T, IN, OUT, r0, r1, W_BF16);
+    else
+        mm256(y, x, Wp, b, T, IN, OUT, r0, r1, W_F16);
+}
+
+/* 32 signed weights of block b of a Q8_0 / Q4_0 row (Q4_0 nibbles unpacked and recentred). */
+static inline T256 __attribute__((always_inline)) __m256i qload256(const void *row, int bidx, nx_dtype wt, float *d) {
+    if (wt == NX_Q8_0) {
+        const nx_block_q8_0 *w = (const nx_block_q8_0 *)row + bidx;
+        *d = w->d;
+        return _mm256_loadu_si256((const __m256i *)w->q);
+    }
+    const nx_block_q4_0 *w = (const nx_block_q4_0 *)row + bidx;
+    *d = w->d;
+    __m128i qs = _mm_loadu_si128((const __m128i *)w->qs), m4 = _mm_set1_epi8(15);
+    __m128i lo = _mm_and_si128(qs, m4), hi = _mm_and_si128(_mm_srli_epi16(qs, 4), m4);
+    return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+}
+
+/* Σ w·x of 32 int8 pairs as 8 int32 lanes: |w| (unsigned) times x·sign(w) (signed) with
+ * maddubs (pair sums stay inside int16: 2·128·127 < 32768), then pairs of int16 to int32. */
+static inline T256 __attribute__((always_inline)) __m256i idot256(__m256i w, __m256i x) {
+    __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+static T256 void qdot_rows_avx2(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b, int IN,
+                                int r0, int r1) {
+    size_t rb = nx__row_bytes(wt, IN);
+    int nb = IN / NX_QBLOCK;
+    for (int o = r0; o < r1; o++) {
+        const void *row = (const uint8_t *)W + (size_t)o * rb;
+        __m256 acc = _mm256_setzero_ps();
+        for (int k = 0; k < nb; k++) {
+            float dw;
+            __m256i w = qload256(row, k, wt, &dw);
+            __m256i s = idot256(w, _mm256_loadu_si256((const __m256i *)xq[k].q));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * xq[k].d), acc);
+        }
+        y[o] = hsum256(acc) + (b ? b[o] : 0.0f);
     }
 }
 
@@ -295,13 +375,64 @@ static T256 void axpy_avx2(float *y, float a, const float *x, int n) {
 }
 
 /* AVX2 keeps the scalar activation and exp (libm): correct everywhere, only slower. */
-const nx_kernel_vt nx__kernels_avx2_vt = {"avx2", matmul_rows_avx2, dot_avx2, axpy_avx2, nx__act_ref, nx__exp_sum_ref};
+const nx_kernel_vt nx__kernels_avx2_vt = {"avx2",          matmul_rows_avx2,     dot_avx2,      axpy_avx2,
+                                          nx__act_ref,     nx__exp_sum_ref,      matmul_rows_h16_avx2, qdot_rows_avx2};
+
+/* ---- AVX-512 VNNI (after the AVX2 helpers it reuses) ------------------------------------- */
+#define TVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+static int cpu_has_vnni(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw");
+}
+
+/* The same sums as qdot_rows_avx2 with one vpdpbusd per block instead of maddubs+madd; two
+ * accumulators (even and odd blocks) hide the FMA latency. Without VNNI: the AVX2 kernel. */
+static TVNNI void qdot_rows_avx512(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b,
+                                   int IN, int r0, int r1) {
+    static int vnni = -1;
+    if (vnni < 0) vnni = cpu_has_vnni();   /* idempotent: a racing duplicate store is harmless */
+    if (!vnni) {
+        qdot_rows_avx2(y, xq, W, wt, b, IN, r0, r1);
+        return;
+    }
+    size_t rb = nx__row_bytes(wt, IN);
+    int nb = IN / NX_QBLOCK;
+    const __m256i zero = _mm256_setzero_si256();
+    for (int o = r0; o < r1; o++) {
+        const void *row = (const uint8_t *)W + (size_t)o * rb;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        int k = 0;
+        for (; k + 2 <= nb; k += 2) {
+            float d0, d1;
+            __m256i w0 = qload256(row, k, wt, &d0), w1 = qload256(row, k + 1, wt, &d1);
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)xq[k].q), x1 = _mm256_loadu_si256((const __m256i *)xq[k + 1].q);
+            __m256i s0 = _mm256_dpbusd_epi32(zero, _mm256_abs_epi8(w0), _mm256_sign_epi8(x0, w0));
+            __m256i s1 = _mm256_dpbusd_epi32(zero, _mm256_abs_epi8(w1), _mm256_sign_epi8(x1, w1));
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0 * xq[k].d), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d1 * xq[k + 1].d), acc1);
+        }
+        if (k < nb) {
+            float d0;
+            __m256i w0 = qload256(row, k, wt, &d0);
+            __m256i s0 = _mm256_dpbusd_epi32(zero, _mm256_abs_epi8(w0),
+                                             _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xq[k].q), w0));
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0 * xq[k].d), acc0);
+        }
+        y[o] = hsum256(_mm256_add_ps(acc0, acc1)) + (b ? b[o] : 0.0f);
+    }
+}
+
+const nx_kernel_vt nx__kernels_avx512_vt = {"avx512",   matmul_rows_avx512, dot_avx512,
+                                            axpy_avx512, act_avx512,         exp_sum_avx512,
+                                            matmul_rows_h16_avx512, qdot_rows_avx512};
 
 #else /* not x86-64: only the reference exists; the tables alias it so callers need no #ifdef. */
 
 int nx__cpu_has_avx2(void) { return 0; }
 int nx__cpu_has_avx512(void) { return 0; }
-const nx_kernel_vt nx__kernels_avx512_vt = {"avx512-unavailable", NULL, NULL, NULL, NULL, NULL};
-const nx_kernel_vt nx__kernels_avx2_vt = {"avx2-unavailable", NULL, NULL, NULL, NULL, NULL};
+const nx_kernel_vt nx__kernels_avx512_vt = {"avx512-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+const nx_kernel_vt nx__kernels_avx2_vt = {"avx2-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 
 #endif

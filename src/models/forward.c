@@ -165,7 +165,7 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
         if (m->wte) {
             memcpy(s->x + (size_t)t * H, m->wte + (size_t)ids[t] * H, (size_t)H * sizeof(float));
         } else {   /* tied: the row lives in the packed head */
-            for (int i = 0; i < H; i++) s->x[(size_t)t * H + i] = nx__packed_at(m->head_w, H, ids[t], i);
+            nx__wmat_row(&m->Whead, H, ids[t], s->x + (size_t)t * H);
         }
         if (m->wpe) {
             const float *pe = m->wpe + (size_t)(P + t) * H;
@@ -178,7 +178,7 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
     for (int l = 0; l < m->L; l++) {
         const nx_layer *ly = &m->layers[l];
         nx__layernorm_ref(s->u, s->x, ly->ln1_w, ly->ln1_b, T, H, eps);
-        nx__matmul(s->pool, s->qkv, s->u, ly->wqkv, ly->bqkv, T, H, 3 * H);
+        nx__matmul_w(s->pool, s->qkv, s->u, &ly->Wqkv, ly->bqkv, T, H, 3 * H);
         size_t base = (size_t)l * NH * (size_t)s->n_ctx;
         for (int t = 0; t < T; t++) {
             float *q = s->qkv + (size_t)t * 3 * H, *k = q + H, *v = q + 2 * H;
@@ -200,21 +200,21 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
             nx_pool_run(s->pool, attn_worker, &aj);
         else
             attn_worker(0, 1, &aj);
-        nx__matmul(s->pool, s->a, s->att, ly->wo, ly->bo, T, H, H);
+        nx__matmul_w(s->pool, s->a, s->att, &ly->Wo, ly->bo, T, H, H);
 
         float *mlp_out = s->qkv;   /* q|k|v are dead once attention is done */
         if (m->parallel) {
             if (!m->shared_ln) nx__layernorm_ref(s->u, s->x, ly->ln2_w, ly->ln2_b, T, H, eps);
-            nx__matmul(s->pool, s->h, s->u, ly->w1, ly->b1, T, H, I);
+            nx__matmul_w(s->pool, s->h, s->u, &ly->W1, ly->b1, T, H, I);
             nx__act(s->pool, s->h, (size_t)T * I, m->act);
-            nx__matmul(s->pool, mlp_out, s->h, ly->w2, ly->b2, T, I, H);
+            nx__matmul_w(s->pool, mlp_out, s->h, &ly->W2, ly->b2, T, I, H);
             add_rows(s->x, s->a, mlp_out, TH);
         } else {
             add_rows(s->x, s->a, NULL, TH);
             nx__layernorm_ref(s->u, s->x, ly->ln2_w, ly->ln2_b, T, H, eps);
-            nx__matmul(s->pool, s->h, s->u, ly->w1, ly->b1, T, H, I);
+            nx__matmul_w(s->pool, s->h, s->u, &ly->W1, ly->b1, T, H, I);
             nx__act(s->pool, s->h, (size_t)T * I, m->act);
-            nx__matmul(s->pool, mlp_out, s->h, ly->w2, ly->b2, T, I, H);
+            nx__matmul_w(s->pool, mlp_out, s->h, &ly->W2, ly->b2, T, I, H);
             add_rows(s->x, mlp_out, NULL, TH);
         }
     }
@@ -222,11 +222,11 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
     /* Only the rows somebody reads go through the (large) head. */
     if (logits) {
         nx__layernorm_ref(s->u, s->x, m->lnf_w, m->lnf_b, T, H, eps);
-        nx__matmul(s->pool, logits, s->u, m->head_w, m->head_b, T, H, m->V);
+        nx__matmul_w(s->pool, logits, s->u, &m->Whead, m->head_b, T, H, m->V);
         memcpy(s->logits, logits + (size_t)(T - 1) * m->V, (size_t)m->V * sizeof(float));
     } else {
         nx__layernorm_ref(s->u, s->x + (size_t)(T - 1) * H, m->lnf_w, m->lnf_b, 1, H, eps);
-        nx__matmul(s->pool, s->logits, s->u, m->head_w, m->head_b, 1, H, m->V);
+        nx__matmul_w(s->pool, s->logits, s->u, &m->Whead, m->head_b, 1, H, m->V);
     }
     s->has_logits = true;
     s->n_past += T;

@@ -180,6 +180,15 @@ nx_status nx__model_alloc(nx_model *m, bool head_tied) {
     m->rope_sin = TAKE((size_t)m->maxpos * (size_t)(m->rot / 2));
 #undef TAKE
     NX_ASSERT((size_t)(p - m->block) == total);
+    m->wtype = NX_F32;
+    m->Whead = (nx_wmat){NX_F32, m->head_w};
+    for (int l = 0; l < m->L; l++) {
+        nx_layer *ly = &m->layers[l];
+        ly->Wqkv = (nx_wmat){NX_F32, ly->wqkv};
+        ly->Wo = (nx_wmat){NX_F32, ly->wo};
+        ly->W1 = (nx_wmat){NX_F32, ly->w1};
+        ly->W2 = (nx_wmat){NX_F32, ly->w2};
+    }
     if (m->rot) fill_rope(m);
     return NX_OK;
 }
@@ -187,9 +196,120 @@ nx_status nx__model_alloc(nx_model *m, bool head_tied) {
 void nx_model_free(nx_model *m) {
     if (!m) return;
     nx__free_aligned(m->block);
+    nx__free_aligned(m->wblock);
     nx__free(m->layers);
     nx__free(m);
 }
+
+/* ---- run types ----------------------------------------------------------------------------------- */
+
+/* Floats of the packed fp32 matrices at the start of the block (nx__model_alloc's order). */
+static size_t matrix_floats(const nx_model *m) {
+    size_t per = nx__packed_floats(3 * m->H, m->H) + nx__packed_floats(m->H, m->H) + nx__packed_floats(m->I, m->H) +
+                 nx__packed_floats(m->H, m->I);
+    return nx__packed_floats(m->V, m->H) + per * (size_t)m->L;
+}
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+static void convert_mat(nx_wmat *W, const float *fp, int OUT, int IN, nx_dtype t, uint8_t **cursor, float *row) {
+    uint8_t *dst = *cursor;
+    if (t == NX_BF16 || t == NX_F16) {
+        size_t n = nx__packed_floats(OUT, IN);
+        uint16_t *h = (uint16_t *)dst;
+        for (size_t i = 0; i < n; i++) h[i] = t == NX_BF16 ? nx_f32_to_bf16(fp[i]) : nx_f32_to_f16(fp[i]);
+    } else {
+        size_t rb = nx__row_bytes(t, IN);
+        nx_wmat src = {NX_F32, fp};
+        for (int o = 0; o < OUT; o++) {
+            nx__wmat_row(&src, IN, o, row);
+            if (t == NX_Q8_0)
+                nx__quantize_row_q8_0((nx_block_q8_0 *)(dst + (size_t)o * rb), row, IN);
+            else
+                nx__quantize_row_q4_0((nx_block_q4_0 *)(dst + (size_t)o * rb), row, IN);
+        }
+    }
+    *W = (nx_wmat){t, dst};
+    *cursor = dst + align64(nx__wmat_bytes(t, OUT, IN));
+}
+
+nx_status nx__model_convert(nx_model *m, nx_dtype t) {
+    if (t == NX_DTYPE_INVALID || t == NX_F32) return NX_OK;
+    if (t != NX_BF16 && t != NX_F16 && t != NX_Q8_0 && t != NX_Q4_0)
+        return nx__error(NX_ERR_UNSUPPORTED, "run dtype %s is not supported (F32, BF16, F16, Q8_0, Q4_0)",
+                         nx_dtype_name(t));
+    if (m->wtype != NX_F32)
+        return nx__error(NX_ERR_INVALID_ARG, "model weights are already %s; only an F32 model can be converted",
+                         nx_dtype_name(m->wtype));
+    if ((t == NX_Q8_0 || t == NX_Q4_0) && (m->H % NX_QBLOCK || m->I % NX_QBLOCK))
+        return nx__error(NX_ERR_UNSUPPORTED, "%s needs hidden_size (%d) and intermediate_size (%d) to be multiples of 32",
+                         nx_dtype_name(t), m->H, m->I);
+    int H = m->H, I = m->I;
+    size_t per = align64(nx__wmat_bytes(t, 3 * H, H)) + align64(nx__wmat_bytes(t, H, H)) +
+                 align64(nx__wmat_bytes(t, I, H)) + align64(nx__wmat_bytes(t, H, I));
+    size_t bytes = align64(nx__wmat_bytes(t, m->V, H)) + per * (size_t)m->L;
+    size_t mat = matrix_floats(m), tail = m->block_floats - mat;
+    uint8_t *wb = nx__malloc_aligned(bytes);
+    float *nb = nx__malloc_aligned(tail * sizeof(float));
+    float *row = nx__malloc((size_t)NX_MAX(H, I) * sizeof(float));
+    if (!wb || !nb || !row) {
+        nx__free_aligned(wb);
+        nx__free_aligned(nb);
+        nx__free(row);
+        return nx__error(NX_ERR_NOMEM, "out of memory converting the weights to %s (%.1f MiB)", nx_dtype_name(t),
+                         (double)bytes / 1048576.0);
+    }
+    uint8_t *cur = wb;
+    convert_mat(&m->Whead, m->head_w, m->V, H, t, &cur, row);
+    for (int l = 0; l < m->L; l++) {
+        nx_layer *ly = &m->layers[l];
+        convert_mat(&ly->Wqkv, ly->wqkv, 3 * H, H, t, &cur, row);
+        convert_mat(&ly->Wo, ly->wo, H, H, t, &cur, row);
+        convert_mat(&ly->W1, ly->w1, I, H, t, &cur, row);
+        convert_mat(&ly->W2, ly->w2, H, I, t, &cur, row);
+        ly->wqkv = ly->wo = ly->w1 = ly->w2 = NULL;
+    }
+    NX_ASSERT((size_t)(cur - wb) == bytes);
+    nx__free(row);
+    /* Keep only the non-matrix tail of the fp32 block: the same values at a new base. */
+    float *old = m->block + mat;
+    memcpy(nb, old, tail * sizeof(float));
+#define REBASE(p) ((p) = (p) ? nb + ((p) - old) : NULL)
+    REBASE(m->wte);
+    REBASE(m->wpe);
+    REBASE(m->lnf_w);
+    REBASE(m->lnf_b);
+    REBASE(m->head_b);
+    REBASE(m->rope_cos);
+    REBASE(m->rope_sin);
+    for (int l = 0; l < m->L; l++) {
+        nx_layer *ly = &m->layers[l];
+        REBASE(ly->ln1_w);
+        REBASE(ly->ln1_b);
+        REBASE(ly->ln2_w);
+        REBASE(ly->ln2_b);
+        REBASE(ly->bqkv);
+        REBASE(ly->bo);
+        REBASE(ly->b1);
+        REBASE(ly->b2);
+    }
+#undef REBASE
+    nx__free_aligned(m->block);
+    m->block = nb;
+    m->block_floats = tail;
+    m->head_w = NULL;
+    m->wblock = wb;
+    m->wblock_bytes = bytes;
+    m->wtype = t;
+    return NX_OK;
+}
+
+nx_status nx_model_convert(nx_model *m, nx_dtype dtype) {
+    if (!m) return nx__error(NX_ERR_INVALID_ARG, "nx_model_convert: NULL model");
+    return nx__model_convert(m, dtype);
+}
+
+nx_dtype nx_model_weight_dtype(const nx_model *m) { return m->wtype; }
 
 size_t nx_model_decode_bytes(const nx_model *m) {
     size_t skip = 0;
@@ -204,7 +324,7 @@ const nx_model_config *nx_model_get_config(const nx_model *m) { return &m->cfg; 
 
 size_t nx_model_weight_bytes(const nx_model *m) {
     size_t rope = (size_t)m->maxpos * (size_t)(m->rot / 2) * 2;
-    return (m->block_floats - rope) * sizeof(float);
+    return (m->block_floats - rope) * sizeof(float) + m->wblock_bytes;
 }
 
 /* ---- reading a checkpoint --------------------------------------------------------------------- */
@@ -227,6 +347,18 @@ static const char *shape_str(const int64_t *shape, int ndim, char *buf, size_t n
     return buf;
 }
 
+/* The block type of a U8 tensor written by nx_model_quantize: "__metadata__" key
+ * "neox.quant.<name>" = "Q8_0" or "Q4_0" (docs/QUANT.md); NX_DTYPE_INVALID otherwise. */
+static nx_dtype tensor_qtype(const nx_tensorset *ts, const nx_tensor_info *t) {
+    if (t->dtype != NX_U8) return NX_DTYPE_INVALID;
+    char key[320];
+    snprintf(key, sizeof key, "neox.quant.%s", t->name);
+    const char *v = nx_tensorset_metadata(ts, key);
+    if (!v) return NX_DTYPE_INVALID;
+    nx_dtype q = nx_dtype_from_name(v);
+    return q == NX_Q8_0 || q == NX_Q4_0 ? q : NX_DTYPE_INVALID;
+}
+
 /* Finds name, checks its shape against (d0[, d1]) and its dtype, and marks it used. */
 static nx_status checked(reader *r, const char *name, int ndim, int64_t d0, int64_t d1, const nx_tensor_info **out) {
     const nx_tensor_info *t = find(r, name);
@@ -247,9 +379,35 @@ static nx_status checked(reader *r, const char *name, int ndim, int64_t d0, int6
         return nx__error(NX_ERR_FORMAT, "%s: tensor '%s' has shape %s, the config implies %s", t->file ? t->file : r->dir,
                          name, shape_str(t->shape, t->ndim, a, sizeof a), shape_str(want, ndim, b, sizeof b));
     }
-    if (t->dtype != NX_F32 && t->dtype != NX_F16 && t->dtype != NX_BF16 && t->dtype != NX_F64)
+    if (t->dtype != NX_F32 && t->dtype != NX_F16 && t->dtype != NX_BF16 && t->dtype != NX_F64 &&
+        (ndim != 2 || tensor_qtype(r->ts, t) == NX_DTYPE_INVALID))
         return nx__error(NX_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s, expected a float type (F32, F16, BF16, F64)",
                          t->file ? t->file : r->dir, name, nx_dtype_name(t->dtype));
+    *out = t;
+    return NX_OK;
+}
+
+/* Elements a tensor stands for (a quantized blob: its [OUT][IN] weights). */
+static size_t logical_numel(const nx_tensorset *ts, const nx_tensor_info *t) {
+    nx_dtype q = tensor_qtype(ts, t);
+    if (q == NX_DTYPE_INVALID || t->ndim != 2) return nx_tensor_numel(t);
+    return (size_t)t->shape[0] * ((size_t)t->shape[1] / nx_dtype_size(q)) * NX_QBLOCK;
+}
+
+/* A matrix [d0][d1]: float, or a quantized blob [d0][d1/32·block bytes] (its type in *qt). */
+static nx_status checked_mat(reader *r, const char *name, int64_t d0, int64_t d1, const nx_tensor_info **out,
+                             nx_dtype *qt) {
+    const nx_tensor_info *t = find(r, name);
+    *qt = t ? tensor_qtype(r->ts, t) : NX_DTYPE_INVALID;
+    if (*qt == NX_DTYPE_INVALID) return checked(r, name, 2, d0, d1, out);
+    if (d1 % NX_QBLOCK != 0)
+        return nx__error(NX_ERR_FORMAT, "%s: tensor '%s' is %s but its %lld columns are not a multiple of 32",
+                         t->file ? t->file : r->dir, name, nx_dtype_name(*qt), (long long)d1);
+    /* the blob is [d0][d1/32 blocks of bytes]; checked() compares that shape */
+    NX_TRY(checked(r, name, 2, d0, (int64_t)nx__row_bytes(*qt, (int)d1), out));
+    if (t->nbytes != (size_t)d0 * nx__row_bytes(*qt, (int)d1))
+        return nx__error(NX_ERR_FORMAT, "%s: quantized tensor '%s' holds %zu bytes, expected %zu",
+                         t->file ? t->file : r->dir, name, t->nbytes, (size_t)d0 * nx__row_bytes(*qt, (int)d1));
     *out = t;
     return NX_OK;
 }
@@ -267,10 +425,15 @@ typedef struct {
     const nx_tensor_info *t[3];
     rows_kind kind;
     int H, HS;
+    nx_dtype qt[3];   /* block type of t[i], or NX_DTYPE_INVALID for float tensors */
 } row_source;
 
 /* Converts one row of a 2-D tensor through a one-row view of it. */
-static nx_status convert_row(const nx_tensor_info *t, int64_t row, int IN, float *dst) {
+static nx_status convert_row(const nx_tensor_info *t, nx_dtype qt, int64_t row, int IN, float *dst) {
+    if (qt != NX_DTYPE_INVALID) {
+        nx__dequantize_row(qt, (const uint8_t *)t->data + (size_t)row * nx__row_bytes(qt, IN), dst, IN);
+        return NX_OK;
+    }
     nx_tensor_info one = *t;
     size_t es = nx_dtype_size(t->dtype);
     one.ndim = 2;
@@ -290,15 +453,17 @@ static nx_status pack_rows(const row_source *rs, int OUT, int IN, float *dst, fl
         for (int i = 0; i < n; i++) {
             int o = p * NX_PANEL + i;
             const nx_tensor_info *t = rs->t[0];
+            nx_dtype qt = rs->qt[0];
             int64_t row = o;
             if (rs->kind == ROWS_NEOX_QKV) {
                 int s = o / rs->H, h = (o % rs->H) / rs->HS, e = o % rs->HS;
                 row = (int64_t)h * 3 * rs->HS + (int64_t)s * rs->HS + e;
             } else if (rs->kind == ROWS_STACKED_QKV) {
                 t = rs->t[o / rs->H];
+                qt = rs->qt[o / rs->H];
                 row = o % rs->H;
             }
-            NX_TRY(convert_row(t, row, IN, scratch + (size_t)i * IN));
+            NX_TRY(convert_row(t, qt, row, IN, scratch + (size_t)i * IN));
         }
         nx__pack_panel(dst, scratch, n, p, IN);
     }
@@ -307,8 +472,8 @@ static nx_status pack_rows(const row_source *rs, int OUT, int IN, float *dst, fl
 
 /* A plain nn.Linear weight [OUT][IN] into packed dst. */
 static nx_status load_mat(reader *r, const char *name, int OUT, int IN, float *dst, float *scratch) {
-    row_source rs = {{NULL, NULL, NULL}, ROWS_PLAIN, 0, 0};
-    NX_TRY(checked(r, name, 2, OUT, IN, &rs.t[0]));
+    row_source rs = {{NULL, NULL, NULL}, ROWS_PLAIN, 0, 0, {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
+    NX_TRY(checked_mat(r, name, OUT, IN, &rs.t[0], &rs.qt[0]));
     return pack_rows(&rs, OUT, IN, dst, scratch);
 }
 
@@ -325,11 +490,11 @@ static nx_status load_mat_fmt(reader *r, int OUT, int IN, float *dst, float *scr
 
 /* J/Neo "<prefix>q_proj.weight", k_proj, v_proj stacked into one packed [3H][H]. */
 static nx_status load_qkv_stacked(reader *r, const nx_model *m, const char *prefix, float *dst, float *scratch) {
-    row_source rs = {{NULL, NULL, NULL}, ROWS_STACKED_QKV, m->H, m->HS};
+    row_source rs = {{NULL, NULL, NULL}, ROWS_STACKED_QKV, m->H, m->HS, {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
     for (int i = 0; i < 3; i++) {
         char name[256];
         snprintf(name, sizeof name, "%s%c_proj.weight", prefix, "qkv"[i]);
-        NX_TRY(checked(r, name, 2, m->H, m->H, &rs.t[i]));
+        NX_TRY(checked_mat(r, name, m->H, m->H, &rs.t[i], &rs.qt[i]));
     }
     return pack_rows(&rs, 3 * m->H, m->H, dst, scratch);
 }
@@ -367,9 +532,9 @@ static nx_status load_neox(nx_model *m, reader *r, float *scratch) {
         NX_TRY(load_fmt(r, 1, H, 0, ly->ln1_b, "gpt_neox.layers.%d.input_layernorm.bias", l));
         NX_TRY(load_fmt(r, 1, H, 0, ly->ln2_w, "gpt_neox.layers.%d.post_attention_layernorm.weight", l));
         NX_TRY(load_fmt(r, 1, H, 0, ly->ln2_b, "gpt_neox.layers.%d.post_attention_layernorm.bias", l));
-        row_source rs = {{NULL, NULL, NULL}, ROWS_NEOX_QKV, Hi, m->HS};
+        row_source rs = {{NULL, NULL, NULL}, ROWS_NEOX_QKV, Hi, m->HS, {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
         snprintf(name, sizeof name, "gpt_neox.layers.%d.attention.query_key_value.weight", l);
-        NX_TRY(checked(r, name, 2, 3 * H, H, &rs.t[0]));
+        NX_TRY(checked_mat(r, name, 3 * H, H, &rs.t[0], &rs.qt[0]));
         NX_TRY(pack_rows(&rs, 3 * Hi, Hi, ly->wqkv, scratch));
         if (ly->bqkv) {
             /* the bias is one row of 3H values in the same [NH][3][HS] order */
@@ -472,9 +637,11 @@ static const char *head_name(nx_arch a) { return a == NX_ARCH_GPT_NEOX ? "embed_
 nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **out) {
     if (!dir || !out) return nx__error(NX_ERR_INVALID_ARG, "nx_model_load: NULL argument");
     *out = NULL;
-    if (opts && opts->dtype != NX_DTYPE_INVALID && opts->dtype != NX_F32)
-        return nx__error(NX_ERR_UNSUPPORTED, "nx_model_load: run dtype %s is not supported (only F32)",
-                         nx_dtype_name(opts->dtype));
+    nx_dtype want = opts ? opts->dtype : NX_DTYPE_INVALID;
+    if (want != NX_DTYPE_INVALID && want != NX_F32 && want != NX_BF16 && want != NX_F16 && want != NX_Q8_0 &&
+        want != NX_Q4_0)
+        return nx__error(NX_ERR_UNSUPPORTED, "nx_model_load: run dtype %s is not supported (F32, BF16, F16, Q8_0, Q4_0)",
+                         nx_dtype_name(want));
     nx_model_config cfg;
     nx_status st = nx_config_load(dir, &cfg);
     if (st != NX_OK) return st;
@@ -503,7 +670,7 @@ nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **o
      * fail here, not in a 100 GB allocation. Every tensor is checked by name and shape later. */
     size_t have = 0, need = param_floats(m, tied);
     for (size_t i = 0; i < nx_tensorset_count(ts); i++) {
-        size_t n = nx_tensor_numel(nx_tensorset_at(ts, i));
+        size_t n = logical_numel(ts, nx_tensorset_at(ts, i));
         have = have + n < have ? SIZE_MAX : have + n;
     }
     if (have < need) {
@@ -525,6 +692,13 @@ nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **o
     case NX_ARCH_GPT_NEO: st = load_neo(m, &r, tmp); break;
     }
     if (st == NX_OK) st = check_all_used(&r, m);
+    if (st == NX_OK && want == NX_DTYPE_INVALID) {
+        /* A directory written by nx_model_quantize runs in the type it was quantized to. */
+        const char *v = nx_tensorset_metadata(ts, "neox.dtype");
+        nx_dtype fd = v ? nx_dtype_from_name(v) : NX_DTYPE_INVALID;
+        if (fd == NX_BF16 || fd == NX_F16 || fd == NX_Q8_0 || fd == NX_Q4_0) want = fd;
+    }
+    if (st == NX_OK) st = nx__model_convert(m, want);
 done:
     nx__free(r.used);
     nx__free(tmp);

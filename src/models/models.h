@@ -28,6 +28,10 @@ typedef struct nx_layer {
     float *w1, *b1;         /* [I][H], [I] */
     float *w2, *b2;         /* [H][I], [H] */
     int local;              /* GPT-Neo local attention layer */
+    /* The four matrices in the run type (kernels.h nx_wmat): the forward pass only uses these.
+     * For F32 they point at the packed floats above; otherwise those are NULL and the data
+     * lives in nx_model.wblock. */
+    nx_wmat Wqkv, Wo, W1, W2;
 } nx_layer;
 
 struct nx_model {
@@ -46,8 +50,12 @@ struct nx_model {
     float *head_w, *head_b; /* [V][H] packed (the embedding itself when tied), [V] or NULL */
     nx_layer *layers;
     float *rope_cos, *rope_sin;   /* [maxpos][rot/2] */
-    float *block;           /* the one weight allocation (aligned) */
+    float *block;           /* the one fp32 allocation (aligned) */
     size_t block_floats;
+    nx_dtype wtype;         /* run type of the matrices: F32, BF16, F16, Q8_0, Q4_0 */
+    nx_wmat Whead;          /* the head in the run type */
+    void *wblock;           /* matrices of a non-F32 run type (aligned), else NULL */
+    size_t wblock_bytes;
 };
 
 /* A session (forward.c); visible here so sample.c can reach the model and cache. */
@@ -70,5 +78,8 @@ struct nx_session {
 nx_status nx__model_init_shape(nx_model *m, const nx_model_config *cfg);
 /* Carves m->block into the per-tensor pointers and fills the rotary tables. */
 nx_status nx__model_alloc(nx_model *m, bool head_tied);
+/* Converts the matrices of an fp32 model to run type t (BF16, F16, Q8_0, Q4_0; F32 is a
+ * no-op) and releases their fp32 copies. Block types need every IN to be a multiple of 32. */
+nx_status nx__model_convert(nx_model *m, nx_dtype t);
 
 #endif
