@@ -61,6 +61,9 @@ NX_API const nx_model_config *nx_model_get_config(const nx_model *m);
  * NX_ERR_INVALID_ARG; Q8_0/Q4_0 need hidden and intermediate sizes that are multiples of 32.
  * No session may use m during the call. */
 NX_API nx_status nx_model_convert(nx_model *m, nx_dtype dtype);
+/* Parses a run dtype name as the CLI's --dtype takes it: f32, bf16, f16, q8 (= q8_0), q4
+ * (= q4_0), case-insensitive; NX_DTYPE_INVALID when unknown. */
+NX_API nx_dtype nx_run_dtype_from_name(const char *name);
 /* Run dtype of the matrices (NX_F32 unless converted). */
 NX_API nx_dtype nx_model_weight_dtype(const nx_model *m);
 /* Writes out_dir/model.safetensors with the matrices of in_dir's checkpoint (any format

@@ -18,7 +18,9 @@ static void usage(FILE *f) {
             "  -p, --prompt-tokens P  prefill length (default 512)\n"
             "  -n, --gen-tokens N     decoded tokens (default 128)\n"
             "  -t, --threads N        threads (default: all CPUs)\n"
-            "  -r, --reps R           repetitions; medians are reported (default 3)\n");
+            "  -r, --reps R           repetitions; medians are reported (default 3)\n"
+            "  --dtype T              run dtype of the matrices: f32, bf16, f16, q8, q4 (default: as stored;\n"
+            "                         a random model is generated in fp32, then converted)\n");
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -34,6 +36,7 @@ static double median(double *v, int n) {
 int cmd_bench(int argc, char **argv) {
     const char *cmd = "bench", *dir = NULL, *shape = NULL;
     long P = 512, N = 128, threads = 0, reps = 3;
+    nx_model_opts mopts = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (cli_is_help(a)) {
@@ -52,6 +55,10 @@ int cmd_bench(int argc, char **argv) {
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             if (!(v = cli_next_arg(cmd, argc, argv, &i))) return 2;
             if (!cli_parse_long(v, 1, 1024, &threads)) return cli_usage_error(cmd, "-t: '%s' is not in [1, 1024]", v);
+        } else if (!strcmp(a, "--dtype")) {
+            if (!(v = cli_next_arg(cmd, argc, argv, &i))) return 2;
+            if ((mopts.dtype = nx_run_dtype_from_name(v)) == NX_DTYPE_INVALID)
+                return cli_usage_error(cmd, "--dtype: '%s' is not one of f32, bf16, f16, q8, q4", v);
         } else if (!strcmp(a, "-r") || !strcmp(a, "--reps")) {
             if (!(v = cli_next_arg(cmd, argc, argv, &i))) return 2;
             if (!cli_parse_long(v, 1, 100, &reps)) return cli_usage_error(cmd, "-r: '%s' is not in [1, 100]", v);
@@ -68,11 +75,12 @@ int cmd_bench(int argc, char **argv) {
     double t0 = nx_time_s();
     nx_status st;
     if (dir) {
-        st = nx_model_load(dir, NULL, &m);
+        st = nx_model_load(dir, &mopts, &m);
     } else {
         nx_model_config cfg;
         st = nx_model_config_preset(shape, &cfg);
         if (st == NX_OK) st = nx_model_create_random(&cfg, 1234, 0.02f, &m);
+        if (st == NX_OK) st = nx_model_convert(m, mopts.dtype);
     }
     if (st != NX_OK) {
         rc = cli_fail(cmd, st, dir ? dir : shape);
@@ -125,10 +133,10 @@ int cmd_bench(int argc, char **argv) {
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"model\": \"%s%s\", \"arch\": \"%s\", \"dtype\": \"f32\", \"kernels\": \"%s\", \"threads\": %d, "
+    printf("{\"model\": \"%s%s\", \"arch\": \"%s\", \"dtype\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, "
            "\"weights_mb\": %.1f, \"decode_read_mb\": %.1f, \"prompt_tokens\": %ld, \"prompt_tok_s\": %.2f, \"gen_tokens\": %ld, "
            "\"gen_tok_s\": %.2f, \"reps\": %ld, \"load_s\": %.3f, \"peak_rss_mb\": %.1f}\n",
-           dir ? dir : shape, dir ? "" : " (random)", cfg->model_type, nx_kernels_name(), threads ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
+           dir ? dir : shape, dir ? "" : " (random)", cfg->model_type, nx_dtype_name(nx_model_weight_dtype(m)), nx_kernels_name(), threads ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
            (double)nx_model_weight_bytes(m) / 1e6,
            (double)nx_model_decode_bytes(m) / 1e6, P, median(pp, (int)reps), N, median(tg, (int)reps), reps, t_load,
            (double)ru.ru_maxrss / 1024.0);

@@ -45,6 +45,7 @@ static void usage(FILE *f) {
             "                         (recomputed exactly; otherwise prompt + n > context is an error)\n"
             "  -c, --ctx N            context size (default max_position_embeddings)\n"
             "  -t, --threads N        threads (default: all CPUs)\n"
+            "  --dtype T              run dtype of the matrices: f32, bf16, f16, q8, q4 (default: as stored)\n"
             "  --echo                 print the prompt before the continuation\n"
             "  --print-ids            print token ids instead of text\n"
             "  -v, --verbose          timings on stderr\n",
@@ -163,6 +164,7 @@ static char *read_stream(FILE *f, size_t *len) {
 
 int cmd_generate(int argc, char **argv) {
     const char *cmd = "generate", *dir = NULL, *prompt = NULL, *file = NULL, *ids_s = NULL, *tok_path = NULL;
+    nx_model_opts mopts = {0};
     long n_predict = 128, top_k = 0, seed = 0, threads = 0, n_ctx = 0, repeat_last_n = 0;
     double temperature = 0.0, top_p = 1.0, min_p = 0.0, repeat_penalty = 1.0;
     bool echo = false, print_ids = false, ignore_eos = false, context_shift = false, verbose = false;
@@ -218,6 +220,10 @@ int cmd_generate(int argc, char **argv) {
             LONG_OPT(n_ctx, 1, 1 << 24);
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             LONG_OPT(threads, 1, 1024);
+        } else if (!strcmp(a, "--dtype")) {
+            VAL();
+            if ((mopts.dtype = nx_run_dtype_from_name(v)) == NX_DTYPE_INVALID)
+                return cli_usage_error(cmd, "--dtype: '%s' is not one of f32, bf16, f16, q8, q4", v);
         } else if (!strcmp(a, "--echo")) {
             echo = true;
         } else if (!strcmp(a, "--print-ids")) {
@@ -281,7 +287,7 @@ int cmd_generate(int argc, char **argv) {
     }
 
     double t0 = nx_time_s();
-    nx_status st = nx_model_load(dir, NULL, &m);
+    nx_status st = nx_model_load(dir, &mopts, &m);
     if (st != NX_OK) {
         rc = cli_fail(cmd, st, dir);
         goto done;

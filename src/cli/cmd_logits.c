@@ -16,7 +16,8 @@ static void usage(FILE *f) {
             "  --ids \"...\"         token ids, separated by spaces or commas\n"
             "  -o, --output OUT    output file ('-' for stdout): T x vocab_size float32, little-endian\n"
             "  --incremental       feed the ids one at a time through the KV cache\n"
-            "  -t, --threads N     threads (default: all CPUs)\n");
+            "  -t, --threads N     threads (default: all CPUs)\n"
+            "  --dtype T           run dtype of the matrices: f32, bf16, f16, q8, q4 (default: as stored)\n");
 }
 
 /* Parses "1 2, 3" into a malloc'd array. Returns the count, or -1 on a bad token. */
@@ -78,6 +79,7 @@ static int is_little_endian(void) {
 int cmd_logits(int argc, char **argv) {
     const char *cmd = "logits", *dir = NULL, *ids_s = NULL, *out = NULL;
     bool incremental = false;
+    nx_model_opts mopts = {0};
     long threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -92,6 +94,11 @@ int cmd_logits(int argc, char **argv) {
             if (!(out = cli_next_arg(cmd, argc, argv, &i))) return 2;
         } else if (!strcmp(a, "--incremental")) {
             incremental = true;
+        } else if (!strcmp(a, "--dtype")) {
+            const char *v = cli_next_arg(cmd, argc, argv, &i);
+            if (!v) return 2;
+            if ((mopts.dtype = nx_run_dtype_from_name(v)) == NX_DTYPE_INVALID)
+                return cli_usage_error(cmd, "--dtype: '%s' is not one of f32, bf16, f16, q8, q4", v);
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             const char *v = cli_next_arg(cmd, argc, argv, &i);
             if (!v) return 2;
@@ -114,7 +121,7 @@ int cmd_logits(int argc, char **argv) {
     nx_session *s = NULL;
     float *logits = NULL;
     int rc = 1;
-    nx_status st = nx_model_load(dir, NULL, &m);
+    nx_status st = nx_model_load(dir, &mopts, &m);
     if (st != NX_OK) {
         rc = cli_fail(cmd, st, dir);
         goto done;

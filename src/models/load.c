@@ -16,6 +16,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <strings.h>
 
 static nx_kact map_act(nx_act a) {
     switch (a) {
@@ -310,6 +311,19 @@ nx_status nx_model_convert(nx_model *m, nx_dtype dtype) {
 }
 
 nx_dtype nx_model_weight_dtype(const nx_model *m) { return m->wtype; }
+
+nx_dtype nx_run_dtype_from_name(const char *name) {
+    static const struct {
+        const char *name;
+        nx_dtype t;
+    } k[] = {{"f32", NX_F32},   {"fp32", NX_F32},   {"bf16", NX_BF16}, {"f16", NX_F16},
+             {"fp16", NX_F16},  {"q8", NX_Q8_0},    {"q8_0", NX_Q8_0}, {"q4", NX_Q4_0},
+             {"q4_0", NX_Q4_0}};
+    if (!name) return NX_DTYPE_INVALID;
+    for (size_t i = 0; i < NX_ARRAY_LEN(k); i++)
+        if (!strcasecmp(name, k[i].name)) return k[i].t;
+    return NX_DTYPE_INVALID;
+}
 
 size_t nx_model_decode_bytes(const nx_model *m) {
     size_t skip = 0;
