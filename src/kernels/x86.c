@@ -387,8 +387,15 @@ static int cpu_has_vnni(void) {
            __builtin_cpu_supports("avx512bw");
 }
 
-/* The same sums as qdot_rows_avx2 with one vpdpbusd per block instead of maddubs+madd; two
- * accumulators (even and odd blocks) hide the FMA latency. Without VNNI: the AVX2 kernel. */
+static inline TVNNI __attribute__((always_inline)) __m256 vnni_block(__m256 acc, const void *row, int k, nx_dtype wt,
+                                                                     __m256i xv, float xd) {
+    float dw;
+    __m256i w = qload256(row, k, wt, &dw);
+    __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(xv, w));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * xd), acc);
+}
+
+/* The same sums as qdot_rows_avx2 with one vpdpbusd per block instead of maddubs+madd. Without VNNI: the AVX2 kernel. */
 static TVNNI void qdot_rows_avx512(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b,
                                    int IN, int r0, int r1) {
     static int vnni = -1;
@@ -399,28 +406,24 @@ static TVNNI void qdot_rows_avx512(float *y, const nx_block_q8_0 *xq, const void
     }
     size_t rb = nx__row_bytes(wt, IN);
     int nb = IN / NX_QBLOCK;
-    const __m256i zero = _mm256_setzero_si256();
-    for (int o = r0; o < r1; o++) {
-        const void *row = (const uint8_t *)W + (size_t)o * rb;
-        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-        int k = 0;
-        for (; k + 2 <= nb; k += 2) {
-            float d0, d1;
-            __m256i w0 = qload256(row, k, wt, &d0), w1 = qload256(row, k + 1, wt, &d1);
-            __m256i x0 = _mm256_loadu_si256((const __m256i *)xq[k].q), x1 = _mm256_loadu_si256((const __m256i *)xq[k + 1].q);
-            __m256i s0 = _mm256_dpbusd_epi32(zero, _mm256_abs_epi8(w0), _mm256_sign_epi8(x0, w0));
-            __m256i s1 = _mm256_dpbusd_epi32(zero, _mm256_abs_epi8(w1), _mm256_sign_epi8(x1, w1));
-            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0 * xq[k].d), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_set1_ps(d1 * xq[k + 1].d), acc1);
+    int o = r0;
+    /* Four rows at a time: four independent weight streams keep more loads in flight (the
+     * loop is bound by memory), and each activation block is loaded once for all four. */
+    for (; o + 4 <= r1; o += 4) {
+        const uint8_t *row = (const uint8_t *)W + (size_t)o * rb;
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int k = 0; k < nb; k++) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)xq[k].q);
+            for (int r = 0; r < 4; r++) acc[r] = vnni_block(acc[r], row + (size_t)r * rb, k, wt, xv, xq[k].d);
         }
-        if (k < nb) {
-            float d0;
-            __m256i w0 = qload256(row, k, wt, &d0);
-            __m256i s0 = _mm256_dpbusd_epi32(zero, _mm256_abs_epi8(w0),
-                                             _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)xq[k].q), w0));
-            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_set1_ps(d0 * xq[k].d), acc0);
-        }
-        y[o] = hsum256(_mm256_add_ps(acc0, acc1)) + (b ? b[o] : 0.0f);
+        for (int r = 0; r < 4; r++) y[o + r] = hsum256(acc[r]) + (b ? b[o + r] : 0.0f);
+    }
+    for (; o < r1; o++) {
+        const uint8_t *row = (const uint8_t *)W + (size_t)o * rb;
+        __m256 acc = _mm256_setzero_ps();
+        for (int k = 0; k < nb; k++)
+            acc = vnni_block(acc, row, k, wt, _mm256_loadu_si256((const __m256i *)xq[k].q), xq[k].d);
+        y[o] = hsum256(acc) + (b ? b[o] : 0.0f);
     }
 }
 
