@@ -39,9 +39,9 @@ for spec in "q8 Q8_0 2e-2" "q4 Q4_0 0.1" "bf16 BF16 5e-3" "f16 F16 1e-3"; do
   check "generate on the $t directory" test $? -eq 0 -a -s "$TMP/gen.out"
 done
 "$NEOX" bench -m "$TMP/q4" -p 16 -n 4 -r 1 -t 1 > "$TMP/bench.out" 2> "$TMP/err"
-check "bench reports the run dtype" contains "$TMP/bench.out" '"dtype": "Q4_0"'
+check "bench reports the run dtype" contains "$TMP/bench.out" '"dtype": "q4_0"'
 "$NEOX" bench --random-shape pythia-14m --dtype q8 -p 8 -n 2 -r 1 -t 1 > "$TMP/bench.out" 2> "$TMP/err"
-check "bench --random-shape --dtype q8" contains "$TMP/bench.out" '"dtype": "Q8_0"'
+check "bench --random-shape --dtype q8" contains "$TMP/bench.out" '"dtype": "q8_0"'
 
 # failures: one line, non-zero exit, nothing written
 "$NEOX" quantize "$LM" "$TMP/bad" --type q3 2> "$TMP/err"

@@ -4,6 +4,7 @@
  * (greedy); medians over the repetitions are reported. */
 #include "cli.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -131,12 +132,15 @@ int cmd_bench(int argc, char **argv) {
         pp[r] = (double)P / (b - a);
         tg[r] = N ? (double)N / (c - b) : 0.0;
     }
+    char dtname[16];   /* lower case, as --dtype takes it: f32, bf16, f16, q8_0, q4_0 */
+    snprintf(dtname, sizeof dtname, "%s", nx_dtype_name(nx_model_weight_dtype(m)));
+    for (char *c = dtname; *c; c++) *c = (char)tolower((unsigned char)*c);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"model\": \"%s%s\", \"arch\": \"%s\", \"dtype\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, "
            "\"weights_mb\": %.1f, \"decode_read_mb\": %.1f, \"prompt_tokens\": %ld, \"prompt_tok_s\": %.2f, \"gen_tokens\": %ld, "
            "\"gen_tok_s\": %.2f, \"reps\": %ld, \"load_s\": %.3f, \"peak_rss_mb\": %.1f}\n",
-           dir ? dir : shape, dir ? "" : " (random)", cfg->model_type, nx_dtype_name(nx_model_weight_dtype(m)), nx_kernels_name(), threads ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
+           dir ? dir : shape, dir ? "" : " (random)", cfg->model_type, dtname, nx_kernels_name(), threads ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
            (double)nx_model_weight_bytes(m) / 1e6,
            (double)nx_model_decode_bytes(m) / 1e6, P, median(pp, (int)reps), N, median(tg, (int)reps), reps, t_load,
            (double)ru.ru_maxrss / 1024.0);

@@ -35,6 +35,7 @@ static void usage(FILE *f) {
             "  --tokenizer PATH      tokenizer (default: the model directory)\n"
             "  -t, --threads N       worker threads, one session each (default: all CPUs)\n"
             "  --ctx N               context length (lm-eval max_length; default max_position_embeddings)\n"
+            "  --dtype T             run dtype of the matrices: f32, bf16, f16, q8, q4 (default: as stored)\n"
             "  -o, --output FILE     also write the JSON result line to FILE (sweep: the table, .csv or .jsonl)\n"
             "  -q, --quiet           no progress bar\n"
             "ppl:           --text FILE (.jsonl/.json: one {\"text\": ...} per line; else the whole file) | --data PREFIX\n"
@@ -57,6 +58,7 @@ typedef struct {
     const char *task, *model, *tokenizer, *output, *text, *data, *key, *per_doc, *per_example, *scores;
     const char *sweep_src, *plot, *metric;
     long threads, ctx, stride, limit, prompt, cont;
+    nx_dtype dtype;   /* --dtype: run dtype of the matrices (0 = as stored) */
     long seen_by, global_batch;
     bool has_range, has_samples, allow_eos, quiet, seen_by_ckpt;
     unsigned long long range_a, range_b, samples;
@@ -110,6 +112,10 @@ static int parse_args(int argc, char **argv, int first, eval_args *a, bool sweep
             NUM(a->threads, 1, 1024);
         } else if (!strcmp(o, "--ctx")) {
             NUM(a->ctx, 1, 1 << 20);
+        } else if (!strcmp(o, "--dtype")) {
+            VAL();
+            if ((a->dtype = nx_run_dtype_from_name(v)) == NX_DTYPE_INVALID)
+                return cli_usage_error(CMD, "--dtype: '%s' is not one of f32, bf16, f16, q8, q4", v);
         } else if (!strcmp(o, "--stride")) {
             NUM(a->stride, 1, 1 << 20);
         } else if (!strcmp(o, "--limit")) {
@@ -289,7 +295,8 @@ static int run_task(const eval_args *a, const char *model_dir, metrics *res, jso
     const char *lam_path = is_lam ? (a->data ? a->data : default_lambada(lbuf, sizeof lbuf)) : NULL;
     if (is_lam && !lam_path) return cli_usage_error(CMD, "lambada needs --data FILE (or NEOX_ASSETS set)");
 
-    if ((st = nx_model_load(model_dir, NULL, &m)) != NX_OK) return cli_fail(CMD, st, "loading the model");
+    nx_model_opts mopts = {a->dtype};
+    if ((st = nx_model_load(model_dir, &mopts, &m)) != NX_OK) return cli_fail(CMD, st, "loading the model");
     const nx_model_config *cfg = nx_model_get_config(m);
     int L = a->ctx ? (int)a->ctx : cfg->max_position_embeddings;
     bool need_tok = is_lam || (is_ppl && a->text);
