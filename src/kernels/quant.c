@@ -63,19 +63,26 @@ void nx__dequantize_row(nx_dtype t, const void *src, float *dst, int n) {
     case NX_BF16:
         for (int i = 0; i < n; i++) dst[i] = nx_bf16_to_f32(((const uint16_t *)src)[i]);
         break;
+    /* Byte-wise reads: a U8 tensor inside a safetensors file need not be 4-byte aligned. */
     case NX_Q8_0: {
-        const nx_block_q8_0 *q = src;
-        for (int b = 0; b < n / NX_QBLOCK; b++)
-            for (int i = 0; i < NX_QBLOCK; i++) dst[b * NX_QBLOCK + i] = q[b].d * (float)q[b].q[i];
+        const uint8_t *p = src;
+        for (int b = 0; b < n / NX_QBLOCK; b++, p += sizeof(nx_block_q8_0)) {
+            float d;
+            memcpy(&d, p, sizeof d);
+            for (int i = 0; i < NX_QBLOCK; i++) dst[b * NX_QBLOCK + i] = d * (float)(int8_t)p[4 + i];
+        }
         break;
     }
     case NX_Q4_0: {
-        const nx_block_q4_0 *q = src;
-        for (int b = 0; b < n / NX_QBLOCK; b++)
+        const uint8_t *p = src;
+        for (int b = 0; b < n / NX_QBLOCK; b++, p += sizeof(nx_block_q4_0)) {
+            float d;
+            memcpy(&d, p, sizeof d);
             for (int j = 0; j < 16; j++) {
-                dst[b * NX_QBLOCK + j] = q[b].d * (float)((q[b].qs[j] & 15) - 8);
-                dst[b * NX_QBLOCK + j + 16] = q[b].d * (float)((q[b].qs[j] >> 4) - 8);
+                dst[b * NX_QBLOCK + j] = d * (float)((p[4 + j] & 15) - 8);
+                dst[b * NX_QBLOCK + j + 16] = d * (float)((p[4 + j] >> 4) - 8);
             }
+        }
         break;
     }
     default: NX_ASSERT(0 && "nx__dequantize_row: not a weight type");
