@@ -398,9 +398,7 @@ static inline TVNNI __attribute__((always_inline)) __m256 vnni_block(__m256 acc,
 /* The same sums as qdot_rows_avx2 with one vpdpbusd per block instead of maddubs+madd. Without VNNI: the AVX2 kernel. */
 static TVNNI void qdot_rows_avx512(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b,
                                    int IN, int r0, int r1) {
-    static int vnni = -1;
-    if (vnni < 0) vnni = cpu_has_vnni();   /* idempotent: a racing duplicate store is harmless */
-    if (!vnni) {
+    if (!cpu_has_vnni()) {   /* a few loads per call: no shared state between threads */
         qdot_rows_avx2(y, xq, W, wt, b, IN, r0, r1);
         return;
     }
