@@ -7,7 +7,8 @@
  *  - q, k and v become one [3H][H] matrix [Wq; Wk; Wv] (NeoX's head-interleaved rows
  *    [nh][3][HS] are de-interleaved), so a single matmul yields q|k|v per token.
  *  - every matrix is packed into 16-row panels (kernels.h) as it is converted, one panel at a
- *    time, so no full-size temporary is needed;
+ *    time, so no full-size temporary is needed; with another run type (BF16, F16, Q8_0, Q4_0)
+ *    each panel's rows are stored in that type instead, so no fp32 copy of the matrices exists;
  *  - a tied model keeps only the packed head and looks embedding rows up in it; a missing
  *    lm_head falls back to wte only when the config says the embeddings are tied (GPT-Neo
  *    checkpoints omit the duplicate).
@@ -115,6 +116,26 @@ static void fill_rope(nx_model *m) {
     }
 }
 
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+static nx_status check_run_type(const nx_model *m, nx_dtype t) {
+    if (t != NX_F32 && t != NX_BF16 && t != NX_F16 && t != NX_Q8_0 && t != NX_Q4_0)
+        return nx__error(NX_ERR_UNSUPPORTED, "run dtype %s is not supported (F32, BF16, F16, Q8_0, Q4_0)",
+                         nx_dtype_name(t));
+    if ((t == NX_Q8_0 || t == NX_Q4_0) && (m->H % NX_QBLOCK || m->I % NX_QBLOCK))
+        return nx__error(NX_ERR_UNSUPPORTED, "%s needs hidden_size (%d) and intermediate_size (%d) to be multiples of 32",
+                         nx_dtype_name(t), m->H, m->I);
+    return NX_OK;
+}
+
+/* Bytes of all matrices in run type t, each starting 64-byte aligned. */
+static size_t wblock_bytes(const nx_model *m, nx_dtype t) {
+    int H = m->H, I = m->I;
+    size_t per = align64(nx__wmat_bytes(t, 3 * H, H)) + align64(nx__wmat_bytes(t, H, H)) +
+                 align64(nx__wmat_bytes(t, I, H)) + align64(nx__wmat_bytes(t, H, I));
+    return align64(nx__wmat_bytes(t, m->V, H)) + per * (size_t)m->L;
+}
+
 /* Number of weight floats the config implies (the rotary tables excluded). */
 static size_t param_floats(const nx_model *m, bool head_tied) {
     const nx_model_config *c = &m->cfg;
@@ -128,18 +149,22 @@ static size_t param_floats(const nx_model *m, bool head_tied) {
            per_layer * (size_t)m->L;
 }
 
-nx_status nx__model_alloc(nx_model *m, bool head_tied) {
+nx_status nx__model_alloc(nx_model *m, bool head_tied, nx_dtype wt) {
     const nx_model_config *c = &m->cfg;
     int Hi = m->H, Ii = m->I, Vi = m->V;
     size_t H = (size_t)Hi, I = (size_t)Ii, V = (size_t)Vi;
     bool neox = c->arch == NX_ARCH_GPT_NEOX, j = c->arch == NX_ARCH_GPTJ, neo = c->arch == NX_ARCH_GPT_NEO;
     bool qkv_bias = neox && c->attention_bias;
     bool o_bias = (neox && c->attention_bias) || neo;
-    size_t per_layer = 2 * H + (j ? 0 : 2 * H) + nx__packed_floats(3 * Hi, Hi) + (qkv_bias ? 3 * H : 0) +
-                       nx__packed_floats(Hi, Hi) + (o_bias ? H : 0) + nx__packed_floats(Ii, Hi) + I +
-                       nx__packed_floats(Hi, Ii) + H;
+    /* Matrices of another run type live in their own block (wblock), written as they load. */
+    bool f32 = wt == NX_F32;
+    if (!f32) NX_TRY(check_run_type(m, wt));
+    size_t mats = f32 ? 1 : 0;
+    size_t per_layer = 2 * H + (j ? 0 : 2 * H) + mats * nx__packed_floats(3 * Hi, Hi) + (qkv_bias ? 3 * H : 0) +
+                       mats * nx__packed_floats(Hi, Hi) + (o_bias ? H : 0) + mats * nx__packed_floats(Ii, Hi) + I +
+                       mats * nx__packed_floats(Hi, Ii) + H;
     size_t rope = (size_t)m->maxpos * (size_t)(m->rot / 2) * 2;
-    size_t total = (head_tied ? 0 : V * H) + (neo ? (size_t)m->maxpos * H : 0) + 2 * H + nx__packed_floats(Vi, Hi) +
+    size_t total = (head_tied ? 0 : V * H) + (neo ? (size_t)m->maxpos * H : 0) + 2 * H + mats * nx__packed_floats(Vi, Hi) +
                    (j ? V : 0) + per_layer * (size_t)m->L + rope;
     size_t bytes;
     if (!nx__mul_ok(total, sizeof(float), &bytes))
@@ -152,13 +177,15 @@ nx_status nx__model_alloc(nx_model *m, bool head_tied) {
     float *p = m->block;
     /* Packed matrices come first and at multiples of 16 floats, so every panel is 64-byte aligned. */
 #define TAKE(n) (p += (n), p - (n))
-    m->head_w = TAKE(nx__packed_floats(Vi, Hi));
-    for (int l = 0; l < m->L; l++) {
-        nx_layer *ly = &m->layers[l];
-        ly->wqkv = TAKE(nx__packed_floats(3 * Hi, Hi));
-        ly->wo = TAKE(nx__packed_floats(Hi, Hi));
-        ly->w1 = TAKE(nx__packed_floats(Ii, Hi));
-        ly->w2 = TAKE(nx__packed_floats(Hi, Ii));
+    if (f32) {
+        m->head_w = TAKE(nx__packed_floats(Vi, Hi));
+        for (int l = 0; l < m->L; l++) {
+            nx_layer *ly = &m->layers[l];
+            ly->wqkv = TAKE(nx__packed_floats(3 * Hi, Hi));
+            ly->wo = TAKE(nx__packed_floats(Hi, Hi));
+            ly->w1 = TAKE(nx__packed_floats(Ii, Hi));
+            ly->w2 = TAKE(nx__packed_floats(Hi, Ii));
+        }
     }
     m->wte = head_tied ? NULL : TAKE(V * H);
     m->wpe = neo ? TAKE((size_t)m->maxpos * H) : NULL;
@@ -181,14 +208,34 @@ nx_status nx__model_alloc(nx_model *m, bool head_tied) {
     m->rope_sin = TAKE((size_t)m->maxpos * (size_t)(m->rot / 2));
 #undef TAKE
     NX_ASSERT((size_t)(p - m->block) == total);
-    m->wtype = NX_F32;
-    m->Whead = (nx_wmat){NX_F32, m->head_w};
-    for (int l = 0; l < m->L; l++) {
-        nx_layer *ly = &m->layers[l];
-        ly->Wqkv = (nx_wmat){NX_F32, ly->wqkv};
-        ly->Wo = (nx_wmat){NX_F32, ly->wo};
-        ly->W1 = (nx_wmat){NX_F32, ly->w1};
-        ly->W2 = (nx_wmat){NX_F32, ly->w2};
+    m->wtype = wt;
+    if (f32) {
+        m->Whead = (nx_wmat){NX_F32, m->head_w};
+        for (int l = 0; l < m->L; l++) {
+            nx_layer *ly = &m->layers[l];
+            ly->Wqkv = (nx_wmat){NX_F32, ly->wqkv};
+            ly->Wo = (nx_wmat){NX_F32, ly->wo};
+            ly->W1 = (nx_wmat){NX_F32, ly->w1};
+            ly->W2 = (nx_wmat){NX_F32, ly->w2};
+        }
+    } else {
+        size_t wbytes = wblock_bytes(m, wt);
+        uint8_t *wb = m->wblock = nx__malloc_aligned(wbytes);
+        if (!wb) return nx__error(NX_ERR_NOMEM, "out of memory allocating %.1f MiB of %s weights", (double)wbytes / 1048576.0,
+                                  nx_dtype_name(wt));
+        m->wblock_bytes = wbytes;
+        uint8_t *cur = wb;
+#define WTAKE(W, OUT, IN) ((W) = (nx_wmat){wt, cur}, cur += align64(nx__wmat_bytes(wt, OUT, IN)))
+        WTAKE(m->Whead, Vi, Hi);
+        for (int l = 0; l < m->L; l++) {
+            nx_layer *ly = &m->layers[l];
+            WTAKE(ly->Wqkv, 3 * Hi, Hi);
+            WTAKE(ly->Wo, Hi, Hi);
+            WTAKE(ly->W1, Ii, Hi);
+            WTAKE(ly->W2, Hi, Ii);
+        }
+#undef WTAKE
+        NX_ASSERT((size_t)(cur - wb) == wbytes);
     }
     if (m->rot) fill_rope(m);
     return NX_OK;
@@ -210,8 +257,6 @@ static size_t matrix_floats(const nx_model *m) {
                  nx__packed_floats(m->H, m->I);
     return nx__packed_floats(m->V, m->H) + per * (size_t)m->L;
 }
-
-static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 static void convert_mat(nx_wmat *W, const float *fp, int OUT, int IN, nx_dtype t, uint8_t **cursor, float *row) {
     uint8_t *dst = *cursor;
@@ -236,19 +281,12 @@ static void convert_mat(nx_wmat *W, const float *fp, int OUT, int IN, nx_dtype t
 
 nx_status nx__model_convert(nx_model *m, nx_dtype t) {
     if (t == NX_DTYPE_INVALID || t == NX_F32) return NX_OK;
-    if (t != NX_BF16 && t != NX_F16 && t != NX_Q8_0 && t != NX_Q4_0)
-        return nx__error(NX_ERR_UNSUPPORTED, "run dtype %s is not supported (F32, BF16, F16, Q8_0, Q4_0)",
-                         nx_dtype_name(t));
+    NX_TRY(check_run_type(m, t));
     if (m->wtype != NX_F32)
         return nx__error(NX_ERR_INVALID_ARG, "model weights are already %s; only an F32 model can be converted",
                          nx_dtype_name(m->wtype));
-    if ((t == NX_Q8_0 || t == NX_Q4_0) && (m->H % NX_QBLOCK || m->I % NX_QBLOCK))
-        return nx__error(NX_ERR_UNSUPPORTED, "%s needs hidden_size (%d) and intermediate_size (%d) to be multiples of 32",
-                         nx_dtype_name(t), m->H, m->I);
     int H = m->H, I = m->I;
-    size_t per = align64(nx__wmat_bytes(t, 3 * H, H)) + align64(nx__wmat_bytes(t, H, H)) +
-                 align64(nx__wmat_bytes(t, I, H)) + align64(nx__wmat_bytes(t, H, I));
-    size_t bytes = align64(nx__wmat_bytes(t, m->V, H)) + per * (size_t)m->L;
+    size_t bytes = wblock_bytes(m, t);
     size_t mat = matrix_floats(m), tail = m->block_floats - mat;
     uint8_t *wb = nx__malloc_aligned(bytes);
     float *nb = nx__malloc_aligned(tail * sizeof(float));
@@ -458,10 +496,34 @@ static nx_status convert_row(const nx_tensor_info *t, nx_dtype qt, int64_t row, 
     return nx_tensor_to_f32(&one, dst);
 }
 
+/* Stores 16 (or fewer) converted rows as panel p of W in its run type: fp32 or 16-bit panels
+ * (padding rows zero), or quantized rows. W's memory is the model's own (written once here). */
+static void store_panel(const nx_wmat *W, const float *rows, int n, int p, int IN) {
+    if (W->type == NX_F32) {
+        nx__pack_panel((float *)W->data, rows, n, p, IN);
+    } else if (W->type == NX_BF16 || W->type == NX_F16) {
+        uint16_t *panel = (uint16_t *)W->data + (size_t)p * (size_t)IN * NX_PANEL;
+        for (int k = 0; k < IN; k++)
+            for (int l = 0; l < NX_PANEL; l++) {
+                float v = l < n ? rows[(size_t)l * IN + k] : 0.0f;
+                panel[(size_t)k * NX_PANEL + l] = W->type == NX_BF16 ? nx_f32_to_bf16(v) : nx_f32_to_f16(v);
+            }
+    } else {
+        size_t rb = nx__row_bytes(W->type, IN);
+        for (int i = 0; i < n; i++) {
+            uint8_t *dst = (uint8_t *)W->data + (size_t)(p * NX_PANEL + i) * rb;
+            if (W->type == NX_Q8_0)
+                nx__quantize_row_q8_0((nx_block_q8_0 *)dst, rows + (size_t)i * IN, IN);
+            else
+                nx__quantize_row_q4_0((nx_block_q4_0 *)dst, rows + (size_t)i * IN, IN);
+        }
+    }
+}
+
 /* Packs an [OUT][IN] matrix a panel at a time; scratch holds NX_PANEL x IN floats. NeoX's
  * query_key_value rows are [NH][3][HS]: our row o = s·H + h·HS + e (s = q, k, v) is its row
  * h·3·HS + s·HS + e. J/Neo's q, k, v are three [H][H] tensors stacked. */
-static nx_status pack_rows(const row_source *rs, int OUT, int IN, float *dst, float *scratch) {
+static nx_status pack_rows(const row_source *rs, int OUT, int IN, const nx_wmat *W, float *scratch) {
     for (int p = 0; p * NX_PANEL < OUT; p++) {
         int n = OUT - p * NX_PANEL < NX_PANEL ? OUT - p * NX_PANEL : NX_PANEL;
         for (int i = 0; i < n; i++) {
@@ -479,21 +541,21 @@ static nx_status pack_rows(const row_source *rs, int OUT, int IN, float *dst, fl
             }
             NX_TRY(convert_row(t, qt, row, IN, scratch + (size_t)i * IN));
         }
-        nx__pack_panel(dst, scratch, n, p, IN);
+        store_panel(W, scratch, n, p, IN);
     }
     return NX_OK;
 }
 
 /* A plain nn.Linear weight [OUT][IN] into packed dst. */
-static nx_status load_mat(reader *r, const char *name, int OUT, int IN, float *dst, float *scratch) {
+static nx_status load_mat(reader *r, const char *name, int OUT, int IN, const nx_wmat *dst, float *scratch) {
     row_source rs = {{NULL, NULL, NULL}, ROWS_PLAIN, 0, 0, {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
     NX_TRY(checked_mat(r, name, OUT, IN, &rs.t[0], &rs.qt[0]));
     return pack_rows(&rs, OUT, IN, dst, scratch);
 }
 
-static nx_status load_mat_fmt(reader *r, int OUT, int IN, float *dst, float *scratch, const char *fmt, ...)
+static nx_status load_mat_fmt(reader *r, int OUT, int IN, const nx_wmat *dst, float *scratch, const char *fmt, ...)
     NX_PRINTF(6, 7);
-static nx_status load_mat_fmt(reader *r, int OUT, int IN, float *dst, float *scratch, const char *fmt, ...) {
+static nx_status load_mat_fmt(reader *r, int OUT, int IN, const nx_wmat *dst, float *scratch, const char *fmt, ...) {
     char name[256];
     va_list ap;
     va_start(ap, fmt);
@@ -503,7 +565,7 @@ static nx_status load_mat_fmt(reader *r, int OUT, int IN, float *dst, float *scr
 }
 
 /* J/Neo "<prefix>q_proj.weight", k_proj, v_proj stacked into one packed [3H][H]. */
-static nx_status load_qkv_stacked(reader *r, const nx_model *m, const char *prefix, float *dst, float *scratch) {
+static nx_status load_qkv_stacked(reader *r, const nx_model *m, const char *prefix, const nx_wmat *dst, float *scratch) {
     row_source rs = {{NULL, NULL, NULL}, ROWS_STACKED_QKV, m->H, m->HS, {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
     for (int i = 0; i < 3; i++) {
         char name[256];
@@ -517,9 +579,9 @@ static nx_status load_qkv_stacked(reader *r, const nx_model *m, const char *pref
 static nx_status load_embedding(reader *r, nx_model *m, const char *name, const char *head_name, float *scratch) {
     if (m->wte) {
         NX_TRY(load2(r, name, 2, m->V, m->H, m->wte));
-        return load_mat(r, head_name, m->V, m->H, m->head_w, scratch);
+        return load_mat(r, head_name, m->V, m->H, &m->Whead, scratch);
     }
-    return load_mat(r, name, m->V, m->H, m->head_w, scratch);
+    return load_mat(r, name, m->V, m->H, &m->Whead, scratch);
 }
 
 static nx_status load_fmt(reader *r, int ndim, int64_t d0, int64_t d1, float *dst, const char *fmt, ...)
@@ -549,7 +611,7 @@ static nx_status load_neox(nx_model *m, reader *r, float *scratch) {
         row_source rs = {{NULL, NULL, NULL}, ROWS_NEOX_QKV, Hi, m->HS, {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
         snprintf(name, sizeof name, "gpt_neox.layers.%d.attention.query_key_value.weight", l);
         NX_TRY(checked_mat(r, name, 3 * H, H, &rs.t[0], &rs.qt[0]));
-        NX_TRY(pack_rows(&rs, 3 * Hi, Hi, ly->wqkv, scratch));
+        NX_TRY(pack_rows(&rs, 3 * Hi, Hi, &ly->Wqkv, scratch));
         if (ly->bqkv) {
             /* the bias is one row of 3H values in the same [NH][3][HS] order */
             NX_TRY(load_fmt(r, 1, 3 * H, 0, scratch, "gpt_neox.layers.%d.attention.query_key_value.bias", l));
@@ -558,11 +620,11 @@ static nx_status load_neox(nx_model *m, reader *r, float *scratch) {
                 ly->bqkv[o] = scratch[h * 3 * m->HS + s * m->HS + e];
             }
         }
-        NX_TRY(load_mat_fmt(r, Hi, Hi, ly->wo, scratch, "gpt_neox.layers.%d.attention.dense.weight", l));
+        NX_TRY(load_mat_fmt(r, Hi, Hi, &ly->Wo, scratch, "gpt_neox.layers.%d.attention.dense.weight", l));
         if (ly->bo) NX_TRY(load_fmt(r, 1, H, 0, ly->bo, "gpt_neox.layers.%d.attention.dense.bias", l));
-        NX_TRY(load_mat_fmt(r, Ii, Hi, ly->w1, scratch, "gpt_neox.layers.%d.mlp.dense_h_to_4h.weight", l));
+        NX_TRY(load_mat_fmt(r, Ii, Hi, &ly->W1, scratch, "gpt_neox.layers.%d.mlp.dense_h_to_4h.weight", l));
         NX_TRY(load_fmt(r, 1, I, 0, ly->b1, "gpt_neox.layers.%d.mlp.dense_h_to_4h.bias", l));
-        NX_TRY(load_mat_fmt(r, Hi, Ii, ly->w2, scratch, "gpt_neox.layers.%d.mlp.dense_4h_to_h.weight", l));
+        NX_TRY(load_mat_fmt(r, Hi, Ii, &ly->W2, scratch, "gpt_neox.layers.%d.mlp.dense_4h_to_h.weight", l));
         NX_TRY(load_fmt(r, 1, H, 0, ly->b2, "gpt_neox.layers.%d.mlp.dense_4h_to_h.bias", l));
     }
     return NX_OK;
@@ -581,11 +643,11 @@ static nx_status load_gptj(nx_model *m, reader *r, float *scratch) {
         NX_TRY(load_fmt(r, 1, H, 0, ly->ln1_b, "transformer.h.%d.ln_1.bias", l));
         char prefix[128];
         snprintf(prefix, sizeof prefix, "transformer.h.%d.attn.", l);
-        NX_TRY(load_qkv_stacked(r, m, prefix, ly->wqkv, scratch));
-        NX_TRY(load_mat_fmt(r, Hi, Hi, ly->wo, scratch, "transformer.h.%d.attn.out_proj.weight", l));
-        NX_TRY(load_mat_fmt(r, Ii, Hi, ly->w1, scratch, "transformer.h.%d.mlp.fc_in.weight", l));
+        NX_TRY(load_qkv_stacked(r, m, prefix, &ly->Wqkv, scratch));
+        NX_TRY(load_mat_fmt(r, Hi, Hi, &ly->Wo, scratch, "transformer.h.%d.attn.out_proj.weight", l));
+        NX_TRY(load_mat_fmt(r, Ii, Hi, &ly->W1, scratch, "transformer.h.%d.mlp.fc_in.weight", l));
         NX_TRY(load_fmt(r, 1, I, 0, ly->b1, "transformer.h.%d.mlp.fc_in.bias", l));
-        NX_TRY(load_mat_fmt(r, Hi, Ii, ly->w2, scratch, "transformer.h.%d.mlp.fc_out.weight", l));
+        NX_TRY(load_mat_fmt(r, Hi, Ii, &ly->W2, scratch, "transformer.h.%d.mlp.fc_out.weight", l));
         NX_TRY(load_fmt(r, 1, H, 0, ly->b2, "transformer.h.%d.mlp.fc_out.bias", l));
     }
     return NX_OK;
@@ -606,12 +668,12 @@ static nx_status load_neo(nx_model *m, reader *r, float *scratch) {
         NX_TRY(load_fmt(r, 1, H, 0, ly->ln2_b, "transformer.h.%d.ln_2.bias", l));
         char prefix[128];
         snprintf(prefix, sizeof prefix, "transformer.h.%d.attn.attention.", l);
-        NX_TRY(load_qkv_stacked(r, m, prefix, ly->wqkv, scratch));
-        NX_TRY(load_mat_fmt(r, Hi, Hi, ly->wo, scratch, "transformer.h.%d.attn.attention.out_proj.weight", l));
+        NX_TRY(load_qkv_stacked(r, m, prefix, &ly->Wqkv, scratch));
+        NX_TRY(load_mat_fmt(r, Hi, Hi, &ly->Wo, scratch, "transformer.h.%d.attn.attention.out_proj.weight", l));
         NX_TRY(load_fmt(r, 1, H, 0, ly->bo, "transformer.h.%d.attn.attention.out_proj.bias", l));
-        NX_TRY(load_mat_fmt(r, Ii, Hi, ly->w1, scratch, "transformer.h.%d.mlp.c_fc.weight", l));
+        NX_TRY(load_mat_fmt(r, Ii, Hi, &ly->W1, scratch, "transformer.h.%d.mlp.c_fc.weight", l));
         NX_TRY(load_fmt(r, 1, I, 0, ly->b1, "transformer.h.%d.mlp.c_fc.bias", l));
-        NX_TRY(load_mat_fmt(r, Hi, Ii, ly->w2, scratch, "transformer.h.%d.mlp.c_proj.weight", l));
+        NX_TRY(load_mat_fmt(r, Hi, Ii, &ly->W2, scratch, "transformer.h.%d.mlp.c_proj.weight", l));
         NX_TRY(load_fmt(r, 1, H, 0, ly->b2, "transformer.h.%d.mlp.c_proj.bias", l));
     }
     return NX_OK;
@@ -692,7 +754,14 @@ nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **o
                                       "(check hidden_size, num_hidden_layers, vocab_size)", dir, have, need);
         goto done;
     }
-    st = nx__model_alloc(m, tied);
+    if (want == NX_DTYPE_INVALID) {
+        /* A directory written by nx_model_quantize runs in the type it was quantized to. */
+        const char *v = nx_tensorset_metadata(ts, "neox.dtype");
+        nx_dtype fd = v ? nx_dtype_from_name(v) : NX_DTYPE_INVALID;
+        want = fd == NX_BF16 || fd == NX_F16 || fd == NX_Q8_0 || fd == NX_Q4_0 ? fd : NX_F32;
+    }
+    /* Matrices are converted to the run type panel by panel as they load: no fp32 copy. */
+    st = nx__model_alloc(m, tied, want);
     if (st != NX_OK) goto done;
     /* scratch: one panel of rows of the widest matrix, or NeoX's 3H qkv bias */
     tmp = nx__malloc((size_t)NX_PANEL * (size_t)NX_MAX(NX_MAX(m->H, m->I), 3 * m->H) * sizeof(float));
@@ -706,13 +775,6 @@ nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **o
     case NX_ARCH_GPT_NEO: st = load_neo(m, &r, tmp); break;
     }
     if (st == NX_OK) st = check_all_used(&r, m);
-    if (st == NX_OK && want == NX_DTYPE_INVALID) {
-        /* A directory written by nx_model_quantize runs in the type it was quantized to. */
-        const char *v = nx_tensorset_metadata(ts, "neox.dtype");
-        nx_dtype fd = v ? nx_dtype_from_name(v) : NX_DTYPE_INVALID;
-        if (fd == NX_BF16 || fd == NX_F16 || fd == NX_Q8_0 || fd == NX_Q4_0) want = fd;
-    }
-    if (st == NX_OK) st = nx__model_convert(m, want);
 done:
     nx__free(r.used);
     nx__free(tmp);
@@ -749,7 +811,7 @@ nx_status nx_model_create_random(const nx_model_config *cfg, uint64_t seed, floa
     nx_model *m = nx__calloc(1, sizeof *m);
     if (!m) return nx__error(NX_ERR_NOMEM, "out of memory");
     nx_status st = nx__model_init_shape(m, cfg);
-    if (st == NX_OK) st = nx__model_alloc(m, cfg->tie_word_embeddings);
+    if (st == NX_OK) st = nx__model_alloc(m, cfg->tie_word_embeddings, NX_F32);
     if (st != NX_OK) {
         nx_model_free(m);
         return st;

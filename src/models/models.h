@@ -76,8 +76,9 @@ struct nx_session {
 
 /* Validates cfg and fills the derived fields of m (no allocation of weights). */
 nx_status nx__model_init_shape(nx_model *m, const nx_model_config *cfg);
-/* Carves m->block into the per-tensor pointers and fills the rotary tables. */
-nx_status nx__model_alloc(nx_model *m, bool head_tied);
+/* Carves m->block into the per-tensor pointers and fills the rotary tables. Matrices of run
+ * type wt: F32 in the block (packed), others in m->wblock (the loader writes them). */
+nx_status nx__model_alloc(nx_model *m, bool head_tied, nx_dtype wt);
 /* Converts the matrices of an fp32 model to run type t (BF16, F16, Q8_0, Q4_0; F32 is a
  * no-op) and releases their fp32 copies. Block types need every IN to be a multiple of 32. */
 nx_status nx__model_convert(nx_model *m, nx_dtype t);
