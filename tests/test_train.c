@@ -1,0 +1,354 @@
+/*
+ * test_train.c - training model against PyTorch autograd + torch.optim.AdamW dumps
+ * (tools/fixtures/make_train_fixtures.py -> tests/fixtures/train/<config>/):
+ *   - loss and every parameter gradient within 1e-4 (max abs error / max abs reference),
+ *   - 10 AdamW steps (warmup + cosine, clipping, no decay on biases/LN, grad accumulation):
+ *     per-step loss within 1e-5, grad norm and final weights close,
+ * for two configs covering parallel/sequential residual, tied/untied, attention bias
+ * on/off, gelu/gelu_new and two rotary fractions. Plus: SIMD matmul vs the scalar oracle,
+ * bit-identical results for 1 and 2 threads, init method statistics, LR schedule.
+ */
+#include "test.h"
+#include "train/train_internal.h"
+#include "train/tst.h"
+
+#include <math.h>
+
+typedef struct {
+    nx_model_config cfg;
+    int B, T, accum, steps;
+    nx_lr_schedule lr;
+    nx_adamw_config opt;
+    nx_tst_file ref;
+} fixture;
+
+static int load_fixture(const char *name, fixture *fx) {
+    memset(fx, 0, sizeof *fx);
+    char p[1024], *txt = NULL;
+    size_t len;
+    snprintf(p, sizeof p, "%s/train/%s/config.json", NX_FIXTURES, name);
+    if (nx__file_read_all(p, &txt, &len) != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); return 0; }
+    nx_status st = nx__train_parse_model(txt, len, p, &fx->cfg);
+    nx__free(txt);
+    if (st != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); return 0; }
+    /* run.json: the fixture's run settings */
+    snprintf(p, sizeof p, "%s/train/%s/run.json", NX_FIXTURES, name);
+    if (nx__file_read_all(p, &txt, &len) != NX_OK) return 0;
+    double v[12];
+    const char *keys[] = {"B", "T", "accum", "steps", "lr", "min_lr", "warmup", "beta1", "beta2", "eps", "weight_decay",
+                          "clip_grad"};
+    for (int i = 0; i < 12; i++) {
+        char k[64];
+        snprintf(k, sizeof k, "\"%s\":", keys[i]);
+        const char *at = strstr(txt, k);
+        if (!at) { nx__free(txt); return 0; }
+        v[i] = strtod(at + strlen(k), NULL);
+    }
+    nx__free(txt);
+    fx->B = (int)v[0]; fx->T = (int)v[1]; fx->accum = (int)v[2]; fx->steps = (int)v[3];
+    fx->lr = (nx_lr_schedule){v[4], v[5], (long)v[6], (long)v[3], NX_LR_COSINE};
+    fx->opt = (nx_adamw_config){v[7], v[8], v[9], v[10], v[11]};
+    snprintf(p, sizeof p, "%s/train/%s/ref.safetensors", NX_FIXTURES, name);
+    if (nx__tst_open(p, &fx->ref) != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); return 0; }
+    return 1;
+}
+
+/* Loads "<prefix><name>" for every parameter into the model. */
+static int load_params(nx_tmodel *m, const nx_tst_file *f, const char *prefix) {
+    for (size_t i = 0; i < nx_tmodel_num_tensors(m); i++) {
+        const nx_tparam_info *t = nx_tmodel_tensor(m, i);
+        char k[256];
+        snprintf(k, sizeof k, "%s%s", prefix, t->name);
+        if (nx__tst_get_f32(f, k, nx_tmodel_param_data(m, i), t->numel) != NX_OK) {
+            fprintf(stderr, "%s\n", nx_last_error());
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* max |a - b| / max |b| over a tensor. */
+static double rel_err(const float *a, const float *b, size_t n) {
+    double md = 0, mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        md = fmax(md, fabs((double)a[i] - b[i]));
+        mb = fmax(mb, fabs((double)b[i]));
+    }
+    return mb > 0 ? md / mb : md;
+}
+
+/* Splits fixture rows [row0, row0+B) of seq [rows, T+1] into tokens and targets; an
+ * ignored target (-100) also appears as -100 in the token column, which is clamped to 0
+ * exactly as the fixture script feeds the model. */
+static void get_batch(const fixture *fx, int row0, int32_t *tok, int32_t *tgt) {
+    const int32_t *seq = nx__tst_find(&fx->ref, "seq")->data;
+    for (int b = 0; b < fx->B; b++)
+        for (int t = 0; t < fx->T; t++) {
+            const int32_t *r = seq + (long)(row0 + b) * (fx->T + 1);
+            tok[b * fx->T + t] = r[t] < 0 ? 0 : r[t];
+            tgt[b * fx->T + t] = r[t + 1];
+        }
+}
+
+static void check_gradients(const char *name, bool reference, int threads) {
+    fixture fx;
+    CHECK(load_fixture(name, &fx));
+    nx_tmodel *m = NULL;
+    CHECK(nx_tmodel_create(&fx.cfg, fx.B, fx.T, &m) == NX_OK);
+    nx_tmodel_use_reference(m, reference);
+    CHECK(load_params(m, &fx.ref, "init."));
+    int32_t tok[4096], tgt[4096];
+    CHECK(fx.B * fx.T <= 4096);
+    get_batch(&fx, 0, tok, tgt);
+    nx_pool *pool = nx_pool_create(threads);
+    float loss = 0;
+    nx_tmodel_zero_grad(m);
+    CHECK(nx_tmodel_forward_backward(m, pool, tok, tgt, 1.0f, &loss) == NX_OK);
+    float ref_loss = ((const float *)nx__tst_find(&fx.ref, "loss0")->data)[0];
+    double worst = 0;
+    const char *worst_name = "";
+    for (size_t i = 0; i < nx_tmodel_num_tensors(m); i++) {
+        const nx_tparam_info *t = nx_tmodel_tensor(m, i);
+        char k[256];
+        snprintf(k, sizeof k, "grad.%s", t->name);
+        const nx_tst_tensor *g = nx__tst_find(&fx.ref, k);
+        CHECK_MSG(g && g->nbytes == t->numel * 4, "%s missing or wrong size", k);
+        double e = rel_err(nx_tmodel_grad_data(m, i), g->data, t->numel);
+        if (e > worst) { worst = e; worst_name = t->name; }
+        CHECK_MSG(e <= 1e-4, "%s: gradient %s relative error %.3g > 1e-4", name, t->name, e);
+    }
+    float fwd_loss = 0;
+    CHECK(nx_tmodel_forward(m, pool, tok, tgt, &fwd_loss) == NX_OK);
+    printf("     %s (%s, %d threads): loss %.7f ref %.7f, worst gradient error %.2e (%s)\n", name,
+           reference ? "reference" : nx__tgemm_isa(), threads, loss, ref_loss, worst, worst_name);
+    CHECK_NEAR(loss, ref_loss, 1e-4 * fabs(ref_loss));
+    CHECK(fwd_loss == loss);
+    nx_pool_free(pool);
+    nx_tmodel_free(m);
+    nx__tst_close(&fx.ref);
+}
+
+static void test_gradients_parallel(void) { check_gradients("parallel", false, 1); }
+static void test_gradients_sequential(void) { check_gradients("sequential", false, 2); }
+static void test_gradients_reference_path(void) {
+    check_gradients("parallel", true, 1);
+    check_gradients("sequential", true, 2);
+}
+
+static void check_ten_steps(const char *name) {
+    fixture fx;
+    CHECK(load_fixture(name, &fx));
+    nx_tmodel *m = NULL;
+    CHECK(nx_tmodel_create(&fx.cfg, fx.B, fx.T, &m) == NX_OK);
+    CHECK(load_params(m, &fx.ref, "init."));
+    nx_pool *pool = nx_pool_create(2);
+    const float *ref_losses = nx__tst_find(&fx.ref, "losses")->data;
+    const float *ref_norms = nx__tst_find(&fx.ref, "grad_norms")->data;
+    const double *ref_lrs = nx__tst_find(&fx.ref, "lrs")->data;
+    int32_t tok[4096], tgt[4096];
+    double worst_loss = 0;
+    for (int s = 1; s <= fx.steps; s++) {
+        double lr = nx_lr_at(&fx.lr, s);
+        CHECK_MSG(fabs(lr - ref_lrs[s - 1]) <= 1e-12 * ref_lrs[s - 1], "step %d lr %.17g vs %.17g", s, lr, ref_lrs[s - 1]);
+        nx_tmodel_zero_grad(m);
+        double tot = 0;
+        for (int a = 0; a < fx.accum; a++) {
+            get_batch(&fx, ((s - 1) * fx.accum + a) * fx.B, tok, tgt);
+            float l;
+            CHECK(nx_tmodel_forward_backward(m, pool, tok, tgt, 1.0f / (float)fx.accum, &l) == NX_OK);
+            tot += l;
+        }
+        float loss = (float)(tot / fx.accum), gn = 0;
+        CHECK(nx_tmodel_adamw_step(m, pool, &fx.opt, lr, &gn) == NX_OK);
+        worst_loss = fmax(worst_loss, fabs(loss - ref_losses[s - 1]));
+        CHECK_MSG(fabs(loss - ref_losses[s - 1]) <= 1e-5, "%s step %d: loss %.8f vs torch %.8f", name, s, loss,
+                  ref_losses[s - 1]);
+        CHECK_MSG(fabs(gn - ref_norms[s - 1]) <= 1e-4 * ref_norms[s - 1], "%s step %d: grad norm %.7g vs torch %.7g", name,
+                  s, gn, ref_norms[s - 1]);
+    }
+    double worst_w = 0;
+    for (size_t i = 0; i < nx_tmodel_num_tensors(m); i++) {
+        const nx_tparam_info *t = nx_tmodel_tensor(m, i);
+        char k[256];
+        snprintf(k, sizeof k, "final.%s", t->name);
+        const nx_tst_tensor *w = nx__tst_find(&fx.ref, k);
+        CHECK(w && w->nbytes == t->numel * 4);
+        float *mine = nx_tmodel_param_data(m, i);
+        float ref[4096];
+        const float *theirs = w->data;
+        if (strstr(t->name, "query_key_value.bias")) {
+            /* Key-bias entries outside the rotary dims have an exactly zero gradient (the
+             * softmax ignores a per-query constant), so both implementations move them by
+             * Adam-normalised round-off noise (~1e-6). They must stay at that noise level;
+             * every other entry is held to the relative bound below. */
+            CHECK(t->numel <= 4096);
+            memcpy(ref, theirs, t->numel * 4);
+            int HS = fx.cfg.head_dim, R = fx.cfg.rotary_dim;
+            for (int h = 0; h < fx.cfg.n_head; h++)
+                for (int d = R; d < HS; d++) {
+                    size_t e_ = (size_t)h * 3 * HS + HS + d;
+                    CHECK_MSG(fabsf(mine[e_]) < 1e-4f && fabsf(ref[e_]) < 1e-4f, "%s: zero-gradient key bias moved", name);
+                    ref[e_] = mine[e_];
+                }
+            theirs = ref;
+        }
+        double e = rel_err(mine, theirs, t->numel);
+        worst_w = fmax(worst_w, e);
+        CHECK_MSG(e <= 1e-4, "%s: final weight %s relative error %.3g", name, t->name, e);
+    }
+    printf("     %s: 10 steps, worst loss error %.2e, worst final-weight error %.2e\n", name, worst_loss, worst_w);
+    CHECK_EQ_INT(nx_tmodel_step_count(m), fx.steps);
+    nx_pool_free(pool);
+    nx_tmodel_free(m);
+    nx__tst_close(&fx.ref);
+}
+static void test_adamw_parallel(void) { check_ten_steps("parallel"); }
+static void test_adamw_sequential(void) { check_ten_steps("sequential"); }
+
+/* Two runs of 3 steps with 1 and 2 threads must give the same bits. */
+static void test_threads_bit_identical(void) {
+    fixture fx;
+    CHECK(load_fixture("parallel", &fx));
+    float *snap = NULL;
+    size_t n = 0;
+    float losses[2][3], norms[2][3];
+    for (int run = 0; run < 2; run++) {
+        nx_tmodel *m = NULL;
+        CHECK(nx_tmodel_create(&fx.cfg, fx.B, fx.T, &m) == NX_OK);
+        nx_tmodel_init(m, NX_INIT_SMALL, NX_INIT_WANG, 0.02f, 7);
+        nx_pool *pool = nx_pool_create(run + 1);
+        int32_t tok[4096], tgt[4096];
+        for (int s = 0; s < 3; s++) {
+            get_batch(&fx, s * fx.B, tok, tgt);
+            nx_tmodel_zero_grad(m);
+            CHECK(nx_tmodel_forward_backward(m, pool, tok, tgt, 1.0f, &losses[run][s]) == NX_OK);
+            CHECK(nx_tmodel_adamw_step(m, pool, &fx.opt, 1e-3, &norms[run][s]) == NX_OK);
+        }
+        n = nx__tmodel_flat_size(m);
+        if (run == 0) {
+            snap = malloc(n * sizeof(float));
+            memcpy(snap, nx__tmodel_params(m), n * sizeof(float));
+        } else {
+            CHECK(memcmp(snap, nx__tmodel_params(m), n * sizeof(float)) == 0);
+            CHECK(memcmp(losses[0], losses[1], sizeof losses[0]) == 0);
+            CHECK(memcmp(norms[0], norms[1], sizeof norms[0]) == 0);
+        }
+        nx_pool_free(pool);
+        nx_tmodel_free(m);
+    }
+    free(snap);
+    nx__tst_close(&fx.ref);
+}
+
+/* The SIMD matmul against the scalar oracle on odd shapes, all three products. */
+static void test_gemm_vs_reference(void) {
+    const int shapes[][3] = {{1, 1, 1}, {7, 33, 5}, {13, 50, 300}, {100, 17, 513}, {96, 64, 256}, {200, 130, 70}};
+    nx_pool *pool = nx_pool_create(2);
+    for (size_t s = 0; s < NX_ARRAY_LEN(shapes); s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N), *bias = malloc(sizeof(float) * N);
+        float *C1 = malloc(sizeof(float) * M * N), *C2 = malloc(sizeof(float) * M * N);
+        nx_rng r;
+        nx__rng_seed(&r, (uint64_t)s);
+        for (int i = 0; i < M * K; i++) A[i] = (float)nx__rng_normal(&r);
+        for (int i = 0; i < K * N; i++) B[i] = (float)nx__rng_normal(&r);
+        for (int i = 0; i < N; i++) bias[i] = (float)nx__rng_normal(&r);
+        for (int variant = 0; variant < 3; variant++) {
+            nx_tgemm_args a = {.M = M, .N = N, .K = K, .A = A, .sam = K, .sak = 1, .B = B, .ldb = N, .C = C1, .ldc = N,
+                               .accumulate = variant == 2, .bias = variant == 1 ? bias : NULL};
+            if (variant == 2) { a.sam = 1; a.sak = M; }   /* transposed A, as in the weight gradient */
+            for (int i = 0; i < M * N; i++) C1[i] = C2[i] = variant == 2 ? 0.5f : 0.0f;
+            nx__tgemm(pool, &a, false);
+            a.C = C2;
+            nx__tgemm(pool, &a, true);
+            double e = rel_err(C1, C2, (size_t)M * N);
+            CHECK_MSG(e < 1e-5, "gemm %dx%dx%d variant %d: relative error %.3g", M, N, K, variant, e);
+        }
+        free(A); free(B); free(bias); free(C1); free(C2);
+    }
+    nx_pool_free(pool);
+}
+
+/* GPT-NeoX init: std of each tensor close to the method's formula; LN 1, biases 0. */
+static void test_init_methods(void) {
+    nx_model_config c;
+    const char *j = "{\"model_type\":\"gpt_neox\",\"vocab_size\":512,\"hidden_size\":256,\"num_hidden_layers\":4,"
+                    "\"num_attention_heads\":4,\"intermediate_size\":1024}";
+    CHECK(nx__train_parse_model(j, strlen(j), "inline", &c) == NX_OK);
+    CHECK_EQ_INT(c.rotary_dim, 16);
+    nx_tmodel *m = NULL;
+    CHECK(nx_tmodel_create(&c, 1, 8, &m) == NX_OK);
+    nx_tmodel_init(m, NX_INIT_SMALL, NX_INIT_WANG, 0.02f, 1234);
+    double small = sqrt(2.0 / (5.0 * 256)), wang = 2.0 / (4 * sqrt(256.0));
+    for (size_t i = 0; i < nx_tmodel_num_tensors(m); i++) {
+        const nx_tparam_info *t = nx_tmodel_tensor(m, i);
+        const float *p = nx_tmodel_param_data(m, i);
+        double s = 0, s2 = 0;
+        for (size_t k = 0; k < t->numel; k++) { s += p[k]; s2 += (double)p[k] * p[k]; }
+        double mean = s / t->numel, sd = sqrt(s2 / t->numel - mean * mean);
+        if (strstr(t->name, "layernorm.weight") || strstr(t->name, "layer_norm.weight")) CHECK(mean == 1.0 && sd == 0.0);
+        else if (strstr(t->name, ".bias")) CHECK(s2 == 0.0);
+        else {
+            double want = (strstr(t->name, "attention.dense.weight") || strstr(t->name, "dense_4h_to_h")) ? wang : small;
+            CHECK_MSG(fabs(sd - want) < 0.02 * want, "%s std %.5f, want %.5f", t->name, sd, want);
+            CHECK_MSG(t->decay, "%s should get weight decay", t->name);
+        }
+    }
+    nx_tmodel_init(m, NX_INIT_NORMAL, NX_INIT_NORMAL, 0.05f, 1);
+    const float *e = nx_tmodel_param_data(m, 0);
+    double s2 = 0;
+    for (size_t k = 0; k < nx_tmodel_tensor(m, 0)->numel; k++) s2 += (double)e[k] * e[k];
+    CHECK_NEAR(sqrt(s2 / nx_tmodel_tensor(m, 0)->numel), 0.05, 0.001);
+    nx_tmodel_free(m);
+}
+
+/* Pythia's schedule: warmup 1430 of 143000, cosine to 0.1 lr. */
+static void test_lr_schedule(void) {
+    nx_lr_schedule s = {1e-3, 1e-4, 1430, 143000, NX_LR_COSINE};
+    CHECK_NEAR(nx_lr_at(&s, 1), 1e-3 / 1430, 1e-15);
+    CHECK_NEAR(nx_lr_at(&s, 1430), 1e-3, 1e-15);
+    CHECK_NEAR(nx_lr_at(&s, 1430 + (143000 - 1430) / 2), 5.5e-4, 1e-9);
+    CHECK_NEAR(nx_lr_at(&s, 143000), 1e-4, 1e-15);
+    CHECK_NEAR(nx_lr_at(&s, 200000), 1e-4, 1e-15);
+    s.decay = NX_LR_LINEAR;
+    CHECK_NEAR(nx_lr_at(&s, 1430 + (143000 - 1430) / 2), 5.5e-4, 1e-9);
+}
+
+static void test_bad_inputs(void) {
+    fixture fx;
+    CHECK(load_fixture("parallel", &fx));
+    nx_tmodel *m = NULL;
+    CHECK(nx_tmodel_create(&fx.cfg, fx.B, fx.T, &m) == NX_OK);
+    int32_t tok[4096] = {0}, tgt[4096] = {0};
+    float l;
+    tok[3] = fx.cfg.vocab_size;
+    CHECK(nx_tmodel_forward_backward(m, NULL, tok, tgt, 1.0f, &l) == NX_ERR_RANGE);
+    CHECK_STR_CONTAINS(nx_last_error(), "outside the vocabulary");
+    tok[3] = 0;
+    tgt[5] = -7;   /* negative = ignored, fine */
+    CHECK(nx_tmodel_forward_backward(m, NULL, tok, tgt, 1.0f, &l) == NX_OK);
+    nx_tmodel_free(m);
+    nx_model_config c = fx.cfg;
+    c.hidden_size = 30;   /* not divisible by 4 heads */
+    CHECK(nx_tmodel_create(&c, 1, 4, &m) == NX_ERR_INVALID_ARG);
+    const char *bad = "{\"model_type\":\"gpt_neox\",\"hidden_size\":32,\"num_attention_heads\":3}";
+    CHECK(nx__train_parse_model(bad, strlen(bad), "x", &c) == NX_ERR_FORMAT);
+    CHECK_STR_CONTAINS(nx_last_error(), "divisible");
+    const char *gptj = "{\"model_type\":\"gptj\"}";
+    CHECK(nx__train_parse_model(gptj, strlen(gptj), "x", &c) == NX_ERR_UNSUPPORTED);
+    nx__tst_close(&fx.ref);
+}
+
+int main(void) {
+    TEST_RUN(test_gemm_vs_reference);
+    TEST_RUN(test_gradients_parallel);
+    TEST_RUN(test_gradients_sequential);
+    TEST_RUN(test_gradients_reference_path);
+    TEST_RUN(test_adamw_parallel);
+    TEST_RUN(test_adamw_sequential);
+    TEST_RUN(test_threads_bit_identical);
+    TEST_RUN(test_init_methods);
+    TEST_RUN(test_lr_schedule);
+    TEST_RUN(test_bad_inputs);
+    TEST_END();
+}
