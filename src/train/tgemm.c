@@ -250,7 +250,11 @@ void nx__tgemm(nx_pool *pool, const nx_tgemm_args *a, bool reference) {
     pick_kernel();
     NX_ASSERT(a->K > 0);
     gemm_job job = {a};
-    nx_pool_run(pool, reference ? gemm_ref_worker : gemm_worker, &job);
+    nx_pool_fn fn = reference ? gemm_ref_worker : gemm_worker;
+    /* Small products run inline: a pool wake-up costs more than they do, and the split
+     * never changes results. */
+    if ((double)a->M * a->N * a->K < 65536.0) fn(0, 1, &job);
+    else nx_pool_run(pool, fn, &job);
 }
 
 typedef struct { const float *src; float *dst; int rows, cols; } tr_job;
@@ -271,5 +275,6 @@ static void transpose_worker(int ith, int nth, void *arg) {
 
 void nx__transpose(nx_pool *pool, const float *src, float *dst, int rows, int cols) {
     tr_job j = {src, dst, rows, cols};
-    nx_pool_run(pool, transpose_worker, &j);
+    if ((long)rows * cols < 32768) transpose_worker(0, 1, &j);
+    else nx_pool_run(pool, transpose_worker, &j);
 }

@@ -61,9 +61,17 @@ struct nx_tmodel {
 };
 
 /* ---- small helpers ---------------------------------------------------------------- */
+/* FNV-1a over 8-byte words (then the tail bytes): a checksum for multi-GB checkpoint
+ * buffers at memory speed rather than a byte per multiply. */
 uint64_t nx__fnv1a(uint64_t h, const void *data, size_t n) {
     const uint8_t *p = data;
-    for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 0x100000001b3ull; }
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0x100000001b3ull;
+    }
+    for (; i < n; i++) { h ^= p[i]; h *= 0x100000001b3ull; }
     return h;
 }
 
@@ -308,6 +316,14 @@ static void split(long n, int ith, int nth, long *a, long *b) {
     *b = n * (ith + 1) / nth;
 }
 
+/* Runs fn on the pool, or inline when the op is too small to repay a pool wake-up (the
+ * split never changes results, so this is only a speed choice). work ~ scalar operations. */
+#define SMALL_WORK (1L << 15)
+static void prun(nx_pool *pool, nx_pool_fn fn, void *arg, long work) {
+    if (work < SMALL_WORK) fn(0, 1, arg);
+    else nx_pool_run(pool, fn, arg);
+}
+
 static void linear(nx_tmodel *m, nx_pool *pool, float *out, const float *inp, long w, long b, int N, int IC, int OC) {
     nx_tgemm_args a = {.M = N, .N = OC, .K = IC, .A = inp, .sam = IC, .sak = 1, .B = WT(m, w), .ldb = OC,
                        .C = out, .ldc = OC, .accumulate = 0, .bias = b >= 0 ? W(m, b) : NULL};
@@ -355,7 +371,7 @@ static void ln_fwd_worker(int ith, int nth, void *arg) {
 static void layernorm_fwd(nx_pool *pool, float *out, float *mean, float *rstd, const float *inp, const float *w,
                           const float *b, int N, int C, float eps) {
     ln_job j = {.out = out, .mean = mean, .rstd = rstd, .inp = inp, .w = w, .b = b, .N = N, .C = C, .eps = eps};
-    nx_pool_run(pool, ln_fwd_worker, &j);
+    prun(pool, ln_fwd_worker, &j, (long)N * C * 4);
 }
 
 /* Pass 1 (rows): dinp += rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)). */
@@ -400,8 +416,8 @@ static void layernorm_bwd(nx_pool *pool, float *dinp, float *dw, float *db, cons
                           const float *mean, const float *rstd, const float *w, int N, int C) {
     ln_job j = {.dinp = dinp, .dw = dw, .db = db, .dout = dout, .inp = inp, .mean = (float *)mean,
                 .rstd = (float *)rstd, .w = w, .N = N, .C = C};
-    nx_pool_run(pool, ln_bwd_rows, &j);
-    nx_pool_run(pool, ln_bwd_cols, &j);
+    prun(pool, ln_bwd_rows, &j, (long)N * C * 6);
+    prun(pool, ln_bwd_cols, &j, (long)N * C * 3);
 }
 
 typedef struct { float *db; const float *dout; int N, C; } colsum_job;
@@ -416,7 +432,7 @@ static void colsum_worker(int ith, int nth, void *arg) {
 }
 static void bias_bwd(nx_pool *pool, float *db, const float *dout, int N, int C) {
     colsum_job j = {db, dout, N, C};
-    nx_pool_run(pool, colsum_worker, &j);
+    prun(pool, colsum_worker, &j, (long)N * C);
 }
 
 /* GELU variants and their derivatives. */
@@ -645,7 +661,7 @@ static void body_forward(nx_tmodel *m, nx_pool *pool, const int32_t *tokens) {
     int BT = m->B * m->T, C = m->C, I = m->I;
     float eps = m->cfg.layer_norm_eps;
     emb_job ej = {m, tokens, NULL};
-    nx_pool_run(pool, emb_fwd_worker, &ej);
+    prun(pool, emb_fwd_worker, &ej, (long)m->B * m->T * m->C);
     for (int l = 0; l < m->L; l++) {
         layer_acts *a = &m->acts[l];
         long *w = m->lay[l];
@@ -654,25 +670,25 @@ static void body_forward(nx_tmodel *m, nx_pool *pool, const int32_t *tokens) {
         linear(m, pool, a->qkv, a->ln1, w[W_QKVW], w[W_QKVB], BT, C, 3 * C);
         if (m->R > 0) {
             rope_job rj = {a->qkv, m->cosb, m->sinb, BT, m->T, m->NH, m->HS, m->R, 0};
-            nx_pool_run(pool, rope_worker, &rj);
+            prun(pool, rope_worker, &rj, (long)rj.N * rj.NH * rj.R * 6);
         }
         attn_job aj = {.qkv = a->qkv, .att = a->att, .atty = a->atty, .B = m->B, .T = m->T, .NH = m->NH, .HS = m->HS};
-        nx_pool_run(pool, attn_fwd_worker, &aj);
+        prun(pool, attn_fwd_worker, &aj, (long)aj.B * aj.NH * aj.T * aj.T * aj.HS * 2);
         linear(m, pool, m->tmp_a, a->atty, w[W_DW], w[W_DB], BT, C, C);   /* attn output */
         const float *mlp_in_x = a->x;
         if (!m->cfg.parallel_residual) {
             add_job hj = {a->h, m->tmp_a, a->x, NULL, (long)BT * C};
-            nx_pool_run(pool, add_worker, &hj);
+            prun(pool, add_worker, &hj, hj.n * 2);
             mlp_in_x = a->h;
         }
         layernorm_fwd(pool, a->ln2, a->mean2, a->rstd2, mlp_in_x, W(m, w[W_LN2W]), W(m, w[W_LN2B]), BT, C, eps);
         linear(m, pool, a->fch, a->ln2, w[W_FC1W], w[W_FC1B], BT, C, I);
         gelu_job gj = {a->fcg, a->fch, NULL, (long)BT * I, m->cfg.act};
-        nx_pool_run(pool, gelu_fwd_worker, &gj);
+        prun(pool, gelu_fwd_worker, &gj, gj.n * 20);
         linear(m, pool, m->tmp_b, a->fcg, w[W_FC2W], w[W_FC2B], BT, I, C);   /* mlp output */
         add_job xj = m->cfg.parallel_residual ? (add_job){xnext, m->tmp_b, m->tmp_a, a->x, (long)BT * C}
                                               : (add_job){xnext, m->tmp_b, a->h, NULL, (long)BT * C};
-        nx_pool_run(pool, add_worker, &xj);
+        prun(pool, add_worker, &xj, xj.n * 2);
     }
     layernorm_fwd(pool, m->lnf, m->meanf, m->rstdf, m->xfinal, W(m, m->t_lnfw), W(m, m->t_lnfb), BT, C, eps);
 }
@@ -688,7 +704,7 @@ static double head(nx_tmodel *m, nx_pool *pool, const int32_t *targets, float ds
                            .C = m->logits, .ldc = V, .accumulate = 0, .bias = NULL};
         nx__tgemm(pool, &a, m->use_ref);
         ce_job cj = {m->logits, m->losses + r0, targets + r0, rows, V, dscale, backward};
-        nx_pool_run(pool, ce_worker, &cj);
+        prun(pool, ce_worker, &cj, (long)rows * V * 20);
         if (backward) linear_bwd(m, pool, m->dln_a + (long)r0 * C, m->logits, x, m->t_out, rows, C, V);
     }
     double s = 0.0;
@@ -729,7 +745,7 @@ nx_status nx_tmodel_forward_backward(nx_tmodel *m, nx_pool *pool, const int32_t 
         linear_bwd(m, pool, m->dfch, m->dres, a->fcg, w[W_FC2W], BT, I, C);
         bias_bwd(pool, G(m, w[W_FC2B]), m->dres, BT, C);
         gelu_job gj = {NULL, a->fch, m->dfch, (long)BT * I, m->cfg.act};
-        nx_pool_run(pool, gelu_bwd_worker, &gj);
+        prun(pool, gelu_bwd_worker, &gj, gj.n * 20);
         linear_bwd(m, pool, m->dln_b, m->dfch, a->ln2, w[W_FC1W], BT, C, I);
         bias_bwd(pool, G(m, w[W_FC1B]), m->dfch, BT, I);
         if (!m->cfg.parallel_residual) {
@@ -742,10 +758,10 @@ nx_status nx_tmodel_forward_backward(nx_tmodel *m, nx_pool *pool, const int32_t 
         if (w[W_DB] >= 0) bias_bwd(pool, G(m, w[W_DB]), m->dres, BT, C);
         attn_job aj = {.qkv = a->qkv, .att = a->att, .datty = m->datty, .dqkv = m->dqkv, .dscr = m->dscr,
                        .B = m->B, .T = m->T, .NH = m->NH, .HS = m->HS};
-        nx_pool_run(pool, attn_bwd_worker, &aj);
+        prun(pool, attn_bwd_worker, &aj, (long)aj.B * aj.NH * aj.T * aj.T * aj.HS * 4);
         if (m->R > 0) {
             rope_job rj = {m->dqkv, m->cosb, m->sinb, BT, m->T, m->NH, m->HS, m->R, 1};
-            nx_pool_run(pool, rope_worker, &rj);
+            prun(pool, rope_worker, &rj, (long)rj.N * rj.NH * rj.R * 6);
         }
         linear_bwd(m, pool, m->dln_a, m->dqkv, a->ln1, w[W_QKVW], BT, C, 3 * C);
         if (w[W_QKVB] >= 0) bias_bwd(pool, G(m, w[W_QKVB]), m->dqkv, BT, 3 * C);
@@ -756,7 +772,7 @@ nx_status nx_tmodel_forward_backward(nx_tmodel *m, nx_pool *pool, const int32_t 
                       W(m, w[W_LN1W]), BT, C);
     }
     emb_job ej = {m, tokens, m->dres};
-    nx_pool_run(pool, emb_bwd_worker, &ej);
+    prun(pool, emb_bwd_worker, &ej, (long)m->B * m->T * m->C);
     return NX_OK;
 }
 
@@ -812,7 +828,7 @@ static void adamw_worker(int ith, int nth, void *arg) {
 nx_status nx_tmodel_adamw_step(nx_tmodel *m, nx_pool *pool, const nx_adamw_config *opt, double lr, float *grad_norm) {
     long nchunks = (long)((m->nparams + NORM_CHUNK - 1) / NORM_CHUNK);
     opt_job j = {.m = m, .partials = m->partials, .nchunks = nchunks, .opt = opt, .lr = lr};
-    nx_pool_run(pool, sumsq_worker, &j);
+    prun(pool, sumsq_worker, &j, (long)m->nparams * 2);
     double ss = 0.0;
     for (long c = 0; c < nchunks; c++) ss += j.partials[c];
     float norm = (float)sqrt(ss);
@@ -826,7 +842,7 @@ nx_status nx_tmodel_adamw_step(nx_tmodel *m, nx_pool *pool, const nx_adamw_confi
     m->step++;
     j.bc1 = 1.0 - pow((double)opt->beta1, (double)m->step);
     j.bc2_sqrt = sqrt(1.0 - pow((double)opt->beta2, (double)m->step));
-    nx_pool_run(pool, adamw_worker, &j);
+    prun(pool, adamw_worker, &j, (long)m->nparams * 15);
     m->wt_valid = false;
     return NX_OK;
 }
