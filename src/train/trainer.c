@@ -202,7 +202,6 @@ typedef struct state_header {
     uint64_t counts[NX_TRAIN_MAX_DATA];
     uint64_t nparams;           /* floats per moment buffer (sum of tensor sizes) */
     uint64_t params_hash;       /* over the weights as stored in model.safetensors */
-    double elapsed_s;
     run_identity id;
 } state_header;
 
@@ -233,7 +232,6 @@ static nx_status write_state(nx_trainer *t, const char *path) {
     memcpy(h.counts, t->counts, sizeof h.counts);
     h.nparams = nx_tmodel_num_params(m);
     h.params_hash = hash_params(m);
-    h.elapsed_s = t->elapsed_prev + (nx_time_s() - t->t_start);
     h.id = identity_of(&t->cfg);
     hwriter w = {.h = NX_FNV_INIT};
     w.st = nx__atomic_open(&w.af, path);
@@ -491,7 +489,6 @@ static nx_status load_checkpoint(nx_trainer *t) {
     t->iter = (long)h.iter;
     t->consumed = h.consumed;
     memcpy(t->counts, h.counts, sizeof t->counts);
-    t->elapsed_prev = h.elapsed_s;
 done:
     nx__tst_close(&tf);
     nx__file_unmap(&mf);
@@ -500,7 +497,9 @@ done:
 }
 
 /* Keeps the metrics lines of steps <= step (a resumed run rewrites what follows). */
-static nx_status trim_metrics(const char *path, long step) {
+/* Wall time is kept out of the checkpoint so that checkpoints are bit-identical between
+ * runs; a resumed run continues the clock from the last kept metrics line instead. */
+static nx_status trim_metrics(const char *path, long step, double *elapsed) {
     if (!nx__file_exists(path)) return NX_OK;
     char *txt = NULL;
     size_t len = 0;
@@ -510,7 +509,11 @@ static nx_status trim_metrics(const char *path, long step) {
         char *nl = memchr(line, '\n', (size_t)(txt + len - line));
         if (!nl) break;   /* a torn last line from a kill: dropped */
         long s = -1;
-        if (sscanf(line, "{\"step\":%ld", &s) == 1 && s <= step) nx__buf_append(&out, line, (size_t)(nl - line + 1));
+        if (sscanf(line, "{\"step\":%ld", &s) == 1 && s <= step) {
+            nx__buf_append(&out, line, (size_t)(nl - line + 1));
+            const char *e = strstr(line, "\"elapsed_s\":");
+            if (e && e < nl) *elapsed = strtod(e + 12, NULL);
+        }
         line = nl + 1;
     }
     nx__free(txt);
@@ -575,7 +578,7 @@ nx_status nx_trainer_create(const nx_train_config *cfg, bool resume, nx_trainer 
     nx__free(latest);
     if (resume) {
         st = load_checkpoint(t);
-        if (st == NX_OK) st = trim_metrics(mpath, t->iter);
+        if (st == NX_OK) st = trim_metrics(mpath, t->iter, &t->elapsed_prev);
     } else if (has_ckpt) {
         st = nx__error(NX_ERR_STATE, "%s already holds checkpoints: pass --resume to continue, or choose another "
                                      "\"save\" directory", cfg->out_dir);
@@ -583,7 +586,7 @@ nx_status nx_trainer_create(const nx_train_config *cfg, bool resume, nx_trainer 
         st = nx__mkdir_p(cfg->out_dir);
         if (st == NX_OK) {
             nx_tmodel_init(t->model, cfg->init, cfg->output_init, cfg->init_std, cfg->seed);
-            st = trim_metrics(mpath, -1);
+            st = trim_metrics(mpath, -1, &t->elapsed_prev);
         }
     }
     if (st == NX_OK) {
