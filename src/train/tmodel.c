@@ -20,6 +20,9 @@
 #include "train/train_internal.h"
 
 #include <math.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #define NORM_CHUNK 16384 /* elements per partial sum of the gradient norm */
 #define LOGIT_ROWS 256   /* rows of the LM head processed at once (bounds the logits buffer) */
@@ -606,27 +609,99 @@ static void emb_bwd_worker(int ith, int nth, void *arg) {
 }
 
 typedef struct {
-    float *logits, *losses; const int32_t *targets; int rows, V; float dscale; int backward;
+    float *logits, *losses; const int32_t *targets; int rows, V; float dscale; int backward; bool use_ref;
 } ce_job;
-/* Softmax cross-entropy per row; with backward, logits become dlogits = (p - onehot) * dscale. */
+
+/* Softmax cross-entropy of one row (scalar oracle); with backward the row becomes
+ * dlogits = (softmax - onehot) * dscale. Returns the row's loss (0 for an ignored target). */
+static float ce_row_ref(float *lg, int V, int tg, float dscale, int backward) {
+    float mx = -INFINITY;
+    for (int v = 0; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
+    float sum = 0.0f;
+    for (int v = 0; v < V; v++) sum += expf(lg[v] - mx);
+    float loss = tg >= 0 ? mx + logf(sum) - lg[tg] : 0.0f;
+    if (!backward) return loss;
+    if (tg < 0) { memset(lg, 0, (size_t)V * sizeof(float)); return loss; }
+    float inv = 1.0f / sum;
+    for (int v = 0; v < V; v++) lg[v] = expf(lg[v] - mx) * inv * dscale;
+    lg[tg] -= dscale;
+    return loss;
+}
+
+#if defined(__x86_64__)
+/* exp for x <= 0 (Cephes expf polynomial, ~1 ulp), 16 lanes; underflows to 0. */
+__attribute__((target("avx512f"))) static inline __m512 exp_neg_avx512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.5f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+    __m512 y = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(y, n);
+}
+
+/* The same row in two passes over memory instead of three, exp vectorised: this is the
+ * largest non-matmul cost of small models with a 50k vocabulary. */
+__attribute__((target("avx512f"))) static float ce_row_avx512(float *lg, int V, int tg, float dscale, int backward) {
+    __m512 vmx = _mm512_set1_ps(-INFINITY);
+    int v = 0;
+    for (; v + 16 <= V; v += 16) vmx = _mm512_max_ps(vmx, _mm512_loadu_ps(lg + v));
+    float mx = _mm512_reduce_max_ps(vmx);
+    for (; v < V; v++) mx = lg[v] > mx ? lg[v] : mx;
+    float lt = tg >= 0 ? lg[tg] : 0.0f;
+    __m512 vm = _mm512_set1_ps(mx), vs = _mm512_setzero_ps();
+    for (v = 0; v + 16 <= V; v += 16) {
+        __m512 e = exp_neg_avx512(_mm512_sub_ps(_mm512_loadu_ps(lg + v), vm));
+        vs = _mm512_add_ps(vs, e);
+        if (backward) _mm512_storeu_ps(lg + v, e);
+    }
+    if (v < V) {
+        __mmask16 k = (__mmask16)((1u << (V - v)) - 1u);
+        __m512 e = exp_neg_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, lg + v), vm));
+        e = _mm512_maskz_mov_ps(k, e);
+        vs = _mm512_add_ps(vs, e);
+        if (backward) _mm512_mask_storeu_ps(lg + v, k, e);
+    }
+    float sum = _mm512_reduce_add_ps(vs);
+    float loss = tg >= 0 ? mx + logf(sum) - lt : 0.0f;
+    if (!backward) return loss;
+    if (tg < 0) { memset(lg, 0, (size_t)V * sizeof(float)); return loss; }
+    __m512 sc = _mm512_set1_ps((1.0f / sum) * dscale);
+    for (v = 0; v + 16 <= V; v += 16) _mm512_storeu_ps(lg + v, _mm512_mul_ps(_mm512_loadu_ps(lg + v), sc));
+    for (; v < V; v++) lg[v] *= (1.0f / sum) * dscale;
+    lg[tg] -= dscale;
+    return loss;
+}
+#endif
+
+static bool has_avx512(void) {
+#if defined(__x86_64__)
+    static int cached = -1;
+    if (cached < 0) { __builtin_cpu_init(); cached = __builtin_cpu_supports("avx512f") ? 1 : 0; }
+    return cached == 1;
+#else
+    return false;
+#endif
+}
+
 static void ce_worker(int ith, int nth, void *arg) {
     ce_job *j = arg;
     long r0, r1;
     split(j->rows, ith, nth, &r0, &r1);
+    bool fast = !j->use_ref && has_avx512();
     for (long r = r0; r < r1; r++) {
         float *lg = j->logits + r * j->V;
-        int tg = j->targets[r];
-        float mx = -INFINITY;
-        for (int v = 0; v < j->V; v++) mx = lg[v] > mx ? lg[v] : mx;
-        float sum = 0.0f;
-        for (int v = 0; v < j->V; v++) sum += expf(lg[v] - mx);
-        float lse = mx + logf(sum);
-        j->losses[r] = tg >= 0 ? lse - lg[tg] : 0.0f;
-        if (!j->backward) continue;
-        if (tg < 0) { memset(lg, 0, (size_t)j->V * sizeof(float)); continue; }
-        float inv = 1.0f / sum;
-        for (int v = 0; v < j->V; v++) lg[v] = expf(lg[v] - mx) * inv * j->dscale;
-        lg[tg] -= j->dscale;
+#if defined(__x86_64__)
+        if (fast) { j->losses[r] = ce_row_avx512(lg, j->V, j->targets[r], j->dscale, j->backward); continue; }
+#endif
+        (void)fast;
+        j->losses[r] = ce_row_ref(lg, j->V, j->targets[r], j->dscale, j->backward);
     }
 }
 
@@ -703,7 +778,7 @@ static double head(nx_tmodel *m, nx_pool *pool, const int32_t *targets, float ds
         nx_tgemm_args a = {.M = rows, .N = V, .K = C, .A = x, .sam = C, .sak = 1, .B = WT(m, m->t_out), .ldb = V,
                            .C = m->logits, .ldc = V, .accumulate = 0, .bias = NULL};
         nx__tgemm(pool, &a, m->use_ref);
-        ce_job cj = {m->logits, m->losses + r0, targets + r0, rows, V, dscale, backward};
+        ce_job cj = {m->logits, m->losses + r0, targets + r0, rows, V, dscale, backward, m->use_ref};
         prun(pool, ce_worker, &cj, (long)rows * V * 20);
         if (backward) linear_bwd(m, pool, m->dln_a + (long)r0 * C, m->logits, x, m->t_out, rows, C, V);
     }
