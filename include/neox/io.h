@@ -44,7 +44,8 @@ NX_API const nx_tensor_info *nx_tensorset_find(const nx_tensorset *ts, const cha
 NX_API const char *nx_tensorset_metadata(const nx_tensorset *ts, const char *key);
 /* Element count of a tensor (product of its shape). */
 NX_API size_t nx_tensor_numel(const nx_tensor_info *t);
-/* Converts a tensor of any float dtype (F32, F16, BF16, F64) to f32 into dst (numel floats). */
+/* Converts a tensor of any float dtype (F32, F16, BF16, F64, F8_E5M2, F8_E4M3 = torch
+ * float8_e4m3fn) to f32 into dst (numel floats). Other dtypes: NX_ERR_UNSUPPORTED. */
 NX_API nx_status nx_tensor_to_f32(const nx_tensor_info *t, float *dst);
 
 /* ---- safetensors writer ------------------------------------------------------ */
@@ -58,9 +59,15 @@ typedef struct nx_tensor_write {
 } nx_tensor_write;
 
 /* Writes a .safetensors file that the Python safetensors package and HF transformers
- * load (header padded to 8 bytes, tensors ordered as the reference writer does).
- * metadata: NULL or n_meta key/value string pairs for "__metadata__".
- * Atomic: temporary file, fsync, rename. */
+ * load (header padded to 8 bytes, tensors ordered as the reference writer does: dtype
+ * width descending, then name; byte-identical to safetensors.torch.save_file for a
+ * one-key metadata map). Tensor data is copied from the borrowed pointers during the call.
+ * meta_kv: NULL or n_meta key/value string pairs {k0, v0, k1, v1, ...} for "__metadata__",
+ * written in this order. Nothing is added implicitly: HF transformers' from_pretrained
+ * expects {"format", "pt"}, so pass it for checkpoints meant for transformers.
+ * Fails without writing on duplicate names, the name "__metadata__", non-UTF-8 strings,
+ * dtypes safetensors cannot hold (Q8_0, Q4_0) or negative dims.
+ * Atomic: temporary file, fsync, rename; on failure no file is left behind. */
 NX_API nx_status nx_safetensors_write(const char *path, const nx_tensor_write *tensors, size_t n,
                                       const char *const *meta_kv, size_t n_meta);
 

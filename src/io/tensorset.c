@@ -5,6 +5,8 @@
  */
 #include "io.h"
 
+#include <math.h>
+
 typedef struct { char *key, *value; } meta_kv;
 
 struct nx_tensorset {
@@ -170,6 +172,20 @@ size_t nx_tensor_numel(const nx_tensor_info *t) {
     return n;
 }
 
+/* F8_E5M2 is the top byte of an IEEE f16 (same exponent bias 15, infinities and NaNs). */
+static float f8e5m2_to_f32(uint8_t b) { return nx_f16_to_f32((uint16_t)(b << 8)); }
+
+/* F8_E4M3 is the "fn" variant (torch.float8_e4m3fn): bias 7, no infinities, only
+ * S.1111.111 is NaN; max 448. */
+static float f8e4m3_to_f32(uint8_t b) {
+    int e = (b >> 3) & 0xf, m = b & 7;
+    float v;
+    if (e == 0xf && m == 7) v = NAN;
+    else if (e == 0) v = ldexpf((float)m, -9);              /* subnormal: m/8 x 2^-6 */
+    else v = ldexpf(1.0f + (float)m / 8.0f, e - 7);
+    return (b & 0x80) ? -v : v;
+}
+
 nx_status nx_tensor_to_f32(const nx_tensor_info *t, float *dst) {
     size_t n = nx_tensor_numel(t);
     const uint8_t *p = t->data;
@@ -183,6 +199,12 @@ nx_status nx_tensor_to_f32(const nx_tensor_info *t, float *dst) {
         return NX_OK;
     case NX_F64:
         for (size_t i = 0; i < n; i++) { double d; memcpy(&d, p + 8 * i, 8); dst[i] = (float)d; }
+        return NX_OK;
+    case NX_F8_E5M2:
+        for (size_t i = 0; i < n; i++) dst[i] = f8e5m2_to_f32(p[i]);
+        return NX_OK;
+    case NX_F8_E4M3:
+        for (size_t i = 0; i < n; i++) dst[i] = f8e4m3_to_f32(p[i]);
         return NX_OK;
     default:
         return nx__error(NX_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s, expected a float type",
