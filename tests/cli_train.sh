@@ -124,6 +124,21 @@ echo "ok   restart over existing checkpoints refused"
 "$NEOX" train "$W/a.json" --threads 1 --quiet --resume > "$W/r.out" 2>&1 || fail "resume of a finished run"
 grep -q "already complete" "$W/r.out" || fail "finished run: $(cat "$W/r.out")"
 
+# ---- tokenizer files travel with each checkpoint -----------------------------------------------
+ASSETS=${NEOX_ASSETS:-${NX_DEFAULT_ASSETS:-$SRC/../shared/assets}}
+TOKDIR="$ASSETS/tokenizers/gpt-neox-20b"
+if [ -f "$TOKDIR/tokenizer.json" ]; then
+  mkcfg "$W/t.json" "$W/t" -e 's|"train_iters": 48|"train_iters": 2|' \
+        -e "s|\"save\": |\"tokenizer\": \"$TOKDIR\", \"save\": |"
+  "$NEOX" train "$W/t.json" --threads 1 --quiet > "$W/r.out" 2>&1 || { cat "$W/r.out"; fail "run with tokenizer"; }
+  cmp -s "$TOKDIR/tokenizer.json" "$W/t/step2/tokenizer.json" || fail "tokenizer.json not copied into the checkpoint"
+  echo "ok   tokenizer files copied into checkpoints"
+elif [ "${CI:-}" = true ]; then
+  fail "assets missing: $TOKDIR (CI=true)"
+else
+  echo "skip tokenizer copy: $TOKDIR not found (set NEOX_ASSETS)"
+fi
+
 # ---- 4. bad configs -------------------------------------------------------------------------
 bad_cfg() { # what pattern sed-expr
   mkcfg "$W/bad.json" "$W/bad" -e "$3"

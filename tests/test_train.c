@@ -10,7 +10,6 @@
  */
 #include "test.h"
 #include "train/train_internal.h"
-#include "train/tst.h"
 
 #include <math.h>
 
@@ -19,7 +18,7 @@ typedef struct {
     int B, T, accum, steps;
     nx_lr_schedule lr;
     nx_adamw_config opt;
-    nx_tst_file ref;
+    nx_tensorset *ref;
 } fixture;
 
 static int load_fixture(const char *name, fixture *fx) {
@@ -49,20 +48,29 @@ static int load_fixture(const char *name, fixture *fx) {
     fx->lr = (nx_lr_schedule){v[4], v[5], (long)v[6], (long)v[3], NX_LR_COSINE};
     fx->opt = (nx_adamw_config){v[7], v[8], v[9], v[10], v[11]};
     snprintf(p, sizeof p, "%s/train/%s/ref.safetensors", NX_FIXTURES, name);
-    if (nx__tst_open(p, &fx->ref) != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); return 0; }
+    if (nx_tensorset_open(p, &fx->ref) != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); return 0; }
     return 1;
 }
 
 /* Loads "<prefix><name>" for every parameter into the model. */
-static int load_params(nx_tmodel *m, const nx_tst_file *f, const char *prefix) {
+/* A fixture tensor, which must exist with the given dtype and byte size. */
+static const nx_tensor_info *ref_tensor(const nx_tensorset *f, const char *name, nx_dtype dt, size_t nbytes) {
+    const nx_tensor_info *t = nx_tensorset_find(f, name);
+    if (!t || t->dtype != dt || t->nbytes != nbytes) {
+        fprintf(stderr, "fixture tensor %s missing or not %s of %zu bytes\n", name, nx_dtype_name(dt), nbytes);
+        return NULL;
+    }
+    return t;
+}
+
+static int load_params(nx_tmodel *m, const nx_tensorset *f, const char *prefix) {
     for (size_t i = 0; i < nx_tmodel_num_tensors(m); i++) {
         const nx_tparam_info *t = nx_tmodel_tensor(m, i);
         char k[256];
         snprintf(k, sizeof k, "%s%s", prefix, t->name);
-        if (nx__tst_get_f32(f, k, nx_tmodel_param_data(m, i), t->numel) != NX_OK) {
-            fprintf(stderr, "%s\n", nx_last_error());
-            return 0;
-        }
+        const nx_tensor_info *r = ref_tensor(f, k, NX_F32, t->numel * 4);
+        if (!r) return 0;
+        memcpy(nx_tmodel_param_data(m, i), r->data, r->nbytes);
     }
     return 1;
 }
@@ -81,7 +89,7 @@ static double rel_err(const float *a, const float *b, size_t n) {
  * ignored target (-100) also appears as -100 in the token column, which is clamped to 0
  * exactly as the fixture script feeds the model. */
 static void get_batch(const fixture *fx, int row0, int32_t *tok, int32_t *tgt) {
-    const int32_t *seq = nx__tst_find(&fx->ref, "seq")->data;
+    const int32_t *seq = nx_tensorset_find(fx->ref, "seq")->data;
     for (int b = 0; b < fx->B; b++)
         for (int t = 0; t < fx->T; t++) {
             const int32_t *r = seq + (long)(row0 + b) * (fx->T + 1);
@@ -96,7 +104,7 @@ static void check_gradients(const char *name, bool reference, int threads) {
     nx_tmodel *m = NULL;
     CHECK(nx_tmodel_create(&fx.cfg, fx.B, fx.T, &m) == NX_OK);
     nx_tmodel_use_reference(m, reference);
-    CHECK(load_params(m, &fx.ref, "init."));
+    CHECK(load_params(m, fx.ref, "init."));
     int32_t tok[4096], tgt[4096];
     CHECK(fx.B * fx.T <= 4096);
     get_batch(&fx, 0, tok, tgt);
@@ -104,15 +112,17 @@ static void check_gradients(const char *name, bool reference, int threads) {
     float loss = 0;
     nx_tmodel_zero_grad(m);
     CHECK(nx_tmodel_forward_backward(m, pool, tok, tgt, 1.0f, &loss) == NX_OK);
-    float ref_loss = ((const float *)nx__tst_find(&fx.ref, "loss0")->data)[0];
+    const nx_tensor_info *l0 = ref_tensor(fx.ref, "loss0", NX_F32, 4);
+    CHECK(l0 != NULL);
+    float ref_loss = ((const float *)l0->data)[0];
     double worst = 0;
     const char *worst_name = "";
     for (size_t i = 0; i < nx_tmodel_num_tensors(m); i++) {
         const nx_tparam_info *t = nx_tmodel_tensor(m, i);
         char k[256];
         snprintf(k, sizeof k, "grad.%s", t->name);
-        const nx_tst_tensor *g = nx__tst_find(&fx.ref, k);
-        CHECK_MSG(g && g->nbytes == t->numel * 4, "%s missing or wrong size", k);
+        const nx_tensor_info *g = ref_tensor(fx.ref, k, NX_F32, t->numel * 4);
+        CHECK(g != NULL);
         double e = rel_err(nx_tmodel_grad_data(m, i), g->data, t->numel);
         if (e > worst) { worst = e; worst_name = t->name; }
         CHECK_MSG(e <= 1e-4, "%s: gradient %s relative error %.3g > 1e-4", name, t->name, e);
@@ -125,7 +135,7 @@ static void check_gradients(const char *name, bool reference, int threads) {
     CHECK(fwd_loss == loss);
     nx_pool_free(pool);
     nx_tmodel_free(m);
-    nx__tst_close(&fx.ref);
+    nx_tensorset_free(fx.ref);
 }
 
 static void test_gradients_parallel(void) { check_gradients("parallel", false, 1); }
@@ -140,11 +150,14 @@ static void check_ten_steps(const char *name) {
     CHECK(load_fixture(name, &fx));
     nx_tmodel *m = NULL;
     CHECK(nx_tmodel_create(&fx.cfg, fx.B, fx.T, &m) == NX_OK);
-    CHECK(load_params(m, &fx.ref, "init."));
+    CHECK(load_params(m, fx.ref, "init."));
     nx_pool *pool = nx_pool_create(2);
-    const float *ref_losses = nx__tst_find(&fx.ref, "losses")->data;
-    const float *ref_norms = nx__tst_find(&fx.ref, "grad_norms")->data;
-    const double *ref_lrs = nx__tst_find(&fx.ref, "lrs")->data;
+    const nx_tensor_info *tl = ref_tensor(fx.ref, "losses", NX_F32, 4 * (size_t)fx.steps),
+                         *tn = ref_tensor(fx.ref, "grad_norms", NX_F32, 4 * (size_t)fx.steps),
+                         *tr = ref_tensor(fx.ref, "lrs", NX_F64, 8 * (size_t)fx.steps);
+    CHECK(tl && tn && tr);
+    const float *ref_losses = tl->data, *ref_norms = tn->data;
+    const double *ref_lrs = tr->data;
     int32_t tok[4096], tgt[4096];
     double worst_loss = 0;
     for (int s = 1; s <= fx.steps; s++) {
@@ -171,8 +184,8 @@ static void check_ten_steps(const char *name) {
         const nx_tparam_info *t = nx_tmodel_tensor(m, i);
         char k[256];
         snprintf(k, sizeof k, "final.%s", t->name);
-        const nx_tst_tensor *w = nx__tst_find(&fx.ref, k);
-        CHECK(w && w->nbytes == t->numel * 4);
+        const nx_tensor_info *w = ref_tensor(fx.ref, k, NX_F32, t->numel * 4);
+        CHECK(w != NULL);
         float *mine = nx_tmodel_param_data(m, i);
         float ref[4096];
         const float *theirs = w->data;
@@ -200,7 +213,7 @@ static void check_ten_steps(const char *name) {
     CHECK_EQ_INT(nx_tmodel_step_count(m), fx.steps);
     nx_pool_free(pool);
     nx_tmodel_free(m);
-    nx__tst_close(&fx.ref);
+    nx_tensorset_free(fx.ref);
 }
 static void test_adamw_parallel(void) { check_ten_steps("parallel"); }
 static void test_adamw_sequential(void) { check_ten_steps("sequential"); }
@@ -348,7 +361,7 @@ static void test_bad_inputs(void) {
     CHECK_STR_CONTAINS(nx_last_error(), "divisible");
     const char *gptj = "{\"model_type\":\"gptj\"}";
     CHECK(nx__train_parse_model(gptj, strlen(gptj), "x", &c) == NX_ERR_UNSUPPORTED);
-    nx__tst_close(&fx.ref);
+    nx_tensorset_free(fx.ref);
 }
 
 int main(void) {

@@ -27,7 +27,6 @@
  * with Megatron's greedy rule (pick the file whose share is furthest behind its weight).
  */
 #include "train/train_internal.h"
-#include "train/tst.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -340,7 +339,7 @@ static nx_status save_checkpoint(nx_trainer *t) {
     }
     static const char *const meta[] = {"format", "pt"};
     p = nx__path_join(tmp, "model.safetensors");
-    st = p ? nx__tst_write(p, tw, n, meta, 1) : NX_ERR_NOMEM;
+    st = p ? nx_safetensors_write(p, tw, n, meta, 1) : NX_ERR_NOMEM;
     nx__free(p);
     if (st != NX_OK) goto done;
     p = nx__path_join(tmp, "train_state.bin");
@@ -413,7 +412,7 @@ static nx_status load_checkpoint(nx_trainer *t) {
     size_t len = 0;
     nx_status st;
     nx_mapped_file mf = {0};
-    nx_tst_file tf = {0};
+    nx_tensorset *ts = NULL;
     if (!latest) return nx__error(NX_ERR_NOMEM, "resume");
     if (!nx__file_exists(latest)) {
         st = nx__error(NX_ERR_NOT_FOUND, "%s: no checkpoint to resume from (%s is missing)", t->cfg.out_dir, latest);
@@ -466,10 +465,18 @@ static nx_status load_checkpoint(nx_trainer *t) {
                        (long long)h.iter, step, t->cfg.train_iters);
         goto done;
     }
-    if ((st = nx__tst_open(mp, &tf)) != NX_OK) goto done;
+    if ((st = nx_tensorset_open(mp, &ts)) != NX_OK) goto done;
     for (size_t i = 0; i < nx_tmodel_num_tensors(m); i++) {
-        const nx_tparam_info *ti = nx_tmodel_tensor(m, i);
-        if ((st = nx__tst_get_f32(&tf, ti->name, nx_tmodel_param_data(m, i), ti->numel)) != NX_OK) goto done;
+        const nx_tparam_info *pi = nx_tmodel_tensor(m, i);
+        const nx_tensor_info *ti = nx_tensorset_find(ts, pi->name);
+        if (!ti) { st = nx__error(NX_ERR_NOT_FOUND, "%s: tensor '%s' is missing", mp, pi->name); goto done; }
+        bool shape_ok = ti->ndim == pi->ndim && ti->shape[0] == pi->shape[0] && (pi->ndim < 2 || ti->shape[1] == pi->shape[1]);
+        if (ti->dtype != NX_F32 || !shape_ok || ti->nbytes != pi->numel * sizeof(float)) {
+            st = nx__error(NX_ERR_FORMAT, "%s: tensor '%s': expected F32 of %zu elements, found %s of %zu bytes", mp,
+                           pi->name, pi->numel, nx_dtype_name(ti->dtype), ti->nbytes);
+            goto done;
+        }
+        memcpy(nx_tmodel_param_data(m, i), ti->data, ti->nbytes);
     }
     if (hash_params(m) != h.params_hash) {
         st = nx__error(NX_ERR_FORMAT, "%s: weights do not match the hash recorded in %s (corrupt checkpoint)", mp, sp);
@@ -490,7 +497,7 @@ static nx_status load_checkpoint(nx_trainer *t) {
     t->consumed = h.consumed;
     memcpy(t->counts, h.counts, sizeof t->counts);
 done:
-    nx__tst_close(&tf);
+    nx_tensorset_free(ts);
     nx__file_unmap(&mf);
     nx__free(latest); nx__free(txt); nx__free(dir); nx__free(sp); nx__free(mp);
     return st;
