@@ -364,6 +364,36 @@ static void test_bad_inputs(void) {
     nx_tensorset_free(fx.ref);
 }
 
+/* The shipped configs parse and carry Pythia's shapes and hyperparameters. */
+static void test_pythia_configs(void) {
+    const struct { const char *f; int L, H, NH, R; double lr; } want[] = {
+        {"pythia-14m.json", 6, 128, 4, 8, 1e-3}, {"pythia-70m.json", 6, 512, 8, 16, 1e-3},
+        {"pythia-160m.json", 12, 768, 12, 16, 6e-4}};
+    for (size_t i = 0; i < NX_ARRAY_LEN(want); i++) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/configs/%s", NX_SOURCE_DIR, want[i].f);
+        nx_train_config c;
+        CHECK_MSG(nx_train_config_load(p, &c) == NX_OK, "%s: %s", p, nx_last_error());
+        CHECK_EQ_INT(c.model.n_layer, want[i].L);
+        CHECK_EQ_INT(c.model.hidden_size, want[i].H);
+        CHECK_EQ_INT(c.model.n_head, want[i].NH);
+        CHECK_EQ_INT(c.model.rotary_dim, want[i].R);
+        CHECK_EQ_INT(c.model.intermediate_size, 4 * want[i].H);
+        CHECK_EQ_INT(c.model.vocab_size, 50304);
+        CHECK(c.model.parallel_residual && !c.model.tie_word_embeddings && c.model.act == NX_ACT_GELU);
+        CHECK_EQ_INT(c.seq_length, 2048);
+        CHECK_EQ_INT(c.global_batch, 1024);
+        CHECK_EQ_INT(c.train_iters, 143000);
+        CHECK_EQ_INT(c.lr.warmup_iters, 1430);
+        CHECK_NEAR(c.lr.lr, want[i].lr, 1e-12);
+        CHECK_NEAR(c.lr.min_lr, 0.1 * want[i].lr, 1e-12);
+        CHECK(c.adamw.beta1 == 0.9 && c.adamw.beta2 == 0.95 && c.adamw.eps == 1e-8 && c.adamw.clip_grad == 1.0);
+        CHECK(c.init == NX_INIT_SMALL && c.output_init == NX_INIT_WANG && c.seed == 1234);
+        CHECK(nx_train_checkpoint_due(&c, 0) && nx_train_checkpoint_due(&c, 512) && !nx_train_checkpoint_due(&c, 513));
+        CHECK(nx_train_checkpoint_due(&c, 1000) && nx_train_checkpoint_due(&c, 143000) && !nx_train_checkpoint_due(&c, 1500));
+    }
+}
+
 int main(void) {
     TEST_RUN(test_gemm_vs_reference);
     TEST_RUN(test_gradients_parallel);
@@ -374,6 +404,7 @@ int main(void) {
     TEST_RUN(test_threads_bit_identical);
     TEST_RUN(test_init_methods);
     TEST_RUN(test_lr_schedule);
+    TEST_RUN(test_pythia_configs);
     TEST_RUN(test_bad_inputs);
     TEST_END();
 }
