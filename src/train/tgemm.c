@@ -5,10 +5,10 @@
  * plain triple loop used as the oracle.
  *
  * Design (GotoBLAS-style, simplified): K is cut into blocks of KC, M into blocks of MC.
- * For each (M block, K block) the A block is packed into MR-row micro-panels
- * ([KC][MR], zero-padded), so every kernel reads A contiguously whatever its strides
- * (the weight-gradient product reads A transposed). B is read in place: a KC x NR panel
- * is 32 KiB at most and stays in L1/L2 while the kernel sweeps the M block.
+ * The kernel broadcasts A elements straight from memory through its strides (no packing:
+ * with the small N of most training products a packed copy cost more than it saved), six
+ * rows at a time; B is read in place: a KC x NR panel is 32 KiB at most and stays in L1/L2
+ * while the kernel sweeps the M block.
  *
  * Determinism: every C element is computed by the same sequence - for each K block in
  * ascending order, acc = 0; acc = fma(a_k, b_k, acc) for k ascending; C = acc (+ bias) on
@@ -31,21 +31,22 @@
 #define MR 6
 #define NR_MAX 32
 
-typedef void (*tile_fn)(const float *pa, const float *B, long ldb, int kc, float *C, long ldc, int mr, int nr,
-                        int mode, const float *bias);
+typedef void (*tile_fn)(const float *a, long sam, long sak, const float *B, long ldb, int kc, float *C, long ldc,
+                        int mr, int nr, int mode, const float *bias);
 /* mode: 0 = C = acc, 1 = C = acc + bias, 2 = C += acc */
 
 /* ---- scalar kernel (portable; exact same FMA sequence as the SIMD kernels) ----------- */
-static void tile_scalar(const float *pa, const float *B, long ldb, int kc, float *C, long ldc, int mr, int nr,
-                        int mode, const float *bias) {
+static void tile_scalar(const float *a0, long sam, long sak, const float *B, long ldb, int kc, float *C, long ldc,
+                        int mr, int nr, int mode, const float *bias) {
     float acc[MR][NR_MAX];
     for (int i = 0; i < MR; i++)
         for (int j = 0; j < nr; j++) acc[i][j] = 0.0f;
     for (int k = 0; k < kc; k++) {
         const float *b = B + (long)k * ldb;
-        const float *a = pa + (long)k * MR;
-        for (int i = 0; i < mr; i++)
-            for (int j = 0; j < nr; j++) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        for (int i = 0; i < mr; i++) {
+            float av = a0[(long)i * sam + (long)k * sak];
+            for (int j = 0; j < nr; j++) acc[i][j] = fmaf(av, b[j], acc[i][j]);
+        }
     }
     for (int i = 0; i < mr; i++) {
         float *c = C + (long)i * ldc;
@@ -60,8 +61,11 @@ static void tile_scalar(const float *pa, const float *B, long ldb, int kc, float
 #ifdef NX_X86
 /* ---- AVX-512: 6 rows x 32 columns, 12 zmm accumulators ---------------------------------- */
 __attribute__((target("avx512f")))
-static void tile_avx512(const float *pa, const float *B, long ldb, int kc, float *C, long ldc, int mr, int nr,
-                        int mode, const float *bias) {
+static void tile_avx512(const float *a, long sam, long sak, const float *B, long ldb, int kc, float *C, long ldc,
+                        int mr, int nr, int mode, const float *bias) {
+    /* Row pointers of A; rows past mr repeat row 0 (computed, never stored). */
+    const float *r0 = a, *r1 = mr > 1 ? a + sam : a, *r2 = mr > 2 ? a + 2 * sam : a, *r3 = mr > 3 ? a + 3 * sam : a,
+                *r4 = mr > 4 ? a + 4 * sam : a, *r5 = mr > 5 ? a + 5 * sam : a;
     __m512 c00 = _mm512_setzero_ps(), c01 = _mm512_setzero_ps(), c10 = _mm512_setzero_ps(),
            c11 = _mm512_setzero_ps(), c20 = _mm512_setzero_ps(), c21 = _mm512_setzero_ps(),
            c30 = _mm512_setzero_ps(), c31 = _mm512_setzero_ps(), c40 = _mm512_setzero_ps(),
@@ -72,36 +76,36 @@ static void tile_avx512(const float *pa, const float *B, long ldb, int kc, float
         for (int k = 0; k < kc; k++) {
             const float *b = B + (long)k * ldb;
             __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
-            const float *a = pa + (long)k * MR;
-            __m512 a0 = _mm512_set1_ps(a[0]);
+            long ko = (long)k * sak;
+            __m512 a0 = _mm512_set1_ps(r0[ko]);
             c00 = _mm512_fmadd_ps(a0, b0, c00); c01 = _mm512_fmadd_ps(a0, b1, c01);
-            __m512 a1 = _mm512_set1_ps(a[1]);
+            __m512 a1 = _mm512_set1_ps(r1[ko]);
             c10 = _mm512_fmadd_ps(a1, b0, c10); c11 = _mm512_fmadd_ps(a1, b1, c11);
-            __m512 a2 = _mm512_set1_ps(a[2]);
+            __m512 a2 = _mm512_set1_ps(r2[ko]);
             c20 = _mm512_fmadd_ps(a2, b0, c20); c21 = _mm512_fmadd_ps(a2, b1, c21);
-            __m512 a3 = _mm512_set1_ps(a[3]);
+            __m512 a3 = _mm512_set1_ps(r3[ko]);
             c30 = _mm512_fmadd_ps(a3, b0, c30); c31 = _mm512_fmadd_ps(a3, b1, c31);
-            __m512 a4 = _mm512_set1_ps(a[4]);
+            __m512 a4 = _mm512_set1_ps(r4[ko]);
             c40 = _mm512_fmadd_ps(a4, b0, c40); c41 = _mm512_fmadd_ps(a4, b1, c41);
-            __m512 a5 = _mm512_set1_ps(a[5]);
+            __m512 a5 = _mm512_set1_ps(r5[ko]);
             c50 = _mm512_fmadd_ps(a5, b0, c50); c51 = _mm512_fmadd_ps(a5, b1, c51);
         }
     } else {
         for (int k = 0; k < kc; k++) {
             const float *b = B + (long)k * ldb;
             __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
-            const float *a = pa + (long)k * MR;
-            __m512 a0 = _mm512_set1_ps(a[0]);
+            long ko = (long)k * sak;
+            __m512 a0 = _mm512_set1_ps(r0[ko]);
             c00 = _mm512_fmadd_ps(a0, b0, c00); c01 = _mm512_fmadd_ps(a0, b1, c01);
-            __m512 a1 = _mm512_set1_ps(a[1]);
+            __m512 a1 = _mm512_set1_ps(r1[ko]);
             c10 = _mm512_fmadd_ps(a1, b0, c10); c11 = _mm512_fmadd_ps(a1, b1, c11);
-            __m512 a2 = _mm512_set1_ps(a[2]);
+            __m512 a2 = _mm512_set1_ps(r2[ko]);
             c20 = _mm512_fmadd_ps(a2, b0, c20); c21 = _mm512_fmadd_ps(a2, b1, c21);
-            __m512 a3 = _mm512_set1_ps(a[3]);
+            __m512 a3 = _mm512_set1_ps(r3[ko]);
             c30 = _mm512_fmadd_ps(a3, b0, c30); c31 = _mm512_fmadd_ps(a3, b1, c31);
-            __m512 a4 = _mm512_set1_ps(a[4]);
+            __m512 a4 = _mm512_set1_ps(r4[ko]);
             c40 = _mm512_fmadd_ps(a4, b0, c40); c41 = _mm512_fmadd_ps(a4, b1, c41);
-            __m512 a5 = _mm512_set1_ps(a[5]);
+            __m512 a5 = _mm512_set1_ps(r5[ko]);
             c50 = _mm512_fmadd_ps(a5, b0, c50); c51 = _mm512_fmadd_ps(a5, b1, c51);
         }
     }
@@ -110,21 +114,23 @@ static void tile_avx512(const float *pa, const float *B, long ldb, int kc, float
     if (mode == 1) { bb0 = _mm512_maskz_loadu_ps(m0, bias); bb1 = _mm512_maskz_loadu_ps(m1, bias + 16); }
     for (int i = 0; i < mr; i++) {
         float *c = C + (long)i * ldc;
-        __m512 r0 = acc[i][0], r1 = acc[i][1];
-        if (mode == 1) { r0 = _mm512_add_ps(r0, bb0); r1 = _mm512_add_ps(r1, bb1); }
+        __m512 v0 = acc[i][0], v1 = acc[i][1];
+        if (mode == 1) { v0 = _mm512_add_ps(v0, bb0); v1 = _mm512_add_ps(v1, bb1); }
         else if (mode == 2) {
-            r0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), r0);
-            r1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), r1);
+            v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), v0);
+            v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, c + 16), v1);
         }
-        _mm512_mask_storeu_ps(c, m0, r0);
-        _mm512_mask_storeu_ps(c + 16, m1, r1);
+        _mm512_mask_storeu_ps(c, m0, v0);
+        _mm512_mask_storeu_ps(c + 16, m1, v1);
     }
 }
 
 /* ---- AVX2 + FMA: 6 rows x 16 columns, 12 ymm accumulators ------------------------------ */
 __attribute__((target("avx2,fma")))
-static void tile_avx2(const float *pa, const float *B, long ldb, int kc, float *C, long ldc, int mr, int nr,
-                      int mode, const float *bias) {
+static void tile_avx2(const float *a, long sam, long sak, const float *B, long ldb, int kc, float *C, long ldc,
+                      int mr, int nr, int mode, const float *bias) {
+    const float *rows[MR];
+    for (int i = 0; i < MR; i++) rows[i] = i < mr ? a + (long)i * sam : a;
     __m256 acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     int32_t mi[16];
@@ -135,9 +141,9 @@ static void tile_avx2(const float *pa, const float *B, long ldb, int kc, float *
         __m256 b0, b1;
         if (nr == 16) { b0 = _mm256_loadu_ps(b); b1 = _mm256_loadu_ps(b + 8); }
         else { b0 = _mm256_maskload_ps(b, mk0); b1 = _mm256_maskload_ps(b + 8, mk1); }
-        const float *a = pa + (long)k * MR;
+        long ko = (long)k * sak;
         for (int i = 0; i < MR; i++) {
-            __m256 ai = _mm256_broadcast_ss(a + i);
+            __m256 ai = _mm256_broadcast_ss(rows[i] + ko);
             acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
         }
@@ -179,29 +185,6 @@ const char *nx__tgemm_isa(void) {
     return g_isa;
 }
 
-/* Packs rows [i0, i0+mc) x k in [k0, k0+kc) of A into micro-panels [mc/MR][kc][MR]. */
-static void pack_a(const nx_tgemm_args *a, int i0, int mc, int k0, int kc, float *pa) {
-    for (int ip = 0; ip < mc; ip += MR) {
-        float *dst = pa + (long)ip * kc;
-        int mr = NX_MIN(MR, mc - ip);
-        if (a->sak == 1) {
-            for (int r = 0; r < MR; r++) {
-                if (r < mr) {
-                    const float *src = a->A + (long)(i0 + ip + r) * a->sam + k0;
-                    for (int k = 0; k < kc; k++) dst[(long)k * MR + r] = src[k];
-                } else {
-                    for (int k = 0; k < kc; k++) dst[(long)k * MR + r] = 0.0f;
-                }
-            }
-        } else {
-            for (int k = 0; k < kc; k++) {
-                const float *src = a->A + (long)(k0 + k) * a->sak + (long)(i0 + ip) * a->sam;
-                for (int r = 0; r < MR; r++) dst[(long)k * MR + r] = r < mr ? src[(long)r * a->sam] : 0.0f;
-            }
-        }
-    }
-}
-
 typedef struct { const nx_tgemm_args *a; } gemm_job;
 
 static void gemm_worker(int ith, int nth, void *arg) {
@@ -211,20 +194,17 @@ static void gemm_worker(int ith, int nth, void *arg) {
     long units = (long)nmb * npan;
     long u0 = units * ith / nth, u1 = units * (ith + 1) / nth;
     if (u0 >= u1) return;
-    _Alignas(64) float pa[MC * KC];
     for (int k0 = 0; k0 < a->K; k0 += KC) {
         int kc = NX_MIN(KC, a->K - k0);
         int mode = (k0 == 0 && !a->accumulate) ? (a->bias ? 1 : 0) : 2;
-        int packed_mb = -1;
         for (long u = u0; u < u1; u++) {
             int mb = (int)(u / npan), jp = (int)(u % npan);
             int i0 = mb * MC, mc = NX_MIN(MC, a->M - i0);
-            if (mb != packed_mb) { pack_a(a, i0, mc, k0, kc, pa); packed_mb = mb; }
             int j0 = jp * nr, ncols = NX_MIN(nr, a->N - j0);
             for (int ip = 0; ip < mc; ip += MR) {
-                g_tile(pa + (long)ip * kc, a->B + (long)k0 * a->ldb + j0, a->ldb, kc,
-                       a->C + (long)(i0 + ip) * a->ldc + j0, a->ldc, NX_MIN(MR, mc - ip), ncols, mode,
-                       a->bias ? a->bias + j0 : NULL);
+                g_tile(a->A + (long)(i0 + ip) * a->sam + (long)k0 * a->sak, a->sam, a->sak,
+                       a->B + (long)k0 * a->ldb + j0, a->ldb, kc, a->C + (long)(i0 + ip) * a->ldc + j0, a->ldc,
+                       NX_MIN(MR, mc - ip), ncols, mode, a->bias ? a->bias + j0 : NULL);
             }
         }
     }
