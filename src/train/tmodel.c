@@ -61,6 +61,7 @@ struct nx_tmodel {
     float *cosb, *sinb;      /* [T, R/2] */
     /* backward scratch */
     float *dres, *dln_a, *dln_b, *dqkv, *datty, *dfch, *dscr, *tmp_a, *tmp_b;
+    float *kT, *vT;          /* per (batch, head) transposed keys / values [HS, T] */
 };
 
 /* ---- small helpers ---------------------------------------------------------------- */
@@ -225,9 +226,9 @@ nx_status nx_tmodel_create(const nx_model_config *cfg, int B, int T, nx_tmodel *
         }
         float **slots[] = {&m->xfinal, &m->lnf, &m->meanf, &m->rstdf, &m->logits, &m->losses, &m->cosb, &m->sinb,
                            &m->dres, &m->dln_a, &m->dln_b, &m->dqkv, &m->datty, &m->dfch, &m->dscr,
-                           &m->tmp_a, &m->tmp_b};
+                           &m->tmp_a, &m->tmp_b, &m->kT, &m->vT};
         size_t sizes[] = {BT * C, BT * C, BT, BT, rows * (size_t)V, BT, (size_t)T * (R / 2 + 1), (size_t)T * (R / 2 + 1),
-                          BT * C, BT * C, BT * C, BT * 3 * C, BT * C, BT * I, att, BT * C, BT * C};
+                          BT * C, BT * C, BT * C, BT * 3 * C, BT * C, BT * I, att, BT * C, BT * C, BT * C, BT * C};
         for (size_t i = 0; i < NX_ARRAY_LEN(slots); i++) sz += arena_take(pass ? slots[i] : &dummy, &cur, sizes[i]);
         if (!pass) {
             total = sz;
@@ -496,8 +497,79 @@ static void rope_worker(int ith, int nth, void *arg) {
 typedef struct {
     const float *qkv; float *att, *atty;
     const float *datty; float *dqkv, *dscr;
+    float *kT, *vT;
     int B, T, NH, HS;
 } attn_job;
+
+/* dst[e*T + t] = src[t*ld + e]: one head's keys or values as a row-major [HS, T] matrix. */
+static void head_transpose(const float *src, long ld, float *dst, int T, int HS) {
+    for (int t = 0; t < T; t++)
+        for (int e = 0; e < HS; e++) dst[(long)e * T + t] = src[(long)t * ld + e];
+}
+
+static void mm(int M, int N, int K, const float *A, long sam, long sak, const float *B, long ldb, float *C, long ldc) {
+    nx_tgemm_args a = {.M = M, .N = N, .K = K, .A = A, .sam = sam, .sak = sak, .B = B, .ldb = ldb, .C = C, .ldc = ldc,
+                       .accumulate = 0, .bias = NULL};
+    nx__tgemm(NULL, &a, false);
+}
+
+/* Attention of one (batch, head) with the matmul kernel: S = Q Kᵀ, causal softmax in place,
+ * Y = P V. The full T x T product is computed and the upper triangle masked, which wastes
+ * half of S but runs at matmul speed; the masked probabilities are exact zeros, so P V
+ * adds nothing for them. */
+static void attn_fwd_fast(int ith, int nth, void *arg) {
+    attn_job *j = arg;
+    int T = j->T, NH = j->NH, HS = j->HS, C3 = 3 * NH * HS, C = NH * HS;
+    float scale = 1.0f / sqrtf((float)HS);
+    long u0, u1;
+    split((long)j->B * NH, ith, nth, &u0, &u1);
+    for (long u = u0; u < u1; u++) {
+        int b = (int)(u / NH), h = (int)(u % NH);
+        const float *q = j->qkv + (long)b * T * C3 + (long)h * 3 * HS, *k = q + HS, *v = q + 2 * HS;
+        float *kT = j->kT + u * HS * T, *S = j->att + u * T * T;
+        head_transpose(k, C3, kT, T, HS);
+        mm(T, T, HS, q, C3, 1, kT, T, S, T);
+        for (int t = 0; t < T; t++) {
+            float *p = S + (long)t * T, mx = -INFINITY;
+            for (int t2 = 0; t2 <= t; t2++) { p[t2] *= scale; mx = p[t2] > mx ? p[t2] : mx; }
+            float sum = 0.0f;
+            for (int t2 = 0; t2 <= t; t2++) { p[t2] = expf(p[t2] - mx); sum += p[t2]; }
+            float inv = 1.0f / sum;
+            for (int t2 = 0; t2 <= t; t2++) p[t2] *= inv;
+            for (int t2 = t + 1; t2 < T; t2++) p[t2] = 0.0f;
+        }
+        mm(T, HS, T, S, T, 1, v, C3, j->atty + (long)b * T * C + (long)h * HS, C);
+    }
+}
+
+/* Backward of attn_fwd_fast: dP = dY Vᵀ, dS = P (dP - rowsum(P dP)) * scale,
+ * dQ = dS K, dK = dSᵀ Q, dV = Pᵀ dY, written straight into dqkv. */
+static void attn_bwd_fast(int ith, int nth, void *arg) {
+    attn_job *j = arg;
+    int T = j->T, NH = j->NH, HS = j->HS, C3 = 3 * NH * HS, C = NH * HS;
+    float scale = 1.0f / sqrtf((float)HS);
+    long u0, u1;
+    split((long)j->B * NH, ith, nth, &u0, &u1);
+    for (long u = u0; u < u1; u++) {
+        int b = (int)(u / NH), h = (int)(u % NH);
+        const float *q = j->qkv + (long)b * T * C3 + (long)h * 3 * HS, *k = q + HS, *v = q + 2 * HS;
+        const float *P = j->att + u * T * T, *dY = j->datty + (long)b * T * C + (long)h * HS;
+        float *dq = j->dqkv + (long)b * T * C3 + (long)h * 3 * HS, *dk = dq + HS, *dv = dq + 2 * HS;
+        float *vT = j->vT + u * HS * T, *dS = j->dscr + u * T * T;
+        head_transpose(v, C3, vT, T, HS);
+        mm(T, T, HS, dY, C, 1, vT, T, dS, T);
+        for (int t = 0; t < T; t++) {
+            const float *p = P + (long)t * T;
+            float *d = dS + (long)t * T, dot = 0.0f;
+            for (int t2 = 0; t2 <= t; t2++) dot += p[t2] * d[t2];
+            for (int t2 = 0; t2 <= t; t2++) d[t2] = p[t2] * (d[t2] - dot) * scale;
+            for (int t2 = t + 1; t2 < T; t2++) d[t2] = 0.0f;
+        }
+        mm(T, HS, T, dS, T, 1, k, C3, dq, C3);
+        mm(T, HS, T, dS, 1, T, q, C3, dk, C3);
+        mm(T, HS, T, P, 1, T, dY, C, dv, C3);
+    }
+}
 
 static void attn_fwd_worker(int ith, int nth, void *arg) {
     attn_job *j = arg;
@@ -747,8 +819,9 @@ static void body_forward(nx_tmodel *m, nx_pool *pool, const int32_t *tokens) {
             rope_job rj = {a->qkv, m->cosb, m->sinb, BT, m->T, m->NH, m->HS, m->R, 0};
             prun(pool, rope_worker, &rj, (long)rj.N * rj.NH * rj.R * 6);
         }
-        attn_job aj = {.qkv = a->qkv, .att = a->att, .atty = a->atty, .B = m->B, .T = m->T, .NH = m->NH, .HS = m->HS};
-        prun(pool, attn_fwd_worker, &aj, (long)aj.B * aj.NH * aj.T * aj.T * aj.HS * 2);
+        attn_job aj = {.qkv = a->qkv, .att = a->att, .atty = a->atty, .kT = m->kT, .B = m->B, .T = m->T, .NH = m->NH,
+                       .HS = m->HS};
+        prun(pool, m->use_ref ? attn_fwd_worker : attn_fwd_fast, &aj, (long)aj.B * aj.NH * aj.T * aj.T * aj.HS * 2);
         linear(m, pool, m->tmp_a, a->atty, w[W_DW], w[W_DB], BT, C, C);   /* attn output */
         const float *mlp_in_x = a->x;
         if (!m->cfg.parallel_residual) {
@@ -832,8 +905,8 @@ nx_status nx_tmodel_forward_backward(nx_tmodel *m, nx_pool *pool, const int32_t 
         linear_bwd(m, pool, m->datty, m->dres, a->atty, w[W_DW], BT, C, C);
         if (w[W_DB] >= 0) bias_bwd(pool, G(m, w[W_DB]), m->dres, BT, C);
         attn_job aj = {.qkv = a->qkv, .att = a->att, .datty = m->datty, .dqkv = m->dqkv, .dscr = m->dscr,
-                       .B = m->B, .T = m->T, .NH = m->NH, .HS = m->HS};
-        prun(pool, attn_bwd_worker, &aj, (long)aj.B * aj.NH * aj.T * aj.T * aj.HS * 4);
+                       .vT = m->vT, .B = m->B, .T = m->T, .NH = m->NH, .HS = m->HS};
+        prun(pool, m->use_ref ? attn_bwd_worker : attn_bwd_fast, &aj, (long)aj.B * aj.NH * aj.T * aj.T * aj.HS * 4);
         if (m->R > 0) {
             rope_job rj = {m->dqkv, m->cosb, m->sinb, BT, m->T, m->NH, m->HS, m->R, 1};
             prun(pool, rope_worker, &rj, (long)rj.N * rj.NH * rj.R * 6);
