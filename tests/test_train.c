@@ -10,6 +10,7 @@
  */
 #include "test.h"
 #include "train/train_internal.h"
+#include "neox/data.h"
 
 #include <math.h>
 
@@ -394,6 +395,93 @@ static void test_pythia_configs(void) {
     }
 }
 
+/* The trainer on an indexed dataset consumes nx_data_stream's GPT-NeoX order: three
+ * steps through nx_trainer give the same losses, bit for bit, as a hand-written loop
+ * over nx_data_stream_sample + nx_tmodel. */
+static void test_trainer_indexed_order(void) {
+    char prefix[1024], dir[1024], cmd[2200];
+    snprintf(prefix, sizeof prefix, "%s/test_train_indexed", NX_BINARY_DIR);
+    snprintf(dir, sizeof dir, "%s/test_train_indexed_run", NX_BINARY_DIR);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+    /* documents of 20..119 tokens cut from the tiny token stream */
+    char *raw = NULL;
+    size_t len = 0;
+    CHECK(nx__file_read_all(fixture_path("train/tiny_train.bin"), &raw, &len) == NX_OK);
+    nx_indexed_writer *w = NULL;
+    CHECK(nx_indexed_writer_create(prefix, nx_indexed_dtype_for_vocab(96), &w) == NX_OK);
+    int32_t doc[128];
+    size_t pos = 0, n_tok = len / 2;
+    for (int d = 0; pos < n_tok; d++) {
+        size_t n = NX_MIN((size_t)(20 + (d * 37) % 100), n_tok - pos);
+        for (size_t i = 0; i < n; i++) doc[i] = (uint8_t)raw[2 * (pos + i)] | ((uint8_t)raw[2 * (pos + i) + 1] << 8);
+        CHECK(nx_indexed_writer_add_document(w, doc, n) == NX_OK);
+        pos += n;
+    }
+    CHECK(nx_indexed_writer_finish(w) == NX_OK);
+    nx_indexed_writer_free(w);
+    nx__free(raw);
+
+    char json[4096];
+    snprintf(json, sizeof json,
+             "{\"model\": {\"model_type\": \"gpt_neox\", \"vocab_size\": 96, \"hidden_size\": 32, "
+             "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"intermediate_size\": 128, "
+             "\"max_position_embeddings\": 64},"
+             " \"data\": {\"format\": \"indexed\", \"train\": [\"%s\"]}, \"seq_length\": 32,"
+             " \"train_micro_batch_size_per_gpu\": 4, \"gradient_accumulation_steps\": 2, \"train_iters\": 3,"
+             " \"lr\": 0.005, \"warmup_iters\": 1, \"seed\": 77, \"threads\": 1, \"save\": \"%s\"}",
+             prefix, dir);
+    nx_train_config c;
+    CHECK_MSG(nx_train_config_parse(json, strlen(json), "inline", NULL, &c) == NX_OK, "%s", nx_last_error());
+    CHECK(c.data_format == NX_DATA_INDEXED);
+    nx_trainer *tr = NULL;
+    CHECK_MSG(nx_trainer_create(&c, false, &tr) == NX_OK, "%s", nx_last_error());
+    float tl[3];
+    for (int s = 0; s < 3; s++) {
+        nx_train_metrics mt;
+        CHECK_MSG(nx_trainer_step(tr, &mt) == NX_OK, "%s", nx_last_error());
+        tl[s] = mt.loss;
+    }
+    nx_trainer_free(tr);
+
+    nx_data_config dc;
+    memset(&dc, 0, sizeof dc);
+    dc.n_paths = 1;
+    dc.paths[0] = prefix;
+    dc.weights[0] = 1.0;
+    dc.seq_length = 32;
+    dc.global_batch = 8;
+    dc.train_iters = 3;
+    dc.seed = 77;
+    nx_data_stream *ds = NULL;
+    CHECK_MSG(nx_data_stream_open(&dc, &ds) == NX_OK, "%s", nx_last_error());
+    nx_tmodel *m = NULL;
+    CHECK(nx_tmodel_create(&c.model, 4, 32, &m) == NX_OK);
+    nx_tmodel_init(m, c.init, c.output_init, c.init_std, c.seed);
+    int32_t smp[33], tok[128], tgt[128];
+    uint64_t next = 0;
+    for (int s = 0; s < 3; s++) {
+        nx_tmodel_zero_grad(m);
+        double tot = 0;
+        for (int a = 0; a < 2; a++) {
+            for (int b = 0; b < 4; b++, next++) {
+                CHECK(nx_data_stream_sample(ds, next, smp) == NX_OK);
+                memcpy(tok + b * 32, smp, 32 * sizeof(int32_t));
+                memcpy(tgt + b * 32, smp + 1, 32 * sizeof(int32_t));
+            }
+            float l;
+            CHECK(nx_tmodel_forward_backward(m, NULL, tok, tgt, 0.5f, &l) == NX_OK);
+            tot += l;
+        }
+        float gn;
+        CHECK(nx_tmodel_adamw_step(m, NULL, &c.adamw, nx_lr_at(&c.lr, s + 1), &gn) == NX_OK);
+        CHECK_MSG((float)(tot / 2) == tl[s], "step %d: trainer loss %.9g, manual %.9g", s + 1, tl[s], tot / 2);
+    }
+    nx_tmodel_free(m);
+    nx_data_stream_free(ds);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void) {
     TEST_RUN(test_gemm_vs_reference);
     TEST_RUN(test_gradients_parallel);
@@ -405,6 +493,7 @@ int main(void) {
     TEST_RUN(test_init_methods);
     TEST_RUN(test_lr_schedule);
     TEST_RUN(test_pythia_configs);
+    TEST_RUN(test_trainer_indexed_order);
     TEST_RUN(test_bad_inputs);
     TEST_END();
 }

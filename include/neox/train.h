@@ -109,9 +109,14 @@ NX_API double nx_lr_at(const nx_lr_schedule *s, long it);
 #define NX_TRAIN_MAX_DATA 16
 
 typedef struct nx_train_data {
-    char path[1024];    /* token file: raw little-endian ids (see docs/TRAINING.md) */
+    char path[1024];    /* raw token file, or indexed dataset prefix (see docs/TRAINING.md) */
     double weight;
 } nx_train_data;
+
+typedef enum nx_data_format {
+    NX_DATA_RAW = 0,       /* raw little-endian token ids; our own seeded order */
+    NX_DATA_INDEXED = 1    /* GPT-NeoX/Megatron .bin/.idx, GPT-NeoX's exact sample order */
+} nx_data_format;
 
 /* Everything a run needs; filled from the JSON config (nx_train_config_load) or by hand. */
 typedef struct nx_train_config {
@@ -128,7 +133,9 @@ typedef struct nx_train_config {
     uint64_t seed;
     int n_train, n_valid;
     nx_train_data train[NX_TRAIN_MAX_DATA], valid[NX_TRAIN_MAX_DATA];
-    int token_bytes;            /* 2 (uint16) or 4 (uint32) */
+    nx_data_format data_format;
+    bool preshuffled;           /* indexed: item i is sample i (Pythia's preshuffled files) */
+    int token_bytes;            /* raw: 2 (uint16) or 4 (uint32) */
     long eval_interval, eval_iters;
     long checkpoint_every;      /* linear schedule after the log-spaced steps (Pythia: 1000) */
     bool checkpoint_log_steps;  /* also 0, 1, 2, 4, ..., 512 (default true) */

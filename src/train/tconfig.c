@@ -306,6 +306,16 @@ static nx_status parse_train(json_t *root, const char *name, const char *base_di
 
     json_t *data = jget(root, "data");
     if (!data || !json_is_object(data)) return nx__error(NX_ERR_FORMAT, "%s: missing \"data\" object", name);
+    const char *fmt = "raw", *order = "neox";
+    NX_TRY(get_str(data, "format", name, &fmt));
+    NX_TRY(get_str(data, "order", name, &order));
+    if (!strcmp(fmt, "raw")) c->data_format = NX_DATA_RAW;
+    else if (!strcmp(fmt, "indexed")) c->data_format = NX_DATA_INDEXED;
+    else return nx__error(NX_ERR_FORMAT, "%s: data.format \"%s\" (expected raw or indexed)", name, fmt);
+    if (!strcmp(order, "preshuffled")) c->preshuffled = true;
+    else if (strcmp(order, "neox")) return nx__error(NX_ERR_FORMAT, "%s: data.order \"%s\" (expected neox or preshuffled)", name, order);
+    if (c->preshuffled && c->data_format != NX_DATA_INDEXED)
+        return nx__error(NX_ERR_FORMAT, "%s: data.order preshuffled needs data.format indexed", name);
     long tb = 2;
     NX_TRY(get_int(data, "token_bytes", name, 2, 4, &tb));
     if (tb != 2 && tb != 4) return nx__error(NX_ERR_FORMAT, "%s: data.token_bytes must be 2 or 4", name);

@@ -20,13 +20,16 @@
  * only on the seed and the position, a resumed run is bit-identical to an uninterrupted
  * one.
  *
- * Data (until the data layer's GPT-NeoX indexed datasets are wired in): each path is a
- * raw little-endian token file (uint16 or uint32). Sample j of a file is tokens
- * [j*T, j*T + T] (T+1 tokens: inputs and shifted targets). Each epoch of a file is a
- * seeded Fisher-Yates permutation of its samples; several files are blended by weight
- * with Megatron's greedy rule (pick the file whose share is furthest behind its weight).
+ * Data comes in two formats. "indexed": GPT-NeoX/Megatron .bin/.idx datasets read through
+ * the data layer's nx_data_stream, which reproduces GPT-NeoX's sample order (GPT2Dataset
+ * index mappings, BlendableDataset); global sample i of the run is stream sample i.
+ * "raw": files of little-endian token ids (uint16 or uint32); sample j of a file is
+ * tokens [j*T, j*T + T] (T+1 tokens: inputs and shifted targets), each epoch of a file a
+ * seeded Fisher-Yates permutation, files blended by weight with Megatron's greedy rule.
+ * Either way the data position is one counter (samples consumed), saved in checkpoints.
  */
 #include "train/train_internal.h"
+#include "neox/data.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -58,6 +61,8 @@ struct nx_trainer {
     double elapsed_prev;                  /* seconds spent in earlier processes (from the checkpoint) */
     double t_start;
     int32_t *tok, *tgt;
+    nx_data_stream *tstream, *vstream;   /* indexed format */
+    int32_t *sample;                      /* one sample of T+1 tokens */
     FILE *metrics;
 };
 
@@ -134,9 +139,37 @@ static nx_status read_sample(const nx_trainer *t, const dataset *ds, uint64_t j,
     return NX_OK;
 }
 
+/* Splits T+1 stream tokens into inputs and targets, checking them against the vocabulary. */
+static nx_status split_sample(const nx_trainer *t, uint64_t i, const char *what, int32_t *tok, int32_t *tgt) {
+    int T = t->cfg.seq_length, V = t->cfg.model.vocab_size;
+    for (int k = 0; k <= T; k++) {
+        int32_t v = t->sample[k];
+        if (v < 0 || v >= V)
+            return nx__error(NX_ERR_RANGE, "%s sample %llu: token %d at position %d is outside the model vocabulary [0, %d)",
+                             what, (unsigned long long)i, v, k, V);
+        if (k < T) tok[k] = v;
+        if (k > 0) tgt[k - 1] = v;
+    }
+    return NX_OK;
+}
+
+static nx_status stream_sample(nx_trainer *t, nx_data_stream *s, uint64_t i, const char *what, int32_t *tok,
+                               int32_t *tgt) {
+    if (i >= nx_data_stream_count(s))
+        return nx__error(NX_ERR_RANGE, "%s data: sample %llu requested but the stream holds %llu", what,
+                         (unsigned long long)i, (unsigned long long)nx_data_stream_count(s));
+    NX_TRY(nx_data_stream_sample(s, i, t->sample));
+    return split_sample(t, i, what, tok, tgt);
+}
+
 /* Fills the B rows of the micro batch with the next train samples. */
 static nx_status next_train_batch(nx_trainer *t) {
     int B = t->cfg.micro_batch, T = t->cfg.seq_length;
+    if (t->tstream) {
+        for (int b = 0; b < B; b++, t->consumed++)
+            NX_TRY(stream_sample(t, t->tstream, t->consumed, "train", t->tok + (long)b * T, t->tgt + (long)b * T));
+        return NX_OK;
+    }
     for (int b = 0; b < B; b++) {
         int d = blend_pick(t->wtrain, t->counts, t->cfg.n_train, t->consumed);
         uint64_t j = sample_index(t, &t->train[d], d, t->counts[d]);
@@ -154,7 +187,9 @@ static nx_status evaluate(nx_trainer *t, float *out) {
     uint64_t counts[NX_TRAIN_MAX_DATA] = {0}, s = 0;
     double sum = 0.0;
     for (long it = 0; it < t->cfg.eval_iters; it++) {
-        for (int b = 0; b < B; b++, s++) {
+        for (int b = 0; b < B && t->vstream; b++, s++)
+            NX_TRY(stream_sample(t, t->vstream, s, "valid", t->tok + (long)b * T, t->tgt + (long)b * T));
+        for (int b = 0; b < B && !t->vstream; b++, s++) {
             int d = blend_pick(t->wvalid, counts, t->cfg.n_valid, s);
             uint64_t j = counts[d] % t->valid[d].nsamp;
             NX_TRY(read_sample(t, &t->valid[d], j, t->tok + (long)b * T, t->tgt + (long)b * T));
@@ -175,7 +210,10 @@ static uint64_t cfg_data_hash(const nx_train_config *c) {
         h = nx__fnv1a(h, c->train[i].path, strlen(c->train[i].path));
         h = nx__fnv1a(h, &c->train[i].weight, sizeof(double));
     }
-    h = nx__fnv1a(h, &c->token_bytes, sizeof c->token_bytes);
+    int32_t fmt[3] = {(int32_t)c->data_format, c->preshuffled, c->token_bytes};
+    h = nx__fnv1a(h, fmt, sizeof fmt);
+    /* GPT-NeoX's order depends on the number of samples the run needs (epochs rule). */
+    if (c->data_format == NX_DATA_INDEXED) h = nx__fnv1a(h, &c->train_iters, sizeof c->train_iters);
     return h;
 }
 
@@ -534,12 +572,39 @@ static nx_status trim_metrics(const char *path, long step, double *elapsed) {
     return st;
 }
 
+/* An indexed-data stream over `n` paths with `iters` x `batch` samples in GPT-NeoX order. */
+static nx_status open_stream(const nx_train_config *c, const nx_train_data *d, int n, long batch, long iters,
+                             nx_data_stream **out) {
+    nx_data_config dc;
+    memset(&dc, 0, sizeof dc);
+    if (n > NX_DATA_MAX_PATHS) return nx__error(NX_ERR_RANGE, "too many data paths (%d)", n);
+    dc.n_paths = n;
+    for (int i = 0; i < n; i++) {
+        dc.paths[i] = (char *)d[i].path;   /* borrowed for the call; never cleared */
+        dc.weights[i] = d[i].weight;
+    }
+    dc.use_split = false;
+    dc.seq_length = c->seq_length;
+    dc.global_batch = batch;
+    dc.train_iters = iters;
+    dc.seed = (uint32_t)c->seed;
+    dc.preshuffled = c->preshuffled;
+    NX_TRY(nx_data_stream_open(&dc, out));
+    if (nx_data_stream_sample_len(*out) != c->seq_length + 1)
+        return nx__error(NX_ERR_FORMAT, "%s: samples of %lld tokens, expected seq_length + 1 = %d", d[0].path,
+                         (long long)nx_data_stream_sample_len(*out), c->seq_length + 1);
+    return NX_OK;
+}
+
 /* ---- lifecycle ----------------------------------------------------------------------------- */
 void nx_trainer_free(nx_trainer *t) {
     if (!t) return;
     for (int i = 0; i < NX_TRAIN_MAX_DATA; i++) { close_dataset(&t->train[i]); close_dataset(&t->valid[i]); }
     nx_tmodel_free(t->model);
     nx_pool_free(t->pool);
+    nx_data_stream_free(t->tstream);
+    nx_data_stream_free(t->vstream);
+    nx__free(t->sample);
     nx__free(t->tok);
     nx__free(t->tgt);
     if (t->metrics) fclose(t->metrics);
@@ -562,16 +627,25 @@ nx_status nx_trainer_create(const nx_train_config *cfg, bool resume, nx_trainer 
         if (!ok) FAIL(nx__error(NX_ERR_NOT_FOUND, "%s: tokenizer.json not found", cfg->tokenizer_dir));
     }
     double ws = 0, wv = 0;
-    for (int i = 0; i < cfg->n_train; i++) {
+    t->sample = nx__malloc(((size_t)cfg->seq_length + 1) * sizeof(int32_t));
+    if (!t->sample) FAIL(nx__error(NX_ERR_NOMEM, "trainer"));
+    if (cfg->data_format == NX_DATA_INDEXED) {
+        if ((st = open_stream(cfg, cfg->train, cfg->n_train, cfg->global_batch, cfg->train_iters, &t->tstream)) != NX_OK)
+            goto fail;
+        if (cfg->n_valid &&
+            (st = open_stream(cfg, cfg->valid, cfg->n_valid, cfg->micro_batch, cfg->eval_iters, &t->vstream)) != NX_OK)
+            goto fail;
+    }
+    for (int i = 0; i < cfg->n_train && !t->tstream; i++) {
         if ((st = open_dataset(cfg, &cfg->train[i], &t->train[i], true)) != NX_OK) goto fail;
         ws += cfg->train[i].weight;
     }
-    for (int i = 0; i < cfg->n_valid; i++) {
+    for (int i = 0; i < cfg->n_valid && !t->vstream; i++) {
         if ((st = open_dataset(cfg, &cfg->valid[i], &t->valid[i], false)) != NX_OK) goto fail;
         wv += cfg->valid[i].weight;
     }
-    for (int i = 0; i < cfg->n_train; i++) t->wtrain[i] = cfg->train[i].weight / ws;
-    for (int i = 0; i < cfg->n_valid; i++) t->wvalid[i] = cfg->valid[i].weight / wv;
+    for (int i = 0; i < cfg->n_train && ws > 0; i++) t->wtrain[i] = cfg->train[i].weight / ws;
+    for (int i = 0; i < cfg->n_valid && wv > 0; i++) t->wvalid[i] = cfg->valid[i].weight / wv;
     if ((st = nx_tmodel_create(&cfg->model, cfg->micro_batch, cfg->seq_length, &t->model)) != NX_OK) goto fail;
     t->pool = nx_pool_create(cfg->threads);
     size_t bt = (size_t)cfg->micro_batch * (size_t)cfg->seq_length;
