@@ -284,6 +284,7 @@ float *nx__tmodel_adam_m(nx_tmodel *m) { return m->adam_m; }
 float *nx__tmodel_adam_v(nx_tmodel *m) { return m->adam_v; }
 void nx__tmodel_set_step_count(nx_tmodel *m, long t) { m->step = t; }
 void nx__tmodel_weights_changed(nx_tmodel *m) { m->wt_valid = false; }
+float *nx__tmodel_swap_grads(nx_tmodel *m, float *g) { float *old = m->grads; m->grads = g; return old; }
 size_t nx__tmodel_flat_size(const nx_tmodel *m) { return m->nparams; }
 size_t nx__tmodel_offset(const nx_tmodel *m, size_t i) { return m->offset[i]; }
 

@@ -51,6 +51,12 @@ void nx__tmodel_set_step_count(nx_tmodel *m, long t);
 /* Must be called after weights are changed behind the model's back (load, resume). */
 void nx__tmodel_weights_changed(nx_tmodel *m);
 
+/* Makes g (nx__tmodel_flat_size floats, 64-byte aligned) the buffer that backward passes
+ * accumulate into and nx_tmodel_adamw_step reads; returns the previous one. The caller
+ * keeps ownership of g and must swap the model's own buffer back before nx_tmodel_free.
+ * Lets the trainer give each micro batch its own gradient buffer (dist.h). */
+float *nx__tmodel_swap_grads(nx_tmodel *m, float *g);
+
 /* ---- config ------------------------------------------------------------------ */
 /* Parses HF config.json text of a gpt_neox model (all rotary spellings accepted). */
 nx_status nx__train_parse_model(const char *json, size_t len, const char *name, nx_model_config *out);

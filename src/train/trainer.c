@@ -29,6 +29,7 @@
  * Either way the data position is one counter (samples consumed), saved in checkpoints.
  */
 #include "train/train_internal.h"
+#include "train/dist.h"
 #include "neox/data.h"
 
 #include <jansson.h>
@@ -64,6 +65,15 @@ struct nx_trainer {
     nx_data_stream *tstream, *vstream;   /* indexed format */
     int32_t *sample;                      /* one sample of T+1 tokens */
     FILE *metrics;
+    /* Data parallelism (dist.h). Every micro batch's gradient goes to its own buffer
+     * (gslots[a] for this rank's a-th micro batch of the step; gslots[0] is the model's
+     * own buffer) and the step's gradient is a fixed tree over them, with one process too,
+     * so that the bits do not depend on the number of processes. */
+    nx_dist *dist;           /* borrowed; NULL = one process */
+    int rank, nranks;
+    float **gslots;
+    float *mloss;            /* this rank's micro-batch losses, then all A of them */
+    double comm_s;           /* communication time of the last step */
 };
 
 /* ---- data ------------------------------------------------------------------------------ */
@@ -178,6 +188,18 @@ static nx_status next_train_batch(nx_trainer *t) {
         t->consumed++;
     }
     return NX_OK;
+}
+
+/* Advances the data position past one micro batch that another rank trains on, without
+ * reading it (the blend counters move exactly as next_train_batch moves them). */
+static void skip_train_batch(nx_trainer *t) {
+    int B = t->cfg.micro_batch;
+    if (t->tstream) { t->consumed += (uint64_t)B; return; }
+    for (int b = 0; b < B; b++) {
+        int d = blend_pick(t->wtrain, t->counts, t->cfg.n_train, t->consumed);
+        t->counts[d]++;
+        t->consumed++;
+    }
 }
 
 /* Validation: the first eval_iters micro batches of the blended validation sets, in file
@@ -599,6 +621,12 @@ static nx_status open_stream(const nx_train_config *c, const nx_train_data *d, i
 /* ---- lifecycle ----------------------------------------------------------------------------- */
 void nx_trainer_free(nx_trainer *t) {
     if (!t) return;
+    if (t->gslots) {
+        if (t->model && t->gslots[0]) nx__tmodel_swap_grads(t->model, t->gslots[0]);
+        for (int a = 1; a < t->cfg.grad_accum / t->nranks; a++) nx__free_aligned(t->gslots[a]);
+        nx__free(t->gslots);
+    }
+    nx__free(t->mloss);
     for (int i = 0; i < NX_TRAIN_MAX_DATA; i++) { close_dataset(&t->train[i]); close_dataset(&t->valid[i]); }
     nx_tmodel_free(t->model);
     nx_pool_free(t->pool);
@@ -612,14 +640,35 @@ void nx_trainer_free(nx_trainer *t) {
 }
 
 nx_status nx_trainer_create(const nx_train_config *cfg, bool resume, nx_trainer **out) {
+    return nx_trainer_create_dist(cfg, resume, NULL, out);
+}
+
+/* With a group, every rank runs this; the ranks agree on the outcome twice (after the
+ * checks that every rank makes, before rank 0 writes anything; and at the end), so that
+ * one failing rank never leaves the others waiting, and no rank sees rank 0's first
+ * checkpoint as "existing checkpoints". */
+nx_status nx_trainer_create_dist(const nx_train_config *cfg, bool resume, nx_dist *dist, nx_trainer **out) {
     *out = NULL;
+    int agreed = 0;
     nx_trainer *t = nx__calloc(1, sizeof *t);
-    if (!t) return nx__error(NX_ERR_NOMEM, "trainer");
+    if (!t) {
+        nx_status e = nx__error(NX_ERR_NOMEM, "trainer");
+        nx__dist_agree(dist, e);
+        nx__dist_agree(dist, e);
+        return e;
+    }
     t->cfg = *cfg;
+    t->dist = dist;
+    t->rank = nx_dist_rank(dist);
+    t->nranks = nx_dist_size(dist);
     t->t_start = nx_time_s();
     nx_status st = NX_OK;
+    bool writer = t->rank == 0;
 #define FAIL(x) do { st = (x); goto fail; } while (0)
     if (cfg->n_train <= 0) FAIL(nx__error(NX_ERR_INVALID_ARG, "train config: no training data"));
+    if (cfg->grad_accum % t->nranks)
+        FAIL(nx__error(NX_ERR_INVALID_ARG, "gradient_accumulation_steps %d (the global batch in micro batches) is not a "
+                                           "multiple of the %d processes", cfg->grad_accum, t->nranks));
     if (cfg->tokenizer_dir[0]) {
         char *p = nx__path_join(cfg->tokenizer_dir, "tokenizer.json");
         bool ok = p && nx__file_exists(p);
@@ -652,6 +701,16 @@ nx_status nx_trainer_create(const nx_train_config *cfg, bool resume, nx_trainer 
     t->tok = nx__malloc(bt * sizeof(int32_t));
     t->tgt = nx__malloc(bt * sizeof(int32_t));
     if (!t->pool || !t->tok || !t->tgt) FAIL(nx__error(NX_ERR_NOMEM, "trainer"));
+    int per_rank = cfg->grad_accum / t->nranks;
+    t->gslots = nx__calloc((size_t)per_rank, sizeof(float *));
+    t->mloss = nx__calloc((size_t)cfg->grad_accum, sizeof(float));
+    if (!t->gslots || !t->mloss) FAIL(nx__error(NX_ERR_NOMEM, "trainer"));
+    t->gslots[0] = nx__tmodel_swap_grads(t->model, NULL);
+    nx__tmodel_swap_grads(t->model, t->gslots[0]);
+    for (int a = 1; a < per_rank; a++) {
+        t->gslots[a] = nx__malloc_aligned(nx__tmodel_flat_size(t->model) * sizeof(float));
+        if (!t->gslots[a]) FAIL(nx__error(NX_ERR_NOMEM, "trainer: %d gradient buffers", per_rank));
+    }
     char *latest = nx__path_join(cfg->out_dir, "latest");
     char *mpath = nx__path_join(cfg->out_dir, "metrics.jsonl");
     if (!latest || !mpath) { nx__free(latest); nx__free(mpath); FAIL(nx__error(NX_ERR_NOMEM, "trainer")); }
@@ -659,33 +718,38 @@ nx_status nx_trainer_create(const nx_train_config *cfg, bool resume, nx_trainer 
     nx__free(latest);
     if (resume) {
         st = load_checkpoint(t);
-        if (st == NX_OK) st = trim_metrics(mpath, t->iter, &t->elapsed_prev);
+        if (st == NX_OK && writer) st = trim_metrics(mpath, t->iter, &t->elapsed_prev);
     } else if (has_ckpt) {
         st = nx__error(NX_ERR_STATE, "%s already holds checkpoints: pass --resume to continue, or choose another "
                                      "\"save\" directory", cfg->out_dir);
     } else {
-        st = nx__mkdir_p(cfg->out_dir);
+        st = writer ? nx__mkdir_p(cfg->out_dir) : NX_OK;
         if (st == NX_OK) {
             nx_tmodel_init(t->model, cfg->init, cfg->output_init, cfg->init_std, cfg->seed);
-            st = trim_metrics(mpath, -1, &t->elapsed_prev);
+            if (writer) st = trim_metrics(mpath, -1, &t->elapsed_prev);
         }
     }
-    if (st == NX_OK) {
+    agreed = 1;
+    st = nx__dist_agree(dist, st);
+    if (st == NX_OK && writer) {
         t->metrics = fopen(mpath, "ab");
         if (!t->metrics) st = nx__error(NX_ERR_IO, "%s: cannot open for appending", mpath);
     }
     nx__free(mpath);
-    if (st != NX_OK) goto fail;
-    if (!resume && nx_train_checkpoint_due(cfg, 0)) {
-        if ((st = save_checkpoint(t)) != NX_OK) goto fail;
-    }
+    if (st == NX_OK && writer && !resume && nx_train_checkpoint_due(cfg, 0)) st = save_checkpoint(t);
+    agreed = 2;
+    if ((st = nx__dist_agree(dist, st)) != NX_OK) goto fail;
     *out = t;
     return NX_OK;
 fail:
+    /* Every rank takes part in both agreements, whichever path it failed on. */
+    for (; agreed < 2; agreed++) nx__dist_agree(dist, st);
     nx_trainer_free(t);
     return st;
 #undef FAIL
 }
+
+double nx_trainer_comm_seconds(const nx_trainer *t) { return t->comm_s; }
 
 long nx_trainer_iter(const nx_trainer *t) { return t->iter; }
 nx_tmodel *nx_trainer_model(nx_trainer *t) { return t->model; }
@@ -696,15 +760,26 @@ nx_status nx_trainer_step(nx_trainer *t, nx_train_metrics *out) {
     double t0 = nx_time_s();
     long it = t->iter + 1;
     double lr = nx_lr_at(&t->cfg.lr, it);
-    nx_tmodel_zero_grad(t->model);
     double tot = 0.0;
-    float inv = 1.0f / (float)t->cfg.grad_accum;
-    for (int a = 0; a < t->cfg.grad_accum; a++) {
+    int A = t->cfg.grad_accum, N = t->nranks;
+    float inv = 1.0f / (float)A;
+    t->comm_s = 0.0;
+    /* Micro batch k of the step (samples in order) belongs to rank k % N: GPT-NeoX's
+     * DistributedBatchSampler gives each rank a contiguous slice of every micro_batch x N
+     * samples. Each is trained into its own zeroed gradient buffer. */
+    for (int k = 0; k < A; k++) {
+        if (k % N != t->rank) { skip_train_batch(t); continue; }
         NX_TRY(next_train_batch(t));
-        float l;
-        NX_TRY(nx_tmodel_forward_backward(t->model, t->pool, t->tok, t->tgt, inv, &l));
-        tot += l;
+        nx__tmodel_swap_grads(t->model, t->gslots[k / N]);
+        nx_tmodel_zero_grad(t->model);
+        nx_status st = nx_tmodel_forward_backward(t->model, t->pool, t->tok, t->tgt, inv, &t->mloss[k / N]);
+        nx__tmodel_swap_grads(t->model, t->gslots[0]);
+        NX_TRY(st);
     }
+    NX_TRY(nx__dist_reduce_grads(t->dist, t->pool, t->gslots, A, nx__tmodel_flat_size(t->model), &t->comm_s));
+    float *all = t->mloss;
+    NX_TRY(nx__dist_gather_losses(t->dist, t->mloss, A, all, &t->comm_s));
+    for (int k = 0; k < A; k++) tot += all[k];
     float gn = 0.0f;
     NX_TRY(nx_tmodel_adamw_step(t->model, t->pool, &t->cfg.adamw, lr, &gn));
     t->iter = it;
@@ -714,6 +789,8 @@ nx_status nx_trainer_step(nx_trainer *t, nx_train_metrics *out) {
     out->lr = (float)lr;
     out->grad_norm = gn;
     out->tokens_per_s = (double)t->cfg.global_batch * t->cfg.seq_length / (dt > 0 ? dt : 1e-9);
+    /* Only rank 0 reports and writes; the others go on to the next step. */
+    if (t->rank != 0) return NX_OK;
     if (t->cfg.eval_interval > 0 && (it % t->cfg.eval_interval == 0 || it == t->cfg.train_iters)) {
         NX_TRY(evaluate(t, &out->val_loss));
         out->has_val = true;
@@ -723,6 +800,7 @@ nx_status nx_trainer_step(nx_trainer *t, nx_train_metrics *out) {
     fprintf(t->metrics, "{\"step\":%ld,\"loss\":%.9g,\"lr\":%.9g,\"grad_norm\":%.9g", it, (double)out->loss, lr,
             (double)gn);
     if (out->has_val) fprintf(t->metrics, ",\"val_loss\":%.9g", (double)out->val_loss);
+    if (N > 1) fprintf(t->metrics, ",\"ranks\":%d,\"comm_s\":%.4f", N, t->comm_s);
     fprintf(t->metrics, ",\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}\n", out->tokens_per_s, out->elapsed_s);
     if (fflush(t->metrics) != 0 || ferror(t->metrics)) return nx__error(NX_ERR_IO, "%s/metrics.jsonl: write failed", t->cfg.out_dir);
     if (nx_train_checkpoint_due(&t->cfg, it)) {
