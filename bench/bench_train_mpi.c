@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -68,9 +69,11 @@ int main(int argc, char **argv) {
     for (int a = 1; a < c; a++) slots[a] = nx__malloc_aligned(nflat * sizeof(float));
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)B * T), *tgt = malloc(sizeof(int32_t) * (size_t)B * T);
     double *tstep = calloc((size_t)steps, sizeof(double)), *fcomm = calloc((size_t)steps, sizeof(double)),
-           *fred = calloc((size_t)steps, sizeof(double));
+           *fred = calloc((size_t)steps, sizeof(double)), *tcpu = calloc((size_t)steps, sizeof(double));
+    float *cpu_all = calloc((size_t)N, sizeof(float));
     for (int it = -1; it < steps; it++) {   /* it = -1: warm-up */
         double t0 = nx_time_s(), comm = 0;
+        clock_t c0 = clock();
         for (int a = 0; a < c; a++) {
             unsigned s = (unsigned)(a * N + rank + 1) * 2654435761u;   /* tokens of global micro batch k */
             for (int i = 0; i < B * T; i++) {
@@ -94,7 +97,13 @@ int main(int argc, char **argv) {
         float gn;
         if (nx_tmodel_adamw_step(m, pool, &cfg.adamw, 1e-4, &gn) != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); return 1; }
         double dt = nx_time_s() - t0;
+        /* CPU seconds of every rank this step (one value per rank, gathered in rank order). */
+        double dummy = 0;
+        float mine = (float)((double)(clock() - c0) / CLOCKS_PER_SEC);
+        if (nx__dist_gather_losses(d, &mine, N, cpu_all, &dummy) != NX_OK) { nx_dist_abort(d, 1); return 1; }
         if (it >= 0) {
+            tcpu[it] = 0;
+            for (int q = 0; q < N; q++) tcpu[it] += cpu_all[q];
             tstep[it] = dt;
             fcomm[it] = comm / dt;
             fred[it] = (t2 - t1 - comm) / dt;
@@ -104,12 +113,13 @@ int main(int argc, char **argv) {
     if (rank == 0) {
         double med = median(tstep, steps);
         printf("%s: %d rank(s) x %d thread(s), global batch %d x %d x %d tokens, params %zu: median step %.3f s, "
-               "%.0f tokens/s; median share of the step in MPI calls %.1f%%, in local tree additions %.1f%%\n",
+               "%.0f tokens/s; %.0f tokens per CPU-second (all ranks); median share of the step in MPI calls %.1f%%, "
+               "in local tree additions %.1f%%\n",
                argv[1], N, threads, A, B, T, nx_tmodel_num_params(m), med, (double)A * B * T / med,
-               100.0 * median(fcomm, steps), 100.0 * median(fred, steps));
+               (double)A * B * T / median(tcpu, steps), 100.0 * median(fcomm, steps), 100.0 * median(fred, steps));
     }
     for (int a = 1; a < c; a++) nx__free_aligned(slots[a]);
-    free(slots); free(losses); free(tok); free(tgt); free(tstep); free(fcomm); free(fred);
+    free(slots); free(losses); free(tok); free(tgt); free(tstep); free(fcomm); free(fred); free(tcpu); free(cpu_all);
     nx_pool_free(pool);
     nx_tmodel_free(m);
     nx_dist_finalize(d);
