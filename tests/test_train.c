@@ -395,6 +395,27 @@ static void test_pythia_configs(void) {
     }
 }
 
+/* "model" may name an HF config.json (here transformers 5's rope_parameters form). */
+static void test_model_config_path(void) {
+    char json[2048];
+    snprintf(json, sizeof json,
+             "{\"model\": \"%s\", \"data\": {\"train\": [\"x.bin\"]}, \"seq_length\": 16, \"train_iters\": 1,"
+             " \"save\": \"out\"}", fixture_path("train/sequential/config.json"));
+    nx_train_config c;
+    CHECK_MSG(nx_train_config_parse(json, strlen(json), "inline", "/base", &c) == NX_OK, "%s", nx_last_error());
+    CHECK_EQ_INT(c.model.hidden_size, 32);
+    CHECK_EQ_INT(c.model.rotary_dim, 8);   /* partial_rotary_factor 0.5 of head size 16 */
+    CHECK(!c.model.parallel_residual && c.model.tie_word_embeddings && !c.model.attention_bias);
+    CHECK(c.model.act == NX_ACT_GELU_TANH);
+    CHECK(strcmp(c.out_dir, "/base/out") == 0 && strcmp(c.train[0].path, "/base/x.bin") == 0);
+    CHECK_EQ_INT(c.global_batch, 1);
+    CHECK_EQ_INT(c.lr.warmup_iters, 0);
+    const char *bad = "{\"model\": {\"model_type\": \"gpt_neox\"}, \"data\": {\"train\": [\"x\"]}, "
+                      "\"train_iters\": 1, \"save\": \"o\", \"train_batch_size\": 6, \"micro_batch_size\": 4}";
+    CHECK(nx_train_config_parse(bad, strlen(bad), "inline", NULL, &c) == NX_ERR_FORMAT);
+    CHECK_STR_CONTAINS(nx_last_error(), "multiple");
+}
+
 /* The trainer on an indexed dataset consumes nx_data_stream's GPT-NeoX order: three
  * steps through nx_trainer give the same losses, bit for bit, as a hand-written loop
  * over nx_data_stream_sample + nx_tmodel. */
@@ -493,6 +514,7 @@ int main(void) {
     TEST_RUN(test_init_methods);
     TEST_RUN(test_lr_schedule);
     TEST_RUN(test_pythia_configs);
+    TEST_RUN(test_model_config_path);
     TEST_RUN(test_trainer_indexed_order);
     TEST_RUN(test_bad_inputs);
     TEST_END();
