@@ -51,6 +51,18 @@ check "legacy: 3 buffers excluded" contains "$TMP/leg.txt" "tensors: 5 (3 legacy
 check "legacy: 16 parameters" contains "$TMP/leg.txt" "parameters: 16 "
 check "legacy: row marked" contains "$TMP/leg.txt" "(legacy buffer, not a parameter)"
 
+# PyTorch .bin checkpoints (fixtures of the torch reader): a sharded .bin index, and a
+# GPT-Neo whose .bin stores lm_head.weight as a view of the tied embedding. Expected counts
+# are sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(DIR).parameters()).
+TFIX="$SRC/tests/fixtures/torch"
+"$NEOX" inspect --no-tensors "$TFIX/sharded" > "$TMP/bin_sh.txt" 2>&1
+check "sharded .bin index: 6528 parameters (transformers)" contains "$TMP/bin_sh.txt" "parameters: 6528 "
+check "sharded .bin index: 2 files" contains "$TMP/bin_sh.txt" "(2 files)"
+"$NEOX" inspect "$TFIX/gptneo" > "$TMP/bin_neo.txt" 2>&1
+check "tied GPT-Neo .bin: 5920 parameters (transformers)" contains "$TMP/bin_neo.txt" "parameters: 5920 "
+check "tied head marked" contains "$TMP/bin_neo.txt" "(tied to the input embedding, counted once)"
+check "GPT-Neo local layers" contains "$TMP/bin_neo.txt" "1 local-attention layers (window 8)"
+
 # a config given explicitly for a bare file
 "$NEOX" inspect --config "$FIX/tiny-neox/config.json" "$FIX/tiny-neox/model.safetensors" > "$TMP/cfg.txt"
 check "--config for a file" contains "$TMP/cfg.txt" "hidden_size 32"

@@ -45,6 +45,17 @@ printf '{"text": "Hello world"}\n{"text": ""}\n{"text": "a\\nb", "meta": 1}\n' >
 "$NEOX" detokenize -t "$T20B" --jsonl "$tmp/out.jsonl" > "$tmp/back.jsonl" || fail "jsonl detokenize"
 [ "$(sed -n 3p "$tmp/back.jsonl")" = '{"text": "a\nb"}' ] || fail "jsonl back line 3: $(sed -n 3p "$tmp/back.jsonl")"
 
+# -j: the same output on several threads, in order; the first bad line still stops the run
+for i in $(seq 1 300); do printf '{"text": "line %d: caf\u00e9  <|endoftext|>\\tx"}\n' "$i"; done > "$tmp/many.jsonl"
+"$NEOX" tokenize -t "$T20B" --jsonl "$tmp/many.jsonl" > "$tmp/m1" || fail "jsonl -j1"
+"$NEOX" tokenize -t "$T20B" --jsonl -j 3 "$tmp/many.jsonl" > "$tmp/m3" || fail "jsonl -j3"
+cmp -s "$tmp/m1" "$tmp/m3" || fail "-j 3 output differs from -j 1"
+[ "$(wc -l < "$tmp/m3")" = 300 ] || fail "-j 3 line count"
+sed -i '250s/.*/{"txt": 1}/' "$tmp/many.jsonl"
+"$NEOX" tokenize -t "$T20B" --jsonl -j 2 "$tmp/many.jsonl" > "$tmp/m2" 2> "$tmp/err" && fail "-j bad line accepted"
+grep -q "line 250:" "$tmp/err" || fail "-j error line: $(cat "$tmp/err")"
+[ "$(wc -l < "$tmp/m2")" = 249 ] || fail "-j printed $(wc -l < "$tmp/m2") lines before the error"
+
 # malformed input: clear error with the line number, non-zero exit
 printf '{"text": "ok"}\n{"text": 5}\n' | "$NEOX" tokenize -t "$T20B" --jsonl > /dev/null 2> "$tmp/err" && fail "bad jsonl accepted"
 grep -q "line 2" "$tmp/err" || fail "no line number: $(cat "$tmp/err")"

@@ -174,8 +174,6 @@ static void test_read_python_all_dtypes(void) {
     nx_tensorset_free(ts);
 }
 
-/* Write the tensors of the Python file with our writer (in a scrambled order) and compare
- * the bytes with the Python output. */
 /* Every F8 byte pattern against torch's own decoding would need torch; instead check the
  * decoders at the format's landmarks (max normal, min subnormal, NaN, signed zero). */
 static void test_f8_decode(void) {
@@ -228,14 +226,23 @@ static void test_f8_decode(void) {
     json_decref(tab);
 }
 
-static void test_write_matches_python(void) {
+/* Rewrites a reference file with our writer (tensors handed over in a scrambled order)
+ * and compares the bytes. */
+static void rewrite_and_compare(const char *rel, const char *outname) {
     nx_tensorset *ts = NULL;
-    const char *ref = fixture_path("io/all_dtypes.safetensors");
+    const char *ref = fixture_path(rel);
     CHECK_EQ_INT(nx_tensorset_open(ref, &ts), NX_OK);
     size_t n = nx_tensorset_count(ts);
     nx_tensor_write *w = calloc(n, sizeof *w);
+    size_t step = 7;   /* coprime with n, so i -> (i * step + 3) % n is a permutation */
+    for (;;) {
+        size_t a = n, b = step;
+        while (b) { size_t r = a % b; a = b; b = r; }
+        if (a == 1 || n <= 1) break;
+        step++;
+    }
     for (size_t i = 0; i < n; i++) {
-        const nx_tensor_info *t = nx_tensorset_at(ts, (i * 7 + 3) % n);   /* 7 is coprime with n = 19 */
+        const nx_tensor_info *t = nx_tensorset_at(ts, (i * step + 3) % n);
         w[i].name = t->name;
         w[i].dtype = t->dtype;
         w[i].ndim = t->ndim;
@@ -243,15 +250,15 @@ static void test_write_matches_python(void) {
         w[i].data = t->data;
     }
     const char *meta[] = {"format", "pt"};
-    const char *out = tmp_path("ours.safetensors");
+    const char *out = tmp_path(outname);
     CHECK_EQ_INT(nx_safetensors_write(out, w, n, meta, 1), NX_OK);
     size_t na, nb;
     uint8_t *a = read_file(ref, &na), *b = read_file(out, &nb);
     CHECK(a && b);
-    CHECK_EQ_INT(na, nb);
+    CHECK_MSG(na == nb, "%s: %zu bytes, ours %zu", rel, na, nb);
     size_t first_diff = na;
     for (size_t i = 0; i < na; i++) if (a[i] != b[i]) { first_diff = i; break; }
-    CHECK_MSG(first_diff == na, "first differing byte at %zu", first_diff);
+    CHECK_MSG(first_diff == na, "%s: first differing byte at %zu", rel, first_diff);
     /* header length is a multiple of 8 */
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = (hl << 8) | b[i];
@@ -264,6 +271,17 @@ static void test_write_matches_python(void) {
     free(b);
     free(w);
     nx_tensorset_free(ts);
+}
+
+/* Byte-identical to Python safetensors (every dtype, escaped names) and to the
+ * model.safetensors that transformers' save_pretrained wrote for the tiny model. */
+static void test_write_matches_python(void) {
+    int before = t_failed_checks;
+    rewrite_and_compare("io/all_dtypes.safetensors", "ours_all_dtypes.safetensors");
+    rewrite_and_compare("io/tiny-neox/model.safetensors", "ours_tiny.safetensors");
+    rewrite_and_compare("io/sharded/model-00002-of-00002.safetensors", "ours_shard2.safetensors");
+    rewrite_and_compare("io/legacy_buffers.safetensors", "ours_legacy.safetensors");
+    if (t_failed_checks != before) t_current_failed = 1;
 }
 
 static void test_write_roundtrip_and_errors(void) {

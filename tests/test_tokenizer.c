@@ -476,6 +476,8 @@ static void test_load_errors(void) {
     CHECK_EQ_INT(load_str("{\"model\": {\"vocab\": {\"a\": \"x\"}}}", &t), NX_ERR_RANGE);
     CHECK_EQ_INT(load_str("{\"model\": {\"vocab\": {\"a\": 0, \"b\": 0}}}", &t), NX_ERR_FORMAT);
     CHECK_STR_CONTAINS(nx_last_error(), "id 0 is used by both");
+    CHECK_EQ_INT(load_str("{\"model\": {\"vocab\": {\"a\": 0, \"a\": 1}}}", &t), NX_ERR_FORMAT);
+    CHECK_STR_CONTAINS(nx_last_error(), "duplicate");
     CHECK_EQ_INT(load_str("{\"model\": {\"vocab\": {}}, \"added_tokens\": [{\"id\": -5, \"content\": \"x\"}]}", &t),
                  NX_ERR_RANGE);
     CHECK_STR_CONTAINS(nx_last_error(), "added_tokens[0].id");
@@ -505,6 +507,42 @@ static void test_load_errors(void) {
     nx_tokenizer_free(t);
 }
 
+/* A model directory: tokenizer.json plus special_tokens_map.json naming the specials. */
+static void test_model_dir(void) {
+    char dir[1024], path[1100];
+    snprintf(dir, sizeof dir, "%s/tok_model_dir", NX_BINARY_DIR);
+    snprintf(path, sizeof path, "mkdir -p '%s'", dir);
+    CHECK(system(path) == 0);
+    FILE *in = fopen(fixture_path("tokenizer/variant1.json"), "rb");
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *out = fopen(path, "wb");
+    CHECK(in && out);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0) fwrite(buf, 1, n, out);
+    fclose(in);
+    fclose(out);
+    snprintf(path, sizeof path, "%s/special_tokens_map.json", dir);
+    out = fopen(path, "wb");
+    fputs("{\"bos_token\": \"<s>\", \"eos_token\": {\"content\": \"</s>\", \"lstrip\": false}, \"pad_token\": \"<pad>\"}", out);
+    fclose(out);
+    nx_tokenizer *t = NULL;
+    CHECK_MSG(nx_tokenizer_load(dir, &t) == NX_OK, "%s", nx_last_error());
+    CHECK_EQ_INT(nx_tokenizer_bos_id(t), nx_tokenizer_token_to_id(t, "<s>"));
+    CHECK_EQ_INT(nx_tokenizer_eos_id(t), nx_tokenizer_token_to_id(t, "</s>"));
+    CHECK_EQ_INT(nx_tokenizer_pad_id(t), nx_tokenizer_token_to_id(t, "<pad>"));
+    CHECK(nx_tokenizer_eos_id(t) >= 0 && nx_tokenizer_eos_id(t) != nx_tokenizer_bos_id(t));
+    /* the TemplateProcessing post-processor adds <s> ... </s> unless told not to */
+    nx_ids ids = {0};
+    CHECK_EQ_INT(nx_tokenizer_encode(t, "hi", 2, 0, &ids), NX_OK);
+    CHECK(ids.len >= 3 && ids.data[0] == nx_tokenizer_bos_id(t) && ids.data[ids.len - 1] == nx_tokenizer_eos_id(t));
+    size_t with = ids.len;
+    CHECK_EQ_INT(nx_tokenizer_encode(t, "hi", 2, NX_TOK_NO_POST_PROCESS, &ids), NX_OK);
+    CHECK_EQ_INT(ids.len, with - 2);
+    nx_ids_free(&ids);
+    nx_tokenizer_free(t);
+}
+
 int main(void) {
     TEST_RUN(test_anchors);
     TEST_RUN(test_corpus_neox20b);
@@ -518,6 +556,7 @@ int main(void) {
     TEST_RUN(test_linear_time);
     TEST_RUN(test_threads);
     TEST_RUN(test_load_errors);
+    TEST_RUN(test_model_dir);
     free(g_docs);
     free(g_corpus.data);
     TEST_END();

@@ -11,6 +11,7 @@
 #include "test.h"
 #include "train/train_internal.h"
 #include "neox/data.h"
+#include "neox/model.h"
 
 #include <math.h>
 
@@ -395,6 +396,90 @@ static void test_pythia_configs(void) {
     }
 }
 
+/* A checkpoint written by the trainer, loaded by the inference engine (an independent
+ * forward implementation in src/models): its logits give the same loss as the training
+ * forward on the same sequence. */
+static void test_checkpoint_in_inference_engine(void) {
+    char dir[1024], cmd[1200], ck[1100];
+    snprintf(dir, sizeof dir, "%s/test_train_xcheck_run", NX_BINARY_DIR);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+    char json[3072];
+    snprintf(json, sizeof json,
+             "{\"model\": {\"model_type\": \"gpt_neox\", \"vocab_size\": 96, \"hidden_size\": 32, "
+             "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"intermediate_size\": 128, "
+             "\"rotary_pct\": 0.5, \"max_position_embeddings\": 64, \"use_parallel_residual\": false},"
+             " \"data\": {\"train\": [\"%s\"]}, \"seq_length\": 32, \"micro_batch_size\": 4,"
+             " \"train_iters\": 4, \"lr\": 0.01, \"warmup_iters\": 1, \"threads\": 1, \"save\": \"%s\"}",
+             fixture_path("train/tiny_train.bin"), dir);
+    nx_train_config c;
+    CHECK_MSG(nx_train_config_parse(json, strlen(json), "inline", NULL, &c) == NX_OK, "%s", nx_last_error());
+    nx_trainer *tr = NULL;
+    CHECK_MSG(nx_trainer_create(&c, false, &tr) == NX_OK, "%s", nx_last_error());
+    nx_train_metrics mt;
+    while (nx_trainer_iter(tr) < c.train_iters) CHECK_MSG(nx_trainer_step(tr, &mt) == NX_OK, "%s", nx_last_error());
+    /* the training forward on one sequence, with the trained weights */
+    nx_tmodel *m1 = NULL;
+    CHECK(nx_tmodel_create(&c.model, 1, 32, &m1) == NX_OK);
+    nx_tmodel *mt_ = nx_trainer_model(tr);
+    for (size_t i = 0; i < nx_tmodel_num_tensors(m1); i++)
+        memcpy(nx_tmodel_param_data(m1, i), nx_tmodel_param_data(mt_, i), nx_tmodel_tensor(m1, i)->numel * sizeof(float));
+    nx_trainer_free(tr);
+    char *raw = NULL;
+    size_t len = 0;
+    CHECK(nx__file_read_all(fixture_path("train/tiny_valid.bin"), &raw, &len) == NX_OK && len >= 66);
+    int32_t ids[33];
+    for (int i = 0; i < 33; i++) ids[i] = (uint8_t)raw[2 * i] | ((uint8_t)raw[2 * i + 1] << 8);
+    nx__free(raw);
+    float loss_train = 0;
+    CHECK(nx_tmodel_forward(m1, NULL, ids, ids + 1, &loss_train) == NX_OK);
+    nx_tmodel_free(m1);
+
+    snprintf(ck, sizeof ck, "%s/step4", dir);
+    nx_model *model = NULL;
+    CHECK_MSG(nx_model_load(ck, NULL, &model) == NX_OK, "%s", nx_last_error());
+    nx_session_opts so = {.n_ctx = 64, .n_threads = 1};
+    nx_session *sess = NULL;
+    CHECK(nx_session_create(model, &so, &sess) == NX_OK);
+    static float logits[32 * 96];
+    CHECK_MSG(nx_session_forward(sess, ids, 32, logits) == NX_OK, "%s", nx_last_error());
+    double tot = 0;
+    for (int t = 0; t < 32; t++) {
+        const float *l = logits + t * 96;
+        double mx = l[0], se = 0;
+        for (int v = 1; v < 96; v++) mx = l[v] > mx ? l[v] : mx;
+        for (int v = 0; v < 96; v++) se += exp(l[v] - mx);
+        tot += mx + log(se) - l[ids[t + 1]];
+    }
+    double loss_infer = tot / 32;
+    printf("     trained checkpoint: training forward loss %.7f, inference engine %.7f\n", loss_train, loss_infer);
+    CHECK_NEAR(loss_train, loss_infer, 1e-5 * loss_infer);
+    nx_session_free(sess);
+    nx_model_free(model);
+    CHECK(system(cmd) == 0);
+}
+
+/* "model" may name an HF config.json (here transformers 5's rope_parameters form). */
+static void test_model_config_path(void) {
+    char json[2048];
+    snprintf(json, sizeof json,
+             "{\"model\": \"%s\", \"data\": {\"train\": [\"x.bin\"]}, \"seq_length\": 16, \"train_iters\": 1,"
+             " \"save\": \"out\"}", fixture_path("train/sequential/config.json"));
+    nx_train_config c;
+    CHECK_MSG(nx_train_config_parse(json, strlen(json), "inline", "/base", &c) == NX_OK, "%s", nx_last_error());
+    CHECK_EQ_INT(c.model.hidden_size, 32);
+    CHECK_EQ_INT(c.model.rotary_dim, 8);   /* partial_rotary_factor 0.5 of head size 16 */
+    CHECK(!c.model.parallel_residual && c.model.tie_word_embeddings && !c.model.attention_bias);
+    CHECK(c.model.act == NX_ACT_GELU_TANH);
+    CHECK(strcmp(c.out_dir, "/base/out") == 0 && strcmp(c.train[0].path, "/base/x.bin") == 0);
+    CHECK_EQ_INT(c.global_batch, 1);
+    CHECK_EQ_INT(c.lr.warmup_iters, 0);
+    const char *bad = "{\"model\": {\"model_type\": \"gpt_neox\"}, \"data\": {\"train\": [\"x\"]}, "
+                      "\"train_iters\": 1, \"save\": \"o\", \"train_batch_size\": 6, \"micro_batch_size\": 4}";
+    CHECK(nx_train_config_parse(bad, strlen(bad), "inline", NULL, &c) == NX_ERR_FORMAT);
+    CHECK_STR_CONTAINS(nx_last_error(), "multiple");
+}
+
 /* The trainer on an indexed dataset consumes nx_data_stream's GPT-NeoX order: three
  * steps through nx_trainer give the same losses, bit for bit, as a hand-written loop
  * over nx_data_stream_sample + nx_tmodel. */
@@ -511,6 +596,8 @@ int main(void) {
     TEST_RUN(test_init_methods);
     TEST_RUN(test_lr_schedule);
     TEST_RUN(test_pythia_configs);
+    TEST_RUN(test_model_config_path);
+    TEST_RUN(test_checkpoint_in_inference_engine);
     TEST_RUN(test_trainer_indexed_order);
     TEST_RUN(test_bad_inputs);
     TEST_END();

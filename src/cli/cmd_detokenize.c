@@ -10,7 +10,6 @@
 #include "cli.h"
 
 #include <ctype.h>
-#include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,7 +186,6 @@ int cmd_detokenize(int argc, char **argv) {
         fprintf(stderr, "neox detokenize: error writing the output\n");
         rc = 1;
     }
-    (void)errno;
     free(ids);
     free(text);
     nx_text_free(&out);

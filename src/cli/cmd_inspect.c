@@ -3,9 +3,11 @@
  *
  * PATH is a model directory (config.json + weights in any layout nx_tensorset_open reads),
  * a .safetensors file, or a sharded index. Prints the architecture and hyperparameters
- * (when a config is present), every tensor, the parameter count (legacy buffers such as
- * the causal-mask `attention.bias`, `masked_bias` and `rotary_emb.inv_freq` are listed but
- * not counted), byte totals per dtype and an estimate of the memory needed to run it.
+ * (when a config is present), every tensor, the parameter count as transformers'
+ * model.parameters() gives it (legacy buffers such as the causal-mask `attention.bias`,
+ * `masked_bias` and `rotary_emb.inv_freq` are listed but not counted, and a tied output
+ * head stored next to the embedding counts once), byte totals per dtype and an estimate
+ * of the memory needed to run it.
  *
  * Memory estimate (batch 1, the full max_position_embeddings context T, f32 compute):
  *   weights      parameter bytes at the stored dtype (mapped as they are)
@@ -18,6 +20,7 @@
 #include "cli.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +48,43 @@ static bool is_legacy_buffer(const char *name) {
         if (n >= m && strcmp(name + n - m, k_suffixes[i]) == 0) return true;
     }
     return false;
+}
+
+typedef struct { const void *data; size_t nbytes, index; } alias_key;
+
+static int cmp_alias(const void *a, const void *b) {
+    const alias_key *x = a, *y = b;
+    if (x->data != y->data) return (uintptr_t)x->data < (uintptr_t)y->data ? -1 : 1;
+    if (x->nbytes != y->nbytes) return x->nbytes < y->nbytes ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* Marks tensors that are not separate parameters, as transformers' parameters() counts
+ * them: a tensor sharing storage with an earlier one (a .bin saves a tied lm_head as a
+ * view of the embedding's storage), and with tie_word_embeddings an output head stored
+ * next to the input embedding. */
+static void mark_tied(const nx_tensorset *ts, const nx_model_config *c, bool *tied) {
+    size_t nt = nx_tensorset_count(ts);
+    alias_key *k = calloc(nt ? nt : 1, sizeof *k);
+    if (k) {
+        for (size_t i = 0; i < nt; i++) {
+            const nx_tensor_info *t = nx_tensorset_at(ts, i);
+            k[i] = (alias_key){t->data, t->nbytes, i};
+        }
+        qsort(k, nt, sizeof *k, cmp_alias);
+        for (size_t i = 1; i < nt; i++)
+            if (k[i].nbytes && k[i].data == k[i - 1].data && k[i].nbytes == k[i - 1].nbytes) tied[k[i].index] = true;
+        free(k);
+    }
+    if (c && c->tie_word_embeddings) {
+        static const char *const pairs[][2] = {{"lm_head.weight", "transformer.wte.weight"},
+                                               {"embed_out.weight", "gpt_neox.embed_in.weight"}};
+        for (size_t p = 0; p < 2; p++) {
+            const nx_tensor_info *head = nx_tensorset_find(ts, pairs[p][0]);
+            if (head && nx_tensorset_find(ts, pairs[p][1]))
+                tied[(size_t)(head - nx_tensorset_at(ts, 0))] = true;
+        }
+    }
 }
 
 static const char *human(double bytes, char *buf, size_t cap) {
@@ -174,13 +214,16 @@ int cmd_inspect(int argc, char **argv) {
 
     size_t nt = nx_tensorset_count(ts);
     unsigned long long params = 0, param_bytes = 0, total_bytes = 0, by_dtype[NX_DTYPE_COUNT] = {0};
-    size_t legacy = 0, nfiles = 0;
+    size_t legacy = 0, tied = 0, nfiles = 0;
     const char **files = calloc(nt ? nt : 1, sizeof *files);
+    bool *is_tied = calloc(nt ? nt : 1, sizeof *is_tied);
+    if (is_tied) mark_tied(ts, c, is_tied);
     for (size_t i = 0; i < nt; i++) {
         const nx_tensor_info *t = nx_tensorset_at(ts, i);
         total_bytes += t->nbytes;
         by_dtype[t->dtype] += t->nbytes;
         if (is_legacy_buffer(t->name)) legacy++;
+        else if (is_tied && is_tied[i]) tied++;
         else { params += nx_tensor_numel(t); param_bytes += t->nbytes; }
         bool seen = false;
         for (size_t k = 0; k < nfiles && !seen; k++) seen = strcmp(files[k], t->file) == 0;
@@ -195,6 +238,7 @@ int cmd_inspect(int argc, char **argv) {
         json_object_set_new(o, "config", c ? config_json(c) : json_null());
         json_object_set_new(o, "n_tensors", json_integer((json_int_t)nt));
         json_object_set_new(o, "legacy_buffers", json_integer((json_int_t)legacy));
+        json_object_set_new(o, "tied_copies", json_integer((json_int_t)tied));
         json_object_set_new(o, "parameters", json_integer((json_int_t)params));
         json_object_set_new(o, "parameter_bytes", json_integer((json_int_t)param_bytes));
         json_object_set_new(o, "total_bytes", json_integer((json_int_t)total_bytes));
@@ -221,6 +265,7 @@ int cmd_inspect(int argc, char **argv) {
                 json_object_set_new(tj, "shape", sh);
                 json_object_set_new(tj, "bytes", json_integer((json_int_t)t->nbytes));
                 if (is_legacy_buffer(t->name)) json_object_set_new(tj, "legacy_buffer", json_true());
+                else if (is_tied && is_tied[i]) json_object_set_new(tj, "tied", json_true());
                 json_array_append_new(arr, tj);
             }
             json_object_set_new(o, "tensors", arr);
@@ -247,11 +292,15 @@ int cmd_inspect(int argc, char **argv) {
                     p += (size_t)snprintf(shape + p, sizeof shape - p, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
                 snprintf(shape + p, sizeof shape - p, "]");
                 printf("%-60s %-8s %-22s %12zu%s\n", t->name, nx_dtype_name(t->dtype), shape, t->nbytes,
-                       is_legacy_buffer(t->name) ? "  (legacy buffer, not a parameter)" : "");
+                       is_legacy_buffer(t->name)    ? "  (legacy buffer, not a parameter)"
+                       : (is_tied && is_tied[i]) ? "  (tied to the input embedding, counted once)"
+                                                 : "");
             }
             printf("\n");
         }
-        printf("tensors: %zu (%zu legacy buffer%s not counted as parameters)\n", nt, legacy, legacy == 1 ? "" : "s");
+        printf("tensors: %zu (%zu legacy buffer%s not counted as parameters", nt, legacy, legacy == 1 ? "" : "s");
+        if (tied) printf("; %zu tied cop%s counted once", tied, tied == 1 ? "y" : "ies");
+        printf(")\n");
         printf("parameters: %llu (%.3f M)\n", params, (double)params / 1e6);
         printf("bytes: %llu total (%s):", total_bytes, human((double)total_bytes, b1, sizeof b1));
         for (int d = 0; d < NX_DTYPE_COUNT; d++)
@@ -271,6 +320,7 @@ int cmd_inspect(int argc, char **argv) {
         }
     }
     free((void *)files);
+    free(is_tied);
     free(auto_cfg);
     nx_tensorset_free(ts);
     return 0;

@@ -4,7 +4,8 @@
  *
  * Without --jsonl the whole input (FILE or stdin) is one text and its ids are printed as one
  * space-separated line. With --jsonl every input line is a JSON object with a "text" string
- * and every output line is {"ids": [...]}, in order. Errors name the input line. */
+ * and every output line is {"ids": [...]}, in order (with -j N the lines are encoded on N
+ * threads). Errors name the input line. */
 #include "cli.h"
 
 #include <jansson.h>
@@ -20,6 +21,7 @@ static void usage(FILE *f) {
             "  --no-parse-special     treat special tokens written in the text (\"<|endoftext|>\") as text\n"
             "  --no-post-process      do not add the post-processor's tokens (HF add_special_tokens=False)\n"
             "  --lossy                replace invalid UTF-8 by U+FFFD instead of failing\n"
+            "  -j, --threads N        with --jsonl: encode lines on N threads (output order is kept)\n"
             "Reads FILE or standard input.\n");
 }
 
@@ -41,6 +43,83 @@ static char *slurp(FILE *f, size_t *len) {
     return b;
 }
 
+/* --jsonl: lines are encoded in batches on a thread pool (each thread takes every nth line of
+ * the batch), then printed in input order; the first bad line stops the run after the lines
+ * before it are printed, as a sequential run would. */
+#define BATCH 8192
+
+typedef struct {
+    const nx_tokenizer *tok;
+    unsigned flags;
+    const char *text;
+    size_t begin[BATCH], end[BATCH];
+    size_t n;
+    nx_ids ids[BATCH];
+    char *err[BATCH];   /* message for a failed line (malloc'd) */
+} batch;
+
+static void encode_batch(int ith, int nth, void *arg) {
+    batch *b = arg;
+    for (size_t i = (size_t)ith; i < b->n; i += (size_t)nth) {
+        json_error_t jerr;
+        char msg[512];
+        json_t *obj = json_loadb(b->text + b->begin[i], b->end[i] - b->begin[i], JSON_ALLOW_NUL, &jerr);
+        json_t *t = json_is_object(obj) ? json_object_get(obj, "text") : NULL;
+        msg[0] = 0;
+        if (!obj) snprintf(msg, sizeof msg, "invalid JSON: %s", jerr.text);
+        else if (!json_is_string(t)) snprintf(msg, sizeof msg, "expected an object with a \"text\" string");
+        else if (nx_tokenizer_encode(b->tok, json_string_value(t), json_string_length(t), b->flags, &b->ids[i]) != NX_OK)
+            snprintf(msg, sizeof msg, "%s", nx_last_error());
+        b->err[i] = msg[0] ? strdup(msg) : NULL;
+        json_decref(obj);
+    }
+}
+
+static int run_jsonl(const nx_tokenizer *tok, const char *text, size_t len, unsigned flags, int threads,
+                     const char *name) {
+    batch *b = calloc(1, sizeof *b);
+    nx_pool *pool = threads > 1 ? nx_pool_create(threads) : NULL;
+    if (!b) { fprintf(stderr, "neox tokenize: out of memory\n"); nx_pool_free(pool); return 1; }
+    b->tok = tok;
+    b->flags = flags;
+    b->text = text;
+    size_t p = 0, line = 0;
+    int rc = 0;
+    char num[16];
+    while (p < len && rc == 0) {
+        b->n = 0;
+        while (p < len && b->n < BATCH) {
+            const char *nl = memchr(text + p, '\n', len - p);
+            size_t e = nl ? (size_t)(nl - text) : len;
+            b->begin[b->n] = p;
+            b->end[b->n++] = e;
+            p = e + 1;
+        }
+        nx_pool_run(pool, encode_batch, b);
+        for (size_t i = 0; i < b->n; i++) {
+            line++;
+            if (rc == 0 && b->err[i]) {
+                fprintf(stderr, "neox tokenize: %s: line %zu: %s\n", name, line, b->err[i]);
+                rc = 1;
+            }
+            if (rc == 0) {
+                fputs("{\"ids\": [", stdout);
+                for (size_t k = 0; k < b->ids[i].len; k++) {
+                    int l = snprintf(num, sizeof num, k ? ", %d" : "%d", b->ids[i].data[k]);
+                    fwrite(num, 1, (size_t)l, stdout);
+                }
+                fputs("]}\n", stdout);
+            }
+            free(b->err[i]);
+            b->err[i] = NULL;
+        }
+    }
+    for (size_t i = 0; i < BATCH; i++) nx_ids_free(&b->ids[i]);
+    free(b);
+    nx_pool_free(pool);
+    return rc;
+}
+
 static void print_ids(FILE *out, const nx_ids *ids) {
     for (size_t i = 0; i < ids->len; i++) fprintf(out, i ? " %d" : "%d", ids->data[i]);
 }
@@ -49,6 +128,7 @@ int cmd_tokenize(int argc, char **argv) {
     const char *tok_path = NULL, *file = NULL;
     bool jsonl = false;
     unsigned flags = 0;
+    long threads = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is_help(a)) { usage(stdout); return 0; }
@@ -58,6 +138,11 @@ int cmd_tokenize(int argc, char **argv) {
         else if (!strcmp(a, "--no-parse-special")) flags |= NX_TOK_NO_PARSE_SPECIAL;
         else if (!strcmp(a, "--no-post-process")) flags |= NX_TOK_NO_POST_PROCESS;
         else if (!strcmp(a, "--lossy")) flags |= NX_TOK_LOSSY_UTF8;
+        else if (!strcmp(a, "-j") || !strcmp(a, "--threads")) {
+            const char *v = cli_next_arg("tokenize", argc, argv, &i);
+            if (!v) return 2;
+            if (!cli_parse_long(v, 1, 1024, &threads)) return cli_usage_error("tokenize", "bad --threads %s", v);
+        }
         else if (a[0] == '-' && a[1]) return cli_usage_error("tokenize", "unknown option %s", a);
         else if (file) return cli_usage_error("tokenize", "more than one input file");
         else file = a;
@@ -91,31 +176,7 @@ int cmd_tokenize(int argc, char **argv) {
             fputc('\n', stdout);
         }
     } else {
-        size_t p = 0, line = 0;
-        while (p < len && rc == 0) {
-            const char *nl = memchr(text + p, '\n', len - p);
-            size_t e = nl ? (size_t)(nl - text) : len;
-            line++;
-            json_error_t err;
-            json_t *obj = json_loadb(text + p, e - p, JSON_ALLOW_NUL, &err);
-            json_t *t = json_is_object(obj) ? json_object_get(obj, "text") : NULL;
-            if (!obj) {
-                fprintf(stderr, "neox tokenize: %s: line %zu: invalid JSON: %s\n", name, line, err.text);
-                rc = 1;
-            } else if (!json_is_string(t)) {
-                fprintf(stderr, "neox tokenize: %s: line %zu: expected an object with a \"text\" string\n", name, line);
-                rc = 1;
-            } else if ((st = nx_tokenizer_encode(tok, json_string_value(t), json_string_length(t), flags, &ids))) {
-                fprintf(stderr, "neox tokenize: %s: line %zu: %s\n", name, line, nx_last_error());
-                rc = 1;
-            } else {
-                fputs("{\"ids\": [", stdout);
-                for (size_t i = 0; i < ids.len; i++) fprintf(stdout, i ? ", %d" : "%d", ids.data[i]);
-                fputs("]}\n", stdout);
-            }
-            json_decref(obj);
-            p = e + 1;
-        }
+        rc = run_jsonl(tok, text, len, flags, (int)threads, name);
     }
     if (rc == 0 && (fflush(stdout) != 0 || ferror(stdout))) {
         fprintf(stderr, "neox tokenize: error writing the output\n");

@@ -30,14 +30,16 @@ nx_status nx__strmap_init(nx__strmap *m, size_t expected) {
 }
 
 int32_t nx__strmap_put(nx__strmap *m, const char *key, size_t len, int32_t id) {
-    size_t i = nx__hash_bytes(key, len) & m->mask;
+    uint64_t h = nx__hash_bytes(key, len);
+    size_t i = h & m->mask;
+    uint32_t h32 = (uint32_t)(h >> 32);
     for (;;) {
         if (!m->slots[i].key) {
-            m->slots[i].key = key; m->slots[i].len = (uint32_t)len; m->slots[i].id = id;
+            m->slots[i].key = key; m->slots[i].len = (uint32_t)len; m->slots[i].id = id; m->slots[i].hash = h32;
             m->count++;
             return -1;
         }
-        if (m->slots[i].len == len && memcmp(m->slots[i].key, key, len) == 0) {
+        if (m->slots[i].hash == h32 && m->slots[i].len == len && memcmp(m->slots[i].key, key, len) == 0) {
             int32_t old = m->slots[i].id;
             m->slots[i].id = id;
             m->slots[i].key = key;
@@ -49,10 +51,13 @@ int32_t nx__strmap_put(nx__strmap *m, const char *key, size_t len, int32_t id) {
 
 int32_t nx__strmap_get(const nx__strmap *m, const char *key, size_t len) {
     if (!m->slots) return -1;
-    size_t i = nx__hash_bytes(key, len) & m->mask;
+    uint64_t h = nx__hash_bytes(key, len);
+    size_t i = h & m->mask;
+    uint32_t h32 = (uint32_t)(h >> 32);
     for (;;) {
         if (!m->slots[i].key) return -1;
-        if (m->slots[i].len == len && memcmp(m->slots[i].key, key, len) == 0) return m->slots[i].id;
+        if (m->slots[i].hash == h32 && m->slots[i].len == len && memcmp(m->slots[i].key, key, len) == 0)
+            return m->slots[i].id;
         i = (i + 1) & m->mask;
     }
 }

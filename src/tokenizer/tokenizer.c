@@ -145,8 +145,7 @@ static nx_tokenizer *tok_alloc(const char *name) {
     return tok;
 }
 
-/* Model vocabulary being assembled: (string, id) pairs before the id table exists. */
-typedef struct { char *s; size_t len; int32_t id; } vocab_entry;
+typedef nx__vocab_entry vocab_entry;
 
 #define NX_TOK_MAX_ID (1 << 24)   /* ids beyond 16M are refused: they would only waste memory */
 
@@ -158,8 +157,10 @@ static nx_status set_vocab(nx_tokenizer *tok, vocab_entry *v, size_t n, const ch
     tok->vocab_size = max_id + 1;
     tok->id_to_tok = nx__calloc((size_t)tok->vocab_size + 1, sizeof *tok->id_to_tok);
     tok->tok_len = nx__calloc((size_t)tok->vocab_size + 1, sizeof *tok->tok_len);
-    if (!tok->id_to_tok || !tok->tok_len) return nx__error(NX_ERR_NOMEM, "%s: out of memory", tok->name);
-    NX_TRY(nx__strmap_init(&tok->vocab, n));
+    if (!tok->id_to_tok || !tok->tok_len || nx__strmap_init(&tok->vocab, n) != NX_OK) {
+        for (size_t i = 0; i < n; i++) { nx__free(v[i].s); v[i].s = NULL; }
+        return nx__error(NX_ERR_NOMEM, "%s: out of memory", tok->name);
+    }
     for (size_t i = 0; i < n; i++) {
         if (tok->id_to_tok[v[i].id]) {
             nx_status st = nx__error(NX_ERR_FORMAT, "%s: %s: id %d is used by both \"%s\" and \"%s\"", tok->name, where,
@@ -169,8 +170,13 @@ static nx_status set_vocab(nx_tokenizer *tok, vocab_entry *v, size_t n, const ch
         }
         tok->id_to_tok[v[i].id] = v[i].s;
         tok->tok_len[v[i].id] = (uint32_t)v[i].len;
-        nx__strmap_put(&tok->vocab, v[i].s, v[i].len, v[i].id);
         v[i].s = NULL;
+        if (nx__strmap_put(&tok->vocab, tok->id_to_tok[v[i].id], v[i].len, v[i].id) >= 0) {
+            nx_status st = nx__error(NX_ERR_FORMAT, "%s: %s: duplicate key \"%.*s\"", tok->name, where,
+                                     (int)NX_MIN(v[i].len, 60), tok->id_to_tok[v[i].id]);
+            for (size_t k = i + 1; k < n; k++) nx__free(v[k].s);
+            return st;
+        }
     }
     for (int b = 0; b < 256; b++) {
         uint32_t cp = nx__byte_to_cp((uint8_t)b);
@@ -507,7 +513,18 @@ static nx_status parse_added(nx_tokenizer *tok, json_t *arr) {
     return NX_OK;
 }
 
-static nx_status parse_model(nx_tokenizer *tok, json_t *m) {
+static nx_status parse_unk(nx_tokenizer *tok, json_t *m) {
+    json_t *unk = json_object_get(m, "unk_token");
+    if (json_is_string(unk)) {
+        tok->unk_id = nx__strmap_get(&tok->vocab, json_string_value(unk), json_string_length(unk));
+        if (tok->unk_id < 0)
+            return nx__error(NX_ERR_FORMAT, "%s: model.unk_token \"%s\" is not in the vocabulary", tok->name,
+                             json_string_value(unk));
+    }
+    return NX_OK;
+}
+
+static nx_status parse_model(nx_tokenizer *tok, json_t *m, nx__fast_model *fm) {
     if (!json_is_object(m)) return nx__error(NX_ERR_FORMAT, "%s: model: expected an object", tok->name);
     const char *t = jtype(m);
     if (t && strcmp(t, "BPE") != 0)
@@ -526,6 +543,27 @@ static nx_status parse_model(nx_tokenizer *tok, json_t *m) {
     tok->fuse_unk = jbool(m, "fuse_unk", false);
     tok->ignore_merges = jbool(m, "ignore_merges", false);
 
+    if (fm) {
+        /* vocab and merges were decoded by json_fast.c; the strings move to the tokenizer */
+        nx_status st = set_vocab(tok, fm->vocab, fm->n_vocab, "model.vocab");
+        fm->n_vocab = 0;
+        NX_TRY(st);
+        NX_TRY(parse_unk(tok, m));
+        NX_TRY(nx__pairmap_init(&tok->merges, fm->n_merges));
+        const char *A = fm->arena.data;
+        for (size_t i = 0; i < fm->n_merges; i++) {
+            if (fm->merges[i].pair) {
+                NX_TRY(add_merge(tok, A + fm->merges[i].a, fm->merges[i].la, A + fm->merges[i].b, fm->merges[i].lb, i,
+                                 "model.merges"));
+            } else {
+                size_t la = 0, lb = 0;
+                const char *b = NULL;
+                NX_TRY(split_merge(tok, A + fm->merges[i].a, fm->merges[i].la, i, "model.merges", &la, &b, &lb));
+                NX_TRY(add_merge(tok, A + fm->merges[i].a, la, b, lb, i, "model.merges"));
+            }
+        }
+        return NX_OK;
+    }
     json_t *vocab = json_object_get(m, "vocab");
     if (!json_is_object(vocab)) return nx__error(NX_ERR_FORMAT, "%s: model.vocab: expected an object", tok->name);
     size_t n = json_object_size(vocab);
@@ -556,13 +594,7 @@ static nx_status parse_model(nx_tokenizer *tok, json_t *m) {
     nx__free(v);
     NX_TRY(st);
 
-    json_t *unk = json_object_get(m, "unk_token");
-    if (json_is_string(unk)) {
-        tok->unk_id = nx__strmap_get(&tok->vocab, json_string_value(unk), json_string_length(unk));
-        if (tok->unk_id < 0)
-            return nx__error(NX_ERR_FORMAT, "%s: model.unk_token \"%s\" is not in the vocabulary", tok->name,
-                             json_string_value(unk));
-    }
+    NX_TRY(parse_unk(tok, m));
 
     json_t *merges = json_object_get(m, "merges");
     if (!merges || json_is_null(merges)) merges = NULL;
@@ -588,7 +620,7 @@ static nx_status parse_model(nx_tokenizer *tok, json_t *m) {
     return NX_OK;
 }
 
-static nx_status load_json_obj(nx_tokenizer *tok, json_t *root) {
+static nx_status load_json_obj(nx_tokenizer *tok, json_t *root, nx__fast_model *fm) {
     if (!json_is_object(root)) return nx__error(NX_ERR_FORMAT, "%s: expected a JSON object at the top", tok->name);
     json_t *model = json_object_get(root, "model");
     if (!model) return nx__error(NX_ERR_FORMAT, "%s: no \"model\" field (is this a tokenizer.json?)", tok->name);
@@ -596,14 +628,16 @@ static nx_status load_json_obj(nx_tokenizer *tok, json_t *root) {
     NX_TRY(parse_pretok(tok, json_object_get(root, "pre_tokenizer"), 0));
     NX_TRY(parse_post(tok, json_object_get(root, "post_processor"), 0));
     NX_TRY(parse_decoder(tok, json_object_get(root, "decoder"), 0));
-    NX_TRY(parse_model(tok, model));
+    NX_TRY(parse_model(tok, model, fm));
     NX_TRY(parse_added(tok, json_object_get(root, "added_tokens")));
     return finish(tok);
 }
 
 static nx_status parse_json(const char *name, const char *data, size_t len, json_t **out) {
     json_error_t err;
-    *out = json_loadb(data, len, JSON_ALLOW_NUL, &err);
+    /* duplicate keys are refused: HF (serde) refuses them in every struct, and a vocabulary
+     * listing a token twice is a broken file */
+    *out = json_loadb(data, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &err);
     if (!*out)
         return nx__error(NX_ERR_FORMAT, "%s: invalid JSON at line %d column %d: %s", name, err.line, err.column, err.text);
     return NX_OK;
@@ -615,8 +649,29 @@ NX_API nx_status nx_tokenizer_load_json(const char *json, size_t len, const char
     nx_tokenizer *tok = tok_alloc(name);
     if (!tok) return nx__error(NX_ERR_NOMEM, "tokenizer: out of memory");
     json_t *root = NULL;
-    nx_status st = parse_json(tok->name, json ? json : "", len, &root);
-    if (st == NX_OK) st = load_json_obj(tok, root);
+    nx_status st;
+    nx__fast_model fm;
+    char *rest = NULL;
+    /* Decode vocab and merges directly and let jansson parse the rest, with the two spans
+     * blanked out to "{}" / "[]". Anything unusual falls back to jansson alone. */
+    bool fast = json && nx__fast_model_parse(json, len, &fm);
+    if (fast && !(rest = nx__malloc(len))) { nx__fast_model_free(&fm); fast = false; }
+    if (fast) {
+        memcpy(rest, json, len);
+        memset(rest + fm.vocab_begin, ' ', fm.vocab_end - fm.vocab_begin);
+        memcpy(rest + fm.vocab_begin, "{}", 2);
+        if (fm.has_merges) {
+            memset(rest + fm.merges_begin, ' ', fm.merges_end - fm.merges_begin);
+            memcpy(rest + fm.merges_begin, "[]", 2);
+        }
+        st = parse_json(tok->name, rest, len, &root);
+        if (st == NX_OK) st = load_json_obj(tok, root, &fm);
+        nx__fast_model_free(&fm);
+        nx__free(rest);
+    } else {
+        st = parse_json(tok->name, json ? json : "", len, &root);
+        if (st == NX_OK) st = load_json_obj(tok, root, NULL);
+    }
     json_decref(root);
     if (st) { nx_tokenizer_free(tok); return st; }
     default_specials(tok);
@@ -761,7 +816,6 @@ NX_API nx_status nx_tokenizer_load(const char *path, nx_tokenizer **out) {
                            path);
         nx__free(tj); nx__free(vj); nx__free(mt); nx__free(ej); nx__free(vb);
     } else {
-        size_t n = strlen(path);
         const char *slash = strrchr(path, '/');
         const char *base = slash ? slash + 1 : path;
         dir = slash ? nx__strndup(path, (size_t)(slash - path)) : nx__strdup(".");
@@ -774,7 +828,6 @@ NX_API nx_status nx_tokenizer_load(const char *path, nx_tokenizer **out) {
             st = nx__error(NX_ERR_NOT_FOUND, "%s: no such file or directory", path);
         else
             st = load_file_json(path, out);
-        (void)n;
     }
     if (st == NX_OK && dir) {
         read_special_config(*out, dir);

@@ -79,7 +79,7 @@ static inline uint64_t nx__hash_u64(uint64_t x) {
 
 /* String -> id hash table (open addressing, power-of-two size). Keys are borrowed. */
 typedef struct nx__strmap {
-    struct { const char *key; uint32_t len; int32_t id; } *slots;
+    struct { const char *key; uint32_t len; int32_t id; uint32_t hash; } *slots;   /* hash: saves most memcmps */
     size_t mask, count;
 } nx__strmap;
 nx_status nx__strmap_init(nx__strmap *m, size_t expected);
@@ -183,6 +183,23 @@ struct nx_tokenizer {
     /* pre-token cache */
     nx__cache_shard cache[NX_CACHE_SHARDS];
 };
+
+/* A model vocabulary entry (string owned by whoever holds the array). */
+typedef struct nx__vocab_entry { char *s; size_t len; int32_t id; } nx__vocab_entry;
+
+/* json_fast.c: model.vocab and model.merges of a tokenizer.json decoded without a DOM. */
+typedef struct nx__fast_model {
+    size_t vocab_begin, vocab_end, merges_begin, merges_end;   /* byte spans of the two values */
+    nx__vocab_entry *vocab;
+    size_t n_vocab;
+    struct { uint32_t a, la, b, lb; bool pair; } *merges;    /* offsets into arena; !pair: "a b" in a */
+    size_t n_merges;
+    bool has_merges;
+    nx_buf arena;
+} nx__fast_model;
+/* True with *fm filled (free with nx__fast_model_free), or false: use the general parser. */
+bool nx__fast_model_parse(const char *s, size_t n, nx__fast_model *fm);
+void nx__fast_model_free(nx__fast_model *fm);
 
 /* Applies the BPE model to one pre-token given as raw bytes, appending ids to out. */
 nx_status nx__bpe_word(const nx_tokenizer *tok, const uint8_t *w, size_t n, nx_ids *out);

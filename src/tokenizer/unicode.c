@@ -134,20 +134,21 @@ static bool byte_printable(unsigned b) {
     return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
 }
 
+/* The 68 non-printable bytes, in order, are 0x00-0x20 (33), 0x7F-0xA0 (34) and 0xAD. */
 uint32_t nx__byte_to_cp(uint8_t b) {
     if (byte_printable(b)) return b;
-    unsigned k = 0;
-    for (unsigned x = 0; x < b; x++) k += !byte_printable(x);
-    return 0x100 + k;
+    if (b <= 0x20) return 0x100u + b;
+    if (b >= 0x7F && b <= 0xA0) return 0x100u + 33 + (uint32_t)(b - 0x7F);
+    return 0x100u + 67;   /* 0xAD */
 }
 
 int nx__cp_to_byte(uint32_t cp) {
     if (cp < 0x100) return byte_printable(cp) ? (int)cp : -1;
     if (cp >= 0x100 + 68) return -1;
     unsigned k = cp - 0x100;
-    for (unsigned x = 0; x < 256; x++)
-        if (!byte_printable(x) && k-- == 0) return (int)x;
-    return -1;
+    if (k <= 32) return (int)k;
+    if (k <= 66) return (int)(0x7F + (k - 33));
+    return 0xAD;
 }
 
 /* ---- GPT-2 split scanner -------------------------------------------------------------------- */
