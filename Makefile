@@ -9,7 +9,7 @@ CMAKE_ARGS ?=
 
 # Debian packages the build and the test suite need (checked one by one, installed only if missing).
 DEB_PACKAGES = cmake make gcc pkg-config libjansson-dev libzstd-dev
-DEB_PACKAGES += $(shell cat packages.d/*.txt 2>/dev/null)
+DEB_PACKAGES += $(shell cat packages.d/*.txt 2>/dev/null | grep -v '^\#')
 
 NEOX = $(BUILD)/neox
 
@@ -69,6 +69,7 @@ fuzz: deps
 # A 20-100 MB Pile-like corpus from Debian package text (data/minipile.json, docs/DATA.md).
 NEOX_ASSETS ?= $(CURDIR)/../shared/assets
 minipile: build
+	@$(MAKE) --no-print-directory deps DEB_PACKAGES="$$(grep -v '^#' packages.d/minipile.list)"
 	sh data/stage_minipile.sh $(BUILD)/minipile-stage
 	NEOX_MINIPILE_STAGE=$(abspath $(BUILD)/minipile-stage) $(NEOX) data build data/minipile.json -o $(BUILD)/minipile \
 	  -t $(NEOX_ASSETS)/tokenizers/gpt-neox-20b/tokenizer.json

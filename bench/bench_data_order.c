@@ -67,8 +67,9 @@ int main(int argc, char **argv) {
            (unsigned long long)nx_sample_index_shuffle_at(si, 0), (unsigned long long)nx_sample_index_shuffle_at(si, 1),
            (unsigned long long)nx_sample_index_shuffle_at(si, 2), (unsigned long long)nx_sample_index_shuffle_at(si, 3));
     printf("open+validate %.2f s, build order %.2f s\n", t1 - t0, t2 - t1);
+    fflush(stdout);
     int32_t *buf = malloc((size_t)(seq + 1) * sizeof *buf);
-    uint64_t S = nx_sample_index_count(si), k = 100000;
+    uint64_t S = nx_sample_index_count(si), k = 10000;
     double t3 = nx_time_s();
     for (uint64_t i = 0; i < k; i++) nx_sample_index_get(si, (i * 2654435761u) % S, buf);
     double t4 = nx_time_s();

@@ -11,7 +11,7 @@
 #   5. a stopped (hung) rank: the collective watchdog ends the job after NEOX_DIST_TIMEOUT;
 #   6. a global batch that does not split over N ranks: one-line error, non-zero exit.
 # Needs Open MPI (packages.d/mpi.txt) and a build with NX_MPI=ON; without them the test
-# fails when CI=true and is skipped (with a message) otherwise.
+# fails when CI=true and is reported skipped by CTest (exit 77) otherwise.
 set -u
 NEOX=$(cd "$(dirname "$1")" && pwd)/$(basename "$1"); SRC=$(cd "$2" && pwd); BUILD=$(cd "$3" && pwd)
 W="$BUILD/cli_mpi_tmp"
@@ -19,7 +19,7 @@ rm -rf "$W"; mkdir -p "$W"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 T0=$(date +%s.%N)
 since() { printf '%.1fs' "$(echo "$(date +%s.%N) - $T0" | bc)"; }
-skip_or_fail() { if [ "${CI:-}" = true ]; then fail "$1 (CI=true)"; fi; echo "SKIP: $1"; exit 0; }
+skip_or_fail() { if [ "${CI:-}" = true ]; then fail "$1 (CI=true)"; fi; echo "SKIP: $1"; exit 77; }
 
 command -v mpirun >/dev/null || skip_or_fail "mpirun not found (install packages.d/mpi.txt: openmpi-bin libopenmpi-dev)"
 "$NEOX" train --help | grep -q "this build has no MPI" && skip_or_fail "neox was built without MPI (NX_MPI=OFF)"

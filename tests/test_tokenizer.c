@@ -499,6 +499,19 @@ static void test_load_errors(void) {
         nx_status st = nx_tokenizer_load_json(ok, n, "trunc.json", &t);
         CHECK(st == NX_ERR_FORMAT);
     }
+    /* bytes without a vocabulary entry and no unk_token are dropped (HF): a word can give no
+     * ids at all, also when it comes back from the cache */
+    const char *sparse = "{\"model\": {\"vocab\": {\"a\": 0}}, \"pre_tokenizer\": {\"type\": \"ByteLevel\"}}";
+    CHECK_EQ_INT(nx_tokenizer_load_json(sparse, strlen(sparse), "sparse.json", &t), NX_OK);
+    nx_ids none = {0};
+    for (int rep = 0; rep < 2; rep++) {
+        CHECK_EQ_INT(nx_tokenizer_encode(t, "bb", 2, 0, &none), NX_OK);
+        CHECK_EQ_INT(none.len, 0);
+    }
+    CHECK_EQ_INT(nx_tokenizer_encode(t, "bab", 3, 0, &none), NX_OK);
+    CHECK(none.len == 1 && none.data[0] == 0);
+    nx_ids_free(&none);
+    nx_tokenizer_free(t);
     CHECK_EQ_INT(nx_tokenizer_load_json(ok, strlen(ok), "ok.json", &t), NX_OK);
     nx_ids ids = {0};
     CHECK_EQ_INT(nx_tokenizer_encode(t, "ab<x>a", 6, 0, &ids), NX_OK);

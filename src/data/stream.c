@@ -248,7 +248,11 @@ nx_status nx_data_stream_open(const nx_data_config *cfg, nx_data_stream **out) {
     s->preshuffled = cfg->preshuffled;
     s->sample_len = cfg->seq_length + 1;
     s->batch = cfg->global_batch;
-    uint64_t num = (uint64_t)cfg->train_iters * (uint64_t)cfg->global_batch;
+    uint64_t num;
+    if (__builtin_mul_overflow((uint64_t)cfg->train_iters, (uint64_t)cfg->global_batch, &num) || num > ((uint64_t)1 << 53)) {
+        nx__free(s);
+        return nx__error(NX_ERR_RANGE, "data stream: train-iters x train-batch-size is too large");
+    }
     double w[NX_DATA_MAX_PATHS];
     uint64_t per[NX_DATA_MAX_PATHS];
     nx_status st = nx_data_weighted_num_samples(num, cfg->weights, cfg->n_paths, w, per);

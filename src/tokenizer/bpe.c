@@ -269,7 +269,7 @@ static bool cache_find(nx__cache_shard *c, uint64_t h, const uint8_t *w, size_t 
         const uint8_t *k = c->arena + off - 1 + sizeof e;
         if (e.hash == h && e.klen == n && memcmp(k, w, n) == 0) {
             *st = nx__ids_reserve(out, e.nids);
-            if (*st == NX_OK) {
+            if (*st == NX_OK && e.nids) {
                 memcpy(out->data + out->len, k + ((n + 3) & ~(size_t)3), e.nids * 4);
                 out->len += e.nids;
             }
@@ -303,7 +303,7 @@ static void cache_insert(nx__cache_shard *c, uint64_t h, const uint8_t *w, size_
     entry_hdr e = {h, (uint32_t)n, (uint32_t)nids};
     memcpy(c->arena + off, &e, sizeof e);
     memcpy(c->arena + off + sizeof e, w, n);
-    memcpy(c->arena + off + sizeof e + ((n + 3) & ~(size_t)3), ids, nids * 4);
+    if (nids) memcpy(c->arena + off + sizeof e + ((n + 3) & ~(size_t)3), ids, nids * 4);   /* a word may yield no ids */
     c->arena_len += need;
     size_t i = (h >> 8) & c->mask;
     while (c->table[i]) i = (i + 1) & c->mask;
@@ -327,7 +327,7 @@ nx_status nx__bpe_word(const nx_tokenizer *tok, const uint8_t *w, size_t n, nx_i
     size_t start = out->len;
     NX_TRY(bpe_uncached(tok, w, n, out));
     if (cache_lock(c)) {
-        cache_insert(c, h, w, n, out->data + start, out->len - start);
+        cache_insert(c, h, w, n, out->len > start ? out->data + start : NULL, out->len - start);
         cache_unlock(c);
     }
     return NX_OK;
