@@ -78,8 +78,10 @@ static void *watchdog_main(void *arg) {
     return NULL;
 }
 
+#ifdef NX_HAVE_MPI
 static void wd_enter(nx_dist *d) { if (d->watchdog) atomic_store(&d->deadline_ms, now_ms() + (long long)(d->timeout * 1000.0)); }
 static void wd_leave(nx_dist *d) { if (d->watchdog) atomic_store(&d->deadline_ms, 0); }
+#endif
 
 /* Started by a launcher? (Open MPI, PMIx, MPICH/Hydra, Intel MPI.) */
 static int launcher_size(void) {
@@ -318,12 +320,13 @@ nx_status nx__dist_reduce_grads(nx_dist *d, nx_pool *pool, float **v, int A, siz
 }
 
 nx_status nx__dist_gather_losses(nx_dist *d, const float *local, int A, float *all, double *comm_s) {
-    int N = nx_dist_size(d), c = A / N;
+    int N = nx_dist_size(d);
     if (N == 1) {
         if (all != local) memmove(all, local, (size_t)A * sizeof(float));
         return NX_OK;
     }
 #ifdef NX_HAVE_MPI
+    int c = A / N;
     float *buf = nx__malloc((size_t)A * sizeof(float));
     if (!buf) return nx__error(NX_ERR_NOMEM, "loss gather");
     double t0 = nx_time_s();
