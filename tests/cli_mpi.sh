@@ -3,6 +3,7 @@
 #   1. the tiny config (global batch 4 micro batches of 2) with the single-process binary and
 #      with mpirun -np 1, 2, 4: identical losses, grad norms, validation losses (metrics.jsonl)
 #      and byte-identical checkpoints at every saved step;
+#   1b. the same with GPT-NeoX indexed data (.bin/.idx, GPT-NeoX sample order), 1, 2, 4 ranks;
 #   2. a split that leaves several micro batches per rank after the local levels of the tree
 #      (6 micro batches over 2 and 3 ranks): byte-identical to one process;
 #   3. any N resumes any other N's checkpoint (4-rank step 6 -> 1 process; 1-process step 6 -> 2 ranks);
@@ -79,6 +80,24 @@ done
 grep -q '"ranks":4,"comm_s":' "$W/n4/metrics.jsonl" || fail "4-rank metrics lack the communication time"
 grep -q '"val_loss"' "$W/n4/metrics.jsonl" || fail "no validation loss in the 4-rank metrics"
 echo "[$(since)] ok   1 process and mpirun -np 1, 2, 4: identical metrics and byte-identical checkpoints"
+
+# ---- 1b. GPT-NeoX indexed data (the sample order Pythia configs use) ------------------------
+# tests/fixtures/data/samples: 50 documents of real GPT-NeoX-20B token ids (< 50304).
+mkidx() { # out.json save_dir
+  mkcfg "$1" "$2" 6 2 4 100
+  sed -i -e 's|"vocab_size": 96|"vocab_size": 50304|' \
+      -e "s|\"train\": \[[^]]*\]|\"format\": \"indexed\", \"train\": [\"$SRC/tests/fixtures/data/samples\"]|" \
+      -e "s|\"valid\": \[[^]]*\]|\"valid\": [\"$SRC/tests/fixtures/data/samples\"]|" -e '/"token_bytes"/d' \
+      -e 's|"valid": \[\(.*\)\],|"valid": [\1]|' "$1"
+}
+mkidx "$W/i1.json" "$W/i1"
+"$NEOX" train "$W/i1.json" --threads 1 --quiet > "$W/i1.out" 2>&1 || { cat "$W/i1.out"; fail "single-process indexed run"; }
+for n in 2 4; do
+  mkidx "$W/i$n.json" "$W/i$n"
+  $MPIRUN -np $n "$NEOX" train "$W/i$n.json" --threads 1 --quiet > "$W/i$n.out" 2>&1 || { cat "$W/i$n.out"; fail "mpirun -np $n (indexed)"; }
+  same_run "$W/i1" "$W/i$n"
+done
+echo "[$(since)] ok   indexed data (GPT-NeoX order), 1 process and -np 2, 4: byte-identical"
 
 # ---- 2. 6 micro batches over 2 and 3 ranks (3 and 2 per rank after the local levels) -------
 mkcfg "$W/q1.json" "$W/q1" 6 2 6
