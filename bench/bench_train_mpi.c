@@ -1,15 +1,16 @@
 /*
  * bench_train_mpi.c - data-parallel training throughput: one optimizer step of a config's
  * model shape on random tokens, split over the ranks exactly as `neox train` splits it
- * (micro batch k of the step on rank k % N, its own gradient buffer, the fixed-tree
- * reduction of src/train/dist.c, then AdamW on every rank).
+ * (rank r trains the step's micro batches r*c .. r*c + c - 1, c = A/N, each into its own
+ * gradient buffer, summed by the fixed tree of src/train/dist.c; then AdamW on every rank).
  *
  *   mpirun -np N bench_train_mpi CONFIG.json [--batch B] [--seq T] [--accum A] [--steps S] [--threads n]
  *
  * The global batch is A micro batches of B x T tokens whatever N is. Rank 0 prints the
  * median step time, global tokens/s, and the median share of the step spent in MPI calls
  * (the all-to-all and all-gather of the gradients and the loss gather, waiting included)
- * and in the local tree additions. Without mpirun it runs as one process.
+ * and in the tree additions left after the last micro batch. Without mpirun it runs as one
+ * process.
  */
 #include "neox.h"
 #include "neox/dist.h"
@@ -62,11 +63,11 @@ int main(int argc, char **argv) {
     nx_pool *pool = nx_pool_create(threads);
     int c = A / N;
     size_t nflat = nx__tmodel_flat_size(m);
-    float **slots = calloc((size_t)c, sizeof(float *));
     float *losses = calloc((size_t)A, sizeof(float));
-    slots[0] = nx__tmodel_swap_grads(m, NULL);
-    nx__tmodel_swap_grads(m, slots[0]);
-    for (int a = 1; a < c; a++) slots[a] = nx__malloc_aligned(nflat * sizeof(float));
+    float *own = nx__tmodel_swap_grads(m, NULL);
+    nx__tmodel_swap_grads(m, own);
+    nx_grad_acc *acc = NULL;
+    if (nx__grad_acc_create(d, A, nflat, own, &acc) != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); return 1; }
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)B * T), *tgt = malloc(sizeof(int32_t) * (size_t)B * T);
     double *tstep = calloc((size_t)steps, sizeof(double)), *fcomm = calloc((size_t)steps, sizeof(double)),
            *fred = calloc((size_t)steps, sizeof(double)), *tcpu = calloc((size_t)steps, sizeof(double));
@@ -75,24 +76,28 @@ int main(int argc, char **argv) {
         double t0 = nx_time_s(), comm = 0;
         clock_t c0 = clock();
         for (int a = 0; a < c; a++) {
-            unsigned s = (unsigned)(a * N + rank + 1) * 2654435761u;   /* tokens of global micro batch k */
+            unsigned s = (unsigned)(rank * c + a + 1) * 2654435761u;   /* tokens of global micro batch k */
             for (int i = 0; i < B * T; i++) {
                 s = s * 1103515245u + 12345u; tok[i] = (int32_t)((s >> 8) % (unsigned)cfg.model.vocab_size);
                 s = s * 1103515245u + 12345u; tgt[i] = (int32_t)((s >> 8) % (unsigned)cfg.model.vocab_size);
             }
-            nx__tmodel_swap_grads(m, slots[a]);
+            float *buf = nx__grad_acc_next(acc);
+            if (!buf) { fprintf(stderr, "%s\n", nx_last_error()); nx_dist_abort(d, 1); return 1; }
+            nx__tmodel_swap_grads(m, buf);
             nx_tmodel_zero_grad(m);
             nx_status st = nx_tmodel_forward_backward(m, pool, tok, tgt, 1.0f / (float)A, &losses[a]);
-            nx__tmodel_swap_grads(m, slots[0]);
             if (st != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); nx_dist_abort(d, 1); return 1; }
+            nx__grad_acc_push(acc, pool, buf);
         }
         double t1 = nx_time_s();
-        if (nx__dist_reduce_grads(d, pool, slots, A, nflat, &comm) != NX_OK ||
+        float *gsum = NULL;
+        if (nx__grad_acc_finish(acc, pool, &gsum, &comm) != NX_OK ||
             nx__dist_gather_losses(d, losses, A, losses, &comm) != NX_OK) {
             fprintf(stderr, "%s\n", nx_last_error());
             nx_dist_abort(d, 1);
             return 1;
         }
+        nx__tmodel_swap_grads(m, gsum);
         double t2 = nx_time_s();
         float gn;
         if (nx_tmodel_adamw_step(m, pool, &cfg.adamw, 1e-4, &gn) != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); return 1; }
@@ -114,12 +119,13 @@ int main(int argc, char **argv) {
         double med = median(tstep, steps);
         printf("%s: %d rank(s) x %d thread(s), global batch %d x %d x %d tokens, params %zu: median step %.3f s, "
                "%.0f tokens/s; %.0f tokens per CPU-second (all ranks); median share of the step in MPI calls %.1f%%, "
-               "in local tree additions %.1f%%\n",
+               "in tree additions after the last micro batch %.1f%%\n",
                argv[1], N, threads, A, B, T, nx_tmodel_num_params(m), med, (double)A * B * T / med,
                (double)A * B * T / median(tcpu, steps), 100.0 * median(fcomm, steps), 100.0 * median(fred, steps));
     }
-    for (int a = 1; a < c; a++) nx__free_aligned(slots[a]);
-    free(slots); free(losses); free(tok); free(tgt); free(tstep); free(fcomm); free(fred); free(tcpu); free(cpu_all);
+    nx__tmodel_swap_grads(m, own);
+    nx__grad_acc_free(acc);
+    free(losses); free(tok); free(tgt); free(tstep); free(fcomm); free(fred); free(tcpu); free(cpu_all);
     nx_pool_free(pool);
     nx_tmodel_free(m);
     nx_dist_finalize(d);

@@ -1,8 +1,9 @@
 /*
  * test_dist.c - the gradient reduction tree of src/train/dist.c in one process: for
- * A = 1..12 micro batches, nx__dist_reduce_grads gives exactly the documented tree
- * (halving g[i] += g[i + n/2] while n is even, then a left fold), written out here
- * independently; threads do not change the bits. The multi-process half (1, 2, 3, 4
+ * A = 1..12 micro batches, nx__dist_reduce_grads and the streaming accumulator give
+ * exactly the documented tree (adjacent pairs while the node count is even, then a left
+ * fold), written out here independently; threads do not change the bits; the accumulator
+ * keeps few buffers. The multi-process half (1, 2, 3, 4
  * ranks against one process) is tests/cli_mpi.sh.
  */
 #include "test.h"
@@ -18,7 +19,7 @@ static float tree_ref(const float *vals, int n) {
     memcpy(v, vals, (size_t)n * sizeof(float));
     while (n > 1) {
         if (n % 2 == 0) {
-            for (int i = 0; i < n / 2; i++) v[i] = v[i] + v[i + n / 2];
+            for (int i = 0; i < n / 2; i++) v[i] = v[2 * i] + v[2 * i + 1];
             n /= 2;
         } else {
             for (int i = 1; i < n; i++) v[0] = v[0] + v[i];
@@ -28,16 +29,18 @@ static float tree_ref(const float *vals, int n) {
     return v[0];
 }
 
+static float leaf(int a, int i) { return (float)sin(0.37 * i + 1.3 * a) * powf(10.0f, (float)((i + a) % 7) - 3.0f); }
+
 static void test_tree_matches_definition(void) {
     nx_pool *pools[2] = {NULL, nx_pool_create(2)};
     for (int A = 1; A <= 12; A++) {
-        for (int p = 0; p < 2; p++) {
+        for (int p = 0; p < 4; p++) {   /* p & 1: pool; p & 2: streaming accumulator */
             float *v[12];
             for (int a = 0; a < A; a++) {
                 v[a] = nx__malloc_aligned(LEN * sizeof(float));
                 CHECK(v[a] != NULL);
                 /* Values of mixed magnitude, so that a different order changes the bits. */
-                for (int i = 0; i < LEN; i++) v[a][i] = (float)sin(0.37 * i + 1.3 * a) * powf(10.0f, (float)((i + a) % 7) - 3.0f);
+                for (int i = 0; i < LEN; i++) v[a][i] = leaf(a, i);
             }
             float expect[3];
             int probe[3] = {0, LEN / 2, LEN - 1};
@@ -47,10 +50,42 @@ static void test_tree_matches_definition(void) {
                 expect[q] = tree_ref(vals, A);
             }
             double comm = 0;
-            CHECK(nx__dist_reduce_grads(NULL, pools[p], v, A, LEN, &comm) == NX_OK);
-            for (int q = 0; q < 3; q++)
-                CHECK_MSG(memcmp(&v[0][probe[q]], &expect[q], sizeof(float)) == 0, "A=%d pool %d element %d: %.9g vs %.9g",
-                          A, p, probe[q], (double)v[0][probe[q]], (double)expect[q]);
+            float *res = NULL;
+            if (p & 2) {
+                /* Two steps through one accumulator: buffers are reused across steps. */
+                nx_grad_acc *g = NULL;
+                float *first = nx__malloc_aligned(LEN * sizeof(float));
+                CHECK(nx__grad_acc_create(NULL, A, LEN, first, &g) == NX_OK);
+                for (int step = 0; step < 2; step++) {
+                    for (int a = 0; a < A; a++) {
+                        float *b = nx__grad_acc_next(g);
+                        CHECK(b != NULL);
+                        memcpy(b, v[a], LEN * sizeof(float));
+                        nx__grad_acc_push(g, pools[p & 1], b);
+                    }
+                    CHECK(nx__grad_acc_finish(g, pools[p & 1], &res, &comm) == NX_OK);
+                    for (int q = 0; q < 3; q++)
+                        CHECK_MSG(memcmp(&res[probe[q]], &expect[q], sizeof(float)) == 0,
+                                  "A=%d streaming step %d element %d: %.9g vs %.9g", A, step, probe[q],
+                                  (double)res[probe[q]], (double)expect[q]);
+                }
+                /* A power of two: log2(A) + 1 buffers at most, not A. */
+                if ((A & (A - 1)) == 0) {
+                    int lg = 0;
+                    while ((1 << lg) < A) lg++;
+                    CHECK_MSG(nx__grad_acc_buffers(g) <= lg + 1, "A=%d: %d buffers", A, nx__grad_acc_buffers(g));
+                }
+                nx__grad_acc_free(g);
+                nx__free_aligned(first);
+            } else {
+                float *v0[12];
+                memcpy(v0, v, sizeof v0);
+                CHECK(nx__dist_reduce_grads(NULL, pools[p & 1], v0, A, LEN, &comm) == NX_OK);
+                res = v0[0];
+                for (int q = 0; q < 3; q++)
+                    CHECK_MSG(memcmp(&res[probe[q]], &expect[q], sizeof(float)) == 0, "A=%d pool %d element %d: %.9g vs %.9g",
+                              A, p, probe[q], (double)res[probe[q]], (double)expect[q]);
+            }
             CHECK(comm == 0);
             for (int a = 0; a < A; a++) nx__free_aligned(v[a]);
         }

@@ -192,10 +192,11 @@ nx_status nx__dist_agree(nx_dist *d, nx_status st) {
 }
 
 /* ---- the fixed reduction tree ----------------------------------------------------------- */
+/* Pair additions x[k] += y[k] over the nodes of one tree level, or a left fold. */
 typedef struct {
     float *const *v;
-    int h;        /* halving: v[i] += v[i + h] for i < h; fold (h < 0): v[0] += v[1..n-1] */
     int n;
+    bool fold;    /* v[0] += v[1], += v[2], ... ; else v[i] = v[2i] + v[2i+1] for i < n/2 */
     size_t len;
 } add_job;
 
@@ -204,10 +205,10 @@ static void add_worker(int ith, int nth, void *arg) {
     /* Split in 64-float blocks so threads never share a cache line; any split gives the same bits. */
     size_t nb = (j->len + 63) / 64;
     size_t a = nb * (size_t)ith / (size_t)nth * 64, b = NX_MIN(nb * (size_t)(ith + 1) / (size_t)nth * 64, j->len);
-    if (j->h > 0) {
-        for (int i = 0; i < j->h; i++) {
-            float *x = j->v[i];
-            const float *y = j->v[i + j->h];
+    if (!j->fold) {
+        for (int i = 0; i < j->n / 2; i++) {
+            float *x = j->v[2 * i];
+            const float *y = j->v[2 * i + 1];
             for (size_t k = a; k < b; k++) x[k] += y[k];
         }
     } else {
@@ -219,30 +220,26 @@ static void add_worker(int ith, int nth, void *arg) {
     }
 }
 
-static void run_add(nx_pool *pool, float *const *v, int h, int n, size_t len) {
-    add_job j = {v, h, n, len};
-    if (len * (size_t)(h > 0 ? h : n) < (1u << 15)) add_worker(0, 1, &j);
+static void run_add(nx_pool *pool, float *const *v, int n, bool fold, size_t len) {
+    add_job j = {v, n, fold, len};
+    if (len * (size_t)n < (1u << 16)) add_worker(0, 1, &j);
     else nx_pool_run(pool, add_worker, &j);
 }
 
-/* Finishes the tree over v[0..n-1] (global indices 0..n-1) into v[0]. */
+/* Finishes the tree over nodes v[0..n-1] into v[0] (the node pointers are rearranged). */
 static void tree_finish(nx_pool *pool, float **v, int n, size_t len) {
     while (n > 1) {
-        if (n % 2 == 0) { run_add(pool, v, n / 2, n, len); n /= 2; }
-        else { run_add(pool, v, -1, n, len); n = 1; }
+        if (n % 2) { run_add(pool, v, n, true, len); break; }
+        run_add(pool, v, n, false, len);
+        for (int i = 0; i < n / 2; i++) v[i] = v[2 * i];
+        n /= 2;
     }
 }
 
-nx_status nx__dist_reduce_grads(nx_dist *d, nx_pool *pool, float **v, int A, size_t n, double *comm_s) {
+/* The cross-rank levels: v[0..c-1] are this rank's nodes (global node index rank*c + a) of
+ * a level with N*c nodes. Leaves the full sum in v[0] on every rank. */
+static nx_status exchange_finish(nx_dist *d, nx_pool *pool, float **v, int c, size_t n, double *comm_s) {
     int N = nx_dist_size(d);
-    if (A <= 0 || A % N) return nx__error(NX_ERR_INVALID_ARG, "%d micro batches do not split over %d ranks", A, N);
-    /* Local levels: halving with a half-width that is a multiple of N. */
-    int cnt = A, c = A / N;
-    while (cnt % 2 == 0 && (cnt / 2) % N == 0) {
-        run_add(pool, v, c / 2, c, n);
-        cnt /= 2;
-        c /= 2;
-    }
     if (N == 1) {
         tree_finish(pool, v, c, n);
         return NX_OK;
@@ -259,7 +256,7 @@ nx_status nx__dist_reduce_grads(nx_dist *d, nx_pool *pool, float **v, int A, siz
     int *sd = sc + N, *rc = sc + 2 * N, *rd = sc + 3 * N;
     const float *send = v[0];
     if (c > 1) {
-        /* Pack: destination s gets c consecutive pieces (local index a) of slice s. */
+        /* Pack: destination s gets c consecutive pieces (node a) of slice s. */
         if (d->send_cap < (size_t)c * n) {
             nx__free_aligned(d->sendbuf);
             d->sendbuf = nx__malloc_aligned((size_t)c * n * sizeof(float));
@@ -292,11 +289,11 @@ nx_status nx__dist_reduce_grads(nx_dist *d, nx_pool *pool, float **v, int A, siz
     wd_leave(d);
     *comm_s += nx_time_s() - t0;
     if (e != MPI_SUCCESS) { nx__free(sc); return nx__error(NX_ERR_IO, "MPI_Alltoallv failed (%d)", e); }
-    /* Remaining levels on this rank's slice: global index a*N + q is piece a from rank q. */
+    /* The remaining levels on this rank's slice: node q*c + a is piece a from rank q, which
+     * is exactly the receive order. */
     float **w = nx__malloc((size_t)c * (size_t)N * sizeof(float *));
     if (!w) { nx__free(sc); return nx__error(NX_ERR_NOMEM, "gradient exchange"); }
-    for (int q = 0; q < N; q++)
-        for (int a = 0; a < c; a++) w[a * N + q] = d->recvbuf + ((size_t)q * (size_t)c + (size_t)a) * lr;
+    for (int i = 0; i < c * N; i++) w[i] = d->recvbuf + (size_t)i * lr;
     tree_finish(pool, w, c * N, lr);
     memcpy(v[0] + OFF(r), w[0], lr * sizeof(float));
     nx__free(w);
@@ -314,9 +311,124 @@ nx_status nx__dist_reduce_grads(nx_dist *d, nx_pool *pool, float **v, int A, siz
     if (e != MPI_SUCCESS) return nx__error(NX_ERR_IO, "MPI_Allgatherv failed (%d)", e);
     return NX_OK;
 #else
-    (void)comm_s;
+    (void)pool; (void)v; (void)c; (void)n; (void)comm_s;
     return nx__error(NX_ERR_INTERNAL, "a %d-rank group in a build without MPI", N);
 #endif
+}
+
+/* Levels that stay inside one rank's block of c leaves: while c is even. */
+static int local_levels(int c) {
+    int L = 0;
+    while (c % 2 == 0) { c /= 2; L++; }
+    return L;
+}
+
+nx_status nx__dist_reduce_grads(nx_dist *d, nx_pool *pool, float **v, int A, size_t n, double *comm_s) {
+    int N = nx_dist_size(d);
+    if (A <= 0 || A % N) return nx__error(NX_ERR_INVALID_ARG, "%d micro batches do not split over %d ranks", A, N);
+    int c = A / N;
+    for (int L = local_levels(c); L > 0; L--) {
+        run_add(pool, v, c, false, n);
+        for (int i = 0; i < c / 2; i++) v[i] = v[2 * i];
+        c /= 2;
+    }
+    return exchange_finish(d, pool, v, c, n, comm_s);
+}
+
+/* ---- streaming accumulator ------------------------------------------------------------------ */
+#define ACC_MAX_BUFS 96
+
+struct nx_grad_acc {
+    nx_dist *d;
+    int c, L;                  /* leaves per rank; local levels */
+    size_t n;
+    float *bufs[ACC_MAX_BUFS]; /* every buffer ever allocated (bufs[0] = the caller's) */
+    bool busy[ACC_MAX_BUFS];
+    int nbufs;
+    float *stack[40];          /* binary counter: one pending node per level below L */
+    int level[40], depth;
+    float **done;              /* completed level-L nodes, in order (c >> L of them) */
+    int ndone, pushed;
+};
+
+nx_status nx__grad_acc_create(nx_dist *d, int A, size_t n, float *first, nx_grad_acc **out) {
+    *out = NULL;
+    int N = nx_dist_size(d);
+    if (A <= 0 || A % N) return nx__error(NX_ERR_INVALID_ARG, "%d micro batches do not split over %d ranks", A, N);
+    nx_grad_acc *g = nx__calloc(1, sizeof *g);
+    if (!g) return nx__error(NX_ERR_NOMEM, "gradient accumulator");
+    g->d = d;
+    g->c = A / N;
+    g->L = local_levels(g->c);
+    g->n = n;
+    if ((g->c >> g->L) + g->L + 2 > ACC_MAX_BUFS) {
+        nx__free(g);
+        return nx__error(NX_ERR_RANGE, "%d micro batches per rank need %d gradient buffers (limit %d): use a "
+                                       "power-of-two multiple", g->c, (g->c >> g->L) + g->L + 2, ACC_MAX_BUFS);
+    }
+    g->done = nx__calloc((size_t)(g->c >> g->L), sizeof(float *));
+    if (!g->done) { nx__free(g); return nx__error(NX_ERR_NOMEM, "gradient accumulator"); }
+    g->bufs[0] = first;
+    g->nbufs = 1;
+    *out = g;
+    return NX_OK;
+}
+
+void nx__grad_acc_free(nx_grad_acc *g) {
+    if (!g) return;
+    for (int i = 1; i < g->nbufs; i++) nx__free_aligned(g->bufs[i]);
+    nx__free(g->done);
+    nx__free(g);
+}
+
+int nx__grad_acc_buffers(const nx_grad_acc *g) { return g->nbufs; }
+
+static void release(nx_grad_acc *g, float *b) {
+    for (int i = 0; i < g->nbufs; i++)
+        if (g->bufs[i] == b) g->busy[i] = false;
+}
+
+float *nx__grad_acc_next(nx_grad_acc *g) {
+    if (g->pushed == 0 && g->ndone == 0 && g->depth == 0)
+        for (int i = 0; i < g->nbufs; i++) g->busy[i] = false;   /* a new step: the last result is free */
+    for (int i = 0; i < g->nbufs; i++)
+        if (!g->busy[i]) { g->busy[i] = true; return g->bufs[i]; }
+    if (g->nbufs == ACC_MAX_BUFS) { nx__error(NX_ERR_INTERNAL, "gradient accumulator: out of buffers"); return NULL; }
+    float *b = nx__malloc_aligned(g->n * sizeof(float));
+    if (!b) { nx__error(NX_ERR_NOMEM, "gradient buffer of %zu floats", g->n); return NULL; }
+    g->bufs[g->nbufs] = b;
+    g->busy[g->nbufs++] = true;
+    return b;
+}
+
+void nx__grad_acc_push(nx_grad_acc *g, nx_pool *pool, float *b) {
+    int lvl = 0;
+    /* Adjacent pairs combine as soon as both exist: node = left + right (IEEE addition is
+     * commutative, so adding into either buffer gives the same bits). */
+    while (lvl < g->L && g->depth > 0 && g->level[g->depth - 1] == lvl) {
+        float *left = g->stack[--g->depth];
+        float *pair[2] = {left, b};
+        run_add(pool, pair, 2, false, g->n);
+        release(g, b);
+        b = left;
+        lvl++;
+    }
+    if (lvl == g->L) g->done[g->ndone++] = b;
+    else { g->stack[g->depth] = b; g->level[g->depth++] = lvl; }
+    g->pushed++;
+}
+
+nx_status nx__grad_acc_finish(nx_grad_acc *g, nx_pool *pool, float **result, double *comm_s) {
+    *result = NULL;
+    if (g->pushed != g->c || g->depth != 0 || g->ndone != (g->c >> g->L))
+        return nx__error(NX_ERR_INTERNAL, "gradient accumulator: %d of %d micro batches pushed", g->pushed, g->c);
+    int nd = g->ndone;
+    g->pushed = 0;
+    g->ndone = 0;
+    NX_TRY(exchange_finish(g->d, pool, g->done, nd, g->n, comm_s));
+    for (int i = 1; i < nd; i++) release(g, g->done[i]);
+    *result = g->done[0];
+    return NX_OK;
 }
 
 nx_status nx__dist_gather_losses(nx_dist *d, const float *local, int A, float *all, double *comm_s) {
@@ -327,17 +439,17 @@ nx_status nx__dist_gather_losses(nx_dist *d, const float *local, int A, float *a
     }
 #ifdef NX_HAVE_MPI
     int c = A / N;
-    float *buf = nx__malloc((size_t)A * sizeof(float));
+    float *buf = nx__malloc((size_t)c * sizeof(float));
     if (!buf) return nx__error(NX_ERR_NOMEM, "loss gather");
+    memcpy(buf, local, (size_t)c * sizeof(float));
     double t0 = nx_time_s();
     wd_enter(d);
-    int e = MPI_Allgather(local, c, MPI_FLOAT, buf, c, MPI_FLOAT, MPI_COMM_WORLD);
+    /* Rank q's values are micro batches q*c .. q*c + c - 1: rank order is k order. */
+    int e = MPI_Allgather(buf, c, MPI_FLOAT, all, c, MPI_FLOAT, MPI_COMM_WORLD);
     wd_leave(d);
     *comm_s += nx_time_s() - t0;
-    if (e != MPI_SUCCESS) { nx__free(buf); return nx__error(NX_ERR_IO, "MPI_Allgather failed (%d)", e); }
-    for (int q = 0; q < N; q++)
-        for (int a = 0; a < c; a++) all[a * N + q] = buf[q * c + a];
     nx__free(buf);
+    if (e != MPI_SUCCESS) return nx__error(NX_ERR_IO, "MPI_Allgather failed (%d)", e);
     return NX_OK;
 #else
     (void)local; (void)all; (void)comm_s;

@@ -9,23 +9,38 @@
 #include "core/core.h"
 #include "neox/dist.h"
 
-/* Sum of one optimizer step's micro-batch gradients, bit-identical for any group size.
- *
- * The step has A micro batches (global index k = 0..A-1); this rank computed the
- * gradients of k = a*N + rank for a = 0..A/N-1 into v[a] (n floats each). The sum is the
- * fixed tree T(A) over k: while the count n is even, g[i] += g[i + n/2] for i < n/2 and
- * n /= 2; when it is odd (> 1), g[0] += g[1], += g[2], ... in order. The first levels
- * pair micro batches of the same rank (k and k + n/2 differ by a multiple of N) and run
- * locally; the rest run on each rank's 1/N slice of the parameters after an all-to-all,
- * and the slices are then all-gathered. Every element sees the same additions in the
- * same order whatever N is. On return v[0] holds the full sum on every rank; the other
- * v[a] are clobbered. *comm_s is increased by the time spent in MPI calls. */
+/* The step's gradient is the sum of its A micro-batch gradients by a fixed tree over the
+ * micro-batch index k = 0..A-1, the same whatever the number of ranks N:
+ *   while the node count n is even: node i = node 2i + node 2i+1 (adjacent pairs), n /= 2;
+ *   when n is odd (> 1): node 0 += node 1, += node 2, ... in order.
+ * Rank r trains the contiguous block k = r*c .. r*c + c - 1 (c = A/N), so the levels at
+ * which c is still even pair leaves of one rank and run locally (streaming, as each micro
+ * batch finishes); the rest run on each rank's 1/N slice of the parameter vector after an
+ * all-to-all, and the slices are then all-gathered. Every element sees the same additions
+ * in the same order for any N. */
+
+/* All of one rank's c leaves at once (tests, benchmarks): v[a] holds leaf r*c + a; on
+ * return v[0] holds the full sum on every rank; v[] is reordered and the buffers clobbered.
+ * *comm_s is increased by the time spent in MPI calls. */
 nx_status nx__dist_reduce_grads(nx_dist *d, nx_pool *pool, float **v, int A, size_t n, double *comm_s);
 
-/* Gathers this rank's A/N per-micro-batch values (local index a) into all[k], k = a*N + rank,
- * on every rank. */
-nx_status nx__dist_gather_losses(nx_dist *d, const float *local, int A, float *all, double *comm_s);
+/* Streaming accumulator (the trainer): at most log2(c) + 1 + (c's odd factor) buffers of n
+ * floats instead of c. Per step: for each of this rank's micro batches in order,
+ * b = nx__grad_acc_next (a buffer to compute into; not zeroed), then nx__grad_acc_push(b);
+ * then nx__grad_acc_finish gives the full sum (valid until the next step's first
+ * nx__grad_acc_next). `first` (the model's own gradient buffer) is used as one of the
+ * buffers and is not freed by nx__grad_acc_free. */
+typedef struct nx_grad_acc nx_grad_acc;
+nx_status nx__grad_acc_create(nx_dist *d, int A, size_t n, float *first, nx_grad_acc **out);
+void nx__grad_acc_free(nx_grad_acc *g);
+float *nx__grad_acc_next(nx_grad_acc *g);   /* NULL with the error recorded on OOM */
+void nx__grad_acc_push(nx_grad_acc *g, nx_pool *pool, float *b);
+nx_status nx__grad_acc_finish(nx_grad_acc *g, nx_pool *pool, float **result, double *comm_s);
+int nx__grad_acc_buffers(const nx_grad_acc *g);   /* buffers allocated so far, `first` included */
 
+/* Gathers this rank's A/N per-micro-batch values (local index a = micro batch r*c + a) into
+ * all[0..A-1] in micro-batch order, on every rank. local and all may be the same array. */
+nx_status nx__dist_gather_losses(nx_dist *d, const float *local, int A, float *all, double *comm_s);
 /* All ranks call it with their own status; returns st when it is an error, NX_OK when
  * every rank is OK, else NX_ERR_CANCELLED with a message naming the first failing rank. */
 nx_status nx__dist_agree(nx_dist *d, nx_status st);

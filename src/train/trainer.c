@@ -65,13 +65,13 @@ struct nx_trainer {
     nx_data_stream *tstream, *vstream;   /* indexed format */
     int32_t *sample;                      /* one sample of T+1 tokens */
     FILE *metrics;
-    /* Data parallelism (dist.h). Every micro batch's gradient goes to its own buffer
-     * (gslots[a] for this rank's a-th micro batch of the step; gslots[0] is the model's
-     * own buffer) and the step's gradient is a fixed tree over them, with one process too,
-     * so that the bits do not depend on the number of processes. */
+    /* Data parallelism (dist.h). Every micro batch's gradient goes to its own buffer and
+     * the step's gradient is a fixed tree over the micro batches (acc), with one process
+     * too, so that the bits do not depend on the number of processes. */
     nx_dist *dist;           /* borrowed; NULL = one process */
     int rank, nranks;
-    float **gslots;
+    nx_grad_acc *acc;
+    float *own_grads;        /* the model's own gradient buffer, given back at free */
     float *mloss;            /* this rank's micro-batch losses, then all A of them */
     double comm_s;           /* communication time of the last step */
 };
@@ -621,11 +621,8 @@ static nx_status open_stream(const nx_train_config *c, const nx_train_data *d, i
 /* ---- lifecycle ----------------------------------------------------------------------------- */
 void nx_trainer_free(nx_trainer *t) {
     if (!t) return;
-    if (t->gslots) {
-        if (t->model && t->gslots[0]) nx__tmodel_swap_grads(t->model, t->gslots[0]);
-        for (int a = 1; a < t->cfg.grad_accum / t->nranks; a++) nx__free_aligned(t->gslots[a]);
-        nx__free(t->gslots);
-    }
+    if (t->own_grads) nx__tmodel_swap_grads(t->model, t->own_grads);
+    nx__grad_acc_free(t->acc);
     nx__free(t->mloss);
     for (int i = 0; i < NX_TRAIN_MAX_DATA; i++) { close_dataset(&t->train[i]); close_dataset(&t->valid[i]); }
     nx_tmodel_free(t->model);
@@ -701,16 +698,12 @@ nx_status nx_trainer_create_dist(const nx_train_config *cfg, bool resume, nx_dis
     t->tok = nx__malloc(bt * sizeof(int32_t));
     t->tgt = nx__malloc(bt * sizeof(int32_t));
     if (!t->pool || !t->tok || !t->tgt) FAIL(nx__error(NX_ERR_NOMEM, "trainer"));
-    int per_rank = cfg->grad_accum / t->nranks;
-    t->gslots = nx__calloc((size_t)per_rank, sizeof(float *));
     t->mloss = nx__calloc((size_t)cfg->grad_accum, sizeof(float));
-    if (!t->gslots || !t->mloss) FAIL(nx__error(NX_ERR_NOMEM, "trainer"));
-    t->gslots[0] = nx__tmodel_swap_grads(t->model, NULL);
-    nx__tmodel_swap_grads(t->model, t->gslots[0]);
-    for (int a = 1; a < per_rank; a++) {
-        t->gslots[a] = nx__malloc_aligned(nx__tmodel_flat_size(t->model) * sizeof(float));
-        if (!t->gslots[a]) FAIL(nx__error(NX_ERR_NOMEM, "trainer: %d gradient buffers", per_rank));
-    }
+    if (!t->mloss) FAIL(nx__error(NX_ERR_NOMEM, "trainer"));
+    t->own_grads = nx__tmodel_swap_grads(t->model, NULL);
+    nx__tmodel_swap_grads(t->model, t->own_grads);
+    if ((st = nx__grad_acc_create(dist, cfg->grad_accum, nx__tmodel_flat_size(t->model), t->own_grads, &t->acc)) != NX_OK)
+        goto fail;
     char *latest = nx__path_join(cfg->out_dir, "latest");
     char *mpath = nx__path_join(cfg->out_dir, "metrics.jsonl");
     if (!latest || !mpath) { nx__free(latest); nx__free(mpath); FAIL(nx__error(NX_ERR_NOMEM, "trainer")); }
@@ -764,19 +757,23 @@ nx_status nx_trainer_step(nx_trainer *t, nx_train_metrics *out) {
     int A = t->cfg.grad_accum, N = t->nranks;
     float inv = 1.0f / (float)A;
     t->comm_s = 0.0;
-    /* Micro batch k of the step (samples in order) belongs to rank k % N: GPT-NeoX's
-     * DistributedBatchSampler gives each rank a contiguous slice of every micro_batch x N
-     * samples. Each is trained into its own zeroed gradient buffer. */
+    /* The step's samples in order are micro batches k = 0..A-1; rank r trains the contiguous
+     * block r*c .. r*c + c - 1 (c = A/N), each into its own zeroed gradient buffer, and
+     * moves the data position past the others without reading them. */
+    int c = A / N;
     for (int k = 0; k < A; k++) {
-        if (k % N != t->rank) { skip_train_batch(t); continue; }
+        if (k / c != t->rank) { skip_train_batch(t); continue; }
         NX_TRY(next_train_batch(t));
-        nx__tmodel_swap_grads(t->model, t->gslots[k / N]);
+        float *buf = nx__grad_acc_next(t->acc);
+        if (!buf) return NX_ERR_NOMEM;   /* message recorded by nx__grad_acc_next */
+        nx__tmodel_swap_grads(t->model, buf);
         nx_tmodel_zero_grad(t->model);
-        nx_status st = nx_tmodel_forward_backward(t->model, t->pool, t->tok, t->tgt, inv, &t->mloss[k / N]);
-        nx__tmodel_swap_grads(t->model, t->gslots[0]);
-        NX_TRY(st);
+        NX_TRY(nx_tmodel_forward_backward(t->model, t->pool, t->tok, t->tgt, inv, &t->mloss[k - t->rank * c]));
+        nx__grad_acc_push(t->acc, t->pool, buf);
     }
-    NX_TRY(nx__dist_reduce_grads(t->dist, t->pool, t->gslots, A, nx__tmodel_flat_size(t->model), &t->comm_s));
+    float *gsum = NULL;
+    NX_TRY(nx__grad_acc_finish(t->acc, t->pool, &gsum, &t->comm_s));
+    nx__tmodel_swap_grads(t->model, gsum);
     float *all = t->mloss;
     NX_TRY(nx__dist_gather_losses(t->dist, t->mloss, A, all, &t->comm_s));
     for (int k = 0; k < A; k++) tot += all[k];
