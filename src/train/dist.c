@@ -341,6 +341,7 @@ nx_status nx__dist_reduce_grads(nx_dist *d, nx_pool *pool, float **v, int A, siz
 struct nx_grad_acc {
     nx_dist *d;
     int c, L;                  /* leaves per rank; local levels */
+    bool fold_local;           /* one rank: the final left fold also streams (1 node kept) */
     size_t n;
     float *bufs[ACC_MAX_BUFS]; /* every buffer ever allocated (bufs[0] = the caller's) */
     bool busy[ACC_MAX_BUFS];
@@ -361,7 +362,8 @@ nx_status nx__grad_acc_create(nx_dist *d, int A, size_t n, float *first, nx_grad
     g->c = A / N;
     g->L = local_levels(g->c);
     g->n = n;
-    if ((g->c >> g->L) + g->L + 2 > ACC_MAX_BUFS) {
+    g->fold_local = N == 1;
+    if (!g->fold_local && (g->c >> g->L) + g->L + 2 > ACC_MAX_BUFS) {
         nx__free(g);
         return nx__error(NX_ERR_RANGE, "%d micro batches per rank need %d gradient buffers (limit %d): use a "
                                        "power-of-two multiple", g->c, (g->c >> g->L) + g->L + 2, ACC_MAX_BUFS);
@@ -413,8 +415,19 @@ void nx__grad_acc_push(nx_grad_acc *g, nx_pool *pool, float *b) {
         b = left;
         lvl++;
     }
-    if (lvl == g->L) g->done[g->ndone++] = b;
-    else { g->stack[g->depth] = b; g->level[g->depth++] = lvl; }
+    if (lvl < g->L) {
+        g->stack[g->depth] = b;
+        g->level[g->depth++] = lvl;
+    } else if (g->fold_local && g->ndone > 0) {
+        /* One rank: the nodes left at level L (an odd count) are summed by the left fold
+         * node 0 += node 1, += node 2, ..., which can run as each node completes. */
+        float *pair[2] = {g->done[0], b};
+        run_add(pool, pair, 2, false, g->n);
+        release(g, b);
+        g->ndone++;
+    } else {
+        g->done[g->ndone++] = b;
+    }
     g->pushed++;
 }
 
@@ -422,7 +435,7 @@ nx_status nx__grad_acc_finish(nx_grad_acc *g, nx_pool *pool, float **result, dou
     *result = NULL;
     if (g->pushed != g->c || g->depth != 0 || g->ndone != (g->c >> g->L))
         return nx__error(NX_ERR_INTERNAL, "gradient accumulator: %d of %d micro batches pushed", g->pushed, g->c);
-    int nd = g->ndone;
+    int nd = g->fold_local ? 1 : g->ndone;   /* folded already: one node */
     g->pushed = 0;
     g->ndone = 0;
     NX_TRY(exchange_finish(g->d, pool, g->done, nd, g->n, comm_s));

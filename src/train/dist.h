@@ -24,8 +24,9 @@
  * *comm_s is increased by the time spent in MPI calls. */
 nx_status nx__dist_reduce_grads(nx_dist *d, nx_pool *pool, float **v, int A, size_t n, double *comm_s);
 
-/* Streaming accumulator (the trainer): at most log2(c) + 1 + (c's odd factor) buffers of n
- * floats instead of c. Per step: for each of this rank's micro batches in order,
+/* Streaming accumulator (the trainer): with one rank at most log2(c) + 2 buffers of n
+ * floats instead of c (the final fold streams too); with N ranks log2 of c's power-of-two
+ * part + 1 + c's odd factor (those nodes all go into the exchange). Per step: for each of this rank's micro batches in order,
  * b = nx__grad_acc_next (a buffer to compute into; not zeroed), then nx__grad_acc_push(b);
  * then nx__grad_acc_finish gives the full sum (valid until the next step's first
  * nx__grad_acc_next). `first` (the model's own gradient buffer) is used as one of the
