@@ -13,7 +13,7 @@ DEB_PACKAGES += $(shell cat packages.d/*.txt 2>/dev/null)
 
 NEOX = $(BUILD)/neox
 
-.PHONY: all deps build build-asan test test-fast test-asan run clean fuzz help
+.PHONY: all deps build build-asan test test-fast test-asan run clean fuzz help minipile
 
 all: build
 
@@ -22,6 +22,7 @@ help:
 	@echo "make test   - build and run the whole test suite twice (normal, then ASan+UBSan)"
 	@echo "make build  - configure and build into $(BUILD)/"
 	@echo "make fuzz   - build the libFuzzer targets with clang into build-fuzz/"
+	@echo "make minipile - build the Debian-text Pile-like corpus into $(BUILD)/minipile/"
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -64,6 +65,13 @@ fuzz: deps
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNX_FUZZ=ON
 	cmake --build build-fuzz -j $(JOBS)
 	@echo "run e.g.: build-fuzz/fuzz_safetensors -max_total_time=600 tests/fuzz/corpus/fuzz_safetensors"
+
+# A 20-100 MB Pile-like corpus from Debian package text (data/minipile.json, docs/DATA.md).
+NEOX_ASSETS ?= $(CURDIR)/../shared/assets
+minipile: build
+	sh data/stage_minipile.sh $(BUILD)/minipile-stage
+	NEOX_MINIPILE_STAGE=$(abspath $(BUILD)/minipile-stage) $(NEOX) data build data/minipile.json -o $(BUILD)/minipile \
+	  -t $(NEOX_ASSETS)/tokenizers/gpt-neox-20b/tokenizer.json
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

@@ -1,0 +1,141 @@
+/*
+ * neox/model.h - inference for GPT-NeoX/Pythia, GPT-J and GPT-Neo checkpoints.
+ *
+ * Objects:
+ *   nx_model    immutable weights (fp32, converted once at load) + config. Thread-safe to share:
+ *               any number of sessions may run on one model at the same time.
+ *   nx_session  one sequence: the KV cache (allocated once, at creation, for n_ctx tokens),
+ *               activation scratch, the token history and a thread pool. Not thread-safe; use
+ *               one session per concurrent sequence.
+ *   nx_sampler  turns a logits row into a token id (greedy, temperature, top-k/p, min-p,
+ *               repetition penalty), with its own seeded RNG.
+ *
+ * Shapes: V = config.vocab_size (embedding rows, possibly padded past the tokenizer), logits
+ * rows are V floats. Token ids are int32 in [0, V).
+ *
+ * Context: positions run 0 .. n_ctx-1, n_ctx <= max_position_embeddings. Going past n_ctx is
+ * an NX_ERR_RANGE error; nx_generate can instead drop the oldest half of the context and
+ * recompute the rest at fresh positions when nx_generate_opts.context_shift is set (exact:
+ * the result equals running the model on the kept window from scratch).
+ */
+#ifndef NEOX_MODEL_H
+#define NEOX_MODEL_H
+
+#include "neox/core.h"
+#include "neox/io.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct nx_model nx_model;
+typedef struct nx_session nx_session;
+typedef struct nx_sampler nx_sampler;
+
+/* ---- model ----------------------------------------------------------------------------- */
+typedef struct nx_model_opts {
+    nx_dtype dtype;   /* run dtype; only NX_F32 (default when 0 / NX_DTYPE_INVALID) */
+} nx_model_opts;
+
+/* Loads a HF model directory (config.json + model.safetensors / sharded / pytorch_model.bin).
+ * Weights of any stored float dtype are converted to fp32 once; NeoX's head-interleaved
+ * query_key_value and J/Neo's separate q/k/v are laid out as one [q|k|v] block matrix.
+ * opts may be NULL. On success *out is owned by the caller (nx_model_free). */
+NX_API nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **out);
+/* Builds a model of the given config with N(0, std) weights (LayerNorm weights 1 + noise)
+ * from a seeded generator: benchmarks and tests of shapes not on disk. */
+NX_API nx_status nx_model_create_random(const nx_model_config *cfg, uint64_t seed, float std, nx_model **out);
+NX_API void nx_model_free(nx_model *m);   /* NULL is fine; no session may still use m */
+/* Borrowed; valid until nx_model_free. */
+NX_API const nx_model_config *nx_model_get_config(const nx_model *m);
+/* Bytes of fp32 weights held. */
+NX_API size_t nx_model_weight_bytes(const nx_model *m);
+/* Bytes of weights one decoded token streams from memory: everything except the input
+ * embedding (and GPT-Neo's position table), of which a token reads one row; a tied head
+ * does read the whole embedding. The decode speed bound is bandwidth / this. */
+NX_API size_t nx_model_decode_bytes(const nx_model *m);
+/* Fills cfg with the shape of a released checkpoint ("pythia-70m", "pythia-160m",
+ * "pythia-410m", "pythia-1b", "pythia-1.4b", "gpt-j-6b", "gpt-neo-125m", ...). */
+NX_API nx_status nx_model_config_preset(const char *name, nx_model_config *cfg);
+
+/* Name of the matmul/attention kernel variant this process uses: "avx512", "avx2" or "ref"
+ * (CPUID, or the NX_KERNELS environment variable). Static storage. */
+NX_API const char *nx_kernels_name(void);
+
+/* ---- session ---------------------------------------------------------------------------- */
+typedef struct nx_session_opts {
+    int n_ctx;          /* KV cache capacity in tokens; 0 = max_position_embeddings */
+    int n_batch;        /* most tokens computed per internal step (scratch size); 0 = 512 */
+    int n_threads;      /* threads of the session's own pool; 0 = number of CPUs */
+    nx_pool *pool;      /* or a caller pool (borrowed; must outlive the session); overrides n_threads */
+} nx_session_opts;
+
+/* Allocates everything the session will ever need. opts may be NULL. The model is
+ * borrowed and must outlive the session. *out is owned by the caller (nx_session_free). */
+NX_API nx_status nx_session_create(const nx_model *m, const nx_session_opts *opts, nx_session **out);
+NX_API void nx_session_free(nx_session *s);   /* NULL is fine */
+
+/* Runs the model on n new tokens at positions n_past .. n_past+n-1, appending them to the KV
+ * cache (prefill and decode are the same call). logits: NULL, or caller memory of n·V floats
+ * that receives every row. The last row is always kept and readable with
+ * nx_session_logits(). Errors: NX_ERR_RANGE when n_past + n > n_ctx or an id is outside
+ * [0, V); the cache is unchanged on error. */
+NX_API nx_status nx_session_forward(nx_session *s, const int32_t *ids, int n, float *logits);
+/* Logits of the last token processed (V floats), borrowed until the next forward; NULL before any. */
+NX_API const float *nx_session_logits(const nx_session *s);
+NX_API int nx_session_n_past(const nx_session *s);
+NX_API int nx_session_n_ctx(const nx_session *s);
+/* Token ids in the cache (n_past of them), borrowed until the next call on s. */
+NX_API const int32_t *nx_session_tokens(const nx_session *s);
+/* Drops cached tokens from position n on (0 = reset). n > n_past is NX_ERR_RANGE. */
+NX_API nx_status nx_session_truncate(nx_session *s, int n);
+NX_API void nx_session_reset(nx_session *s);
+
+/* ---- sampler ------------------------------------------------------------------------------ */
+typedef struct nx_sampler_params {
+    float temperature;     /* <= 0: greedy (argmax, lowest id on ties) */
+    int top_k;             /* 0 = off */
+    float top_p;           /* 1 = off */
+    float min_p;           /* 0 = off: drop tokens with p < min_p · p_max */
+    float repeat_penalty;  /* 1 = off; HF rule: logit > 0 ? logit / r : logit · r, once per distinct id */
+    int repeat_last_n;     /* window of history the penalty looks at; 0 = all, -1 = n_ctx */
+    uint64_t seed;
+    int n_vocab;           /* ids >= n_vocab are never sampled (tokenizer size); 0 = all rows */
+} nx_sampler_params;
+
+/* Defaults: greedy, top_k 0, top_p 1, min_p 0, repeat_penalty 1, seed 0, all rows. */
+NX_API nx_sampler_params nx_sampler_defaults(void);
+NX_API nx_status nx_sampler_create(const nx_sampler_params *p, nx_sampler **out);
+NX_API void nx_sampler_free(nx_sampler *smp);   /* NULL is fine */
+/* Picks a token from logits[V] (not modified). history: the ids seen so far (for the penalty). */
+NX_API nx_status nx_sampler_sample(nx_sampler *smp, const float *logits, int V, const int32_t *history, int n_history,
+                                   int32_t *token);
+
+/* ---- generation ------------------------------------------------------------------------------ */
+/* Called for every generated token; return non-zero to stop after this token. */
+typedef int (*nx_token_fn)(int32_t token, void *user);
+
+typedef struct nx_generate_opts {
+    int max_new_tokens;       /* required, > 0 */
+    const int32_t *stop_ids;  /* generation ends after emitting one of these (e.g. eos); may be NULL */
+    int n_stop_ids;
+    bool context_shift;       /* when the cache is full: keep the newest n_ctx/2 tokens, recompute them */
+    nx_token_fn on_token;     /* may be NULL */
+    void *user;
+} nx_generate_opts;
+
+/* Feeds the prompt (appended to whatever the session already holds), then samples up to
+ * max_new_tokens tokens. out: NULL or caller memory for max_new_tokens ids; *n_out (may be
+ * NULL) receives the number generated, also on error. NX_ERR_RANGE when the context is
+ * exhausted and context_shift is off; NX_ERR_CANCELLED is never returned (a callback stop is
+ * a normal end). */
+NX_API nx_status nx_generate(nx_session *s, nx_sampler *smp, const int32_t *prompt, int n_prompt,
+                             const nx_generate_opts *opts, int32_t *out, int *n_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NEOX_MODEL_H */

@@ -1,0 +1,141 @@
+/* cmd_bench.c - `neox bench`: prompt (prefill) and generation (decode) speed of a model
+ * directory or of a random model with a released shape, as one JSON line. Each repetition
+ * starts from an empty cache, prefills P random ids, then decodes N tokens one at a time
+ * (greedy); medians over the repetitions are reported. */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: neox bench (-m DIR | --random-shape NAME) [-p 512] [-n 128] [-t N] [-r 3]\n"
+            "  -m, --model DIR        model directory\n"
+            "  --random-shape NAME    random fp32 weights of a released shape: pythia-14m, pythia-70m,\n"
+            "                         pythia-160m, pythia-410m, pythia-1b, pythia-1.4b, gpt-neo-125m, ...\n"
+            "  -p, --prompt-tokens P  prefill length (default 512)\n"
+            "  -n, --gen-tokens N     decoded tokens (default 128)\n"
+            "  -t, --threads N        threads (default: all CPUs)\n"
+            "  -r, --reps R           repetitions; medians are reported (default 3)\n");
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *cmd = "bench", *dir = NULL, *shape = NULL;
+    long P = 512, N = 128, threads = 0, reps = 3;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (cli_is_help(a)) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            if (!(dir = cli_next_arg(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "--random-shape")) {
+            if (!(shape = cli_next_arg(cmd, argc, argv, &i))) return 2;
+        } else if (!strcmp(a, "-p") || !strcmp(a, "--prompt-tokens")) {
+            if (!(v = cli_next_arg(cmd, argc, argv, &i))) return 2;
+            if (!cli_parse_long(v, 1, 1 << 20, &P)) return cli_usage_error(cmd, "-p: '%s' is not a positive integer", v);
+        } else if (!strcmp(a, "-n") || !strcmp(a, "--gen-tokens")) {
+            if (!(v = cli_next_arg(cmd, argc, argv, &i))) return 2;
+            if (!cli_parse_long(v, 0, 1 << 20, &N)) return cli_usage_error(cmd, "-n: '%s' is not an integer >= 0", v);
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            if (!(v = cli_next_arg(cmd, argc, argv, &i))) return 2;
+            if (!cli_parse_long(v, 1, 1024, &threads)) return cli_usage_error(cmd, "-t: '%s' is not in [1, 1024]", v);
+        } else if (!strcmp(a, "-r") || !strcmp(a, "--reps")) {
+            if (!(v = cli_next_arg(cmd, argc, argv, &i))) return 2;
+            if (!cli_parse_long(v, 1, 100, &reps)) return cli_usage_error(cmd, "-r: '%s' is not in [1, 100]", v);
+        } else {
+            return cli_usage_error(cmd, "unknown option '%s'", a);
+        }
+    }
+    if (!dir == !shape) return cli_usage_error(cmd, "give exactly one of -m DIR and --random-shape NAME");
+
+    nx_model *m = NULL;
+    nx_session *s = NULL;
+    int32_t *ids = NULL;
+    int rc = 1;
+    double t0 = nx_time_s();
+    nx_status st;
+    if (dir) {
+        st = nx_model_load(dir, NULL, &m);
+    } else {
+        nx_model_config cfg;
+        st = nx_model_config_preset(shape, &cfg);
+        if (st == NX_OK) st = nx_model_create_random(&cfg, 1234, 0.02f, &m);
+    }
+    if (st != NX_OK) {
+        rc = cli_fail(cmd, st, dir ? dir : shape);
+        goto done;
+    }
+    double t_load = nx_time_s() - t0;
+    const nx_model_config *cfg = nx_model_get_config(m);
+    if (P + N > cfg->max_position_embeddings) {
+        fprintf(stderr, "neox bench: -p %ld + -n %ld exceed max_position_embeddings %d\n", P, N,
+                cfg->max_position_embeddings);
+        rc = 2;
+        goto done;
+    }
+    nx_session_opts so = {0};
+    so.n_threads = (int)threads;
+    so.n_ctx = (int)(P + N);
+    st = nx_session_create(m, &so, &s);
+    if (st != NX_OK) {
+        rc = cli_fail(cmd, st, "creating a session");
+        goto done;
+    }
+    ids = malloc((size_t)P * sizeof *ids);
+    if (!ids) goto done;
+    uint64_t x = 88172645463325252ull;
+    for (long i = 0; i < P; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        ids[i] = (int32_t)(x % (uint64_t)cfg->vocab_size);
+    }
+    double pp[100], tg[100];
+    int V = cfg->vocab_size;
+    for (long r = 0; r < reps; r++) {
+        nx_session_reset(s);
+        double a = nx_time_s();
+        st = nx_session_forward(s, ids, (int)P, NULL);
+        double b = nx_time_s();
+        for (long k = 0; k < N && st == NX_OK; k++) {
+            const float *lg = nx_session_logits(s);
+            int32_t best = 0;
+            for (int j = 1; j < V; j++)
+                if (lg[j] > lg[best]) best = j;
+            st = nx_session_forward(s, &best, 1, NULL);
+        }
+        double c = nx_time_s();
+        if (st != NX_OK) {
+            rc = cli_fail(cmd, st, "forward");
+            goto done;
+        }
+        pp[r] = (double)P / (b - a);
+        tg[r] = N ? (double)N / (c - b) : 0.0;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("{\"model\": \"%s%s\", \"arch\": \"%s\", \"dtype\": \"f32\", \"kernels\": \"%s\", \"threads\": %d, "
+           "\"weights_mb\": %.1f, \"decode_read_mb\": %.1f, \"prompt_tokens\": %ld, \"prompt_tok_s\": %.2f, \"gen_tokens\": %ld, "
+           "\"gen_tok_s\": %.2f, \"reps\": %ld, \"load_s\": %.3f, \"peak_rss_mb\": %.1f}\n",
+           dir ? dir : shape, dir ? "" : " (random)", cfg->model_type, nx_kernels_name(), threads ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
+           (double)nx_model_weight_bytes(m) / 1e6,
+           (double)nx_model_decode_bytes(m) / 1e6, P, median(pp, (int)reps), N, median(tg, (int)reps), reps, t_load,
+           (double)ru.ru_maxrss / 1024.0);
+    rc = 0;
+done:
+    free(ids);
+    nx_session_free(s);
+    nx_model_free(m);
+    return rc;
+}

@@ -1,0 +1,152 @@
+/*
+ * ref.c - scalar reference kernels: the oracle every fast path is tested against.
+ * Written for clarity: plain loops in index order, fp32 arithmetic except where a
+ * wider accumulator is noted.
+ */
+#include "kernels/kernels.h"
+
+#include <math.h>
+
+void nx__matmul_ref(float *y, const float *x, const float *W, const float *b, int T, int IN, int OUT) {
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * IN;
+        for (int o = 0; o < OUT; o++) {
+            const float *w = W + (size_t)o * IN;
+            float s = 0.0f;
+            for (int i = 0; i < IN; i++) s += xt[i] * w[i];
+            y[(size_t)t * OUT + o] = s + (b ? b[o] : 0.0f);
+        }
+    }
+}
+
+/* Two passes with double sums: the mean/variance stay exact to fp32 even when |mean| is large
+ * compared with the spread (torch also uses a numerically careful reduction here). */
+void nx__layernorm_ref(float *y, const float *x, const float *w, const float *b, int T, int C, float eps) {
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * C;
+        float *yt = y + (size_t)t * C;
+        double mean = 0.0;
+        for (int i = 0; i < C; i++) mean += xt[i];
+        mean /= C;
+        double var = 0.0;
+        for (int i = 0; i < C; i++) {
+            double dlt = xt[i] - mean;
+            var += dlt * dlt;
+        }
+        var /= C;
+        float rstd = (float)(1.0 / sqrt(var + (double)eps));
+        float m = (float)mean;
+        for (int i = 0; i < C; i++) yt[i] = (xt[i] - m) * rstd * w[i] + b[i];
+    }
+}
+
+static float act1(float v, nx_kact act) {
+    switch (act) {
+    case NX_KACT_GELU: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    case NX_KACT_GELU_TANH:
+        return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    case NX_KACT_GELU_FAST: return 0.5f * v * (1.0f + tanhf(0.7978845608f * v * (1.0f + 0.044715f * v * v)));
+    case NX_KACT_RELU: return v > 0.0f ? v : 0.0f;
+    case NX_KACT_SILU: return v / (1.0f + expf(-v));
+    case NX_KACT_QUICK_GELU: return v / (1.0f + expf(-1.702f * v));
+    }
+    return v;
+}
+
+void nx__act_ref(float *x, size_t n, nx_kact act) {
+    for (size_t i = 0; i < n; i++) x[i] = act1(x[i], act);
+}
+
+void nx__softmax_ref(float *x, int n) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+void nx__rotary_ref(float *x, int rot, const float *cos, const float *sin, int interleaved) {
+    int half = rot / 2;
+    if (interleaved) {
+        for (int j = 0; j < half; j++) {
+            float a = x[2 * j], b = x[2 * j + 1];
+            x[2 * j] = a * cos[j] - b * sin[j];
+            x[2 * j + 1] = b * cos[j] + a * sin[j];
+        }
+    } else {
+        for (int j = 0; j < half; j++) {
+            float a = x[j], b = x[j + half];
+            x[j] = a * cos[j] - b * sin[j];
+            x[j + half] = b * cos[j] + a * sin[j];
+        }
+    }
+}
+
+float nx__dot_ref(const float *a, const float *b, int n) {
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+float nx__exp_sum_ref(float *x, int n, float mx) {
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    return sum;
+}
+
+void nx__axpy_ref(float *y, float a, const float *x, int n) {
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+void nx__attention_ref(float *out, const float *q, const float *K, const float *V, int ld, int d, int k0, int k1,
+                       float scale, float *scores) {
+    int n = k1 - k0;
+    for (int k = 0; k < n; k++) scores[k] = nx__dot_ref(q, K + (size_t)(k0 + k) * ld, d) * scale;
+    nx__softmax_ref(scores, n);
+    for (int e = 0; e < d; e++) out[e] = 0.0f;
+    for (int k = 0; k < n; k++) nx__axpy_ref(out, scores[k], V + (size_t)(k0 + k) * ld, d);
+}
+
+size_t nx__packed_floats(int OUT, int IN) {
+    size_t panels = ((size_t)OUT + NX_PANEL - 1) / NX_PANEL;
+    return panels * NX_PANEL * (size_t)IN;
+}
+
+void nx__pack_panel(float *dst, const float *rows, int nrows, int p, int IN) {
+    float *panel = dst + (size_t)p * (size_t)IN * NX_PANEL;
+    for (int k = 0; k < IN; k++)
+        for (int l = 0; l < NX_PANEL; l++) panel[(size_t)k * NX_PANEL + l] = l < nrows ? rows[(size_t)l * IN + k] : 0.0f;
+}
+
+void nx__pack(float *dst, const float *W, int OUT, int IN) {
+    for (int p = 0; p * NX_PANEL < OUT; p++) {
+        int nrows = OUT - p * NX_PANEL < NX_PANEL ? OUT - p * NX_PANEL : NX_PANEL;
+        nx__pack_panel(dst, W + (size_t)p * NX_PANEL * IN, nrows, p, IN);
+    }
+}
+
+/* The scalar variant on packed weights (what NX_KERNELS=ref runs): same k order as the
+ * reference, so it differs from nx__matmul_ref only by where the data sits. */
+static void matmul_rows_ref(float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT, int r0,
+                            int r1) {
+    (void)OUT;
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * IN;
+        for (int o = r0; o < r1; o++) {
+            const float *w = Wp + (size_t)(o / NX_PANEL) * IN * NX_PANEL + (o % NX_PANEL);
+            float s = 0.0f;
+            for (int i = 0; i < IN; i++) s += xt[i] * w[(size_t)i * NX_PANEL];
+            y[(size_t)t * OUT + o] = s + (b ? b[o] : 0.0f);
+        }
+    }
+}
+
+const nx_kernel_vt nx__kernels_ref_vt = {"ref", matmul_rows_ref, nx__dot_ref, nx__axpy_ref, nx__act_ref,
+                                         nx__exp_sum_ref};

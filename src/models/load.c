@@ -1,0 +1,640 @@
+/*
+ * load.c - building an nx_model: config validation, the single weight block, reading each
+ * family's tensor names from a checkpoint (any stored float dtype -> fp32 once), the rotary
+ * tables, random models of a given shape, and presets of released shapes.
+ *
+ * Layout decisions made once here so the forward pass is one code path:
+ *  - q, k and v become one [3H][H] matrix [Wq; Wk; Wv] (NeoX's head-interleaved rows
+ *    [nh][3][HS] are de-interleaved), so a single matmul yields q|k|v per token.
+ *  - every matrix is packed into 16-row panels (kernels.h) as it is converted, one panel at a
+ *    time, so no full-size temporary is needed;
+ *  - a tied model keeps only the packed head and looks embedding rows up in it; a missing
+ *    lm_head falls back to wte only when the config says the embeddings are tied (GPT-Neo
+ *    checkpoints omit the duplicate).
+ */
+#include "models/models.h"
+
+#include <math.h>
+#include <stdarg.h>
+
+static nx_kact map_act(nx_act a) {
+    switch (a) {
+    case NX_ACT_GELU: return NX_KACT_GELU;
+    case NX_ACT_GELU_TANH: return NX_KACT_GELU_TANH;
+    case NX_ACT_GELU_FAST: return NX_KACT_GELU_FAST;
+    case NX_ACT_RELU: return NX_KACT_RELU;
+    case NX_ACT_SILU: return NX_KACT_SILU;
+    case NX_ACT_QUICK_GELU: return NX_KACT_QUICK_GELU;
+    }
+    return NX_KACT_GELU;
+}
+
+nx_status nx__model_init_shape(nx_model *m, const nx_model_config *cfg) {
+    m->cfg = *cfg;
+    const char *mt = cfg->model_type[0] ? cfg->model_type : nx_arch_name(cfg->arch);
+    if (cfg->arch != NX_ARCH_GPT_NEOX && cfg->arch != NX_ARCH_GPTJ && cfg->arch != NX_ARCH_GPT_NEO)
+        return nx__error(NX_ERR_UNSUPPORTED, "config: unknown architecture %d", (int)cfg->arch);
+    if (cfg->hidden_size <= 0 || cfg->n_head <= 0 || cfg->hidden_size % cfg->n_head != 0)
+        return nx__error(NX_ERR_FORMAT, "%s config: hidden_size %d must be a positive multiple of n_head %d", mt,
+                         cfg->hidden_size, cfg->n_head);
+    if (cfg->n_layer <= 0 || cfg->n_layer > NX_MAX_LAYERS)
+        return nx__error(NX_ERR_FORMAT, "%s config: n_layer %d outside [1, %d]", mt, cfg->n_layer, NX_MAX_LAYERS);
+    if (cfg->vocab_size <= 0 || cfg->intermediate_size <= 0 || cfg->max_position_embeddings <= 0)
+        return nx__error(NX_ERR_FORMAT, "%s config: vocab_size %d, intermediate_size %d, max_position_embeddings %d must be > 0",
+                         mt, cfg->vocab_size, cfg->intermediate_size, cfg->max_position_embeddings);
+    /* Keep every index product well inside int/size_t arithmetic. */
+    if (cfg->hidden_size > (1 << 16) || cfg->intermediate_size > (1 << 18) || cfg->vocab_size > (1 << 22) ||
+        cfg->max_position_embeddings > (1 << 20))
+        return nx__error(NX_ERR_RANGE, "%s config: dimensions too large (hidden %d, inner %d, vocab %d, positions %d)",
+                         mt, cfg->hidden_size, cfg->intermediate_size, cfg->vocab_size, cfg->max_position_embeddings);
+    m->H = cfg->hidden_size;
+    m->NH = cfg->n_head;
+    m->HS = m->H / m->NH;
+    m->I = cfg->intermediate_size;
+    m->V = cfg->vocab_size;
+    m->L = cfg->n_layer;
+    m->maxpos = cfg->max_position_embeddings;
+    m->act = map_act(cfg->act);
+    m->window = 0;
+    switch (cfg->arch) {
+    case NX_ARCH_GPT_NEOX:
+        m->rot = cfg->rotary_dim > 0 ? cfg->rotary_dim : (int)((double)m->HS * (double)cfg->rotary_pct);
+        m->rot_interleaved = false;
+        m->parallel = cfg->parallel_residual;
+        m->shared_ln = false;
+        m->attn_scale = (float)(1.0 / sqrt((double)m->HS));
+        break;
+    case NX_ARCH_GPTJ:
+        m->rot = cfg->rotary_dim > 0 ? cfg->rotary_dim : m->HS;
+        m->rot_interleaved = true;
+        m->parallel = true;
+        m->shared_ln = true;
+        m->attn_scale = (float)(1.0 / sqrt((double)m->HS));
+        break;
+    case NX_ARCH_GPT_NEO:
+        m->rot = 0;
+        m->parallel = false;
+        m->shared_ln = false;
+        m->attn_scale = 1.0f;   /* GPT-Neo does not scale its scores */
+        m->window = cfg->window_size;
+        for (int l = 0; l < m->L; l++)
+            if (cfg->layer_is_local[l] && cfg->window_size <= 0)
+                return nx__error(NX_ERR_FORMAT, "%s config: layer %d is local but window_size is %d", mt, l,
+                                 cfg->window_size);
+        break;
+    }
+    if (m->rot < 0 || m->rot > m->HS || m->rot % 2 != 0)
+        return nx__error(NX_ERR_FORMAT, "%s config: rotary dims %d must be even and <= head size %d", mt, m->rot, m->HS);
+    if ((size_t)m->maxpos * (size_t)m->rot > ((size_t)1 << 27))
+        return nx__error(NX_ERR_RANGE, "%s config: max_position_embeddings %d x rotary dims %d is too large", mt,
+                         m->maxpos, m->rot);
+    if (m->rot > 0 && !(cfg->rope_theta > 0.0f))
+        return nx__error(NX_ERR_FORMAT, "%s config: rope_theta %g must be > 0", mt, (double)cfg->rope_theta);
+    return NX_OK;
+}
+
+/* Computes the angles as HF does, in fp32: inv_freq[j] = 1 / base^(float(2j)/rot) (linear
+ * scaling divides it by the factor), theta = float(p) * inv_freq[j]; cos/sin of the fp32
+ * theta are then evaluated in double and rounded, i.e. correctly rounded tables. Dynamic NTK
+ * scaling only changes anything past max_position_embeddings, which we never reach. */
+static void fill_rope(nx_model *m) {
+    int half = m->rot / 2;
+    float base = m->cfg.arch == NX_ARCH_GPTJ ? 10000.0f : m->cfg.rope_theta;
+    float scale = (m->cfg.rope_scaling_type == 1 && m->cfg.rope_scaling_factor > 0.0f) ? m->cfg.rope_scaling_factor
+                                                                                       : 1.0f;
+    for (int j = 0; j < half; j++) {
+        float e = (float)(2 * j) / (float)m->rot;
+        float inv = 1.0f / powf(base, e);
+        inv = inv / scale;
+        for (int p = 0; p < m->maxpos; p++) {
+            float th = (float)p * inv;
+            m->rope_cos[(size_t)p * half + j] = (float)cos((double)th);
+            m->rope_sin[(size_t)p * half + j] = (float)sin((double)th);
+        }
+    }
+}
+
+/* Number of weight floats the config implies (the rotary tables excluded). */
+static size_t param_floats(const nx_model *m, bool head_tied) {
+    const nx_model_config *c = &m->cfg;
+    size_t H = (size_t)m->H, I = (size_t)m->I, V = (size_t)m->V;
+    bool neox = c->arch == NX_ARCH_GPT_NEOX, j = c->arch == NX_ARCH_GPTJ, neo = c->arch == NX_ARCH_GPT_NEO;
+    bool qkv_bias = neox && c->attention_bias;
+    bool o_bias = (neox && c->attention_bias) || neo;
+    size_t per_layer = 2 * H + (j ? 0 : 2 * H) + 3 * H * H + (qkv_bias ? 3 * H : 0) + H * H + (o_bias ? H : 0) +
+                       I * H + I + H * I + H;
+    return V * H + (neo ? (size_t)m->maxpos * H : 0) + 2 * H + (head_tied ? 0 : V * H) + (j ? V : 0) +
+           per_layer * (size_t)m->L;
+}
+
+nx_status nx__model_alloc(nx_model *m, bool head_tied) {
+    const nx_model_config *c = &m->cfg;
+    int Hi = m->H, Ii = m->I, Vi = m->V;
+    size_t H = (size_t)Hi, I = (size_t)Ii, V = (size_t)Vi;
+    bool neox = c->arch == NX_ARCH_GPT_NEOX, j = c->arch == NX_ARCH_GPTJ, neo = c->arch == NX_ARCH_GPT_NEO;
+    bool qkv_bias = neox && c->attention_bias;
+    bool o_bias = (neox && c->attention_bias) || neo;
+    size_t per_layer = 2 * H + (j ? 0 : 2 * H) + nx__packed_floats(3 * Hi, Hi) + (qkv_bias ? 3 * H : 0) +
+                       nx__packed_floats(Hi, Hi) + (o_bias ? H : 0) + nx__packed_floats(Ii, Hi) + I +
+                       nx__packed_floats(Hi, Ii) + H;
+    size_t rope = (size_t)m->maxpos * (size_t)(m->rot / 2) * 2;
+    size_t total = (head_tied ? 0 : V * H) + (neo ? (size_t)m->maxpos * H : 0) + 2 * H + nx__packed_floats(Vi, Hi) +
+                   (j ? V : 0) + per_layer * (size_t)m->L + rope;
+    size_t bytes;
+    if (!nx__mul_ok(total, sizeof(float), &bytes))
+        return nx__error(NX_ERR_RANGE, "model too large");
+    m->block = nx__malloc_aligned(bytes);
+    m->layers = nx__calloc((size_t)m->L, sizeof(nx_layer));
+    if (!m->block || !m->layers)
+        return nx__error(NX_ERR_NOMEM, "out of memory allocating %.1f MiB of fp32 weights", (double)bytes / 1048576.0);
+    m->block_floats = total;
+    float *p = m->block;
+    /* Packed matrices come first and at multiples of 16 floats, so every panel is 64-byte aligned. */
+#define TAKE(n) (p += (n), p - (n))
+    m->head_w = TAKE(nx__packed_floats(Vi, Hi));
+    for (int l = 0; l < m->L; l++) {
+        nx_layer *ly = &m->layers[l];
+        ly->wqkv = TAKE(nx__packed_floats(3 * Hi, Hi));
+        ly->wo = TAKE(nx__packed_floats(Hi, Hi));
+        ly->w1 = TAKE(nx__packed_floats(Ii, Hi));
+        ly->w2 = TAKE(nx__packed_floats(Hi, Ii));
+    }
+    m->wte = head_tied ? NULL : TAKE(V * H);
+    m->wpe = neo ? TAKE((size_t)m->maxpos * H) : NULL;
+    m->lnf_w = TAKE(H);
+    m->lnf_b = TAKE(H);
+    m->head_b = j ? TAKE(V) : NULL;
+    for (int l = 0; l < m->L; l++) {
+        nx_layer *ly = &m->layers[l];
+        ly->ln1_w = TAKE(H);
+        ly->ln1_b = TAKE(H);
+        ly->ln2_w = j ? NULL : TAKE(H);
+        ly->ln2_b = j ? NULL : TAKE(H);
+        ly->bqkv = qkv_bias ? TAKE(3 * H) : NULL;
+        ly->bo = o_bias ? TAKE(H) : NULL;
+        ly->b1 = TAKE(I);
+        ly->b2 = TAKE(H);
+        ly->local = neo && c->layer_is_local[l];
+    }
+    m->rope_cos = TAKE((size_t)m->maxpos * (size_t)(m->rot / 2));
+    m->rope_sin = TAKE((size_t)m->maxpos * (size_t)(m->rot / 2));
+#undef TAKE
+    NX_ASSERT((size_t)(p - m->block) == total);
+    if (m->rot) fill_rope(m);
+    return NX_OK;
+}
+
+void nx_model_free(nx_model *m) {
+    if (!m) return;
+    nx__free_aligned(m->block);
+    nx__free(m->layers);
+    nx__free(m);
+}
+
+size_t nx_model_decode_bytes(const nx_model *m) {
+    size_t skip = 0;
+    if (m->wte) skip += (size_t)m->V * (size_t)m->H;   /* untied: decode reads one row of it */
+    if (m->wpe) skip += (size_t)m->maxpos * (size_t)m->H;
+    return nx_model_weight_bytes(m) - skip * sizeof(float);
+}
+
+const char *nx_kernels_name(void) { return nx__kernels()->name; }
+
+const nx_model_config *nx_model_get_config(const nx_model *m) { return &m->cfg; }
+
+size_t nx_model_weight_bytes(const nx_model *m) {
+    size_t rope = (size_t)m->maxpos * (size_t)(m->rot / 2) * 2;
+    return (m->block_floats - rope) * sizeof(float);
+}
+
+/* ---- reading a checkpoint --------------------------------------------------------------------- */
+
+typedef struct {
+    const nx_tensorset *ts;
+    const char *dir;
+    const nx_tensor_info **used;   /* tensors read so far (to find unexpected ones) */
+    size_t n_used, cap_used;
+} reader;
+
+static const nx_tensor_info *find(const reader *r, const char *name) { return nx_tensorset_find(r->ts, name); }
+
+static const char *shape_str(const int64_t *shape, int ndim, char *buf, size_t n) {
+    size_t off = 0;
+    off += (size_t)snprintf(buf + off, n - off, "[");
+    for (int i = 0; i < ndim && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (off < n) snprintf(buf + off, n - off, "]");
+    return buf;
+}
+
+/* Finds name, checks its shape against (d0[, d1]) and its dtype, and marks it used. */
+static nx_status checked(reader *r, const char *name, int ndim, int64_t d0, int64_t d1, const nx_tensor_info **out) {
+    const nx_tensor_info *t = find(r, name);
+    if (!t) return nx__error(NX_ERR_NOT_FOUND, "%s: tensor '%s' is missing", r->dir, name);
+    if (r->n_used == r->cap_used) {
+        size_t nc = r->cap_used ? 2 * r->cap_used : 64;
+        const nx_tensor_info **u = nx__realloc(r->used, nc * sizeof *u);
+        if (!u) return nx__error(NX_ERR_NOMEM, "out of memory");
+        r->used = u;
+        r->cap_used = nc;
+    }
+    r->used[r->n_used++] = t;
+    int64_t want[2] = {d0, d1};
+    bool ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == want[i];
+    if (!ok) {
+        char a[96], b[96];
+        return nx__error(NX_ERR_FORMAT, "%s: tensor '%s' has shape %s, the config implies %s", t->file ? t->file : r->dir,
+                         name, shape_str(t->shape, t->ndim, a, sizeof a), shape_str(want, ndim, b, sizeof b));
+    }
+    if (t->dtype != NX_F32 && t->dtype != NX_F16 && t->dtype != NX_BF16 && t->dtype != NX_F64)
+        return nx__error(NX_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s, expected a float type (F32, F16, BF16, F64)",
+                         t->file ? t->file : r->dir, name, nx_dtype_name(t->dtype));
+    *out = t;
+    return NX_OK;
+}
+
+/* Checks name's shape and converts it to fp32 into dst (plain layout). */
+static nx_status load2(reader *r, const char *name, int ndim, int64_t d0, int64_t d1, float *dst) {
+    const nx_tensor_info *t;
+    NX_TRY(checked(r, name, ndim, d0, d1, &t));
+    return nx_tensor_to_f32(t, dst);
+}
+
+/* Where output row o of a packed matrix comes from. */
+typedef enum { ROWS_PLAIN, ROWS_NEOX_QKV, ROWS_STACKED_QKV } rows_kind;
+typedef struct {
+    const nx_tensor_info *t[3];
+    rows_kind kind;
+    int H, HS;
+} row_source;
+
+/* Converts one row of a 2-D tensor through a one-row view of it. */
+static nx_status convert_row(const nx_tensor_info *t, int64_t row, int IN, float *dst) {
+    nx_tensor_info one = *t;
+    size_t es = nx_dtype_size(t->dtype);
+    one.ndim = 2;
+    one.shape[0] = 1;
+    one.shape[1] = IN;
+    one.data = (const uint8_t *)t->data + (size_t)row * (size_t)IN * es;
+    one.nbytes = (size_t)IN * es;
+    return nx_tensor_to_f32(&one, dst);
+}
+
+/* Packs an [OUT][IN] matrix a panel at a time; scratch holds NX_PANEL x IN floats. NeoX's
+ * query_key_value rows are [NH][3][HS]: our row o = s·H + h·HS + e (s = q, k, v) is its row
+ * h·3·HS + s·HS + e. J/Neo's q, k, v are three [H][H] tensors stacked. */
+static nx_status pack_rows(const row_source *rs, int OUT, int IN, float *dst, float *scratch) {
+    for (int p = 0; p * NX_PANEL < OUT; p++) {
+        int n = OUT - p * NX_PANEL < NX_PANEL ? OUT - p * NX_PANEL : NX_PANEL;
+        for (int i = 0; i < n; i++) {
+            int o = p * NX_PANEL + i;
+            const nx_tensor_info *t = rs->t[0];
+            int64_t row = o;
+            if (rs->kind == ROWS_NEOX_QKV) {
+                int s = o / rs->H, h = (o % rs->H) / rs->HS, e = o % rs->HS;
+                row = (int64_t)h * 3 * rs->HS + (int64_t)s * rs->HS + e;
+            } else if (rs->kind == ROWS_STACKED_QKV) {
+                t = rs->t[o / rs->H];
+                row = o % rs->H;
+            }
+            NX_TRY(convert_row(t, row, IN, scratch + (size_t)i * IN));
+        }
+        nx__pack_panel(dst, scratch, n, p, IN);
+    }
+    return NX_OK;
+}
+
+/* A plain nn.Linear weight [OUT][IN] into packed dst. */
+static nx_status load_mat(reader *r, const char *name, int OUT, int IN, float *dst, float *scratch) {
+    row_source rs = {{NULL, NULL, NULL}, ROWS_PLAIN, 0, 0};
+    NX_TRY(checked(r, name, 2, OUT, IN, &rs.t[0]));
+    return pack_rows(&rs, OUT, IN, dst, scratch);
+}
+
+static nx_status load_mat_fmt(reader *r, int OUT, int IN, float *dst, float *scratch, const char *fmt, ...)
+    NX_PRINTF(6, 7);
+static nx_status load_mat_fmt(reader *r, int OUT, int IN, float *dst, float *scratch, const char *fmt, ...) {
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return load_mat(r, name, OUT, IN, dst, scratch);
+}
+
+/* J/Neo "<prefix>q_proj.weight", k_proj, v_proj stacked into one packed [3H][H]. */
+static nx_status load_qkv_stacked(reader *r, const nx_model *m, const char *prefix, float *dst, float *scratch) {
+    row_source rs = {{NULL, NULL, NULL}, ROWS_STACKED_QKV, m->H, m->HS};
+    for (int i = 0; i < 3; i++) {
+        char name[256];
+        snprintf(name, sizeof name, "%s%c_proj.weight", prefix, "qkv"[i]);
+        NX_TRY(checked(r, name, 2, m->H, m->H, &rs.t[i]));
+    }
+    return pack_rows(&rs, 3 * m->H, m->H, dst, scratch);
+}
+
+/* The input embedding: plain rows for the lookup, or (tied) the packed head that doubles as it. */
+static nx_status load_embedding(reader *r, nx_model *m, const char *name, const char *head_name, float *scratch) {
+    if (m->wte) {
+        NX_TRY(load2(r, name, 2, m->V, m->H, m->wte));
+        return load_mat(r, head_name, m->V, m->H, m->head_w, scratch);
+    }
+    return load_mat(r, name, m->V, m->H, m->head_w, scratch);
+}
+
+static nx_status load_fmt(reader *r, int ndim, int64_t d0, int64_t d1, float *dst, const char *fmt, ...)
+    NX_PRINTF(6, 7);
+static nx_status load_fmt(reader *r, int ndim, int64_t d0, int64_t d1, float *dst, const char *fmt, ...) {
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return load2(r, name, ndim, d0, d1, dst);
+}
+
+static nx_status load_neox(nx_model *m, reader *r, float *scratch) {
+    int64_t H = m->H, I = m->I;
+    int Hi = m->H, Ii = m->I;
+    NX_TRY(load_embedding(r, m, "gpt_neox.embed_in.weight", "embed_out.weight", scratch));
+    NX_TRY(load2(r, "gpt_neox.final_layer_norm.weight", 1, H, 0, m->lnf_w));
+    NX_TRY(load2(r, "gpt_neox.final_layer_norm.bias", 1, H, 0, m->lnf_b));
+    for (int l = 0; l < m->L; l++) {
+        nx_layer *ly = &m->layers[l];
+        char name[256];
+        NX_TRY(load_fmt(r, 1, H, 0, ly->ln1_w, "gpt_neox.layers.%d.input_layernorm.weight", l));
+        NX_TRY(load_fmt(r, 1, H, 0, ly->ln1_b, "gpt_neox.layers.%d.input_layernorm.bias", l));
+        NX_TRY(load_fmt(r, 1, H, 0, ly->ln2_w, "gpt_neox.layers.%d.post_attention_layernorm.weight", l));
+        NX_TRY(load_fmt(r, 1, H, 0, ly->ln2_b, "gpt_neox.layers.%d.post_attention_layernorm.bias", l));
+        row_source rs = {{NULL, NULL, NULL}, ROWS_NEOX_QKV, Hi, m->HS};
+        snprintf(name, sizeof name, "gpt_neox.layers.%d.attention.query_key_value.weight", l);
+        NX_TRY(checked(r, name, 2, 3 * H, H, &rs.t[0]));
+        NX_TRY(pack_rows(&rs, 3 * Hi, Hi, ly->wqkv, scratch));
+        if (ly->bqkv) {
+            /* the bias is one row of 3H values in the same [NH][3][HS] order */
+            NX_TRY(load_fmt(r, 1, 3 * H, 0, scratch, "gpt_neox.layers.%d.attention.query_key_value.bias", l));
+            for (int o = 0; o < 3 * Hi; o++) {
+                int s = o / Hi, h = (o % Hi) / m->HS, e = o % m->HS;
+                ly->bqkv[o] = scratch[h * 3 * m->HS + s * m->HS + e];
+            }
+        }
+        NX_TRY(load_mat_fmt(r, Hi, Hi, ly->wo, scratch, "gpt_neox.layers.%d.attention.dense.weight", l));
+        if (ly->bo) NX_TRY(load_fmt(r, 1, H, 0, ly->bo, "gpt_neox.layers.%d.attention.dense.bias", l));
+        NX_TRY(load_mat_fmt(r, Ii, Hi, ly->w1, scratch, "gpt_neox.layers.%d.mlp.dense_h_to_4h.weight", l));
+        NX_TRY(load_fmt(r, 1, I, 0, ly->b1, "gpt_neox.layers.%d.mlp.dense_h_to_4h.bias", l));
+        NX_TRY(load_mat_fmt(r, Hi, Ii, ly->w2, scratch, "gpt_neox.layers.%d.mlp.dense_4h_to_h.weight", l));
+        NX_TRY(load_fmt(r, 1, H, 0, ly->b2, "gpt_neox.layers.%d.mlp.dense_4h_to_h.bias", l));
+    }
+    return NX_OK;
+}
+
+static nx_status load_gptj(nx_model *m, reader *r, float *scratch) {
+    int64_t H = m->H, I = m->I, V = m->V;
+    int Hi = m->H, Ii = m->I;
+    NX_TRY(load_embedding(r, m, "transformer.wte.weight", "lm_head.weight", scratch));
+    NX_TRY(load2(r, "transformer.ln_f.weight", 1, H, 0, m->lnf_w));
+    NX_TRY(load2(r, "transformer.ln_f.bias", 1, H, 0, m->lnf_b));
+    NX_TRY(load2(r, "lm_head.bias", 1, V, 0, m->head_b));
+    for (int l = 0; l < m->L; l++) {
+        nx_layer *ly = &m->layers[l];
+        NX_TRY(load_fmt(r, 1, H, 0, ly->ln1_w, "transformer.h.%d.ln_1.weight", l));
+        NX_TRY(load_fmt(r, 1, H, 0, ly->ln1_b, "transformer.h.%d.ln_1.bias", l));
+        char prefix[128];
+        snprintf(prefix, sizeof prefix, "transformer.h.%d.attn.", l);
+        NX_TRY(load_qkv_stacked(r, m, prefix, ly->wqkv, scratch));
+        NX_TRY(load_mat_fmt(r, Hi, Hi, ly->wo, scratch, "transformer.h.%d.attn.out_proj.weight", l));
+        NX_TRY(load_mat_fmt(r, Ii, Hi, ly->w1, scratch, "transformer.h.%d.mlp.fc_in.weight", l));
+        NX_TRY(load_fmt(r, 1, I, 0, ly->b1, "transformer.h.%d.mlp.fc_in.bias", l));
+        NX_TRY(load_mat_fmt(r, Hi, Ii, ly->w2, scratch, "transformer.h.%d.mlp.fc_out.weight", l));
+        NX_TRY(load_fmt(r, 1, H, 0, ly->b2, "transformer.h.%d.mlp.fc_out.bias", l));
+    }
+    return NX_OK;
+}
+
+static nx_status load_neo(nx_model *m, reader *r, float *scratch) {
+    int64_t H = m->H, I = m->I;
+    int Hi = m->H, Ii = m->I;
+    NX_TRY(load_embedding(r, m, "transformer.wte.weight", "lm_head.weight", scratch));
+    NX_TRY(load2(r, "transformer.wpe.weight", 2, m->maxpos, H, m->wpe));
+    NX_TRY(load2(r, "transformer.ln_f.weight", 1, H, 0, m->lnf_w));
+    NX_TRY(load2(r, "transformer.ln_f.bias", 1, H, 0, m->lnf_b));
+    for (int l = 0; l < m->L; l++) {
+        nx_layer *ly = &m->layers[l];
+        NX_TRY(load_fmt(r, 1, H, 0, ly->ln1_w, "transformer.h.%d.ln_1.weight", l));
+        NX_TRY(load_fmt(r, 1, H, 0, ly->ln1_b, "transformer.h.%d.ln_1.bias", l));
+        NX_TRY(load_fmt(r, 1, H, 0, ly->ln2_w, "transformer.h.%d.ln_2.weight", l));
+        NX_TRY(load_fmt(r, 1, H, 0, ly->ln2_b, "transformer.h.%d.ln_2.bias", l));
+        char prefix[128];
+        snprintf(prefix, sizeof prefix, "transformer.h.%d.attn.attention.", l);
+        NX_TRY(load_qkv_stacked(r, m, prefix, ly->wqkv, scratch));
+        NX_TRY(load_mat_fmt(r, Hi, Hi, ly->wo, scratch, "transformer.h.%d.attn.attention.out_proj.weight", l));
+        NX_TRY(load_fmt(r, 1, H, 0, ly->bo, "transformer.h.%d.attn.attention.out_proj.bias", l));
+        NX_TRY(load_mat_fmt(r, Ii, Hi, ly->w1, scratch, "transformer.h.%d.mlp.c_fc.weight", l));
+        NX_TRY(load_fmt(r, 1, I, 0, ly->b1, "transformer.h.%d.mlp.c_fc.bias", l));
+        NX_TRY(load_mat_fmt(r, Hi, Ii, ly->w2, scratch, "transformer.h.%d.mlp.c_proj.weight", l));
+        NX_TRY(load_fmt(r, 1, H, 0, ly->b2, "transformer.h.%d.mlp.c_proj.bias", l));
+    }
+    return NX_OK;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && memcmp(s + a - b, suffix, b) == 0;
+}
+
+/* Buffers older exports carry that are not parameters (docs/ARCHITECTURES.md §1.2, 2.2, 3.2). */
+static bool is_legacy_buffer(const char *name) {
+    return ends_with(name, ".attention.bias") || ends_with(name, ".attention.masked_bias") ||
+           ends_with(name, ".rotary_emb.inv_freq") || ends_with(name, ".attn.bias") ||
+           ends_with(name, ".attn.masked_bias");
+}
+
+/* Every tensor must have been read, be a legacy buffer, or be a tied head's duplicate: a
+ * leftover means config.json and the weights disagree (e.g. attention_bias false on a file
+ * with biases), which would otherwise silently give wrong logits. */
+static nx_status check_all_used(const reader *r, const nx_model *m) {
+    for (size_t i = 0; i < nx_tensorset_count(r->ts); i++) {
+        const nx_tensor_info *t = nx_tensorset_at(r->ts, i);
+        bool used = false;
+        for (size_t k = 0; k < r->n_used && !used; k++) used = r->used[k] == t;
+        if (used || is_legacy_buffer(t->name)) continue;
+        if (!m->wte && (!strcmp(t->name, "lm_head.weight") || !strcmp(t->name, "embed_out.weight")))
+            continue;
+        return nx__error(NX_ERR_FORMAT, "%s: unexpected tensor '%s' for %s with this config.json (config and weights disagree)",
+                         t->file && *t->file ? t->file : r->dir, t->name, m->cfg.model_type);
+    }
+    return NX_OK;
+}
+
+static const char *head_name(nx_arch a) { return a == NX_ARCH_GPT_NEOX ? "embed_out.weight" : "lm_head.weight"; }
+
+nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **out) {
+    if (!dir || !out) return nx__error(NX_ERR_INVALID_ARG, "nx_model_load: NULL argument");
+    *out = NULL;
+    if (opts && opts->dtype != NX_DTYPE_INVALID && opts->dtype != NX_F32)
+        return nx__error(NX_ERR_UNSUPPORTED, "nx_model_load: run dtype %s is not supported (only F32)",
+                         nx_dtype_name(opts->dtype));
+    nx_model_config cfg;
+    nx_status st = nx_config_load(dir, &cfg);
+    if (st != NX_OK) return st;
+    nx_tensorset *ts = NULL;
+    st = nx_tensorset_open(dir, &ts);
+    if (st != NX_OK) return st;
+    nx_model *m = nx__calloc(1, sizeof *m);
+    float *tmp = NULL;
+    reader r = {ts, dir, NULL, 0, 0};
+    if (!m) {
+        st = nx__error(NX_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    st = nx__model_init_shape(m, &cfg);
+    if (st != NX_OK) goto done;
+    /* HF ties when the config says so; a checkpoint without a head (HF drops the tied
+     * duplicate when saving) is only valid in that case. */
+    bool has_head = find(&r, head_name(cfg.arch)) != NULL;
+    bool tied = cfg.tie_word_embeddings;
+    if (!tied && !has_head) {
+        st = nx__error(NX_ERR_NOT_FOUND, "%s: tensor '%s' is missing and tie_word_embeddings is false", dir,
+                       head_name(cfg.arch));
+        goto done;
+    }
+    /* Allocate only what the file can back: a hostile config (say hidden_size 65536) must
+     * fail here, not in a 100 GB allocation. Every tensor is checked by name and shape later. */
+    size_t have = 0, need = param_floats(m, tied);
+    for (size_t i = 0; i < nx_tensorset_count(ts); i++) {
+        size_t n = nx_tensor_numel(nx_tensorset_at(ts, i));
+        have = have + n < have ? SIZE_MAX : have + n;
+    }
+    if (have < need) {
+        st = nx__error(NX_ERR_FORMAT, "%s: the checkpoint holds %zu values but config.json implies %zu parameters "
+                                      "(check hidden_size, num_hidden_layers, vocab_size)", dir, have, need);
+        goto done;
+    }
+    st = nx__model_alloc(m, tied);
+    if (st != NX_OK) goto done;
+    /* scratch: one panel of rows of the widest matrix, or NeoX's 3H qkv bias */
+    tmp = nx__malloc((size_t)NX_PANEL * (size_t)NX_MAX(NX_MAX(m->H, m->I), 3 * m->H) * sizeof(float));
+    if (!tmp) {
+        st = nx__error(NX_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    switch (cfg.arch) {
+    case NX_ARCH_GPT_NEOX: st = load_neox(m, &r, tmp); break;
+    case NX_ARCH_GPTJ: st = load_gptj(m, &r, tmp); break;
+    case NX_ARCH_GPT_NEO: st = load_neo(m, &r, tmp); break;
+    }
+    if (st == NX_OK) st = check_all_used(&r, m);
+done:
+    nx__free(r.used);
+    nx__free(tmp);
+    nx_tensorset_free(ts);
+    if (st != NX_OK) {
+        nx_model_free(m);
+        return st;
+    }
+    *out = m;
+    return NX_OK;
+}
+
+/* ---- random models ------------------------------------------------------------------------------ */
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform with the requested standard deviation: cheap enough for 400M weights. */
+static void fill_uniform(float *p, size_t n, float std, float offset, uint64_t *s) {
+    float a = std * 1.7320508f;
+    for (size_t i = 0; i < n; i++) {
+        float u = (float)(splitmix64(s) >> 40) * (1.0f / 16777216.0f);   /* [0, 1) */
+        p[i] = offset + (2.0f * u - 1.0f) * a;
+    }
+}
+
+nx_status nx_model_create_random(const nx_model_config *cfg, uint64_t seed, float std, nx_model **out) {
+    if (!cfg || !out) return nx__error(NX_ERR_INVALID_ARG, "nx_model_create_random: NULL argument");
+    *out = NULL;
+    nx_model *m = nx__calloc(1, sizeof *m);
+    if (!m) return nx__error(NX_ERR_NOMEM, "out of memory");
+    nx_status st = nx__model_init_shape(m, cfg);
+    if (st == NX_OK) st = nx__model_alloc(m, cfg->tie_word_embeddings);
+    if (st != NX_OK) {
+        nx_model_free(m);
+        return st;
+    }
+    uint64_t s = seed;
+    size_t H = (size_t)m->H;
+    size_t rope = (size_t)m->maxpos * (size_t)(m->rot / 2) * 2;
+    fill_uniform(m->block, m->block_floats - rope, std, 0.0f, &s);
+    /* LayerNorm gains around 1 keep activations in a realistic range. */
+    fill_uniform(m->lnf_w, H, std, 1.0f, &s);
+    for (int l = 0; l < m->L; l++) {
+        fill_uniform(m->layers[l].ln1_w, H, std, 1.0f, &s);
+        if (m->layers[l].ln2_w) fill_uniform(m->layers[l].ln2_w, H, std, 1.0f, &s);
+    }
+    *out = m;
+    return NX_OK;
+}
+
+/* ---- presets --------------------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    nx_arch arch;
+    int L, H, NH, I, V, maxpos, rot;
+} preset;
+
+static const preset k_presets[] = {
+    {"pythia-14m", NX_ARCH_GPT_NEOX, 6, 128, 4, 512, 50304, 2048, 8},
+    {"pythia-70m", NX_ARCH_GPT_NEOX, 6, 512, 8, 2048, 50304, 2048, 16},
+    {"pythia-160m", NX_ARCH_GPT_NEOX, 12, 768, 12, 3072, 50304, 2048, 16},
+    {"pythia-410m", NX_ARCH_GPT_NEOX, 24, 1024, 16, 4096, 50304, 2048, 16},
+    {"pythia-1b", NX_ARCH_GPT_NEOX, 16, 2048, 8, 8192, 50304, 2048, 64},
+    {"pythia-1.4b", NX_ARCH_GPT_NEOX, 24, 2048, 16, 8192, 50304, 2048, 32},
+    {"pythia-2.8b", NX_ARCH_GPT_NEOX, 32, 2560, 32, 10240, 50304, 2048, 20},
+    {"pythia-6.9b", NX_ARCH_GPT_NEOX, 32, 4096, 32, 16384, 50432, 2048, 32},
+    {"gpt-neo-125m", NX_ARCH_GPT_NEO, 12, 768, 12, 3072, 50257, 2048, 0},
+    {"gpt-neo-1.3b", NX_ARCH_GPT_NEO, 24, 2048, 16, 8192, 50257, 2048, 0},
+    {"gpt-j-6b", NX_ARCH_GPTJ, 28, 4096, 16, 16384, 50400, 2048, 64},
+};
+
+nx_status nx_model_config_preset(const char *name, nx_model_config *cfg) {
+    if (!name || !cfg) return nx__error(NX_ERR_INVALID_ARG, "nx_model_config_preset: NULL argument");
+    for (size_t i = 0; i < NX_ARRAY_LEN(k_presets); i++) {
+        const preset *p = &k_presets[i];
+        if (strcmp(p->name, name) != 0) continue;
+        memset(cfg, 0, sizeof *cfg);
+        cfg->arch = p->arch;
+        snprintf(cfg->model_type, sizeof cfg->model_type, "%s", nx_arch_name(p->arch));
+        cfg->vocab_size = p->V;
+        cfg->hidden_size = p->H;
+        cfg->n_layer = p->L;
+        cfg->n_head = p->NH;
+        cfg->head_dim = p->H / p->NH;
+        cfg->intermediate_size = p->I;
+        cfg->max_position_embeddings = p->maxpos;
+        cfg->rotary_dim = p->rot;
+        cfg->rotary_pct = p->arch == NX_ARCH_GPT_NEOX ? 0.25f : 0.0f;
+        cfg->rope_theta = 10000.0f;
+        cfg->layer_norm_eps = 1e-5f;
+        cfg->act = p->arch == NX_ARCH_GPT_NEOX ? NX_ACT_GELU : NX_ACT_GELU_TANH;
+        cfg->parallel_residual = p->arch != NX_ARCH_GPT_NEO;
+        cfg->tie_word_embeddings = p->arch == NX_ARCH_GPT_NEO;
+        cfg->attention_bias = p->arch == NX_ARCH_GPT_NEOX;
+        cfg->rotary_interleaved = p->arch == NX_ARCH_GPTJ;
+        cfg->scale_attn = p->arch != NX_ARCH_GPT_NEO;
+        cfg->window_size = p->arch == NX_ARCH_GPT_NEO ? 256 : 0;
+        for (int l = 0; l < p->L && p->arch == NX_ARCH_GPT_NEO; l++) cfg->layer_is_local[l] = (uint8_t)(l % 2);
+        cfg->bos_token_id = p->arch == NX_ARCH_GPT_NEOX ? 0 : 50256;
+        cfg->eos_token_id = cfg->bos_token_id;
+        cfg->torch_dtype = NX_F16;
+        return NX_OK;
+    }
+    return nx__error(NX_ERR_NOT_FOUND, "unknown model shape '%s' (known: pythia-14m, pythia-70m, pythia-160m, "
+                                       "pythia-410m, pythia-1b, pythia-1.4b, pythia-2.8b, pythia-6.9b, gpt-neo-125m, "
+                                       "gpt-neo-1.3b, gpt-j-6b)", name);
+}

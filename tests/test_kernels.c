@@ -1,0 +1,248 @@
+/* test_kernels.c - every kernel variant against the scalar reference, and the references
+ * against independent double-precision formulas. */
+#include "kernels/kernels.h"
+#include "test.h"
+
+#include <math.h>
+
+static uint64_t rng_state = 12345;
+static float frand(void) {   /* uniform in [-1, 1) */
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng_state >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+static void fill(float *p, size_t n) {
+    for (size_t i = 0; i < n; i++) p[i] = frand();
+}
+
+static const char *k_variants[] = {"ref", "avx2", "avx512"};
+
+static void test_matmul_variants(void) {
+    /* T around the 6-token tile and 48-token block, OUT around 16-wide panels and 4-panel groups */
+    const int shapes[][3] = {{1, 64, 48}, {1, 768, 130}, {5, 33, 17}, {4, 16, 4}, {9, 100, 37},
+                             {70, 48, 21}, {1, 7, 3}, {130, 64, 70}, {3, 1, 5}, {49, 40, 64}, {11, 24, 80},
+                             {7, 19, 65}, {53, 8, 129}};
+    int tested = 0;
+    for (size_t v = 0; v < NX_ARRAY_LEN(k_variants); v++) {
+        const nx_kernel_vt *vt = nx__kernels_variant(k_variants[v]);
+        if (!vt) {
+            printf("     variant %s not supported by this CPU: not tested\n", k_variants[v]);
+            continue;
+        }
+        tested++;
+        for (size_t s = 0; s < NX_ARRAY_LEN(shapes); s++) {
+            int T = shapes[s][0], IN = shapes[s][1], OUT = shapes[s][2];
+            float *x = malloc(sizeof(float) * T * IN), *W = malloc(sizeof(float) * OUT * IN);
+            float *b = malloc(sizeof(float) * OUT), *y = malloc(sizeof(float) * T * OUT);
+            float *yr = malloc(sizeof(float) * T * OUT), *y1 = malloc(sizeof(float) * OUT);
+            fill(x, (size_t)T * IN);
+            fill(W, (size_t)OUT * IN);
+            fill(b, OUT);
+            float *Wp = malloc(sizeof(float) * nx__packed_floats(OUT, IN));
+            nx__pack(Wp, W, OUT, IN);
+            for (int o = 0; o < OUT; o += 7) CHECK(nx__packed_at(Wp, IN, o, IN - 1) == W[(size_t)o * IN + IN - 1]);
+            nx__matmul_ref(yr, x, W, b, T, IN, OUT);
+            vt->matmul_rows(y, x, Wp, s % 2 ? NULL : b, T, IN, OUT, 0, OUT);
+            if (s % 2) nx__matmul_ref(yr, x, W, NULL, T, IN, OUT);
+            double maxd = 0;
+            for (int i = 0; i < T * OUT; i++) maxd = fmax(maxd, fabs(y[i] - yr[i]));
+            CHECK_MSG(maxd <= 1e-5 * sqrt((double)IN) + 1e-6, "%s T=%d IN=%d OUT=%d max diff %g", vt->name, T, IN, OUT, maxd);
+            /* Bit-identical per row whatever T (prefill == decode) */
+            for (int t = 0; t < T; t++) {
+                vt->matmul_rows(y1, x + (size_t)t * IN, Wp, s % 2 ? NULL : b, 1, IN, OUT, 0, OUT);
+                CHECK_MSG(memcmp(y1, y + (size_t)t * OUT, sizeof(float) * OUT) == 0, "%s row %d differs from T=1", vt->name, t);
+            }
+            /* A split into panel ranges gives the same bits, and nothing is written outside. */
+            int mid = (OUT / 3) & ~(NX_PANEL - 1);
+            for (int i = 0; i < T * OUT; i++) yr[i] = -7.0f;
+            vt->matmul_rows(yr, x, Wp, s % 2 ? NULL : b, T, IN, OUT, 0, mid);
+            for (int t = 0; t < T; t++)
+                for (int o = mid; o < OUT; o++) CHECK(yr[(size_t)t * OUT + o] == -7.0f);
+            vt->matmul_rows(yr, x, Wp, s % 2 ? NULL : b, T, IN, OUT, mid, OUT);
+            CHECK(memcmp(yr, y, sizeof(float) * T * OUT) == 0);
+            free(Wp);
+            free(x); free(W); free(b); free(y); free(yr); free(y1);
+        }
+    }
+    CHECK(tested >= 1);
+}
+
+static void test_matmul_threads(void) {
+    int T = 6, IN = 256, OUT = 1000;
+    float *x = malloc(sizeof(float) * T * IN), *W = malloc(sizeof(float) * OUT * IN), *b = malloc(sizeof(float) * OUT);
+    float *y1 = malloc(sizeof(float) * T * OUT), *y2 = malloc(sizeof(float) * T * OUT);
+    fill(x, (size_t)T * IN);
+    fill(W, (size_t)OUT * IN);
+    fill(b, OUT);
+    nx_pool *p1 = nx_pool_create(1), *p3 = nx_pool_create(3);
+    CHECK(p1 && p3);
+    float *Wp = malloc(sizeof(float) * nx__packed_floats(OUT, IN));
+    nx__pack(Wp, W, OUT, IN);
+    nx__matmul(p1, y1, x, Wp, b, T, IN, OUT);
+    nx__matmul(p3, y2, x, Wp, b, T, IN, OUT);
+    free(Wp);
+    CHECK(memcmp(y1, y2, sizeof(float) * T * OUT) == 0);
+    float *h1 = malloc(sizeof(float) * 10000), *h2 = malloc(sizeof(float) * 10000);
+    fill(h1, 10000);
+    memcpy(h2, h1, sizeof(float) * 10000);
+    nx__act(p3, h1, 10000, NX_KACT_GELU);
+    nx__kernels()->act(h2, 10000, NX_KACT_GELU);   /* the threaded split changes nothing */
+    CHECK(memcmp(h1, h2, sizeof(float) * 10000) == 0);
+    nx_pool_free(p1);
+    nx_pool_free(p3);
+    free(x); free(W); free(b); free(y1); free(y2); free(h1); free(h2);
+}
+
+static void test_dot_axpy_variants(void) {
+    for (size_t v = 0; v < NX_ARRAY_LEN(k_variants); v++) {
+        const nx_kernel_vt *vt = nx__kernels_variant(k_variants[v]);
+        if (!vt) continue;
+        for (int n = 1; n <= 300; n += (n < 40 ? 1 : 37)) {
+            float a[300], bb[300], y[300], yr[300];
+            fill(a, n);
+            fill(bb, n);
+            fill(y, n);
+            memcpy(yr, y, sizeof(float) * n);
+            double ref = 0;
+            for (int i = 0; i < n; i++) ref += (double)a[i] * bb[i];
+            CHECK_NEAR(vt->dot(a, bb, n), ref, 1e-5 * sqrt((double)n) + 1e-6);
+            vt->axpy(y, 0.37f, a, n);
+            for (int i = 0; i < n; i++) CHECK_NEAR(y[i], yr[i] + 0.37 * a[i], 1e-6);
+        }
+    }
+}
+
+static void test_layernorm_ref(void) {
+    float x[3 * 40], w[40], b[40], y[3 * 40];
+    fill(x, 120);
+    fill(w, 40);
+    fill(b, 40);
+    for (int i = 0; i < 40; i++) x[i] += 1000.0f;   /* a large mean must not hurt */
+    nx__layernorm_ref(y, x, w, b, 3, 40, 1e-5f);
+    for (int t = 0; t < 3; t++) {
+        double m = 0, v = 0;
+        for (int i = 0; i < 40; i++) m += x[t * 40 + i];
+        m /= 40;
+        for (int i = 0; i < 40; i++) v += (x[t * 40 + i] - m) * (x[t * 40 + i] - m);
+        v /= 40;
+        for (int i = 0; i < 40; i++)
+            CHECK_NEAR(y[t * 40 + i], (x[t * 40 + i] - m) / sqrt(v + 1e-5) * w[i] + b[i], 2e-4);
+    }
+}
+
+static void test_act_ref(void) {
+    for (int a = NX_KACT_GELU; a <= NX_KACT_QUICK_GELU; a++) {
+        for (double v = -6.0; v <= 6.0; v += 0.173) {
+            float x = (float)v;
+            nx__act_ref(&x, 1, (nx_kact)a);
+            double r;
+            switch (a) {
+            case NX_KACT_GELU: r = 0.5 * v * (1 + erf(v / sqrt(2.0))); break;
+            case NX_KACT_GELU_TANH: r = 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))); break;
+            case NX_KACT_GELU_FAST: r = 0.5 * v * (1 + tanh(0.7978845608 * v * (1 + 0.044715 * v * v))); break;
+            case NX_KACT_RELU: r = v > 0 ? v : 0; break;
+            case NX_KACT_SILU: r = v / (1 + exp(-v)); break;
+            default: r = v / (1 + exp(-1.702 * v)); break;
+            }
+            CHECK_MSG(fabs(x - r) <= 2e-6 * (1 + fabs(r)), "act %d at %g: %g vs %g", a, v, (double)x, r);
+        }
+    }
+}
+
+static double act_double(int a, double v) {
+    switch (a) {
+    case NX_KACT_GELU: return 0.5 * v * (1 + erf(v / sqrt(2.0)));
+    case NX_KACT_GELU_TANH: return 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+    case NX_KACT_GELU_FAST: return 0.5 * v * (1 + tanh(0.7978845608 * v * (1 + 0.044715 * v * v)));
+    case NX_KACT_RELU: return v > 0 ? v : 0;
+    case NX_KACT_SILU: return v / (1 + exp(-v));
+    default: return v / (1 + exp(-1.702 * v));
+    }
+}
+
+/* Every variant's activation and softmax exponentials against double precision, including
+ * far tails (|x| up to 30, where the tanh/erf forms saturate) and odd lengths. */
+static void test_act_exp_variants(void) {
+    enum { N = 6001 };
+    static float x[N], y[N];
+    for (int i = 0; i < N; i++) x[i] = -30.0f + 60.0f * (float)i / (N - 1);
+    for (size_t v = 0; v < NX_ARRAY_LEN(k_variants); v++) {
+        const nx_kernel_vt *vt = nx__kernels_variant(k_variants[v]);
+        if (!vt) continue;
+        for (int a = NX_KACT_GELU; a <= NX_KACT_QUICK_GELU; a++) {
+            memcpy(y, x, sizeof x);
+            vt->act(y, N, (nx_kact)a);
+            double worst = 0;
+            for (int i = 0; i < N; i++) {
+                double r = act_double(a, x[i]);
+                double err = fabs(y[i] - r) / (1 + fabs(r));
+                if (!(err <= worst)) worst = err;
+            }
+            CHECK_MSG(worst <= 1e-6, "%s act %d: worst relative error %g", vt->name, a, worst);
+        }
+        for (int n = 1; n <= 300; n += 37) {
+            float s[300];
+            double ref = 0;
+            for (int i = 0; i < n; i++) s[i] = x[(i * 97) % N] * 3.0f;
+            float mx = -INFINITY;
+            for (int i = 0; i < n; i++) mx = s[i] > mx ? s[i] : mx;
+            float orig[300];
+            memcpy(orig, s, sizeof(float) * n);
+            float sum = vt->exp_sum(s, n, mx);
+            for (int i = 0; i < n; i++) {
+                double e = exp((double)(orig[i] - mx));   /* the float difference is the input */
+                ref += e;
+                CHECK_MSG(fabs(s[i] - e) <= 3e-7 * e + 1e-37, "%s exp(%g) = %g, expected %g", vt->name, orig[i] - mx,
+                          (double)s[i], e);
+            }
+            CHECK_NEAR(sum, ref, 1e-6 * ref);
+        }
+    }
+}
+
+static void test_softmax_rotary_attention(void) {
+    float s[5] = {1, 2, 3, -1000, 0.5f};
+    nx__softmax_ref(s, 5);
+    double z = exp(1) + exp(2) + exp(3) + exp(0.5);
+    CHECK_NEAR(s[2], exp(3) / z, 1e-6);
+    CHECK_NEAR(s[3], 0.0, 1e-30);
+    /* rotate_half: pairs (j, j + rot/2); rotate_every_two: pairs (2j, 2j+1) */
+    float c[2] = {cosf(0.3f), cosf(0.7f)}, sn[2] = {sinf(0.3f), sinf(0.7f)};
+    float h[6] = {1, 2, 3, 4, 5, 6};
+    nx__rotary_ref(h, 4, c, sn, 0);
+    CHECK_NEAR(h[0], 1 * c[0] - 3 * sn[0], 1e-6);
+    CHECK_NEAR(h[2], 3 * c[0] + 1 * sn[0], 1e-6);
+    CHECK_NEAR(h[1], 2 * c[1] - 4 * sn[1], 1e-6);
+    CHECK_NEAR(h[4], 5, 0);
+    float g[6] = {1, 2, 3, 4, 5, 6};
+    nx__rotary_ref(g, 4, c, sn, 1);
+    CHECK_NEAR(g[0], 1 * c[0] - 2 * sn[0], 1e-6);
+    CHECK_NEAR(g[1], 2 * c[0] + 1 * sn[0], 1e-6);
+    CHECK_NEAR(g[3], 4 * c[1] + 3 * sn[1], 1e-6);
+    /* attention over keys 1..3 of 4 */
+    float q[3] = {0.1f, -0.4f, 0.9f}, K[12], V[12], out[3], sc[4];
+    fill(K, 12);
+    fill(V, 12);
+    nx__attention_ref(out, q, K, V, 3, 3, 1, 4, 0.5f, sc);
+    double w[3], tot = 0;
+    for (int k = 1; k < 4; k++) {
+        w[k - 1] = exp(0.5 * (q[0] * K[k * 3] + q[1] * K[k * 3 + 1] + q[2] * K[k * 3 + 2]));
+        tot += w[k - 1];
+    }
+    for (int e = 0; e < 3; e++) {
+        double r = 0;
+        for (int k = 1; k < 4; k++) r += w[k - 1] / tot * V[k * 3 + e];
+        CHECK_NEAR(out[e], r, 1e-6);
+    }
+}
+
+int main(void) {
+    printf("kernel variant in use: %s\n", nx__kernels()->name);
+    TEST_RUN(test_matmul_variants);
+    TEST_RUN(test_matmul_threads);
+    TEST_RUN(test_dot_axpy_variants);
+    TEST_RUN(test_layernorm_ref);
+    TEST_RUN(test_act_ref);
+    TEST_RUN(test_act_exp_variants);
+    TEST_RUN(test_softmax_rotary_attention);
+    TEST_END();
+}
