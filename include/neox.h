@@ -24,6 +24,9 @@
 #if __has_include("neox/train.h")
 #include "neox/train.h"
 #endif
+#if __has_include("neox/dist.h")
+#include "neox/dist.h"
+#endif
 #if __has_include("neox/eval.h")
 #include "neox/eval.h"
 #endif

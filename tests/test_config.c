@@ -108,6 +108,11 @@ static void test_specific_values(void) {
     j = "{\"model_type\": \"gpt_neox\", \"rotary_pct\": 0.5, \"partial_rotary_factor\": 0.5, \"bos_token_id\": null}";
     CHECK_EQ_INT(nx_config_parse(j, strlen(j), "x.json", &c), NX_OK);
     CHECK(c.rotary_dim == 48 && c.bos_token_id == -1 && c.eos_token_id == 2);
+    /* HF computes int(head_size * rotary_pct) in double: int(40 * 0.35) = 14, where the
+     * float32 value 0.35f would give 13 */
+    j = "{\"model_type\": \"gpt_neox\", \"hidden_size\": 80, \"num_attention_heads\": 2, \"rotary_pct\": 0.35}";
+    CHECK_EQ_INT(nx_config_parse(j, strlen(j), "x.json", &c), NX_OK);
+    CHECK_EQ_INT(c.rotary_dim, 14);
     /* not NUL-terminated input: only len bytes are read */
     char buf[64];
     memcpy(buf, "{\"model_type\": \"gptj\"}XXXX", 26);

@@ -461,6 +461,53 @@ static void bin_vs_safetensors(const char *bin_dir, const char *st_file, int n_i
     rmdir(dir);
 }
 
+/* The model fixtures saved by torch.save as pytorch_model.bin (tools/fixtures/make_model_bins.py):
+ * GPT-J single file, GPT-J in two shards with an index, GPT-Neo with lm_head sharing wte's
+ * storage, NeoX with f16 storages. Each must give logits bit-identical to the same fixture
+ * loaded from safetensors (which test_hf_parity checks against HF transformers). */
+static void bin_fixture_vs_safetensors(const char *name, int n_ids) {
+    char bin_dir[512], st_dir[512];
+    snprintf(bin_dir, sizeof bin_dir, "%s/models_bin/%s", NX_FIXTURES, name);
+    snprintf(st_dir, sizeof st_dir, "%s/models/%s", NX_FIXTURES, name);
+    nx_model *a = NULL, *b = NULL;
+    CHECK_MSG(nx_model_load(bin_dir, NULL, &a) == NX_OK, "%s: %s", name, nx_last_error());
+    CHECK_MSG(nx_model_load(st_dir, NULL, &b) == NX_OK, "%s: %s", name, nx_last_error());
+    int V = nx_model_get_config(a)->vocab_size;
+    CHECK_EQ_INT(V, nx_model_get_config(b)->vocab_size);
+    nx_session_opts so = {0};
+    so.n_threads = 1;
+    nx_session *sa = NULL, *sb = NULL;
+    CHECK(nx_session_create(a, &so, &sa) == NX_OK && nx_session_create(b, &so, &sb) == NX_OK);
+    int32_t ids[64];
+    for (int i = 0; i < n_ids; i++) ids[i] = (i * 29 + 3) % V;
+    float *la = malloc(sizeof(float) * (size_t)n_ids * (size_t)V);
+    float *lb = malloc(sizeof(float) * (size_t)n_ids * (size_t)V);
+    CHECK(la && lb);
+    CHECK(nx_session_forward(sa, ids, n_ids, la) == NX_OK);
+    CHECK(nx_session_forward(sb, ids, n_ids, lb) == NX_OK);
+    CHECK_MSG(memcmp(la, lb, sizeof(float) * (size_t)n_ids * (size_t)V) == 0, "%s: .bin logits differ", name);
+    double mx = 0;
+    for (int i = 0; i < n_ids * V; i++) mx = fmax(mx, fabs(la[i]));
+    CHECK(mx > 0);
+    free(la);
+    free(lb);
+    nx_session_free(sa);
+    nx_session_free(sb);
+    nx_model_free(a);
+    nx_model_free(b);
+}
+
+static void test_model_bin_fixtures(void) {
+    int before = t_failed_checks;
+    bin_fixture_vs_safetensors("gptj_a", 24);
+    CHECK(t_failed_checks == before);
+    bin_fixture_vs_safetensors("gptj_c", 24);
+    CHECK(t_failed_checks == before);
+    bin_fixture_vs_safetensors("neo_b", 24);
+    CHECK(t_failed_checks == before);
+    bin_fixture_vs_safetensors("neox_a_f16", 24);
+}
+
 static void test_torch_bin_checkpoints(void) {
     int before = t_failed_checks;
     bin_vs_safetensors("gptneo", "gptneo.safetensors", 20);   /* 20 > window 8 */
@@ -729,6 +776,7 @@ int main(int argc, char **argv) {
     TEST_RUN(test_loader_errors);
     TEST_RUN(test_legacy_buffers_ignored);
     TEST_RUN(test_torch_bin_checkpoints);
+    TEST_RUN(test_model_bin_fixtures);
     TEST_RUN(test_sampler);
     TEST_RUN(test_sampler_distribution);
     TEST_RUN(test_generate_stops);

@@ -55,6 +55,7 @@ static void usage(FILE *f) {
 typedef struct {
     bool ids_mode;
     bool first;
+    int32_t stop_id;     /* end-of-text id that ends generation (-1: none); not printed as text */
 #if HAVE_TOKENIZER
     nx_tok_stream *stream;
 #endif
@@ -123,6 +124,9 @@ static int on_token(int32_t tok, void *user) {
         return 0;
     }
 #if HAVE_TOKENIZER
+    /* Like the server and HF's skip of the eos token: the end marker ends the text, it is
+     * not part of it (--print-ids still shows it). */
+    if (tok == o->stop_id) return 1;
     const char *p;
     size_t n;
     if (nx_tok_stream_push(o->stream, tok, &p, &n) != NX_OK || !text_append(o, p, n)) {
@@ -390,6 +394,7 @@ int cmd_generate(int argc, char **argv) {
     go.max_new_tokens = (int)n_predict;
     go.stop_ids = (!ignore_eos && eos >= 0) ? &eos : NULL;
     go.n_stop_ids = go.stop_ids ? 1 : 0;
+    o.stop_id = go.stop_ids ? eos : -1;
     go.context_shift = context_shift;
     go.on_token = on_token;
     go.user = &o;

@@ -46,7 +46,13 @@ static void *worker_main(void *p) {
         int spins = 0;
         while ((g = atomic_load_explicit(&pool->gen, memory_order_acquire)) == seen &&
                !atomic_load_explicit(&pool->quit, memory_order_acquire)) {
-            if (++spins < SPIN_ITERS) { CPU_RELAX(); continue; }
+            if (++spins < SPIN_ITERS) {
+                /* On an oversubscribed machine the thread we wait for may need our core:
+                 * give it up now and then instead of burning the whole time slice. */
+                if ((spins & 255) == 0) sched_yield();
+                else CPU_RELAX();
+                continue;
+            }
             pthread_mutex_lock(&pool->mu);
             while (atomic_load(&pool->gen) == seen && !atomic_load(&pool->quit))
                 pthread_cond_wait(&pool->cv, &pool->mu);
@@ -121,7 +127,7 @@ void nx_pool_run(nx_pool *pool, nx_pool_fn fn, void *arg) {
     fn(0, pool->n, arg);
     int spins = 0;
     while (atomic_load_explicit(&pool->pending, memory_order_acquire) > 0) {
-        if (++spins < SPIN_ITERS) CPU_RELAX();
+        if (++spins < SPIN_ITERS && (spins & 255) != 0) CPU_RELAX();
         else sched_yield();
     }
 }

@@ -24,6 +24,7 @@ typedef struct {
     const json_t *root;
     const char *file;
     bool inner_4h;   /* intermediate size absent/null: 4 x hidden (resolved after validation) */
+    double rotary_pct;      /* as parsed (double): HF truncates head_size * rotary_pct in double precision */
 } cfg_ctx;
 
 static const char *jtype(const json_t *v) {
@@ -262,6 +263,7 @@ static nx_status parse_neox(cfg_ctx *c, nx_model_config *m) {
         return nx__error(NX_ERR_FORMAT, "%s: field 'rotary_pct' = %g, expected a fraction in [0, 1]", c->file, pct);
     if (!(theta > 0.0)) return nx__error(NX_ERR_FORMAT, "%s: field 'rotary_emb_base' = %g, expected > 0", c->file, theta);
     m->rotary_pct = (float)pct;
+    c->rotary_pct = pct;
     m->rope_theta = (float)theta;
     m->layer_norm_eps = (float)eps;
     NX_TRY(get_bool(c, KEYS("use_parallel_residual"), true, &m->parallel_residual));
@@ -437,7 +439,7 @@ static nx_status parse_root(cfg_ctx *c, nx_model_config *m) {
 
     if (m->arch == NX_ARCH_GPT_NEOX) {
         /* HF: rotary_ndims = int(head_size * rotary_pct), truncating */
-        m->rotary_dim = (int)((double)m->head_dim * (double)m->rotary_pct);
+        m->rotary_dim = (int)((double)m->head_dim * c->rotary_pct);
         if (m->rotary_dim % 2 != 0)
             return nx__error(NX_ERR_FORMAT, "%s: field 'rotary_pct' = %g gives %d rotary dims of %d, which is odd",
                              c->file, (double)m->rotary_pct, m->rotary_dim, m->head_dim);
@@ -465,7 +467,7 @@ nx_status nx_config_parse(const char *json, size_t len, const char *name, nx_mod
     memset(&m, 0, sizeof m);
     m.rope_scaling_factor = 1.0f;
     m.bos_token_id = m.eos_token_id = -1;
-    cfg_ctx c = {root, name, false};
+    cfg_ctx c = {root, name, false, 0.25};
     nx_status st = parse_root(&c, &m);
     json_decref(root);
     if (st == NX_OK) *out = m;

@@ -389,6 +389,7 @@ typedef struct {
 } reader;
 
 static const nx_tensor_info *find(const reader *r, const char *name) { return nx_tensorset_find(r->ts, name); }
+static const char *head_name(const reader *r, nx_arch a);
 
 static const char *shape_str(const int64_t *shape, int ndim, char *buf, size_t n) {
     size_t off = 0;
@@ -598,7 +599,7 @@ static nx_status load_fmt(reader *r, int ndim, int64_t d0, int64_t d1, float *ds
 static nx_status load_neox(nx_model *m, reader *r, float *scratch) {
     int64_t H = m->H, I = m->I;
     int Hi = m->H, Ii = m->I;
-    NX_TRY(load_embedding(r, m, "gpt_neox.embed_in.weight", "embed_out.weight", scratch));
+    NX_TRY(load_embedding(r, m, "gpt_neox.embed_in.weight", head_name(r, NX_ARCH_GPT_NEOX), scratch));
     NX_TRY(load2(r, "gpt_neox.final_layer_norm.weight", 1, H, 0, m->lnf_w));
     NX_TRY(load2(r, "gpt_neox.final_layer_norm.bias", 1, H, 0, m->lnf_b));
     for (int l = 0; l < m->L; l++) {
@@ -708,7 +709,13 @@ static nx_status check_all_used(const reader *r, const nx_model *m) {
     return NX_OK;
 }
 
-static const char *head_name(nx_arch a) { return a == NX_ARCH_GPT_NEOX ? "embed_out.weight" : "lm_head.weight"; }
+/* The output layer's tensor name. Published GPT-NeoX checkpoints call it embed_out; state_dicts
+ * of transformers >= 5 models (torch.save(model.state_dict())) call it lm_head, as J and Neo do. */
+static const char *head_name(const reader *r, nx_arch a) {
+    if (a != NX_ARCH_GPT_NEOX) return "lm_head.weight";
+    if (!find(r, "embed_out.weight") && find(r, "lm_head.weight")) return "lm_head.weight";
+    return "embed_out.weight";
+}
 
 nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **out) {
     if (!dir || !out) return nx__error(NX_ERR_INVALID_ARG, "nx_model_load: NULL argument");
@@ -735,11 +742,11 @@ nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **o
     if (st != NX_OK) goto done;
     /* HF ties when the config says so; a checkpoint without a head (HF drops the tied
      * duplicate when saving) is only valid in that case. */
-    bool has_head = find(&r, head_name(cfg.arch)) != NULL;
+    bool has_head = find(&r, head_name(&r, cfg.arch)) != NULL;
     bool tied = cfg.tie_word_embeddings;
     if (!tied && !has_head) {
         st = nx__error(NX_ERR_NOT_FOUND, "%s: tensor '%s' is missing and tie_word_embeddings is false", dir,
-                       head_name(cfg.arch));
+                       head_name(&r, cfg.arch));
         goto done;
     }
     /* Allocate only what the file can back: a hostile config (say hidden_size 65536) must

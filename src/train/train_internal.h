@@ -1,0 +1,76 @@
+/*
+ * train_internal.h - private interfaces of the train layer: the training matmul, the model
+ * internals the trainer needs (flat parameter/optimizer buffers for checkpoints), and
+ * small hashing/RNG helpers. Depends on core and the public neox/train.h.
+ */
+#ifndef NX_TRAIN_INTERNAL_H
+#define NX_TRAIN_INTERNAL_H
+
+#include "core/core.h"
+#include "neox/train.h"
+
+/* ---- matmul ------------------------------------------------------------------ */
+/* C[M,N] (+)= sum_k A(i,k) * B[k*ldb + j], with A(i,k) = A[i*sam + k*sak] (any strides, so
+ * the three products of a linear layer need no transposed copies of activations):
+ *   forward      out  = inp · Wᵀ   : A = inp,  B = Wᵀ (a transposed weight copy)
+ *   input grad   dinp = dout · W   : A = dout, B = W
+ *   weight grad  dW  += doutᵀ · inp: A(i,k) = dout[k*OC + i], B = inp
+ * accumulate == 0 overwrites C (adding bias[j] when bias != NULL); otherwise adds to C.
+ * Each C element is summed in the same order (k blocks of NX_TGEMM_KC, k ascending inside,
+ * one fused multiply-add per term) whatever the thread count or tile, so results are
+ * bit-identical for 1 or N threads. With reference = true a plain triple loop (no blocking,
+ * no SIMD) is used instead: the oracle that the fast path is tested against. */
+typedef struct nx_tgemm_args {
+    int M, N, K;
+    const float *A;
+    long sam, sak;
+    const float *B;
+    long ldb;
+    float *C;
+    long ldc;
+    int accumulate;
+    const float *bias;
+} nx_tgemm_args;
+
+void nx__tgemm(nx_pool *pool, const nx_tgemm_args *a, bool reference);
+/* Which kernel nx__tgemm uses here: "avx512", "avx2" or "scalar". */
+const char *nx__tgemm_isa(void);
+/* Transposes src[rows, cols] into dst[cols, rows] (threaded, exact). */
+void nx__transpose(nx_pool *pool, const float *src, float *dst, int rows, int cols);
+
+/* ---- model internals for checkpoints ---------------------------------------- */
+/* Flat fp32 buffers of n = nx_tmodel_num_params floats each, in tensor order. */
+/* Floats in each flat buffer (tensor sizes rounded up to 16 for alignment; gaps stay 0). */
+size_t nx__tmodel_flat_size(const nx_tmodel *m);
+/* Offset in floats of tensor i inside the flat buffers. */
+size_t nx__tmodel_offset(const nx_tmodel *m, size_t i);
+float *nx__tmodel_params(nx_tmodel *m);
+float *nx__tmodel_adam_m(nx_tmodel *m);
+float *nx__tmodel_adam_v(nx_tmodel *m);
+void nx__tmodel_set_step_count(nx_tmodel *m, long t);
+/* Must be called after weights are changed behind the model's back (load, resume). */
+void nx__tmodel_weights_changed(nx_tmodel *m);
+
+/* Makes g (nx__tmodel_flat_size floats, 64-byte aligned) the buffer that backward passes
+ * accumulate into and nx_tmodel_adamw_step reads; returns the previous one. The caller
+ * keeps ownership of g and must swap the model's own buffer back before nx_tmodel_free.
+ * Lets the trainer give each micro batch its own gradient buffer (dist.h). */
+float *nx__tmodel_swap_grads(nx_tmodel *m, float *g);
+
+/* ---- config ------------------------------------------------------------------ */
+/* Parses HF config.json text of a gpt_neox model (all rotary spellings accepted). */
+nx_status nx__train_parse_model(const char *json, size_t len, const char *name, nx_model_config *out);
+
+/* ---- helpers -------------------------------------------------------------------- */
+/* FNV-1a 64 over bytes, continuing from h (start with NX_FNV_INIT). */
+#define NX_FNV_INIT 0xcbf29ce484222325ull
+uint64_t nx__fnv1a(uint64_t h, const void *data, size_t n);
+
+/* xoshiro256** seeded by splitmix64: deterministic, serializable (4 words). */
+typedef struct nx_rng { uint64_t s[4]; } nx_rng;
+void nx__rng_seed(nx_rng *r, uint64_t seed);
+uint64_t nx__rng_next(nx_rng *r);
+double nx__rng_uniform(nx_rng *r);     /* [0, 1) with 53 bits */
+double nx__rng_normal(nx_rng *r);      /* Box-Muller, no cached spare (state is only s[]) */
+
+#endif
