@@ -408,8 +408,8 @@ static TVNNI void qdot_rows_avx512(float *y, const nx_block_q8_0 *xq, const void
     /* Four rows at a time: four independent weight streams keep more loads in flight (the
      * loop is bound by memory), and each activation block is loaded once for all four. */
     /* Rows are short streams (a few hundred bytes) that the hardware prefetcher barely trains
-     * on, so the group two ahead is prefetched explicitly, spread over the block loop. */
-    const size_t bs = rb / (size_t)nb, ahead = 8 * rb;
+     * on, so the group four ahead is prefetched explicitly, spread over the block loop. */
+    const size_t bs = rb / (size_t)nb, ahead = 16 * rb;
     for (; o + 4 <= r1; o += 4) {
         const uint8_t *row = (const uint8_t *)W + (size_t)o * rb;
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
