@@ -415,6 +415,32 @@ static void test_legacy_buffers_ignored(void) {
     rmdir(dir);
 }
 
+/* Both models must give bit-identical, non-zero logits for the same n_ids ids. */
+static void check_same_logits(const nx_model *a, const nx_model *b, int n_ids, const char *what) {
+    int V = nx_model_get_config(a)->vocab_size;
+    CHECK_EQ_INT(V, nx_model_get_config(b)->vocab_size);
+    CHECK(n_ids <= 64);
+    nx_session_opts so = {0};
+    so.n_threads = 1;
+    nx_session *sa = NULL, *sb = NULL;
+    CHECK(nx_session_create(a, &so, &sa) == NX_OK && nx_session_create(b, &so, &sb) == NX_OK);
+    int32_t ids[64];
+    for (int i = 0; i < n_ids; i++) ids[i] = (i * 29 + 3) % V;
+    float *la = malloc(sizeof(float) * (size_t)n_ids * (size_t)V);
+    float *lb = malloc(sizeof(float) * (size_t)n_ids * (size_t)V);
+    CHECK(la && lb);
+    CHECK(nx_session_forward(sa, ids, n_ids, la) == NX_OK);
+    CHECK(nx_session_forward(sb, ids, n_ids, lb) == NX_OK);
+    CHECK_MSG(memcmp(la, lb, sizeof(float) * (size_t)n_ids * (size_t)V) == 0, "%s: logits differ", what);
+    double mx = 0;
+    for (int i = 0; i < n_ids * V; i++) mx = fmax(mx, fabs(la[i]));
+    CHECK(mx > 0);
+    free(la);
+    free(lb);
+    nx_session_free(sa);
+    nx_session_free(sb);
+}
+
 /* PyTorch .bin checkpoints (io's torch reader; fixtures from tools/fixtures/make_torch_bins.py):
  * a tied GPT-Neo .bin with the legacy mask buffers and lm_head sharing wte's storage, and a
  * 2-shard NeoX .bin with legacy buffers. Each must give bit-identical logits to the same weights
@@ -436,24 +462,7 @@ static void bin_vs_safetensors(const char *bin_dir, const char *st_file, int n_i
     nx_status st = nx_model_load(bin_path, NULL, &a);
     CHECK_MSG(st == NX_OK, "%s: %s", bin_dir, nx_last_error());
     CHECK_MSG(nx_model_load(dir, NULL, &b) == NX_OK, "%s", nx_last_error());
-    int V = nx_model_get_config(a)->vocab_size;
-    nx_session_opts so = {0};
-    so.n_threads = 1;
-    nx_session *sa = NULL, *sb = NULL;
-    CHECK(nx_session_create(a, &so, &sa) == NX_OK && nx_session_create(b, &so, &sb) == NX_OK);
-    int32_t ids[32];
-    for (int i = 0; i < n_ids; i++) ids[i] = (i * 13 + 5) % V;
-    float *la = malloc(sizeof(float) * n_ids * V), *lb = malloc(sizeof(float) * n_ids * V);
-    CHECK(nx_session_forward(sa, ids, n_ids, la) == NX_OK);
-    CHECK(nx_session_forward(sb, ids, n_ids, lb) == NX_OK);
-    CHECK(memcmp(la, lb, sizeof(float) * n_ids * V) == 0);
-    double mx = 0;
-    for (int i = 0; i < n_ids * V; i++) mx = fmax(mx, fabs(la[i]));
-    CHECK(mx > 0);
-    free(la);
-    free(lb);
-    nx_session_free(sa);
-    nx_session_free(sb);
+    check_same_logits(a, b, n_ids, bin_dir);
     nx_model_free(a);
     nx_model_free(b);
     unlink(cfg_dst);
@@ -472,27 +481,7 @@ static void bin_fixture_vs_safetensors(const char *name, int n_ids) {
     nx_model *a = NULL, *b = NULL;
     CHECK_MSG(nx_model_load(bin_dir, NULL, &a) == NX_OK, "%s: %s", name, nx_last_error());
     CHECK_MSG(nx_model_load(st_dir, NULL, &b) == NX_OK, "%s: %s", name, nx_last_error());
-    int V = nx_model_get_config(a)->vocab_size;
-    CHECK_EQ_INT(V, nx_model_get_config(b)->vocab_size);
-    nx_session_opts so = {0};
-    so.n_threads = 1;
-    nx_session *sa = NULL, *sb = NULL;
-    CHECK(nx_session_create(a, &so, &sa) == NX_OK && nx_session_create(b, &so, &sb) == NX_OK);
-    int32_t ids[64];
-    for (int i = 0; i < n_ids; i++) ids[i] = (i * 29 + 3) % V;
-    float *la = malloc(sizeof(float) * (size_t)n_ids * (size_t)V);
-    float *lb = malloc(sizeof(float) * (size_t)n_ids * (size_t)V);
-    CHECK(la && lb);
-    CHECK(nx_session_forward(sa, ids, n_ids, la) == NX_OK);
-    CHECK(nx_session_forward(sb, ids, n_ids, lb) == NX_OK);
-    CHECK_MSG(memcmp(la, lb, sizeof(float) * (size_t)n_ids * (size_t)V) == 0, "%s: .bin logits differ", name);
-    double mx = 0;
-    for (int i = 0; i < n_ids * V; i++) mx = fmax(mx, fabs(la[i]));
-    CHECK(mx > 0);
-    free(la);
-    free(lb);
-    nx_session_free(sa);
-    nx_session_free(sb);
+    check_same_logits(a, b, n_ids, name);
     nx_model_free(a);
     nx_model_free(b);
 }

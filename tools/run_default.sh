@@ -1,10 +1,12 @@
 #!/bin/sh
-# run_default.sh NEOX - what `make run` does. Until the project ships its own trained model
-# (models/neox-mini, trained by `neox train`), the best real model in the tree is the small
-# GPT-NeoX test model in tests/fixtures/eval/lm: a 230k-parameter model with its own 1024-token
-# byte-level BPE, trained briefly on LAMBADA text. Expect text-like but mostly nonsense output.
+# run_default.sh NEOX - what `make run` does: inspect the default model and sample from it.
+# The default is models/neox-mini, a small model trained by neox itself (models/README.md).
+# Without it, the small GPT-NeoX test model in tests/fixtures/eval/lm is used (230k parameters,
+# its own 1024-token BPE, trained briefly on LAMBADA text: text-like but mostly nonsense).
 neox=${1:-build/neox}
-model=${NEOX_RUN_MODEL:-tests/fixtures/eval/lm}
+model=${NEOX_RUN_MODEL:-models/neox-mini}
+[ -f "$model/config.json" ] || model=tests/fixtures/eval/lm
+prompt=${NEOX_RUN_PROMPT:-"The meaning of life is"}
 set -e
 "$neox" --version
 echo
@@ -12,5 +14,5 @@ echo "== neox inspect $model"
 "$neox" inspect "$model" --no-tensors
 echo
 echo "== neox generate -m $model (sampled, seed 7)"
-"$neox" generate -m "$model" -p "She looked at him and said" -n 48 --temperature 0.8 --top-p 0.95 --seed 7 --echo -v
+"$neox" generate -m "$model" -p "$prompt" -n 64 --temperature 0.8 --top-p 0.95 --repeat-penalty 1.1 --seed 7 --echo -v
 echo
