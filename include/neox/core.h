@@ -59,7 +59,7 @@ typedef void (*nx_log_fn)(nx_log_level level, const char *msg, void *user);
 NX_API void nx_log_set(nx_log_fn fn, void *user, nx_log_level min_level);
 
 /* ---- allocation hooks ---------------------------------------------------- */
-/* Every library allocation goes through these. Setting hooks is not thread-safe:
+/* Every library allocation goes through these (JSON parsing included). Setting hooks is not thread-safe:
  * do it before any other call. Passing NULLs restores malloc/realloc/free. */
 typedef struct nx_alloc_hooks {
     void *(*malloc_fn)(size_t size, void *user);

@@ -1,5 +1,6 @@
 /* alloc.c - allocation through replaceable hooks (used for OOM injection in tests). */
 #include "core.h"
+#include "json.h"
 
 static void *def_malloc(size_t n, void *u) { (void)u; return malloc(n); }
 static void *def_realloc(void *p, size_t n, void *u) { (void)u; return realloc(p, n); }
@@ -7,11 +8,16 @@ static void def_free(void *p, void *u) { (void)u; free(p); }
 
 static nx_alloc_hooks g_hooks = {def_malloc, def_realloc, def_free, NULL};
 
+/* jansson (config.json, tokenizer.json, HTTP bodies) allocates through its own global
+ * functions; they are routed to the hooks only while custom hooks are set, so an application
+ * that uses jansson itself and never sets hooks is not affected (json.c). */
 void nx_alloc_set_hooks(const nx_alloc_hooks *hooks) {
     if (!hooks || !hooks->malloc_fn || !hooks->realloc_fn || !hooks->free_fn) {
         g_hooks = (nx_alloc_hooks){def_malloc, def_realloc, def_free, NULL};
+        nx__json_route_alloc(false);
     } else {
         g_hooks = *hooks;
+        nx__json_route_alloc(true);
     }
 }
 

@@ -13,6 +13,7 @@
  * lists must be present in exactly the shard it names.
  */
 #include "io.h"
+#include "core/json.h"
 
 #include <jansson.h>
 
@@ -70,11 +71,13 @@ static nx_status read_index(nx_tensorset *ts, const char *path) {
     size_t len = 0;
     NX_TRY(nx__file_read_all(path, &text, &len));
     json_error_t jerr;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    json_t *root = nx__json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     nx__free(text);
-    if (!root)
+    if (!root) {
+        NX_TRY(nx__json_oom(path));
         return nx__error(NX_ERR_FORMAT, "%s: not valid JSON: %s (line %d, column %d)", path, jerr.text, jerr.line,
                          jerr.column);
+    }
     nx_status st = NX_OK;
     char *dir = NULL;
     shard_range *shards = NULL;

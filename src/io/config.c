@@ -15,6 +15,7 @@
  * dtype); elsewhere null is a type error.
  */
 #include "io.h"
+#include "core/json.h"
 
 #include <jansson.h>
 #include <limits.h>
@@ -459,10 +460,12 @@ nx_status nx_config_parse(const char *json, size_t len, const char *name, nx_mod
     if (!name) name = "config.json";
     if (!json || !out) return nx__error(NX_ERR_INVALID_ARG, "%s: nx_config_parse: NULL argument", name);
     json_error_t jerr;
-    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (!root)
+    json_t *root = nx__json_loadb(json, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!root) {
+        NX_TRY(nx__json_oom(name));
         return nx__error(NX_ERR_FORMAT, "%s: not valid JSON: %s (line %d, column %d)", name, jerr.text, jerr.line,
                          jerr.column);
+    }
     nx_model_config m;
     memset(&m, 0, sizeof m);
     m.rope_scaling_factor = 1.0f;

@@ -24,6 +24,7 @@
  * byte-identical to Python safetensors for the same tensors and a one-key metadata map.
  */
 #include "io.h"
+#include "core/json.h"
 
 #include <jansson.h>
 
@@ -289,10 +290,12 @@ nx_status nx__safetensors_parse(nx_tensorset *ts, const uint8_t *data, size_t si
                          path, (unsigned long long)n, size - 8);
     json_error_t jerr;
     /* JSON_REJECT_DUPLICATES: a duplicate tensor name would silently shadow another. */
-    json_t *root = json_loadb((const char *)data + 8, (size_t)n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-    if (!root)
+    json_t *root = nx__json_loadb((const char *)data + 8, (size_t)n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!root) {
+        NX_TRY(nx__json_oom(path));
         return nx__error(NX_ERR_FORMAT, "%s: safetensors header is not valid JSON: %s (line %d, column %d)", path,
                          jerr.text, jerr.line, jerr.column);
+    }
     nx_status st = parse_header(ts, root, data + 8 + n, size - 8 - (size_t)n, path);
     json_decref(root);
     return st;

@@ -14,6 +14,7 @@
  * tokens split runs of spaces before BPE.
  */
 #include "tokenizer/tokenizer_int.h"
+#include "core/json.h"
 
 #include <jansson.h>
 
@@ -637,9 +638,11 @@ static nx_status parse_json(const char *name, const char *data, size_t len, json
     json_error_t err;
     /* duplicate keys are refused: HF (serde) refuses them in every struct, and a vocabulary
      * listing a token twice is a broken file */
-    *out = json_loadb(data, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &err);
-    if (!*out)
+    *out = nx__json_loadb(data, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &err);
+    if (!*out) {
+        NX_TRY(nx__json_oom(name));
         return nx__error(NX_ERR_FORMAT, "%s: invalid JSON at line %d column %d: %s", name, err.line, err.column, err.text);
+    }
     return NX_OK;
 }
 

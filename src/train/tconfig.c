@@ -6,6 +6,7 @@
  * default. Also parses a plain HF config.json into nx_model_config for GPT-NeoX.
  */
 #include "train/train_internal.h"
+#include "core/json.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -120,7 +121,8 @@ static nx_status model_from_json(json_t *o, const char *name, nx_model_config *c
 
 nx_status nx__train_parse_model(const char *json, size_t len, const char *name, nx_model_config *out) {
     json_error_t je;
-    json_t *root = json_loadb(json, len, 0, &je);
+    json_t *root = nx__json_loadb(json, len, 0, &je);
+    if (!root) NX_TRY(nx__json_oom(name));
     if (!root || !json_is_object(root)) {
         if (root) json_decref(root);
         return nx__error(NX_ERR_FORMAT, "%s: not a JSON object (line %d: %s)", name, je.line, root ? "" : je.text);
@@ -333,7 +335,8 @@ static nx_status parse_train(json_t *root, const char *name, const char *base_di
 nx_status nx_train_config_parse(const char *json, size_t len, const char *name, const char *base_dir,
                                  nx_train_config *out) {
     json_error_t je;
-    json_t *root = json_loadb(json, len, 0, &je);
+    json_t *root = nx__json_loadb(json, len, 0, &je);
+    if (!root) NX_TRY(nx__json_oom(name));
     if (!root || !json_is_object(root)) {
         if (root) json_decref(root);
         return nx__error(NX_ERR_FORMAT, "%s: not a JSON object (line %d: %s)", name, je.line, root ? "" : je.text);
