@@ -971,7 +971,8 @@ static void adamw_worker(int ith, int nth, void *arg) {
     split((long)(j->hi - j->lo), ith, nth, &s0, &s1);
     s0 += (long)j->lo;
     s1 += (long)j->lo;
-    float *am = j->am - j->lo, *av = j->av - j->lo;   /* indexed by flat position */
+    float *am = j->am, *av = j->av;   /* element i's moments at [i - lo] */
+    long lo = (long)j->lo;
     /* Scalars are formed in double and rounded once, as torch does with Python floats. */
     float one_m_b1 = (float)(1.0 - o->beta1), b2 = (float)o->beta2, one_m_b2 = (float)(1.0 - o->beta2);
     float step_size = (float)(j->lr / j->bc1), bc2s = (float)j->bc2_sqrt, eps = (float)o->eps;
@@ -986,11 +987,11 @@ static void adamw_worker(int ith, int nth, void *arg) {
             float g = m->grads[i] * j->clip_coef;
             float p = m->params[i] * decay_mul;
             /* torch: exp_avg.lerp_(grad, 1 - beta1) = m + (1 - beta1) * (g - m) */
-            float mm = am[i] + one_m_b1 * (g - am[i]);
-            float vv = av[i] * b2 + one_m_b2 * g * g;
+            float mm = am[i - lo] + one_m_b1 * (g - am[i - lo]);
+            float vv = av[i - lo] * b2 + one_m_b2 * g * g;
             float denom = sqrtf(vv) / bc2s + eps;
-            am[i] = mm;
-            av[i] = vv;
+            am[i - lo] = mm;
+            av[i - lo] = vv;
             m->params[i] = p - step_size * (mm / denom);
         }
     }
