@@ -267,7 +267,7 @@ void nx__dist_slice(const nx_dist *d, size_t n, size_t *lo, size_t *hi) {
 #define XCHG_TAG 7301
 
 static bool grow(float **buf, size_t *cap, size_t need) {
-    if (*cap >= need) return true;
+    if (*buf && *cap >= need) return true;   /* an empty slice still gets a real pointer */
     nx__free_aligned(*buf);
     *buf = nx__malloc_aligned((need ? need : 1) * sizeof(float));
     *cap = *buf ? need : 0;
