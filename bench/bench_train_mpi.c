@@ -8,8 +8,8 @@
  *                                [--zero 0|1] [--overlap 0|1]
  *
  * The global batch is A micro batches of B x T tokens whatever N is. --zero 1 shards the
- * AdamW state (ZeRO stage 1); --overlap 1 (the default) sends each slice of the gradient
- * exchange during the last micro batch's backward pass, as neox train does. Rank 0 prints
+ * AdamW state (ZeRO stage 1); --overlap 1 sends each slice of the gradient exchange during
+ * the last micro batch's backward pass (neox train's overlap_comm). Rank 0 prints
  * the median step time, global tokens/s, the median share of the step spent in MPI calls
  * (sends, receives, waits, all-gathers and the loss gather: the communication that was not
  * hidden behind compute) and from the end of the last backward pass to the reduced gradient
@@ -59,7 +59,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s CONFIG.json [--batch B] [--seq T] [--accum A] [--steps S] [--threads n]\n", argv[0]);
         return 2;
     }
-    int B = 4, T = 256, A = 4, steps = 5, threads = 1, zero = 0, overlap = 1;
+    int B = 4, T = 256, A = 4, steps = 5, threads = 1, zero = 0, overlap = 0;
     for (int i = 2; i < argc; i++) {
         if (i + 1 >= argc) { fprintf(stderr, "%s needs a value\n", argv[i]); return 2; }
         if (!strcmp(argv[i], "--batch")) B = atoi(argv[++i]);

@@ -12,7 +12,8 @@
 #   5. a stopped (hung) rank: the collective watchdog ends the job after NEOX_DIST_TIMEOUT;
 #   6. a global batch that does not split over N ranks: one-line error, non-zero exit;
 #   7. ZeRO stage 1 (AdamW state sharded across ranks; config "zero_optimization" or
-#      --zero-stage 1), with and without the exchange overlapped with backward: 1, 2, 3, 4
+#      --zero-stage 1), with and without the exchange overlapped with backward (--overlap,
+#      overlap_comm; also without ZeRO): 1, 2, 3, 4
 #      ranks byte-identical to one process without ZeRO (tiny and indexed data, whose
 #      50304-token embedding gives every rank a real shard); a ZeRO run resumes a plain
 #      checkpoint and a plain run a ZeRO one; stages 2 and 3 are refused.
@@ -208,12 +209,12 @@ mkcfg "$W/zo.json" "$W/zo" 12 2 4
 $MPIRUN -np 2 "$NEOX" train "$W/zo.json" --zero-stage 1 --no-overlap --threads 1 --quiet > "$W/zo.out" 2>&1 || { cat "$W/zo.out"; fail "ZeRO -np 2 --no-overlap"; }
 same_run "$W/p1" "$W/zo"
 mkcfg "$W/po.json" "$W/po" 12 2 4
-$MPIRUN -np 4 "$NEOX" train "$W/po.json" --no-overlap --threads 1 --quiet > "$W/po.out" 2>&1 || { cat "$W/po.out"; fail "-np 4 --no-overlap"; }
+$MPIRUN -np 4 "$NEOX" train "$W/po.json" --overlap --threads 1 --quiet > "$W/po.out" 2>&1 || { cat "$W/po.out"; fail "-np 4 --overlap"; }
 same_run "$W/p1" "$W/po"
 mkcfg "$W/zq3.json" "$W/zq3" 6 2 6
-$MPIRUN -np 3 "$NEOX" train "$W/zq3.json" --zero-stage 1 --threads 1 --quiet > "$W/zq3.out" 2>&1 || { cat "$W/zq3.out"; fail "ZeRO -np 3 (6 micro)"; }
+$MPIRUN -np 3 "$NEOX" train "$W/zq3.json" --zero-stage 1 --overlap --threads 1 --quiet > "$W/zq3.out" 2>&1 || { cat "$W/zq3.out"; fail "ZeRO -np 3 (6 micro)"; }
 same_run "$W/q1" "$W/zq3"
-echo "[$(since)] ok   ZeRO-1 over 1, 2, 3, 4 ranks, overlap on and off (and plain -np 4 without overlap): byte-identical"
+echo "[$(since)] ok   ZeRO-1 over 1, 2, 3, 4 ranks, overlap on and off (and plain -np 4 with overlap): byte-identical"
 # gradient_clipping 0.3: the clip is active at every step, so the norm from the ranks'
 # partial sums must be the single-process norm to the bit.
 clipcfg() { mkcfg "$1" "$2" 12 2 4; sed -i 's|"gradient_clipping": 1.0|"gradient_clipping": 0.3|' "$1"; }
@@ -221,13 +222,13 @@ clipcfg "$W/c1.json" "$W/c1"
 "$NEOX" train "$W/c1.json" --threads 1 --quiet > "$W/c1.out" 2>&1 || { cat "$W/c1.out"; fail "single-process run (clip 0.3)"; }
 for n in 2 4; do
   clipcfg "$W/cz$n.json" "$W/cz$n"
-  $MPIRUN -np $n "$NEOX" train "$W/cz$n.json" --zero-stage 1 --threads 1 --quiet > "$W/cz$n.out" 2>&1 || { cat "$W/cz$n.out"; fail "ZeRO -np $n (clip 0.3)"; }
+  $MPIRUN -np $n "$NEOX" train "$W/cz$n.json" --zero-stage 1 --overlap --threads 1 --quiet > "$W/cz$n.out" 2>&1 || { cat "$W/cz$n.out"; fail "ZeRO -np $n (clip 0.3)"; }
   same_run "$W/c1" "$W/cz$n"
 done
 echo "[$(since)] ok   ZeRO-1 with the gradient clip active at every step, -np 2, 4: byte-identical"
 for n in 2 4; do
   mkidx "$W/zi$n.json" "$W/zi$n"
-  $MPIRUN -np $n "$NEOX" train "$W/zi$n.json" --zero-stage 1 --threads 1 --quiet > "$W/zi$n.out" 2>&1 || { cat "$W/zi$n.out"; fail "ZeRO -np $n (indexed)"; }
+  $MPIRUN -np $n "$NEOX" train "$W/zi$n.json" --zero-stage 1 --overlap --threads 1 --quiet > "$W/zi$n.out" 2>&1 || { cat "$W/zi$n.out"; fail "ZeRO -np $n (indexed)"; }
   same_run "$W/i1" "$W/zi$n"
 done
 echo "[$(since)] ok   ZeRO-1 with indexed data (3.3M parameters sharded), -np 2, 4: byte-identical"

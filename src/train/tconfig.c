@@ -191,7 +191,6 @@ static nx_status parse_init(json_t *o, const char *key, const char *name, nx_ini
  * "overlap_comm" are used; the bucket and partitioning switches only tune DeepSpeed's own
  * implementation and are accepted without effect; anything else is an error. */
 static nx_status parse_zero(json_t *root, const char *name, nx_train_config *c) {
-    c->overlap_comm = true;
     json_t *z = jget(root, "zero_optimization");
     if (!z || json_is_null(z)) return NX_OK;
     if (!json_is_object(z)) return nx__error(NX_ERR_FORMAT, "%s: \"zero_optimization\" must be an object", name);
@@ -204,15 +203,17 @@ static nx_status parse_zero(json_t *root, const char *name, nx_train_config *c) 
         for (size_t i = 0; i < NX_ARRAY_LEN(tuning) && !ok; i++) ok = !strcmp(key, tuning[i]);
         if (!ok) return nx__error(NX_ERR_FORMAT, "%s: unknown key \"zero_optimization.%s\" (see docs/DISTRIBUTED.md)", name, key);
     }
+    char zname[1100];   /* errors of the block's fields name it: "FILE: zero_optimization: \"stage\" ..." */
+    snprintf(zname, sizeof zname, "%s: zero_optimization", name);
     long stage = 0;
-    NX_TRY(get_int(z, "stage", name, 0, 3, &stage));
+    NX_TRY(get_int(z, "stage", zname, 0, 3, &stage));
     if (stage > 1)
         return nx__error(NX_ERR_UNSUPPORTED, "%s: zero_optimization.stage %ld: only stages 0 and 1 (sharded optimizer "
                                              "state) are implemented", name, stage);
     bool offload = false;
-    NX_TRY(get_bool(z, "cpu_offload", name, &offload));
+    NX_TRY(get_bool(z, "cpu_offload", zname, &offload));
     if (offload) return nx__error(NX_ERR_UNSUPPORTED, "%s: zero_optimization.cpu_offload: training runs on the CPU already", name);
-    NX_TRY(get_bool(z, "overlap_comm", name, &c->overlap_comm));
+    NX_TRY(get_bool(z, "overlap_comm", zname, &c->overlap_comm));
     c->zero_stage = (int)stage;
     return NX_OK;
 }
