@@ -6,14 +6,25 @@
  * bits that depend on how many ranks there are and on the MPI library's algorithm. We do
  * not use MPI's arithmetic at all. Each micro batch's gradient is computed into its own
  * zeroed buffer (also with one process), and the step's gradient is a fixed tree over
- * the global micro-batch index k (nx__dist_reduce_grads in dist.h): halving levels
- * g[i] += g[i + n/2] while the count is even, then a left fold. With the GPT-NeoX
- * assignment k = a*N + rank, the halving levels whose half-width is a multiple of N pair
- * two micro batches of the same rank, so they run locally; the remaining levels run
- * after an all-to-all in which rank s receives every partial's slice s of the parameter
- * vector, and the reduced slices are all-gathered. MPI only moves bytes. When A/N is a
- * power of two each rank sends one gradient's worth of data (the all-to-all) and receives
- * one (the all-gather): the same volume as a ring allreduce.
+ * the global micro-batch index k (dist.h): adjacent pairs while the node count is even,
+ * then a left fold. Rank r trains the contiguous block of micro batches r*c .. r*c + c - 1,
+ * so the levels at which c is still even run locally, streaming as each micro batch
+ * finishes; the remaining levels run on slices: rank s receives slice s of every other
+ * rank's remaining nodes (point-to-point, posted in a fixed pattern), adds them in the
+ * tree's order, and the reduced slices are all-gathered. MPI only moves bytes. When A/N is
+ * a power of two each rank sends one gradient's worth of data and receives one in the
+ * all-gather: the same volume as a ring allreduce.
+ *
+ * Overlap. The tree's shape is known before a micro batch's values are, so its additions
+ * can run range by range as the backward pass completes the flat gradient from the end
+ * (nx__tmodel_set_grad_hook), and during a rank's last micro batch each slice is sent as
+ * soon as it is final. Each element still sees the same additions in the same order.
+ *
+ * ZeRO stage 1. The slices are also the shards of the optimizer state: with it, a rank
+ * keeps the AdamW moments of its slice only, skips the gradient all-gather, computes the
+ * norm's per-chunk partial sums of its slice (slice boundaries are multiples of the norm
+ * chunk, so every rank adds the same partials in the same order), updates its slice of the
+ * weights, and the weights are all-gathered instead.
  *
  * Without MPI (NX_HAVE_MPI undefined) the group always has one rank and the same tree
  * runs locally, so a build without MPI trains the same bits.

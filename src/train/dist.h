@@ -1,7 +1,8 @@
 /*
  * dist.h - private interface of the data-parallel layer (dist.c) used by the trainer:
- * the deterministic gradient reduction, loss gathering and agreement on a status.
- * Depends on core and the public neox/dist.h.
+ * the deterministic gradient reduction (optionally overlapped with the backward pass),
+ * the ZeRO stage 1 optimizer shard, loss gathering and agreement on a status.
+ * Depends on core, the public neox/dist.h, and the train layer's model internals.
  */
 #ifndef NX_TRAIN_DIST_H
 #define NX_TRAIN_DIST_H
@@ -16,7 +17,8 @@
  * Rank r trains the contiguous block k = r*c .. r*c + c - 1 (c = A/N), so the levels at
  * which c is still even pair leaves of one rank and run locally (streaming, as each micro
  * batch finishes); the rest run on each rank's 1/N slice of the parameter vector after an
- * all-to-all, and the slices are then all-gathered. Every element sees the same additions
+ * exchange (every rank sends slice s of its remaining nodes to rank s), and the slices are
+ * then all-gathered (or, with ZeRO, the updated weights are). Every element sees the same additions
  * in the same order for any N. */
 
 /* All of one rank's c leaves at once (tests, benchmarks): v[a] holds leaf r*c + a; on
