@@ -670,26 +670,43 @@ nx_status nx__zero_step(nx_zero *z, nx_tmodel *m, nx_pool *pool, const nx_adamw_
     return nx__dist_allgather_slices(d, nx__tmodel_params(m), z->n, comm_s);
 }
 
-nx_status nx__zero_gather_moment(nx_zero *z, int which, float *full, double *comm_s) {
-    const float *mine = z->mom[which != 0];
-    if (nx_dist_size(z->d) == 1) {
-        memcpy(full, mine, z->n * sizeof(float));
-        return NX_OK;
-    }
-#ifdef NX_HAVE_MPI
+/* Pieces in which shards travel to rank 0 for a checkpoint: a bounded staging buffer. */
+#define SAVE_PIECE (1u << 20)
+
+nx_status nx__zero_save_moment(nx_zero *z, int which, nx_slice_fn fn, void *ctx, double *comm_s) {
     nx_dist *d = z->d;
-    int *c = NULL;
-    NX_TRY(slice_counts(d, z->n, false, &c));
+    const float *mine = z->mom[which != 0];
+    int N = nx_dist_size(d), r = nx_dist_rank(d);
+    if (r == 0) NX_TRY(fn(ctx, z->lo, z->hi, mine));
+    if (N == 1) return NX_OK;
+#ifdef NX_HAVE_MPI
+    /* Rank s sends its slice in pieces of SAVE_PIECE floats, which rank 0 receives in rank
+     * order into one buffer and hands to fn: it never holds more than its own shard plus
+     * 4 MiB, whatever N. */
+    float *buf = NULL;
+    if (r == 0 && !(buf = nx__malloc_aligned(SAVE_PIECE * sizeof(float))))
+        return nx__error(NX_ERR_NOMEM, "checkpoint: optimizer state staging buffer");
+    nx_status st = NX_OK;
     double t0 = nx_time_s();
-    wd_enter(d);
-    int e = MPI_Gatherv(mine, c[d->rank], MPI_FLOAT, full, c, c + d->size, MPI_FLOAT, 0, MPI_COMM_WORLD);
-    wd_leave(d);
+    for (int s = 1; s < N && st == NX_OK; s++) {
+        if (r != 0 && r != s) continue;
+        size_t lo = slice_off(z->n, s, N), hi = slice_off(z->n, s + 1, N);
+        for (size_t a = lo; a < hi && st == NX_OK; a += SAVE_PIECE) {
+            int cnt = (int)NX_MIN((size_t)SAVE_PIECE, hi - a), e;
+            wd_enter(d);
+            if (r == 0) e = MPI_Recv(buf, cnt, MPI_FLOAT, s, XCHG_TAG + 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            else e = MPI_Send(mine + (a - lo), cnt, MPI_FLOAT, 0, XCHG_TAG + 1, MPI_COMM_WORLD);
+            wd_leave(d);
+            if (e != MPI_SUCCESS) st = nx__error(NX_ERR_IO, "%s failed (%d)", r == 0 ? "MPI_Recv" : "MPI_Send", e);
+            else if (r == 0) st = fn(ctx, a, a + (size_t)cnt, buf);
+        }
+    }
     *comm_s += nx_time_s() - t0;
-    nx__free(c);
-    return e == MPI_SUCCESS ? NX_OK : nx__error(NX_ERR_IO, "MPI_Gatherv failed (%d)", e);
+    nx__free_aligned(buf);
+    return st;
 #else
-    (void)full; (void)comm_s;
-    return nx__error(NX_ERR_INTERNAL, "a multi-rank group in a build without MPI");
+    (void)comm_s;
+    return nx__error(NX_ERR_INTERNAL, "a %d-rank group in a build without MPI", N);
 #endif
 }
 

@@ -75,9 +75,13 @@ float *nx__zero_moment(nx_zero *z, int which);   /* 0: m, 1: v; element i at [i 
 /* The optimizer step on the model whose gradient buffer holds the reduced slice. */
 nx_status nx__zero_step(nx_zero *z, nx_tmodel *m, nx_pool *pool, const nx_adamw_config *opt, double lr,
                         float *grad_norm, double *comm_s);
-/* Collective: the whole moment `which` (n floats, flat layout) into full on rank 0; full
- * is ignored (may be NULL) on the other ranks. */
-nx_status nx__zero_gather_moment(nx_zero *z, int which, float *full, double *comm_s);
+/* Saving a checkpoint: every rank calls it for which = 0 (m) then 1 (v). Rank 0 gets the
+ * moment in increasing ranges, fn(ctx, lo, hi, values of [lo, hi)): its own slice, then
+ * each other rank's in 4 MiB pieces, so it never holds the whole state; fn's error stops
+ * it (the other ranks are then ended by the caller's abort).
+ * fn and ctx are ignored on the other ranks, which send their slice. */
+typedef nx_status (*nx_slice_fn)(void *ctx, size_t lo, size_t hi, const float *v);
+nx_status nx__zero_save_moment(nx_zero *z, int which, nx_slice_fn fn, void *ctx, double *comm_s);
 
 /* Gathers this rank's A/N per-micro-batch values (local index a = micro batch r*c + a) into
  * all[0..A-1] in micro-batch order, on every rank. local and all may be the same array. */

@@ -75,7 +75,6 @@ struct nx_trainer {
     float *mloss;            /* this rank's micro-batch losses, then all A of them */
     double comm_s;           /* communication time of the last step */
     nx_zero *zero;           /* ZeRO stage 1: this rank's AdamW state; NULL = the model's own */
-    float *save_buf;         /* rank 0, while saving with ZeRO: one gathered moment */
 };
 
 /* ---- data ------------------------------------------------------------------------------ */
@@ -281,26 +280,27 @@ static void hw_write(hwriter *w, const void *p, size_t n) {
     w->st = nx__atomic_write(&w->af, p, n);
 }
 
-/* The whole AdamW moment `which` (0: m, 1: v) in the flat layout, for a checkpoint. With
- * ZeRO it is gathered from every rank's shard (a collective: the other ranks take part
- * through help_save) into one buffer that the caller frees. */
-static nx_status full_moment(nx_trainer *t, int which, float **buf) {
-    if (!t->zero) {
-        *buf = which ? nx__tmodel_adam_v(t->model) : nx__tmodel_adam_m(t->model);
-        return *buf ? NX_OK : NX_ERR_NOMEM;
+/* Writes the moments of flat elements [lo, hi) (v[i - lo]) in the file's layout: each
+ * tensor's numel floats in tensor order, padding left out. Called with increasing ranges,
+ * so the bytes come in file order; a tensor cut by a range boundary is written in two
+ * pieces, which hash the same (the cut is a multiple of 16 floats from the tensor start
+ * and nx__fnv1a works in 8-byte words). */
+typedef struct { nx_tmodel *m; hwriter *w; } moment_writer;
+static nx_status write_moment_range(void *ctx, size_t lo, size_t hi, const float *v) {
+    moment_writer *mw = ctx;
+    for (size_t i = 0; i < nx_tmodel_num_tensors(mw->m); i++) {
+        size_t off = nx__tmodel_offset(mw->m, i), a = NX_MAX(off, lo);
+        size_t b = NX_MIN(off + nx_tmodel_tensor(mw->m, i)->numel, hi);
+        if (a < b) hw_write(mw->w, v + (a - lo), (b - a) * sizeof(float));
     }
-    double comm = 0;
-    if (t->rank == 0 && !t->save_buf &&
-        !(t->save_buf = nx__malloc_aligned(nx__tmodel_flat_size(t->model) * sizeof(float))))
-        return nx__error(NX_ERR_NOMEM, "checkpoint: gathering the optimizer state");
-    *buf = t->save_buf;
-    return nx__zero_gather_moment(t->zero, which, t->rank == 0 ? t->save_buf : NULL, &comm);
+    return mw->w->st;
 }
 
 /* A rank other than 0 when rank 0 saves a checkpoint: sends its optimizer shard (ZeRO). */
 static nx_status help_save(nx_trainer *t) {
-    float *unused;
-    for (int which = 0; which < 2 && t->zero && t->nranks > 1; which++) NX_TRY(full_moment(t, which, &unused));
+    double comm = 0;
+    for (int which = 0; which < 2 && t->zero && t->nranks > 1; which++)
+        NX_TRY(nx__zero_save_moment(t->zero, which, NULL, NULL, &comm));
     return NX_OK;
 }
 
@@ -321,15 +321,16 @@ static nx_status write_state(nx_trainer *t, const char *path) {
     w.st = nx__atomic_open(&w.af, path);
     if (w.st != NX_OK) return w.st;
     hw_write(&w, &h, sizeof h);
+    /* With ZeRO the moments come from every rank's shard (a collective: the other ranks
+     * take part through help_save). */
+    moment_writer mw = {m, &w};
     for (int which = 0; which < 2; which++) {
-        float *buf = NULL;
-        nx_status st = full_moment(t, which, &buf);
-        if (st != NX_OK) { if (w.st == NX_OK) w.st = st; continue; }
-        for (size_t i = 0; i < nx_tmodel_num_tensors(m); i++)
-            hw_write(&w, buf + nx__tmodel_offset(m, i), nx_tmodel_tensor(m, i)->numel * sizeof(float));
+        double comm = 0;
+        float *buf = t->zero ? NULL : which ? nx__tmodel_adam_v(m) : nx__tmodel_adam_m(m);
+        nx_status st = t->zero ? nx__zero_save_moment(t->zero, which, write_moment_range, &mw, &comm)
+                     : buf ? write_moment_range(&mw, 0, nx__tmodel_flat_size(m), buf) : NX_ERR_NOMEM;
+        if (st != NX_OK && w.st == NX_OK) w.st = st;
     }
-    nx__free_aligned(t->save_buf);
-    t->save_buf = NULL;
     uint64_t tail = w.h;
     hw_write(&w, &tail, sizeof tail);
     if (w.st != NX_OK) { nx__atomic_abort(&w.af); return w.st; }
@@ -659,7 +660,6 @@ void nx_trainer_free(nx_trainer *t) {
     if (t->own_grads) nx__tmodel_swap_grads(t->model, t->own_grads);
     nx__grad_acc_free(t->acc);
     nx__zero_free(t->zero);
-    nx__free_aligned(t->save_buf);
     nx__free(t->mloss);
     for (int i = 0; i < NX_TRAIN_MAX_DATA; i++) { close_dataset(&t->train[i]); close_dataset(&t->valid[i]); }
     nx_tmodel_free(t->model);
