@@ -685,10 +685,9 @@ static void on_grad_ready(void *ctx, size_t lo) {
 }
 
 /* With a group, every rank runs this; the ranks agree on the outcome (after the checks
- * that every rank makes, before rank 0 writes anything; before the first checkpoint; and
- * at the end), so that
- * one failing rank never leaves the others waiting, and no rank sees rank 0's first
- * checkpoint as "existing checkpoints". */
+ * that every rank makes, before rank 0 writes anything; before the first checkpoint, which
+ * with ZeRO is a collective; and at the end), so that one failing rank never leaves the
+ * others waiting, and no rank sees rank 0's first checkpoint as "existing checkpoints". */
 nx_status nx_trainer_create_dist(const nx_train_config *cfg, bool resume, nx_dist *dist, nx_trainer **out) {
     *out = NULL;
     int agreed = 0;
