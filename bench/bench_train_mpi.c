@@ -5,12 +5,17 @@
  * gradient buffer, summed by the fixed tree of src/train/dist.c; then AdamW on every rank).
  *
  *   mpirun -np N bench_train_mpi CONFIG.json [--batch B] [--seq T] [--accum A] [--steps S] [--threads n]
+ *                                [--zero 0|1] [--overlap 0|1]
  *
- * The global batch is A micro batches of B x T tokens whatever N is. Rank 0 prints the
- * median step time, global tokens/s, and the median share of the step spent in MPI calls
- * (the all-to-all and all-gather of the gradients and the loss gather, waiting included)
- * and in the tree additions left after the last micro batch. Without mpirun it runs as one
- * process.
+ * The global batch is A micro batches of B x T tokens whatever N is. --zero 1 shards the
+ * AdamW state (ZeRO stage 1); --overlap 1 sends each slice of the gradient exchange during
+ * the last micro batch's backward pass (neox train's overlap_comm). Rank 0 prints
+ * the median step time, global tokens/s, the median share of the step spent in MPI calls
+ * (sends, receives, waits, all-gathers and the loss gather: the communication that was not
+ * hidden behind compute) and from the end of the last backward pass to the reduced gradient
+ * (the exchange's wait, the tree levels after it, the gradient all-gather); then
+ * every rank's optimizer-state bytes and peak resident memory (VmHWM). Without mpirun it
+ * runs as one process.
  */
 #include "neox.h"
 #include "neox/dist.h"
@@ -27,6 +32,23 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* Peak resident set of this process in bytes (Linux /proc), 0 when unknown. */
+static double peak_rss(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    double kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) kb = strtod(line + 6, NULL);
+    if (f) fclose(f);
+    return kb * 1024.0;
+}
+
+typedef struct { nx_grad_acc *acc; nx_pool *pool; } hook_ctx;
+static void on_grad_ready(void *ctx, size_t lo) {
+    hook_ctx *h = ctx;
+    nx__grad_acc_ready(h->acc, h->pool, lo);
+}
+
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof(double), cmp_d);
     return v[n / 2];
@@ -37,7 +59,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s CONFIG.json [--batch B] [--seq T] [--accum A] [--steps S] [--threads n]\n", argv[0]);
         return 2;
     }
-    int B = 4, T = 256, A = 4, steps = 5, threads = 1;
+    int B = 4, T = 256, A = 4, steps = 5, threads = 1, zero = 0, overlap = 0;
     for (int i = 2; i < argc; i++) {
         if (i + 1 >= argc) { fprintf(stderr, "%s needs a value\n", argv[i]); return 2; }
         if (!strcmp(argv[i], "--batch")) B = atoi(argv[++i]);
@@ -45,6 +67,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--accum")) A = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--zero")) zero = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--overlap")) overlap = atoi(argv[++i]);
         else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
     }
     nx_dist *d = NULL;
@@ -68,6 +92,13 @@ int main(int argc, char **argv) {
     nx__tmodel_swap_grads(m, own);
     nx_grad_acc *acc = NULL;
     if (nx__grad_acc_create(d, A, nflat, own, &acc) != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); return 1; }
+    nx_zero *z = NULL;
+    if (zero) {
+        if (nx__zero_create(d, nflat, &z) != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); return 1; }
+        nx__grad_acc_shard_only(acc, true);
+    }
+    hook_ctx hc = {acc, pool};
+    if (overlap && N > 1) nx__tmodel_set_grad_hook(m, on_grad_ready, &hc);
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)B * T), *tgt = malloc(sizeof(int32_t) * (size_t)B * T);
     double *tstep = calloc((size_t)steps, sizeof(double)), *fcomm = calloc((size_t)steps, sizeof(double)),
            *fred = calloc((size_t)steps, sizeof(double)), *tcpu = calloc((size_t)steps, sizeof(double));
@@ -85,9 +116,10 @@ int main(int argc, char **argv) {
             if (!buf) { fprintf(stderr, "%s\n", nx_last_error()); nx_dist_abort(d, 1); return 1; }
             nx__tmodel_swap_grads(m, buf);
             nx_tmodel_zero_grad(m);
-            nx_status st = nx_tmodel_forward_backward(m, pool, tok, tgt, 1.0f / (float)A, &losses[a]);
+            nx_status st = nx__grad_acc_begin(acc, buf);
+            if (st == NX_OK) st = nx_tmodel_forward_backward(m, pool, tok, tgt, 1.0f / (float)A, &losses[a]);
             if (st != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); nx_dist_abort(d, 1); return 1; }
-            nx__grad_acc_push(acc, pool, buf);
+            nx__grad_acc_ready(acc, pool, 0);
         }
         double t1 = nx_time_s();
         float *gsum = NULL;
@@ -100,7 +132,9 @@ int main(int argc, char **argv) {
         nx__tmodel_swap_grads(m, gsum);
         double t2 = nx_time_s();
         float gn;
-        if (nx_tmodel_adamw_step(m, pool, &cfg.adamw, 1e-4, &gn) != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); return 1; }
+        nx_status ost = z ? nx__zero_step(z, m, pool, &cfg.adamw, 1e-4, &gn, &comm)
+                          : nx_tmodel_adamw_step(m, pool, &cfg.adamw, 1e-4, &gn);
+        if (ost != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); nx_dist_abort(d, 1); return 1; }
         double dt = nx_time_s() - t0;
         /* CPU seconds of every rank this step (one value per rank, gathered in rank order). */
         double dummy = 0;
@@ -111,18 +145,32 @@ int main(int argc, char **argv) {
             for (int q = 0; q < N; q++) tcpu[it] += cpu_all[q];
             tstep[it] = dt;
             fcomm[it] = comm / dt;
-            fred[it] = (t2 - t1 - comm) / dt;
+            fred[it] = (t2 - t1) / dt;
         }
         if (rank == 0) fprintf(stderr, "step %d: %.3f s (MPI %.3f s), loss %.4f\n", it, dt, comm, (double)losses[0]);
     }
     if (rank == 0) {
         double med = median(tstep, steps);
-        printf("%s: %d rank(s) x %d thread(s), global batch %d x %d x %d tokens, params %zu: median step %.3f s, "
+        printf("%s: %d rank(s) x %d thread(s), zero %d, overlap %d, global batch %d x %d x %d tokens, params %zu: median step %.3f s, "
                "%.0f tokens/s; %.0f tokens per CPU-second (all ranks); median share of the step in MPI calls %.1f%%, "
-               "in tree additions after the last micro batch %.1f%%\n",
-               argv[1], N, threads, A, B, T, nx_tmodel_num_params(m), med, (double)A * B * T / med,
+               "from the end of the last backward pass to the reduced gradient %.1f%%\n",
+               argv[1], N, threads, zero, overlap && N > 1, A, B, T, nx_tmodel_num_params(m), med, (double)A * B * T / med,
                (double)A * B * T / median(tcpu, steps), 100.0 * median(fcomm, steps), 100.0 * median(fred, steps));
     }
+    /* Memory: optimizer-state floats held and peak resident set, per rank in rank order. */
+    size_t lo = 0, hi = nflat;
+    if (z) nx__zero_range(z, &lo, &hi);
+    float mem[2] = {(float)(2.0 * (double)(hi - lo) * sizeof(float) / 1048576.0), (float)(peak_rss() / 1048576.0)};
+    float *all = calloc(2 * (size_t)N, sizeof(float));
+    double dummy = 0;
+    for (int w = 0; w < 2; w++) {
+        if (nx__dist_gather_losses(d, &mem[w], N, all + w * N, &dummy) != NX_OK) { nx_dist_abort(d, 1); return 1; }
+    }
+    if (rank == 0)
+        for (int q = 0; q < N; q++)
+            printf("  rank %d: AdamW state %.1f MiB, peak RSS %.1f MiB\n", q, (double)all[q], (double)all[N + q]);
+    free(all);
+    nx__zero_free(z);
     nx__tmodel_swap_grads(m, own);
     nx__grad_acc_free(acc);
     free(losses); free(tok); free(tgt); free(tstep); free(fcomm); free(fred); free(tcpu); free(cpu_all);

@@ -480,6 +480,38 @@ static void test_model_config_path(void) {
     CHECK_STR_CONTAINS(nx_last_error(), "multiple");
 }
 
+/* DeepSpeed's "zero_optimization" block: stage 0/1 and overlap_comm are read, the bucket
+ * switches of a GPT-NeoX config are accepted, stages 2/3, cpu_offload and unknown keys are refused. */
+static void test_zero_config(void) {
+    const char *head = "{\"model\": {\"model_type\": \"gpt_neox\"}, \"data\": {\"train\": [\"x\"]}, "
+                       "\"train_iters\": 1, \"save\": \"o\"";
+    static const struct { const char *zero; nx_status st; int stage; bool overlap; const char *msg; } cases[] = {
+        {"", NX_OK, 0, false, NULL},
+        {", \"zero_optimization\": {\"stage\": 1}", NX_OK, 1, false, NULL},
+        {", \"zero-optimization\": {\"stage\": 1, \"allgather_partitions\": true, \"allgather_bucket_size\": 500000000, "
+         "\"overlap_comm\": true, \"reduce_scatter\": true, \"reduce_bucket_size\": 500000000, "
+         "\"contiguous_gradients\": true, \"cpu_offload\": false}", NX_OK, 1, true, NULL},
+        {", \"zero_optimization\": {\"stage\": 0, \"overlap_comm\": true}", NX_OK, 0, true, NULL},
+        {", \"zero_optimization\": {\"stage\": 2}", NX_ERR_UNSUPPORTED, 0, false, "only stages 0 and 1"},
+        {", \"zero_optimization\": {\"stage\": 4}", NX_ERR_FORMAT, 0, false, "zero_optimization"},
+        {", \"zero_optimization\": {\"stage\": 1, \"cpu_offload\": true}", NX_ERR_UNSUPPORTED, 0, false, "cpu_offload"},
+        {", \"zero_optimization\": {\"stag\": 1}", NX_ERR_FORMAT, 0, false, "zero_optimization.stag"},
+        {", \"zero_optimization\": 1", NX_ERR_FORMAT, 0, false, "must be an object"},
+    };
+    for (size_t i = 0; i < NX_ARRAY_LEN(cases); i++) {
+        char json[1024];
+        snprintf(json, sizeof json, "%s%s}", head, cases[i].zero);
+        nx_train_config c;
+        nx_status st = nx_train_config_parse(json, strlen(json), "inline", NULL, &c);
+        CHECK_MSG(st == cases[i].st, "case %zu: status %d (%s)", i, (int)st, st ? nx_last_error() : "ok");
+        if (cases[i].msg) CHECK_STR_CONTAINS(nx_last_error(), cases[i].msg);
+        if (st == NX_OK) {
+            CHECK_EQ_INT(c.zero_stage, cases[i].stage);
+            CHECK(c.overlap_comm == cases[i].overlap);
+        }
+    }
+}
+
 /* The trainer on an indexed dataset consumes nx_data_stream's GPT-NeoX order: three
  * steps through nx_trainer give the same losses, bit for bit, as a hand-written loop
  * over nx_data_stream_sample + nx_tmodel. */
@@ -597,6 +629,7 @@ int main(void) {
     TEST_RUN(test_lr_schedule);
     TEST_RUN(test_pythia_configs);
     TEST_RUN(test_model_config_path);
+    TEST_RUN(test_zero_config);
     TEST_RUN(test_checkpoint_in_inference_engine);
     TEST_RUN(test_trainer_indexed_order);
     TEST_RUN(test_bad_inputs);

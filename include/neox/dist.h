@@ -3,11 +3,13 @@
  *
  * `mpirun -np N neox train CONFIG` runs N processes ("ranks"). The config's batch is the
  * global batch: each optimizer step takes gradient_accumulation_steps micro batches of
- * micro_batch samples in GPT-NeoX's sample order, and with N ranks micro batch k of the
- * step goes to rank k % N (DistributedBatchSampler: every rank a contiguous slice of each
- * micro_batch x N samples). Gradients are summed by a fixed tree keyed by the global micro
- * batch index, never by rank, so 1, 2 or 4 ranks produce bit-identical weights, metrics and
- * checkpoints. Rank 0 writes metrics and checkpoints; any N resumes any other N's checkpoint.
+ * micro_batch samples in GPT-NeoX's sample order, and with N ranks rank r trains the
+ * contiguous block of micro batches r*A/N .. (r+1)*A/N - 1. Gradients are summed by a fixed
+ * tree keyed by the global micro batch index, never by rank, so 1, 2 or 4 ranks produce
+ * bit-identical weights, metrics and checkpoints, also with ZeRO stage 1 (the config's
+ * zero_optimization.stage: AdamW state sharded across ranks) and with the exchange
+ * overlapped with the backward pass (overlap_comm). Rank 0 writes metrics and
+ * checkpoints; any N resumes any other N's checkpoint, with or without ZeRO.
  *
  * A build without MPI (CMake NX_MPI=OFF) still has this API: nx_dist_init gives a
  * one-rank group, and refuses to run when it finds itself started by an MPI launcher.

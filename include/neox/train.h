@@ -143,6 +143,8 @@ typedef struct nx_train_config {
     char out_dir[1024];
     char tokenizer_dir[1024];   /* copied into each checkpoint when set */
     int threads;                /* <= 0: all CPUs */
+    int zero_stage;             /* 0, or 1: AdamW state sharded across ranks (docs/DISTRIBUTED.md) */
+    bool overlap_comm;          /* send gradient slices during the backward pass (default false) */
 } nx_train_config;
 
 /* Parses a GPT-NeoX-style training config (keys in docs/TRAINING.md). Relative data and

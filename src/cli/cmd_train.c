@@ -23,7 +23,7 @@ static void log_stderr(nx_log_level level, const char *msg, void *user) {
 
 static void help(FILE *f) {
     fprintf(f,
-            "usage: neox train CONFIG.json [--resume] [--threads N] [--quiet]\n\n"
+            "usage: neox train CONFIG.json [--resume] [--threads N] [--zero-stage S] [--overlap|--no-overlap] [--quiet]\n\n"
             "Trains a GPT-NeoX model as the JSON config describes (model, data, batch, optimizer,\n"
             "schedule, checkpoints: see docs/TRAINING.md). Checkpoints are HF model directories\n"
             "SAVE/step<N>/ written on Pythia's schedule (0, 1, 2, 4, ..., 512, then every\n"
@@ -32,6 +32,10 @@ static void help(FILE *f) {
             "                uninterrupted run); refuses a corrupt or mismatched checkpoint\n"
             "  --threads N   worker threads (default: the config's \"threads\", else all CPUs);\n"
             "                results do not depend on it\n"
+            "  --zero-stage S  0, or 1: shard the AdamW state across the MPI processes (overrides\n"
+            "                the config's zero_optimization.stage; same results either way)\n"
+            "  --overlap     send gradient slices during the backward pass (the config's\n"
+            "                zero_optimization.overlap_comm; --no-overlap: after it); same results\n"
             "  --quiet       no progress line\n\n"
             "Ctrl-C stops after the current step without writing a checkpoint; resume from the last one.\n\n"
             "Data parallel: `mpirun -np N neox train CONFIG.json` splits every global batch over N\n"
@@ -43,11 +47,19 @@ static void help(FILE *f) {
 int cmd_train(int argc, char **argv) {
     const char *cfg_path = NULL;
     bool resume = false, quiet = false;
-    long threads = -1;
+    long threads = -1, zero = -1;
+    int overlap = -1;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) { help(stdout); return 0; }
         if (!strcmp(argv[i], "--resume")) resume = true;
         else if (!strcmp(argv[i], "--quiet")) quiet = true;
+        else if (!strcmp(argv[i], "--overlap")) overlap = 1;
+        else if (!strcmp(argv[i], "--no-overlap")) overlap = 0;
+        else if (!strcmp(argv[i], "--zero-stage")) {
+            const char *v = cli_next_arg("train", argc, argv, &i);
+            if (!v) return 2;
+            if (!cli_parse_long(v, 0, 1, &zero)) return cli_usage_error("train", "--zero-stage: expected 0 or 1, got '%s'", v);
+        }
         else if (!strcmp(argv[i], "--threads")) {
             const char *v = cli_next_arg("train", argc, argv, &i);
             if (!v) return 2;
@@ -73,6 +85,8 @@ int cmd_train(int argc, char **argv) {
         return rc;
     }
     if (threads > 0) cfg.threads = (int)threads;
+    if (zero >= 0) cfg.zero_stage = (int)zero;
+    if (overlap >= 0) cfg.overlap_comm = overlap != 0;
     nx_trainer *tr = NULL;
     st = nx_trainer_create_dist(&cfg, resume, dist, &tr);
     if (st != NX_OK) {

@@ -6,14 +6,25 @@
  * bits that depend on how many ranks there are and on the MPI library's algorithm. We do
  * not use MPI's arithmetic at all. Each micro batch's gradient is computed into its own
  * zeroed buffer (also with one process), and the step's gradient is a fixed tree over
- * the global micro-batch index k (nx__dist_reduce_grads in dist.h): halving levels
- * g[i] += g[i + n/2] while the count is even, then a left fold. With the GPT-NeoX
- * assignment k = a*N + rank, the halving levels whose half-width is a multiple of N pair
- * two micro batches of the same rank, so they run locally; the remaining levels run
- * after an all-to-all in which rank s receives every partial's slice s of the parameter
- * vector, and the reduced slices are all-gathered. MPI only moves bytes. When A/N is a
- * power of two each rank sends one gradient's worth of data (the all-to-all) and receives
- * one (the all-gather): the same volume as a ring allreduce.
+ * the global micro-batch index k (dist.h): adjacent pairs while the node count is even,
+ * then a left fold. Rank r trains the contiguous block of micro batches r*c .. r*c + c - 1,
+ * so the levels at which c is still even run locally, streaming as each micro batch
+ * finishes; the remaining levels run on slices: rank s receives slice s of every other
+ * rank's remaining nodes (point-to-point, posted in a fixed pattern), adds them in the
+ * tree's order, and the reduced slices are all-gathered. MPI only moves bytes. When A/N is
+ * a power of two each rank sends one gradient's worth of data and receives one in the
+ * all-gather: the same volume as a ring allreduce.
+ *
+ * Overlap. The tree's shape is known before a micro batch's values are, so its additions
+ * can run range by range as the backward pass completes the flat gradient from the end
+ * (nx__tmodel_set_grad_hook), and during a rank's last micro batch each slice is sent as
+ * soon as it is final. Each element still sees the same additions in the same order.
+ *
+ * ZeRO stage 1. The slices are also the shards of the optimizer state: with it, a rank
+ * keeps the AdamW moments of its slice only, skips the gradient all-gather, computes the
+ * norm's per-chunk partial sums of its slice (slice boundaries are multiples of the norm
+ * chunk, so every rank adds the same partials in the same order), updates its slice of the
+ * weights, and the weights are all-gathered instead.
  *
  * Without MPI (NX_HAVE_MPI undefined) the group always has one rank and the same tree
  * runs locally, so a build without MPI trains the same bits.
@@ -25,7 +36,9 @@
  * timeout; its exit makes the launcher stop the job.
  */
 #include "train/dist.h"
+#include "train/train_internal.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -44,8 +57,15 @@ struct nx_dist {
     atomic_int stop;
     bool watchdog;
     pthread_t wd;
-    float *sendbuf, *recvbuf; /* all-to-all staging, grown on demand */
+    float *sendbuf, *recvbuf; /* exchange staging, grown on demand */
     size_t send_cap, recv_cap;
+    /* The exchange in flight (xchg_*): this rank's nd nodes of an n-float vector; slices
+     * s >= next_send have been sent; nreq MPI requests outstanding. */
+    float **nodes;
+    int nd, next_send, nreq;
+    size_t n;
+    nx_status xst;            /* first error of a send started from the backward hook */
+    void *req;                /* MPI_Request[2N] */
 };
 
 static long long now_ms(void) { return (long long)(nx_time_s() * 1000.0); }
@@ -156,6 +176,7 @@ void nx_dist_finalize(nx_dist *d) {
 #endif
     nx__free_aligned(d->sendbuf);
     nx__free_aligned(d->recvbuf);
+    nx__free(d->req);
     nx__free(d);
 }
 
@@ -192,19 +213,21 @@ nx_status nx__dist_agree(nx_dist *d, nx_status st) {
 }
 
 /* ---- the fixed reduction tree ----------------------------------------------------------- */
-/* Pair additions x[k] += y[k] over the nodes of one tree level, or a left fold. */
+/* Pair additions x[k] += y[k] over the nodes of one tree level, or a left fold, for the
+ * elements k in [lo, hi). */
 typedef struct {
     float *const *v;
     int n;
     bool fold;    /* v[0] += v[1], += v[2], ... ; else v[i] = v[2i] + v[2i+1] for i < n/2 */
-    size_t len;
+    size_t lo, hi;
 } add_job;
 
 static void add_worker(int ith, int nth, void *arg) {
     const add_job *j = arg;
     /* Split in 64-float blocks so threads never share a cache line; any split gives the same bits. */
-    size_t nb = (j->len + 63) / 64;
-    size_t a = nb * (size_t)ith / (size_t)nth * 64, b = NX_MIN(nb * (size_t)(ith + 1) / (size_t)nth * 64, j->len);
+    size_t len = j->hi - j->lo, nb = (len + 63) / 64;
+    size_t a = j->lo + nb * (size_t)ith / (size_t)nth * 64;
+    size_t b = j->lo + NX_MIN(nb * (size_t)(ith + 1) / (size_t)nth * 64, len);
     if (!j->fold) {
         for (int i = 0; i < j->n / 2; i++) {
             float *x = j->v[2 * i];
@@ -220,99 +243,186 @@ static void add_worker(int ith, int nth, void *arg) {
     }
 }
 
-static void run_add(nx_pool *pool, float *const *v, int n, bool fold, size_t len) {
-    add_job j = {v, n, fold, len};
-    if (len * (size_t)n < (1u << 16)) add_worker(0, 1, &j);
+static void run_add(nx_pool *pool, float *const *v, int n, bool fold, size_t lo, size_t hi) {
+    add_job j = {v, n, fold, lo, hi};
+    if ((hi - lo) * (size_t)n < (1u << 16)) add_worker(0, 1, &j);
     else nx_pool_run(pool, add_worker, &j);
 }
 
 /* Finishes the tree over nodes v[0..n-1] into v[0] (the node pointers are rearranged). */
 static void tree_finish(nx_pool *pool, float **v, int n, size_t len) {
     while (n > 1) {
-        if (n % 2) { run_add(pool, v, n, true, len); break; }
-        run_add(pool, v, n, false, len);
+        if (n % 2) { run_add(pool, v, n, true, 0, len); break; }
+        run_add(pool, v, n, false, 0, len);
         for (int i = 0; i < n / 2; i++) v[i] = v[2 * i];
         n /= 2;
     }
 }
 
-/* The cross-rank levels: v[0..c-1] are this rank's nodes (global node index rank*c + a) of
- * a level with N*c nodes. Leaves the full sum in v[0] on every rank. */
-static nx_status exchange_finish(nx_dist *d, nx_pool *pool, float **v, int c, size_t n, double *comm_s) {
-    int N = nx_dist_size(d);
-    if (N == 1) {
-        tree_finish(pool, v, c, n);
-        return NX_OK;
-    }
+/* ---- slices and the exchange ------------------------------------------------------------- */
+/* Rank s owns [slice_off(s), slice_off(s + 1)) of an n-float vector: boundaries on multiples
+ * of NX_NORM_CHUNK, so that the gradient-norm chunks of a ZeRO shard are whole (a small
+ * model may leave some ranks an empty slice). */
+static size_t slice_off(size_t n, int s, int N) {
+    if (s >= N) return n;
+    return n * (size_t)s / (size_t)N / NX_NORM_CHUNK * NX_NORM_CHUNK;
+}
+
+void nx__dist_slice(const nx_dist *d, size_t n, size_t *lo, size_t *hi) {
+    int N = nx_dist_size(d), r = nx_dist_rank(d);
+    *lo = slice_off(n, r, N);
+    *hi = slice_off(n, r + 1, N);
+}
+
 #ifdef NX_HAVE_MPI
-    /* Slice s of the vector is [off(s), off(s+1)), 16-float aligned. */
-    int r = d->rank;
-#define OFF(s) ((s) == N ? n : (n * (size_t)(s) / (size_t)N) & ~(size_t)15)
-    size_t lr = OFF(r + 1) - OFF(r);
-    if ((size_t)c * n > (size_t)INT32_MAX)
-        return nx__error(NX_ERR_RANGE, "gradient exchange of %zu floats exceeds MPI's int counts", (size_t)c * n);
-    int *sc = nx__malloc(4 * (size_t)N * sizeof(int));
-    if (!sc) return nx__error(NX_ERR_NOMEM, "gradient exchange");
-    int *sd = sc + N, *rc = sc + 2 * N, *rd = sc + 3 * N;
-    const float *send = v[0];
-    if (c > 1) {
-        /* Pack: destination s gets c consecutive pieces (node a) of slice s. */
-        if (d->send_cap < (size_t)c * n) {
-            nx__free_aligned(d->sendbuf);
-            d->sendbuf = nx__malloc_aligned((size_t)c * n * sizeof(float));
-            d->send_cap = d->sendbuf ? (size_t)c * n : 0;
-            if (!d->sendbuf) { nx__free(sc); return nx__error(NX_ERR_NOMEM, "gradient exchange buffer"); }
-        }
-        for (int s = 0; s < N; s++) {
-            size_t o = OFF(s), l = OFF(s + 1) - o;
-            for (int a = 0; a < c; a++) memcpy(d->sendbuf + (size_t)c * o + (size_t)a * l, v[a] + o, l * sizeof(float));
-        }
-        send = d->sendbuf;
-    }
-    size_t need = (size_t)N * (size_t)c * lr;
-    if (d->recv_cap < need) {
-        nx__free_aligned(d->recvbuf);
-        d->recvbuf = nx__malloc_aligned((need ? need : 1) * sizeof(float));
-        d->recv_cap = d->recvbuf ? need : 0;
-        if (!d->recvbuf) { nx__free(sc); return nx__error(NX_ERR_NOMEM, "gradient exchange buffer"); }
-    }
+#define XCHG_TAG 7301
+
+static bool grow(float **buf, size_t *cap, size_t need) {
+    if (*buf && *cap >= need) return true;   /* an empty slice still gets a real pointer */
+    nx__free_aligned(*buf);
+    *buf = nx__malloc_aligned((need ? need : 1) * sizeof(float));
+    *cap = *buf ? need : 0;
+    return *buf != NULL;
+}
+
+/* Per-rank counts and displacements of the slices of an n-float vector, for the v-collectives;
+ * chunks = true: in gradient-norm chunks instead of floats. */
+static nx_status slice_counts(const nx_dist *d, size_t n, bool chunks, int **out) {
+    int N = d->size;
+    if (n > (size_t)INT32_MAX) return nx__error(NX_ERR_RANGE, "%zu floats exceed MPI's int counts", n);
+    int *c = nx__malloc(2 * (size_t)N * sizeof(int));
+    if (!c) return nx__error(NX_ERR_NOMEM, "slice table");
+    size_t nchunks = (n + NX_NORM_CHUNK - 1) / NX_NORM_CHUNK;
     for (int s = 0; s < N; s++) {
-        size_t o = OFF(s), l = OFF(s + 1) - o;
-        sc[s] = (int)((size_t)c * l);
-        sd[s] = (int)(c > 1 ? (size_t)c * o : o);
-        rc[s] = (int)((size_t)c * lr);
-        rd[s] = (int)((size_t)s * (size_t)c * lr);
+        size_t a = slice_off(n, s, N), b = slice_off(n, s + 1, N);
+        if (chunks) { a /= NX_NORM_CHUNK; b = s + 1 == N ? nchunks : b / NX_NORM_CHUNK; }
+        c[s] = (int)(b - a);
+        c[N + s] = (int)a;
     }
+    *out = c;
+    return NX_OK;
+}
+#endif
+
+/* The cross-rank levels, in three calls so that the sends can follow the backward pass:
+ * xchg_start posts the receives of this rank's slice; xchg_ready(lo) sends every slice that
+ * lies wholly in [lo, n) (final there) to its owner and lets MPI progress; xchg_finish
+ * waits, runs the remaining tree levels on this rank's slice (node q*nd + a is piece a from
+ * rank q, the receive order) into nodes[0], and all-gathers the slices when `gather`. The
+ * nodes must not change from xchg_ready to xchg_finish. Needs d->size > 1. */
+static nx_status xchg_start(nx_dist *d, float **nodes, int nd, size_t n, double *comm_s) {
+#ifdef NX_HAVE_MPI
+    int N = d->size, r = d->rank;
+    size_t lr = slice_off(n, r + 1, N) - slice_off(n, r, N);
+    if ((size_t)nd * n > (size_t)INT32_MAX)
+        return nx__error(NX_ERR_RANGE, "gradient exchange of %zu floats exceeds MPI's int counts", (size_t)nd * n);
+    if (!d->req && !(d->req = nx__calloc(2 * (size_t)N, sizeof(MPI_Request))))
+        return nx__error(NX_ERR_NOMEM, "gradient exchange");
+    if ((nd > 1 && !grow(&d->sendbuf, &d->send_cap, (size_t)nd * n)) ||
+        !grow(&d->recvbuf, &d->recv_cap, (size_t)N * (size_t)nd * lr))
+        return nx__error(NX_ERR_NOMEM, "gradient exchange buffer");
+    d->nodes = nodes;
+    d->nd = nd;
+    d->n = n;
+    d->next_send = N;
+    d->nreq = 0;
+    d->xst = NX_OK;
+    MPI_Request *req = d->req;
     double t0 = nx_time_s();
-    wd_enter(d);
-    int e = MPI_Alltoallv(send, sc, sd, MPI_FLOAT, d->recvbuf, rc, rd, MPI_FLOAT, MPI_COMM_WORLD);
-    wd_leave(d);
-    *comm_s += nx_time_s() - t0;
-    if (e != MPI_SUCCESS) { nx__free(sc); return nx__error(NX_ERR_IO, "MPI_Alltoallv failed (%d)", e); }
-    /* The remaining levels on this rank's slice: node q*c + a is piece a from rank q, which
-     * is exactly the receive order. */
-    float **w = nx__malloc((size_t)c * (size_t)N * sizeof(float *));
-    if (!w) { nx__free(sc); return nx__error(NX_ERR_NOMEM, "gradient exchange"); }
-    for (int i = 0; i < c * N; i++) w[i] = d->recvbuf + (size_t)i * lr;
-    tree_finish(pool, w, c * N, lr);
-    memcpy(v[0] + OFF(r), w[0], lr * sizeof(float));
-    nx__free(w);
-    for (int s = 0; s < N; s++) {
-        rc[s] = (int)(OFF(s + 1) - OFF(s));
-        rd[s] = (int)OFF(s);
+    for (int q = 0; q < N; q++) {
+        if (q == r) continue;
+        int e = MPI_Irecv(d->recvbuf + (size_t)q * (size_t)nd * lr, (int)((size_t)nd * lr), MPI_FLOAT, q, XCHG_TAG,
+                          MPI_COMM_WORLD, &req[d->nreq++]);
+        if (e != MPI_SUCCESS) return nx__error(NX_ERR_IO, "MPI_Irecv failed (%d)", e);
     }
-    t0 = nx_time_s();
-    wd_enter(d);
-    e = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, v[0], rc, rd, MPI_FLOAT, MPI_COMM_WORLD);
-    wd_leave(d);
     *comm_s += nx_time_s() - t0;
-    nx__free(sc);
-#undef OFF
-    if (e != MPI_SUCCESS) return nx__error(NX_ERR_IO, "MPI_Allgatherv failed (%d)", e);
     return NX_OK;
 #else
-    (void)pool; (void)v; (void)c; (void)n; (void)comm_s;
-    return nx__error(NX_ERR_INTERNAL, "a %d-rank group in a build without MPI", N);
+    (void)nodes; (void)nd; (void)n; (void)comm_s;
+    return nx__error(NX_ERR_INTERNAL, "a %d-rank group in a build without MPI", d->size);
+#endif
+}
+
+static void xchg_ready(nx_dist *d, size_t lo, double *comm_s) {
+#ifdef NX_HAVE_MPI
+    int N = d->size, r = d->rank, nd = d->nd;
+    size_t n = d->n, lr = slice_off(n, r + 1, N) - slice_off(n, r, N);
+    MPI_Request *req = d->req;
+    double t = 0;
+    while (d->next_send > 0 && slice_off(n, d->next_send - 1, N) >= lo) {
+        int s = --d->next_send;
+        size_t o = slice_off(n, s, N), l = slice_off(n, s + 1, N) - o;
+        if (s == r) {
+            for (int a = 0; a < nd; a++)
+                memcpy(d->recvbuf + ((size_t)r * (size_t)nd + (size_t)a) * lr, d->nodes[a] + o, l * sizeof(float));
+            continue;
+        }
+        const float *src = d->nodes[0] + o;
+        if (nd > 1) {   /* pack: rank s gets the nd pieces of its slice back to back */
+            float *dst = d->sendbuf + (size_t)nd * o;
+            for (int a = 0; a < nd; a++) memcpy(dst + (size_t)a * l, d->nodes[a] + o, l * sizeof(float));
+            src = dst;
+        }
+        double t0 = nx_time_s();
+        int e = MPI_Isend(src, (int)((size_t)nd * l), MPI_FLOAT, s, XCHG_TAG, MPI_COMM_WORLD, &req[d->nreq++]);
+        t += nx_time_s() - t0;
+        if (e != MPI_SUCCESS && d->xst == NX_OK) d->xst = nx__error(NX_ERR_IO, "MPI_Isend failed (%d)", e);
+    }
+    if (d->nreq > 0 && lo > 0) {
+        /* Without a progress thread, MPI moves the data of large messages only inside MPI
+         * calls: test once per finished range so the transfer advances during backward. */
+        int flag = 0;
+        double t0 = nx_time_s();
+        MPI_Testall(d->nreq, req, &flag, MPI_STATUSES_IGNORE);
+        t += nx_time_s() - t0;
+    }
+    *comm_s += t;
+#else
+    (void)d; (void)lo; (void)comm_s;
+#endif
+}
+
+static nx_status xchg_finish(nx_dist *d, nx_pool *pool, bool gather, double *comm_s) {
+#ifdef NX_HAVE_MPI
+    int N = d->size, r = d->rank, nd = d->nd;
+    size_t n = d->n, o = slice_off(n, r, N), lr = slice_off(n, r + 1, N) - o;
+    if (d->next_send > 0) return nx__error(NX_ERR_INTERNAL, "gradient exchange finished before every slice was sent");
+    double t0 = nx_time_s();
+    wd_enter(d);
+    int e = MPI_Waitall(d->nreq, d->req, MPI_STATUSES_IGNORE);
+    wd_leave(d);
+    *comm_s += nx_time_s() - t0;
+    d->nreq = 0;
+    if (d->xst != NX_OK) return d->xst;
+    if (e != MPI_SUCCESS) return nx__error(NX_ERR_IO, "MPI_Waitall failed (%d)", e);
+    float **w = nx__malloc((size_t)nd * (size_t)N * sizeof(float *));
+    if (!w) return nx__error(NX_ERR_NOMEM, "gradient exchange");
+    for (int i = 0; i < nd * N; i++) w[i] = d->recvbuf + (size_t)i * lr;
+    tree_finish(pool, w, nd * N, lr);
+    memcpy(d->nodes[0] + o, w[0], lr * sizeof(float));
+    nx__free(w);
+    return gather ? nx__dist_allgather_slices(d, d->nodes[0], n, comm_s) : NX_OK;
+#else
+    (void)pool; (void)gather; (void)comm_s;
+    return nx__error(NX_ERR_INTERNAL, "a %d-rank group in a build without MPI", d->size);
+#endif
+}
+
+nx_status nx__dist_allgather_slices(nx_dist *d, float *v, size_t n, double *comm_s) {
+    if (nx_dist_size(d) == 1) return NX_OK;
+#ifdef NX_HAVE_MPI
+    int *c = NULL;
+    NX_TRY(slice_counts(d, n, false, &c));
+    double t0 = nx_time_s();
+    wd_enter(d);
+    int e = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, v, c, c + d->size, MPI_FLOAT, MPI_COMM_WORLD);
+    wd_leave(d);
+    *comm_s += nx_time_s() - t0;
+    nx__free(c);
+    return e == MPI_SUCCESS ? NX_OK : nx__error(NX_ERR_IO, "MPI_Allgatherv failed (%d)", e);
+#else
+    (void)v; (void)n; (void)comm_s;
+    return nx__error(NX_ERR_INTERNAL, "a multi-rank group in a build without MPI");
 #endif
 }
 
@@ -328,11 +438,17 @@ nx_status nx__dist_reduce_grads(nx_dist *d, nx_pool *pool, float **v, int A, siz
     if (A <= 0 || A % N) return nx__error(NX_ERR_INVALID_ARG, "%d micro batches do not split over %d ranks", A, N);
     int c = A / N;
     for (int L = local_levels(c); L > 0; L--) {
-        run_add(pool, v, c, false, n);
+        run_add(pool, v, c, false, 0, n);
         for (int i = 0; i < c / 2; i++) v[i] = v[2 * i];
         c /= 2;
     }
-    return exchange_finish(d, pool, v, c, n, comm_s);
+    if (N == 1) {
+        tree_finish(pool, v, c, n);
+        return NX_OK;
+    }
+    NX_TRY(xchg_start(d, v, c, n, comm_s));
+    xchg_ready(d, 0, comm_s);
+    return xchg_finish(d, pool, true, comm_s);
 }
 
 /* ---- streaming accumulator ------------------------------------------------------------------ */
@@ -342,6 +458,7 @@ struct nx_grad_acc {
     nx_dist *d;
     int c, L;                  /* leaves per rank; local levels */
     bool fold_local;           /* one rank: the final left fold also streams (1 node kept) */
+    bool shard_only;           /* finish reduces this rank's slice only (ZeRO) */
     size_t n;
     float *bufs[ACC_MAX_BUFS]; /* every buffer ever allocated (bufs[0] = the caller's) */
     bool busy[ACC_MAX_BUFS];
@@ -350,6 +467,13 @@ struct nx_grad_acc {
     int level[40], depth;
     float **done;              /* completed level-L nodes, in order (c >> L of them) */
     int ndone, pushed;
+    /* The micro batch in progress (begin .. ready(0)): its additions ax[i] += ay[i] in
+     * order, done for the elements [wm, n) so far; `last`: the exchange follows it. */
+    float *ax[42], *ay[42];
+    int nadd;
+    size_t wm;
+    bool active, last;
+    double comm_s;             /* MPI time of sends started during the backward pass */
 };
 
 nx_status nx__grad_acc_create(nx_dist *d, int A, size_t n, float *first, nx_grad_acc **out) {
@@ -376,6 +500,8 @@ nx_status nx__grad_acc_create(nx_dist *d, int A, size_t n, float *first, nx_grad
     return NX_OK;
 }
 
+void nx__grad_acc_shard_only(nx_grad_acc *g, bool on) { g->shard_only = on; }
+
 void nx__grad_acc_free(nx_grad_acc *g) {
     if (!g) return;
     for (int i = 1; i < g->nbufs; i++) nx__free_aligned(g->bufs[i]);
@@ -391,6 +517,7 @@ static void release(nx_grad_acc *g, float *b) {
 }
 
 float *nx__grad_acc_next(nx_grad_acc *g) {
+    if (g->active) { nx__error(NX_ERR_INTERNAL, "gradient accumulator: the last micro batch is not complete"); return NULL; }
     if (g->pushed == 0 && g->ndone == 0 && g->depth == 0)
         for (int i = 0; i < g->nbufs; i++) g->busy[i] = false;   /* a new step: the last result is free */
     for (int i = 0; i < g->nbufs; i++)
@@ -403,14 +530,18 @@ float *nx__grad_acc_next(nx_grad_acc *g) {
     return b;
 }
 
-void nx__grad_acc_push(nx_grad_acc *g, nx_pool *pool, float *b) {
+nx_status nx__grad_acc_begin(nx_grad_acc *g, float *b) {
+    if (g->active || g->pushed == g->c) return nx__error(NX_ERR_INTERNAL, "gradient accumulator: micro batch out of turn");
+    /* The tree's place of this node is known before its values are: plan the additions
+     * now (bookkeeping only; no buffer is handed out again before ready(0)). Adjacent pairs
+     * combine as soon as both exist: node = left + right (IEEE addition is commutative, so
+     * adding into either buffer gives the same bits). */
     int lvl = 0;
-    /* Adjacent pairs combine as soon as both exist: node = left + right (IEEE addition is
-     * commutative, so adding into either buffer gives the same bits). */
+    g->nadd = 0;
     while (lvl < g->L && g->depth > 0 && g->level[g->depth - 1] == lvl) {
         float *left = g->stack[--g->depth];
-        float *pair[2] = {left, b};
-        run_add(pool, pair, 2, false, g->n);
+        g->ax[g->nadd] = left;
+        g->ay[g->nadd++] = b;
         release(g, b);
         b = left;
         lvl++;
@@ -421,27 +552,162 @@ void nx__grad_acc_push(nx_grad_acc *g, nx_pool *pool, float *b) {
     } else if (g->fold_local && g->ndone > 0) {
         /* One rank: the nodes left at level L (an odd count) are summed by the left fold
          * node 0 += node 1, += node 2, ..., which can run as each node completes. */
-        float *pair[2] = {g->done[0], b};
-        run_add(pool, pair, 2, false, g->n);
+        g->ax[g->nadd] = g->done[0];
+        g->ay[g->nadd++] = b;
         release(g, b);
         g->ndone++;
     } else {
         g->done[g->ndone++] = b;
     }
     g->pushed++;
+    g->wm = g->n;
+    g->active = true;
+    g->last = g->pushed == g->c && !g->fold_local;
+    return g->last ? xchg_start(g->d, g->done, g->ndone, g->n, &g->comm_s) : NX_OK;
+}
+
+void nx__grad_acc_ready(nx_grad_acc *g, nx_pool *pool, size_t lo) {
+    if (!g->active || lo >= g->wm) return;
+    for (int i = 0; i < g->nadd; i++) {
+        float *pair[2] = {g->ax[i], g->ay[i]};
+        run_add(pool, pair, 2, false, lo, g->wm);
+    }
+    g->wm = lo;
+    if (g->last) xchg_ready(g->d, lo, &g->comm_s);
+    if (lo == 0) g->active = false;
+}
+
+nx_status nx__grad_acc_push(nx_grad_acc *g, nx_pool *pool, float *b) {
+    NX_TRY(nx__grad_acc_begin(g, b));
+    nx__grad_acc_ready(g, pool, 0);
+    return NX_OK;
 }
 
 nx_status nx__grad_acc_finish(nx_grad_acc *g, nx_pool *pool, float **result, double *comm_s) {
     *result = NULL;
-    if (g->pushed != g->c || g->depth != 0 || g->ndone != (g->c >> g->L))
+    if (g->pushed != g->c || g->active || g->depth != 0 || g->ndone != (g->c >> g->L))
         return nx__error(NX_ERR_INTERNAL, "gradient accumulator: %d of %d micro batches pushed", g->pushed, g->c);
     int nd = g->fold_local ? 1 : g->ndone;   /* folded already: one node */
     g->pushed = 0;
     g->ndone = 0;
-    NX_TRY(exchange_finish(g->d, pool, g->done, nd, g->n, comm_s));
+    *comm_s += g->comm_s;
+    g->comm_s = 0;
+    if (!g->fold_local) NX_TRY(xchg_finish(g->d, pool, !g->shard_only, comm_s));
     for (int i = 1; i < nd; i++) release(g, g->done[i]);
     *result = g->done[0];
     return NX_OK;
+}
+
+/* ---- ZeRO stage 1: the optimizer state of this rank's slice ------------------------------ */
+struct nx_zero {
+    nx_dist *d;
+    size_t n, lo, hi;
+    float *mom[2];          /* AdamW m and v of [lo, hi) */
+    double *partials;       /* gradient-norm sums of squares of every chunk */
+    long nchunks;
+};
+
+nx_status nx__zero_create(nx_dist *d, size_t n, nx_zero **out) {
+    *out = NULL;
+    nx_zero *z = nx__calloc(1, sizeof *z);
+    if (!z) return nx__error(NX_ERR_NOMEM, "optimizer shard");
+    z->d = d;
+    z->n = n;
+    nx__dist_slice(d, n, &z->lo, &z->hi);
+    z->nchunks = (long)((n + NX_NORM_CHUNK - 1) / NX_NORM_CHUNK);
+    size_t len = z->hi - z->lo;
+    for (int w = 0; w < 2; w++) {
+        z->mom[w] = nx__malloc_aligned((len ? len : 1) * sizeof(float));
+        if (z->mom[w]) memset(z->mom[w], 0, len * sizeof(float));
+    }
+    z->partials = nx__calloc((size_t)z->nchunks + 1, sizeof(double));
+    if (!z->mom[0] || !z->mom[1] || !z->partials) {
+        nx__zero_free(z);
+        return nx__error(NX_ERR_NOMEM, "optimizer shard of 2 x %zu floats", len);
+    }
+    *out = z;
+    return NX_OK;
+}
+
+void nx__zero_free(nx_zero *z) {
+    if (!z) return;
+    nx__free_aligned(z->mom[0]);
+    nx__free_aligned(z->mom[1]);
+    nx__free(z->partials);
+    nx__free(z);
+}
+
+void nx__zero_range(const nx_zero *z, size_t *lo, size_t *hi) { *lo = z->lo; *hi = z->hi; }
+float *nx__zero_moment(nx_zero *z, int which) { return z->mom[which != 0]; }
+
+nx_status nx__zero_step(nx_zero *z, nx_tmodel *m, nx_pool *pool, const nx_adamw_config *opt, double lr,
+                        float *grad_norm, double *comm_s) {
+    nx_dist *d = z->d;
+    long c0 = (long)(z->lo / NX_NORM_CHUNK), c1 = z->hi == z->n ? z->nchunks : (long)(z->hi / NX_NORM_CHUNK);
+    nx__tmodel_grad_sumsq(m, pool, c0, c1, z->partials);
+#ifdef NX_HAVE_MPI
+    if (nx_dist_size(d) > 1) {
+        /* Every rank gets every chunk's partial sum, then sums them in chunk order as
+         * nx_tmodel_adamw_step does: the norm (and the clipping) is the same bits everywhere. */
+        int *c = NULL;
+        NX_TRY(slice_counts(d, z->n, true, &c));
+        double t0 = nx_time_s();
+        wd_enter(d);
+        int e = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DOUBLE, z->partials, c, c + d->size, MPI_DOUBLE, MPI_COMM_WORLD);
+        wd_leave(d);
+        *comm_s += nx_time_s() - t0;
+        nx__free(c);
+        if (e != MPI_SUCCESS) return nx__error(NX_ERR_IO, "MPI_Allgatherv failed (%d)", e);
+    }
+#endif
+    double ss = 0.0;
+    for (long c = 0; c < z->nchunks; c++) ss += z->partials[c];
+    float norm = (float)sqrt(ss);
+    if (grad_norm) *grad_norm = norm;
+    if (!isfinite(norm))
+        return nx__error(NX_ERR_RANGE, "gradient norm is %g at step %ld: update skipped", norm, nx_tmodel_step_count(m) + 1);
+    nx__tmodel_adamw_update(m, pool, opt, lr, nx__adamw_clip_coef(opt, norm), z->lo, z->hi, z->mom[0], z->mom[1]);
+    return nx__dist_allgather_slices(d, nx__tmodel_params(m), z->n, comm_s);
+}
+
+/* Pieces in which shards travel to rank 0 for a checkpoint: a bounded staging buffer. */
+#define SAVE_PIECE (1u << 20)
+
+nx_status nx__zero_save_moment(nx_zero *z, int which, nx_slice_fn fn, void *ctx, double *comm_s) {
+    nx_dist *d = z->d;
+    const float *mine = z->mom[which != 0];
+    int N = nx_dist_size(d), r = nx_dist_rank(d);
+    if (r == 0) NX_TRY(fn(ctx, z->lo, z->hi, mine));
+    if (N == 1) return NX_OK;
+#ifdef NX_HAVE_MPI
+    /* Rank s sends its slice in pieces of SAVE_PIECE floats, which rank 0 receives in rank
+     * order into one buffer and hands to fn: it never holds more than its own shard plus
+     * 4 MiB, whatever N. */
+    float *buf = NULL;
+    if (r == 0 && !(buf = nx__malloc_aligned(SAVE_PIECE * sizeof(float))))
+        return nx__error(NX_ERR_NOMEM, "checkpoint: optimizer state staging buffer");
+    nx_status st = NX_OK;
+    double t0 = nx_time_s();
+    for (int s = 1; s < N && st == NX_OK; s++) {
+        if (r != 0 && r != s) continue;
+        size_t lo = slice_off(z->n, s, N), hi = slice_off(z->n, s + 1, N);
+        for (size_t a = lo; a < hi && st == NX_OK; a += SAVE_PIECE) {
+            int cnt = (int)NX_MIN((size_t)SAVE_PIECE, hi - a), e;
+            wd_enter(d);
+            if (r == 0) e = MPI_Recv(buf, cnt, MPI_FLOAT, s, XCHG_TAG + 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            else e = MPI_Send(mine + (a - lo), cnt, MPI_FLOAT, 0, XCHG_TAG + 1, MPI_COMM_WORLD);
+            wd_leave(d);
+            if (e != MPI_SUCCESS) st = nx__error(NX_ERR_IO, "%s failed (%d)", r == 0 ? "MPI_Recv" : "MPI_Send", e);
+            else if (r == 0) st = fn(ctx, a, a + (size_t)cnt, buf);
+        }
+    }
+    *comm_s += nx_time_s() - t0;
+    nx__free_aligned(buf);
+    return st;
+#else
+    (void)comm_s;
+    return nx__error(NX_ERR_INTERNAL, "a %d-rank group in a build without MPI", N);
+#endif
 }
 
 nx_status nx__dist_gather_losses(nx_dist *d, const float *local, int A, float *all, double *comm_s) {

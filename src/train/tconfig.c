@@ -166,7 +166,7 @@ static const char *const k_known[] = {
     "train_batch_size", "global_batch_size", "train_iters", "optimizer", "lr", "min_lr", "warmup", "warmup_iters",
     "lr_decay_style", "weight_decay", "gradient_clipping", "clip_grad", "init_method", "output_layer_init_method",
     "init_method_std", "seed", "checkpoint_factor", "extra_save_iters_log", "save", "out_dir", "eval_interval",
-    "eval_iters", "log_interval", "tokenizer", "threads", "comment"};
+    "eval_iters", "log_interval", "tokenizer", "threads", "zero_optimization", "comment"};
 
 static bool known_key(const char *k) {
     char norm[128];
@@ -186,6 +186,37 @@ static nx_status parse_init(json_t *o, const char *key, const char *name, nx_ini
     else if (!strcmp(s, "small_init")) *out = NX_INIT_SMALL;
     else if (!strcmp(s, "wang_init")) *out = NX_INIT_WANG;
     else return nx__error(NX_ERR_UNSUPPORTED, "%s: \"%s\": \"%s\" (expected normal, small_init or wang_init)", name, key, s);
+    return NX_OK;
+}
+
+/* DeepSpeed's "zero_optimization" block as GPT-NeoX configs write it: "stage" 0 or 1 and
+ * "overlap_comm" are used; the bucket and partitioning switches only tune DeepSpeed's own
+ * implementation and are accepted without effect; anything else is an error. */
+static nx_status parse_zero(json_t *root, const char *name, nx_train_config *c) {
+    json_t *z = jget(root, "zero_optimization");
+    if (!z || json_is_null(z)) return NX_OK;
+    if (!json_is_object(z)) return nx__error(NX_ERR_FORMAT, "%s: \"zero_optimization\" must be an object", name);
+    static const char *const tuning[] = {"allgather_partitions", "allgather_bucket_size", "reduce_scatter",
+                                         "reduce_bucket_size", "contiguous_gradients"};
+    const char *key;
+    json_t *val;
+    json_object_foreach(z, key, val) {
+        bool ok = !strcmp(key, "stage") || !strcmp(key, "overlap_comm") || !strcmp(key, "cpu_offload");
+        for (size_t i = 0; i < NX_ARRAY_LEN(tuning) && !ok; i++) ok = !strcmp(key, tuning[i]);
+        if (!ok) return nx__error(NX_ERR_FORMAT, "%s: unknown key \"zero_optimization.%s\" (see docs/DISTRIBUTED.md)", name, key);
+    }
+    char zname[1100];   /* errors of the block's fields name it: "FILE: zero_optimization: \"stage\" ..." */
+    snprintf(zname, sizeof zname, "%s: zero_optimization", name);
+    long stage = 0;
+    NX_TRY(get_int(z, "stage", zname, 0, 3, &stage));
+    if (stage > 1)
+        return nx__error(NX_ERR_UNSUPPORTED, "%s: zero_optimization.stage %ld: only stages 0 and 1 (sharded optimizer "
+                                             "state) are implemented", name, stage);
+    bool offload = false;
+    NX_TRY(get_bool(z, "cpu_offload", zname, &offload));
+    if (offload) return nx__error(NX_ERR_UNSUPPORTED, "%s: zero_optimization.cpu_offload: training runs on the CPU already", name);
+    NX_TRY(get_bool(z, "overlap_comm", zname, &c->overlap_comm));
+    c->zero_stage = (int)stage;
     return NX_OK;
 }
 
@@ -297,6 +328,7 @@ static nx_status parse_train(json_t *root, const char *name, const char *base_di
     NX_TRY(get_int(root, "log_interval", name, 1, 1L << 30, &logi));
     NX_TRY(get_int(root, "threads", name, 0, 1024, &th));
     c->eval_interval = evi; c->eval_iters = evn; c->log_interval = logi; c->threads = (int)th;
+    NX_TRY(parse_zero(root, name, c));
 
     const char *out = NULL, *tok = NULL;
     NX_TRY(get_str(root, "save", name, &out));

@@ -24,7 +24,7 @@
 #include <immintrin.h>
 #endif
 
-#define NORM_CHUNK 16384 /* elements per partial sum of the gradient norm */
+#define NORM_CHUNK NX_NORM_CHUNK /* elements per partial sum of the gradient norm */
 #define LOGIT_ROWS 256   /* rows of the LM head processed at once (bounds the logits buffer) */
 
 enum { W_LN1W, W_LN1B, W_LN2W, W_LN2B, W_QKVW, W_QKVB, W_DW, W_DB, W_FC1W, W_FC1B, W_FC2W, W_FC2B, W_NLAYER };
@@ -51,6 +51,8 @@ struct nx_tmodel {
     long t_emb, t_lnfw, t_lnfb, t_out;
     float *params, *grads, *adam_m, *adam_v, *wt;
     double *partials;        /* per-chunk gradient sums of squares */
+    nx_grad_ready_fn grad_ready; /* optional: told as backward finishes parameter ranges */
+    void *grad_ready_ctx;
     bool wt_valid, use_ref;
     long step;
     /* activations */
@@ -190,17 +192,15 @@ nx_status nx_tmodel_create(const nx_model_config *cfg, int B, int T, nx_tmodel *
     size_t bytes = off * sizeof(float);
     m->params = nx__malloc_aligned(bytes);
     m->grads = nx__malloc_aligned(bytes);
-    m->adam_m = nx__malloc_aligned(bytes);
-    m->adam_v = nx__malloc_aligned(bytes);
     m->wt = nx__malloc_aligned(bytes);
     m->acts = nx__calloc((size_t)L, sizeof *m->acts);
     m->partials = nx__calloc((off + NORM_CHUNK - 1) / NORM_CHUNK, sizeof(double));
-    if (!m->partials || !m->params || !m->grads || !m->adam_m || !m->adam_v || !m->wt || !m->acts) {
+    if (!m->partials || !m->params || !m->grads || !m->wt || !m->acts) {
         nx_tmodel_free(m);
         return nx__error(NX_ERR_NOMEM, "training model: %zu parameters", off);
     }
     memset(m->params, 0, bytes); memset(m->grads, 0, bytes);
-    memset(m->adam_m, 0, bytes); memset(m->adam_v, 0, bytes); memset(m->wt, 0, bytes);
+    memset(m->wt, 0, bytes);
 
     /* Activation arena: sized in a first pass with a NULL cursor, carved in a second. */
     size_t BT = (size_t)B * T, att = (size_t)B * NH * T * T, rows = NX_MIN(BT, (size_t)LOGIT_ROWS);
@@ -280,8 +280,21 @@ const nx_model_config *nx_tmodel_config(const nx_tmodel *m) { return &m->cfg; }
 void nx_tmodel_use_reference(nx_tmodel *m, bool on) { m->use_ref = on; }
 long nx_tmodel_step_count(const nx_tmodel *m) { return m->step; }
 float *nx__tmodel_params(nx_tmodel *m) { m->wt_valid = false; return m->params; }
-float *nx__tmodel_adam_m(nx_tmodel *m) { return m->adam_m; }
-float *nx__tmodel_adam_v(nx_tmodel *m) { return m->adam_v; }
+/* The moments are created on first use: a run whose optimizer state is sharded across
+ * processes (ZeRO stage 1, dist.h) keeps its shard outside the model and never needs them. */
+static bool ensure_moments(nx_tmodel *m) {
+    if (m->adam_m && m->adam_v) return true;
+    size_t bytes = m->nparams * sizeof(float);
+    if (!m->adam_m && (m->adam_m = nx__malloc_aligned(bytes)) != NULL) memset(m->adam_m, 0, bytes);
+    if (!m->adam_v && (m->adam_v = nx__malloc_aligned(bytes)) != NULL) memset(m->adam_v, 0, bytes);
+    if (m->adam_m && m->adam_v) return true;
+    nx__error(NX_ERR_NOMEM, "AdamW moments: 2 x %zu floats", m->nparams);
+    return false;
+}
+float *nx__tmodel_adam_m(nx_tmodel *m) { return ensure_moments(m) ? m->adam_m : NULL; }
+float *nx__tmodel_adam_v(nx_tmodel *m) { return ensure_moments(m) ? m->adam_v : NULL; }
+void nx__tmodel_set_grad_hook(nx_tmodel *m, nx_grad_ready_fn fn, void *ctx) { m->grad_ready = fn; m->grad_ready_ctx = ctx; }
+static void grad_ready(nx_tmodel *m, size_t lo) { if (m->grad_ready) m->grad_ready(m->grad_ready_ctx, lo); }
 void nx__tmodel_set_step_count(nx_tmodel *m, long t) { m->step = t; }
 void nx__tmodel_weights_changed(nx_tmodel *m) { m->wt_valid = false; }
 float *nx__tmodel_swap_grads(nx_tmodel *m, float *g) { float *old = m->grads; m->grads = g; return old; }
@@ -886,6 +899,9 @@ nx_status nx_tmodel_forward_backward(nx_tmodel *m, nx_pool *pool, const int32_t 
     memset(m->dres, 0, (size_t)BT * C * sizeof(float));
     layernorm_bwd(pool, m->dres, G(m, m->t_lnfw), G(m, m->t_lnfb), m->dln_a, m->xfinal, m->meanf, m->rstdf,
                   W(m, m->t_lnfw), BT, C);
+    /* The flat layout is embed_in, layers 0..L-1, final LN, embed_out: backward completes it
+     * from the end, so "everything from offset lo on is final" describes its progress. */
+    grad_ready(m, m->offset[m->t_lnfw]);
     for (int l = m->L - 1; l >= 0; l--) {
         layer_acts *a = &m->acts[l];
         long *w = m->lay[l];
@@ -919,24 +935,27 @@ nx_status nx_tmodel_forward_backward(nx_tmodel *m, nx_pool *pool, const int32_t 
                           W(m, w[W_LN2W]), BT, C);
         layernorm_bwd(pool, m->dres, G(m, w[W_LN1W]), G(m, w[W_LN1B]), m->dln_a, a->x, a->mean1, a->rstd1,
                       W(m, w[W_LN1W]), BT, C);
+        grad_ready(m, m->offset[w[W_LN1W]]);
     }
     emb_job ej = {m, tokens, m->dres};
     prun(pool, emb_bwd_worker, &ej, (long)m->B * m->T * m->C);
+    grad_ready(m, 0);
     return NX_OK;
 }
 
 /* ---- optimizer -------------------------------------------------------------------------- */
 typedef struct {
-    nx_tmodel *m; double *partials; long nchunks;
+    nx_tmodel *m; double *partials; long c0, c1;
     const nx_adamw_config *opt; double lr; float clip_coef; double bc1, bc2_sqrt;
+    size_t lo, hi; float *am, *av;   /* the updated range; moments of element i at am[i - lo] */
 } opt_job;
 
 /* Sum of squares over fixed chunks of the flat gradient (chunking independent of threads). */
 static void sumsq_worker(int ith, int nth, void *arg) {
     opt_job *j = arg;
     long c0, c1;
-    split(j->nchunks, ith, nth, &c0, &c1);
-    for (long c = c0; c < c1; c++) {
+    split(j->c1 - j->c0, ith, nth, &c0, &c1);
+    for (long c = j->c0 + c0; c < j->c0 + c1; c++) {
         size_t s = (size_t)c * NORM_CHUNK, e = NX_MIN(s + NORM_CHUNK, j->m->nparams);
         double acc = 0.0;
         for (size_t i = s; i < e; i++) acc += (double)j->m->grads[i] * j->m->grads[i];
@@ -949,7 +968,11 @@ static void adamw_worker(int ith, int nth, void *arg) {
     nx_tmodel *m = j->m;
     const nx_adamw_config *o = j->opt;
     long s0, s1;
-    split((long)m->nparams, ith, nth, &s0, &s1);
+    split((long)(j->hi - j->lo), ith, nth, &s0, &s1);
+    s0 += (long)j->lo;
+    s1 += (long)j->lo;
+    float *am = j->am, *av = j->av;   /* element i's moments at [i - lo] */
+    long lo = (long)j->lo;
     /* Scalars are formed in double and rounded once, as torch does with Python floats. */
     float one_m_b1 = (float)(1.0 - o->beta1), b2 = (float)o->beta2, one_m_b2 = (float)(1.0 - o->beta2);
     float step_size = (float)(j->lr / j->bc1), bc2s = (float)j->bc2_sqrt, eps = (float)o->eps;
@@ -964,35 +987,49 @@ static void adamw_worker(int ith, int nth, void *arg) {
             float g = m->grads[i] * j->clip_coef;
             float p = m->params[i] * decay_mul;
             /* torch: exp_avg.lerp_(grad, 1 - beta1) = m + (1 - beta1) * (g - m) */
-            float mm = m->adam_m[i] + one_m_b1 * (g - m->adam_m[i]);
-            float vv = m->adam_v[i] * b2 + one_m_b2 * g * g;
+            float mm = am[i - lo] + one_m_b1 * (g - am[i - lo]);
+            float vv = av[i - lo] * b2 + one_m_b2 * g * g;
             float denom = sqrtf(vv) / bc2s + eps;
-            m->adam_m[i] = mm;
-            m->adam_v[i] = vv;
+            am[i - lo] = mm;
+            av[i - lo] = vv;
             m->params[i] = p - step_size * (mm / denom);
         }
     }
 }
 
+void nx__tmodel_grad_sumsq(nx_tmodel *m, nx_pool *pool, long c0, long c1, double *partials) {
+    opt_job j = {.m = m, .partials = partials, .c0 = c0, .c1 = c1};
+    prun(pool, sumsq_worker, &j, (long)NX_MIN((size_t)(c1 - c0) * NORM_CHUNK, m->nparams) * 2);
+}
+
+float nx__adamw_clip_coef(const nx_adamw_config *opt, float norm) {
+    if (opt->clip_grad > 0.0f) {
+        float coef = (float)(opt->clip_grad / ((double)norm + 1e-6));
+        if (coef < 1.0f) return coef;
+    }
+    return 1.0f;
+}
+
+void nx__tmodel_adamw_update(nx_tmodel *m, nx_pool *pool, const nx_adamw_config *opt, double lr, float clip_coef,
+                             size_t lo, size_t hi, float *am, float *av) {
+    m->step++;
+    opt_job j = {.m = m, .opt = opt, .lr = lr, .clip_coef = clip_coef, .lo = lo, .hi = hi, .am = am, .av = av};
+    j.bc1 = 1.0 - pow((double)opt->beta1, (double)m->step);
+    j.bc2_sqrt = sqrt(1.0 - pow((double)opt->beta2, (double)m->step));
+    prun(pool, adamw_worker, &j, (long)(hi - lo) * 15);
+    m->wt_valid = false;
+}
+
 nx_status nx_tmodel_adamw_step(nx_tmodel *m, nx_pool *pool, const nx_adamw_config *opt, double lr, float *grad_norm) {
+    if (!ensure_moments(m)) return NX_ERR_NOMEM;
     long nchunks = (long)((m->nparams + NORM_CHUNK - 1) / NORM_CHUNK);
-    opt_job j = {.m = m, .partials = m->partials, .nchunks = nchunks, .opt = opt, .lr = lr};
-    prun(pool, sumsq_worker, &j, (long)m->nparams * 2);
+    nx__tmodel_grad_sumsq(m, pool, 0, nchunks, m->partials);
     double ss = 0.0;
-    for (long c = 0; c < nchunks; c++) ss += j.partials[c];
+    for (long c = 0; c < nchunks; c++) ss += m->partials[c];
     float norm = (float)sqrt(ss);
     if (grad_norm) *grad_norm = norm;
     if (!isfinite(norm)) return nx__error(NX_ERR_RANGE, "gradient norm is %g at step %ld: update skipped", norm, m->step + 1);
-    j.clip_coef = 1.0f;
-    if (opt->clip_grad > 0.0f) {
-        float coef = (float)(opt->clip_grad / ((double)norm + 1e-6));
-        if (coef < 1.0f) j.clip_coef = coef;
-    }
-    m->step++;
-    j.bc1 = 1.0 - pow((double)opt->beta1, (double)m->step);
-    j.bc2_sqrt = sqrt(1.0 - pow((double)opt->beta2, (double)m->step));
-    prun(pool, adamw_worker, &j, (long)m->nparams * 15);
-    m->wt_valid = false;
+    nx__tmodel_adamw_update(m, pool, opt, lr, nx__adamw_clip_coef(opt, norm), 0, m->nparams, m->adam_m, m->adam_v);
     return NX_OK;
 }
 

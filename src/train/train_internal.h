@@ -45,6 +45,8 @@ size_t nx__tmodel_flat_size(const nx_tmodel *m);
 /* Offset in floats of tensor i inside the flat buffers. */
 size_t nx__tmodel_offset(const nx_tmodel *m, size_t i);
 float *nx__tmodel_params(nx_tmodel *m);
+/* The model's full AdamW moments, created (zeroed) on first use; NULL with the error
+ * recorded on OOM. A ZeRO run keeps its shard of them outside the model instead. */
 float *nx__tmodel_adam_m(nx_tmodel *m);
 float *nx__tmodel_adam_v(nx_tmodel *m);
 void nx__tmodel_set_step_count(nx_tmodel *m, long t);
@@ -56,6 +58,28 @@ void nx__tmodel_weights_changed(nx_tmodel *m);
  * keeps ownership of g and must swap the model's own buffer back before nx_tmodel_free.
  * Lets the trainer give each micro batch its own gradient buffer (dist.h). */
 float *nx__tmodel_swap_grads(nx_tmodel *m, float *g);
+
+/* ---- optimizer in pieces (sharded optimizer state, dist.h) ----------------------- */
+/* The gradient norm is sqrt of the serial sum, in chunk order, of double sums of squares
+ * over fixed chunks of NX_NORM_CHUNK floats of the flat gradient; any split of the chunks
+ * over threads or processes gives the same bits. */
+#define NX_NORM_CHUNK 16384
+/* partials[c] = sum of squares of gradient chunk c, for c in [c0, c1). */
+void nx__tmodel_grad_sumsq(nx_tmodel *m, nx_pool *pool, long c0, long c1, double *partials);
+/* The factor nx_tmodel_adamw_step scales gradients by for a given norm (1 = no clipping). */
+float nx__adamw_clip_coef(const nx_adamw_config *opt, float norm);
+/* One AdamW step (step count + 1) of params[lo, hi) only, from the current gradient times
+ * clip_coef, with the moments of flat element i at am[i - lo], av[i - lo] (caller-owned).
+ * nx_tmodel_adamw_step is the norm plus this over [0, flat size) with the model's moments. */
+void nx__tmodel_adamw_update(nx_tmodel *m, nx_pool *pool, const nx_adamw_config *opt, double lr, float clip_coef,
+                             size_t lo, size_t hi, float *am, float *av);
+
+/* Called from nx_tmodel_forward_backward each time the gradients of every flat position
+ * >= lo are complete for this pass (lo decreases: the final LayerNorm and output head, each
+ * layer from the last, then 0 after the embedding). Lets the gradient exchange start during
+ * the backward pass. fn = NULL removes the hook; ctx is borrowed. */
+typedef void (*nx_grad_ready_fn)(void *ctx, size_t lo);
+void nx__tmodel_set_grad_hook(nx_tmodel *m, nx_grad_ready_fn fn, void *ctx);
 
 /* ---- config ------------------------------------------------------------------ */
 /* Parses HF config.json text of a gpt_neox model (all rotary spellings accepted). */

@@ -74,6 +74,7 @@ struct nx_trainer {
     float *own_grads;        /* the model's own gradient buffer, given back at free */
     float *mloss;            /* this rank's micro-batch losses, then all A of them */
     double comm_s;           /* communication time of the last step */
+    nx_zero *zero;           /* ZeRO stage 1: this rank's AdamW state; NULL = the model's own */
 };
 
 /* ---- data ------------------------------------------------------------------------------ */
@@ -279,6 +280,30 @@ static void hw_write(hwriter *w, const void *p, size_t n) {
     w->st = nx__atomic_write(&w->af, p, n);
 }
 
+/* Writes the moments of flat elements [lo, hi) (v[i - lo]) in the file's layout: each
+ * tensor's numel floats in tensor order, padding left out. Called with increasing ranges,
+ * so the bytes come in file order; a tensor cut by a range boundary is written in two
+ * pieces, which hash the same (the cut is a multiple of 16 floats from the tensor start
+ * and nx__fnv1a works in 8-byte words). */
+typedef struct { nx_tmodel *m; hwriter *w; } moment_writer;
+static nx_status write_moment_range(void *ctx, size_t lo, size_t hi, const float *v) {
+    moment_writer *mw = ctx;
+    for (size_t i = 0; i < nx_tmodel_num_tensors(mw->m); i++) {
+        size_t off = nx__tmodel_offset(mw->m, i), a = NX_MAX(off, lo);
+        size_t b = NX_MIN(off + nx_tmodel_tensor(mw->m, i)->numel, hi);
+        if (a < b) hw_write(mw->w, v + (a - lo), (b - a) * sizeof(float));
+    }
+    return mw->w->st;
+}
+
+/* A rank other than 0 when rank 0 saves a checkpoint: sends its optimizer shard (ZeRO). */
+static nx_status help_save(nx_trainer *t) {
+    double comm = 0;
+    for (int which = 0; which < 2 && t->zero && t->nranks > 1; which++)
+        NX_TRY(nx__zero_save_moment(t->zero, which, NULL, NULL, &comm));
+    return NX_OK;
+}
+
 static nx_status write_state(nx_trainer *t, const char *path) {
     nx_tmodel *m = t->model;
     state_header h;
@@ -296,10 +321,15 @@ static nx_status write_state(nx_trainer *t, const char *path) {
     w.st = nx__atomic_open(&w.af, path);
     if (w.st != NX_OK) return w.st;
     hw_write(&w, &h, sizeof h);
+    /* With ZeRO the moments come from every rank's shard (a collective: the other ranks
+     * take part through help_save). */
+    moment_writer mw = {m, &w};
     for (int which = 0; which < 2; which++) {
-        float *buf = which ? nx__tmodel_adam_v(m) : nx__tmodel_adam_m(m);
-        for (size_t i = 0; i < nx_tmodel_num_tensors(m); i++)
-            hw_write(&w, buf + nx__tmodel_offset(m, i), nx_tmodel_tensor(m, i)->numel * sizeof(float));
+        double comm = 0;
+        float *buf = t->zero ? NULL : which ? nx__tmodel_adam_v(m) : nx__tmodel_adam_m(m);
+        nx_status st = t->zero ? nx__zero_save_moment(t->zero, which, write_moment_range, &mw, &comm)
+                     : buf ? write_moment_range(&mw, 0, nx__tmodel_flat_size(m), buf) : NX_ERR_NOMEM;
+        if (st != NX_OK && w.st == NX_OK) w.st = st;
     }
     uint64_t tail = w.h;
     hw_write(&w, &tail, sizeof tail);
@@ -542,13 +572,19 @@ static nx_status load_checkpoint(nx_trainer *t) {
         st = nx__error(NX_ERR_FORMAT, "%s: weights do not match the hash recorded in %s (corrupt checkpoint)", mp, sp);
         goto done;
     }
+    /* The moments of flat elements [lo, hi) go to buf[i - lo]: everything, or with ZeRO
+     * this rank's shard (any N reads any checkpoint). */
     const uint8_t *p = mf.data + sizeof h;
     for (int which = 0; which < 2; which++) {
-        float *buf = which ? nx__tmodel_adam_v(m) : nx__tmodel_adam_m(m);
+        size_t lo = 0, hi = nx__tmodel_flat_size(m);
+        float *buf = t->zero ? nx__zero_moment(t->zero, which) : which ? nx__tmodel_adam_v(m) : nx__tmodel_adam_m(m);
+        if (!buf) { st = NX_ERR_NOMEM; goto done; }
+        if (t->zero) nx__zero_range(t->zero, &lo, &hi);
         for (size_t i = 0; i < nx_tmodel_num_tensors(m); i++) {
-            size_t nb = nx_tmodel_tensor(m, i)->numel * sizeof(float);
-            memcpy(buf + nx__tmodel_offset(m, i), p, nb);
-            p += nb;
+            size_t off = nx__tmodel_offset(m, i), ne = nx_tmodel_tensor(m, i)->numel;
+            size_t a = NX_MAX(off, lo), b = NX_MIN(off + ne, hi);
+            if (a < b) memcpy(buf + (a - lo), p + (a - off) * sizeof(float), (b - a) * sizeof(float));
+            p += ne * sizeof(float);
         }
     }
     nx__tmodel_set_step_count(m, (long)h.iter);
@@ -623,6 +659,7 @@ void nx_trainer_free(nx_trainer *t) {
     if (!t) return;
     if (t->own_grads) nx__tmodel_swap_grads(t->model, t->own_grads);
     nx__grad_acc_free(t->acc);
+    nx__zero_free(t->zero);
     nx__free(t->mloss);
     for (int i = 0; i < NX_TRAIN_MAX_DATA; i++) { close_dataset(&t->train[i]); close_dataset(&t->valid[i]); }
     nx_tmodel_free(t->model);
@@ -640,18 +677,24 @@ nx_status nx_trainer_create(const nx_train_config *cfg, bool resume, nx_trainer 
     return nx_trainer_create_dist(cfg, resume, NULL, out);
 }
 
-/* With a group, every rank runs this; the ranks agree on the outcome twice (after the
- * checks that every rank makes, before rank 0 writes anything; and at the end), so that
- * one failing rank never leaves the others waiting, and no rank sees rank 0's first
- * checkpoint as "existing checkpoints". */
+/* The model's backward pass finished the gradients of [lo, end): the tree additions and the
+ * exchange of those slices can start (overlap_comm). */
+static void on_grad_ready(void *ctx, size_t lo) {
+    nx_trainer *t = ctx;
+    nx__grad_acc_ready(t->acc, t->pool, lo);
+}
+
+/* With a group, every rank runs this; the ranks agree on the outcome (after the checks
+ * that every rank makes, before rank 0 writes anything; before the first checkpoint, which
+ * with ZeRO is a collective; and at the end), so that one failing rank never leaves the
+ * others waiting, and no rank sees rank 0's first checkpoint as "existing checkpoints". */
 nx_status nx_trainer_create_dist(const nx_train_config *cfg, bool resume, nx_dist *dist, nx_trainer **out) {
     *out = NULL;
     int agreed = 0;
     nx_trainer *t = nx__calloc(1, sizeof *t);
     if (!t) {
         nx_status e = nx__error(NX_ERR_NOMEM, "trainer");
-        nx__dist_agree(dist, e);
-        nx__dist_agree(dist, e);
+        for (int i = 0; i < 3; i++) nx__dist_agree(dist, e);
         return e;
     }
     t->cfg = *cfg;
@@ -704,6 +747,13 @@ nx_status nx_trainer_create_dist(const nx_train_config *cfg, bool resume, nx_dis
     nx__tmodel_swap_grads(t->model, t->own_grads);
     if ((st = nx__grad_acc_create(dist, cfg->grad_accum, nx__tmodel_flat_size(t->model), t->own_grads, &t->acc)) != NX_OK)
         goto fail;
+    if (cfg->zero_stage < 0 || cfg->zero_stage > 1)
+        FAIL(nx__error(NX_ERR_UNSUPPORTED, "ZeRO stage %d: only 0 and 1 are implemented", cfg->zero_stage));
+    if (cfg->zero_stage == 1) {
+        if ((st = nx__zero_create(dist, nx__tmodel_flat_size(t->model), &t->zero)) != NX_OK) goto fail;
+        nx__grad_acc_shard_only(t->acc, true);
+    }
+    if (cfg->overlap_comm && t->nranks > 1) nx__tmodel_set_grad_hook(t->model, on_grad_ready, t);
     char *latest = nx__path_join(cfg->out_dir, "latest");
     char *mpath = nx__path_join(cfg->out_dir, "metrics.jsonl");
     if (!latest || !mpath) { nx__free(latest); nx__free(mpath); FAIL(nx__error(NX_ERR_NOMEM, "trainer")); }
@@ -729,14 +779,17 @@ nx_status nx_trainer_create_dist(const nx_train_config *cfg, bool resume, nx_dis
         if (!t->metrics) st = nx__error(NX_ERR_IO, "%s: cannot open for appending", mpath);
     }
     nx__free(mpath);
-    if (st == NX_OK && writer && !resume && nx_train_checkpoint_due(cfg, 0)) st = save_checkpoint(t);
+    /* Saving may be a collective (ZeRO): all ranks go into it, or none. */
     agreed = 2;
+    st = nx__dist_agree(dist, st);
+    if (st == NX_OK && !resume && nx_train_checkpoint_due(cfg, 0)) st = writer ? save_checkpoint(t) : help_save(t);
+    agreed = 3;
     if ((st = nx__dist_agree(dist, st)) != NX_OK) goto fail;
     *out = t;
     return NX_OK;
 fail:
-    /* Every rank takes part in both agreements, whichever path it failed on. */
-    for (; agreed < 2; agreed++) nx__dist_agree(dist, st);
+    /* Every rank takes part in all three agreements, whichever path it failed on. */
+    for (; agreed < 3; agreed++) nx__dist_agree(dist, st);
     nx_trainer_free(t);
     return st;
 #undef FAIL
@@ -768,8 +821,11 @@ nx_status nx_trainer_step(nx_trainer *t, nx_train_metrics *out) {
         if (!buf) return NX_ERR_NOMEM;   /* message recorded by nx__grad_acc_next */
         nx__tmodel_swap_grads(t->model, buf);
         nx_tmodel_zero_grad(t->model);
+        /* With overlap_comm the model's hook (on_grad_ready) runs the additions and sends
+         * during the backward pass; the last call completes whatever is left. */
+        NX_TRY(nx__grad_acc_begin(t->acc, buf));
         NX_TRY(nx_tmodel_forward_backward(t->model, t->pool, t->tok, t->tgt, inv, &t->mloss[k - t->rank * c]));
-        nx__grad_acc_push(t->acc, t->pool, buf);
+        nx__grad_acc_ready(t->acc, t->pool, 0);
     }
     float *gsum = NULL;
     NX_TRY(nx__grad_acc_finish(t->acc, t->pool, &gsum, &t->comm_s));
@@ -778,7 +834,8 @@ nx_status nx_trainer_step(nx_trainer *t, nx_train_metrics *out) {
     NX_TRY(nx__dist_gather_losses(t->dist, t->mloss, A, all, &t->comm_s));
     for (int k = 0; k < A; k++) tot += all[k];
     float gn = 0.0f;
-    NX_TRY(nx_tmodel_adamw_step(t->model, t->pool, &t->cfg.adamw, lr, &gn));
+    if (t->zero) NX_TRY(nx__zero_step(t->zero, t->model, t->pool, &t->cfg.adamw, lr, &gn, &t->comm_s));
+    else NX_TRY(nx_tmodel_adamw_step(t->model, t->pool, &t->cfg.adamw, lr, &gn));
     t->iter = it;
     double dt = nx_time_s() - t0;
     out->step = it;
@@ -786,8 +843,9 @@ nx_status nx_trainer_step(nx_trainer *t, nx_train_metrics *out) {
     out->lr = (float)lr;
     out->grad_norm = gn;
     out->tokens_per_s = (double)t->cfg.global_batch * t->cfg.seq_length / (dt > 0 ? dt : 1e-9);
-    /* Only rank 0 reports and writes; the others go on to the next step. */
-    if (t->rank != 0) return NX_OK;
+    /* Only rank 0 reports and writes; the others go on to the next step (after sending
+     * their optimizer shard for a checkpoint, with ZeRO). */
+    if (t->rank != 0) return nx_train_checkpoint_due(&t->cfg, it) ? help_save(t) : NX_OK;
     if (t->cfg.eval_interval > 0 && (it % t->cfg.eval_interval == 0 || it == t->cfg.train_iters)) {
         NX_TRY(evaluate(t, &out->val_loss));
         out->has_val = true;
