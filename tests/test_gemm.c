@@ -120,12 +120,56 @@ static void test_gemm_packers(void) {
             free(Wq);
         }
         int m = vt->mr - 1, kk = 37;
-        vt->pack_a(Ap, W, IN, m, 5, kk);
+        vt->pack_a(Ap, W, IN, 1, m, 5, kk);
         for (int k = 0; k < kk; k++)
             for (int i = 0; i < vt->mr; i++)
                 CHECK_MSG(Ap[(size_t)k * vt->mr + i] == (i < m ? W[(size_t)i * IN + 5 + k] : 0.0f), "%s pack_a", vt->name);
         free(W); free(Wd); nx__free_aligned(Bp); nx__free_aligned(Ap);
     }
+}
+
+/* The general form used by training: k-major fp32 B, A read transposed (sam = 1), few output
+ * strips (the row tiles are split too), accumulation onto C; against a double-precision loop,
+ * 1 vs 2 threads and every variant vs the scalar one bit for bit. */
+static void test_gemm_general(void) {
+    const int shapes[][3] = {{200, 40, 150}, {33, 130, 64}, {97, 7, 300}};
+    nx_pool *p2 = nx_pool_create(2);
+    CHECK(p2);
+    for (size_t s = 0; s < NX_ARRAY_LEN(shapes); s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *A = malloc(sizeof(float) * K * M), *B = malloc(sizeof(float) * K * (N + 3)), *C0 = malloc(sizeof(float) * M * N);
+        float *C = malloc(sizeof(float) * M * N), *Cs = malloc(sizeof(float) * M * N), *C2 = malloc(sizeof(float) * M * N);
+        for (int i = 0; i < K * M; i++) A[i] = frand();
+        for (int i = 0; i < K * (N + 3); i++) B[i] = frand();
+        for (int i = 0; i < M * N; i++) C0[i] = frand();
+        /* A(i,k) = A[k·M + i]; B(k,j) = B[k·(N+3) + j]; C += A·B */
+        nx_gemm_args a = {.M = M, .N = N, .K = K, .A = A, .sam = 1, .sak = M, .B = B, .ldb = N + 3, .ldc = N, .accumulate = 1};
+        memcpy(Cs, C0, sizeof(float) * M * N);
+        a.C = Cs;
+        nx__gemm(&nx__gemm_ref_vt, NULL, &a);
+        double maxd = 0;
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double r = C0[i * N + j];
+                for (int k = 0; k < K; k++) r += (double)A[(size_t)k * M + i] * B[(size_t)k * (N + 3) + j];
+                maxd = fmax(maxd, fabs(r - Cs[i * N + j]));
+            }
+        CHECK_MSG(maxd <= 1e-5 * sqrt((double)K) + 1e-6, "general M=%d N=%d K=%d: max diff %g", M, N, K, maxd);
+        for (size_t v = 1; v < NX_ARRAY_LEN(k_variants); v++) {
+            const nx_gemm_vt *vt = nx__gemm_variant(k_variants[v]);
+            if (!vt) continue;
+            memcpy(C, C0, sizeof(float) * M * N);
+            memcpy(C2, C0, sizeof(float) * M * N);
+            a.C = C;
+            nx__gemm(vt, NULL, &a);
+            a.C = C2;
+            nx__gemm(vt, p2, &a);
+            CHECK_MSG(memcmp(C, Cs, sizeof(float) * M * N) == 0, "%s general M=%d N=%d K=%d differs from scalar", vt->name, M, N, K);
+            CHECK_MSG(memcmp(C, C2, sizeof(float) * M * N) == 0, "%s general M=%d N=%d K=%d: 1 vs 2 threads", vt->name, M, N, K);
+        }
+        free(A); free(B); free(C0); free(C); free(Cs); free(C2);
+    }
+    nx_pool_free(p2);
 }
 
 /* The matmul driver sends block weights with more than NX_QDOT_MAX_T tokens to the GEMM. */
@@ -146,6 +190,7 @@ static void test_matmul_w_dispatch(void) {
 int main(void) {
     TEST_RUN(test_gemm_types_variants);
     TEST_RUN(test_gemm_packers);
+    TEST_RUN(test_gemm_general);
     TEST_RUN(test_matmul_w_dispatch);
     TEST_END();
 }

@@ -29,9 +29,9 @@
 
 /* ---- scalar variant (the oracle) --------------------------------------------------------- */
 
-void nx__gemm_pack_a_generic(float *Ap, int mr, const float *x, long ldx, int m, int k0, int kc) {
+void nx__gemm_pack_a_generic(float *Ap, int mr, const float *A, long sam, long sak, int m, int k0, int kc) {
     for (int k = 0; k < kc; k++)
-        for (int i = 0; i < mr; i++) Ap[(size_t)k * mr + i] = i < m ? x[(long)i * ldx + k0 + k] : 0.0f;
+        for (int i = 0; i < mr; i++) Ap[(size_t)k * mr + i] = i < m ? A[(long)i * sam + (long)(k0 + k) * sak] : 0.0f;
 }
 
 void nx__gemm_pack_b_generic(float *Bp, int nr, nx_dtype t, const void *W, size_t rb, int n, int k0, int kc) {
@@ -56,8 +56,8 @@ static void tile_ref(const float *Ap, const float *Bp, int kc, float *C, long ld
         }
 }
 
-static void pack_a_ref(float *Ap, const float *x, long ldx, int m, int k0, int kc) {
-    nx__gemm_pack_a_generic(Ap, REF_MR, x, ldx, m, k0, kc);
+static void pack_a_ref(float *Ap, const float *A, long sam, long sak, int m, int k0, int kc) {
+    nx__gemm_pack_a_generic(Ap, REF_MR, A, sam, sak, m, k0, kc);
 }
 
 static void pack_b_ref(float *Bp, nx_dtype t, const void *W, size_t rb, int n, int k0, int kc) {
@@ -106,81 +106,123 @@ static void scratch_give(void *p) {
 
 /* ---- driver ------------------------------------------------------------------------------ */
 
+/* Bp[k][r] = B[(k0 + k)·ldb + r] for r < n, zero up to nr: the k-major fp32 source of the
+ * training products (already in panel order, so packing is a copy). */
+static void pack_b_kmajor(float *Bp, int nr, const float *B, long ldb, int n, int k0, int kc) {
+    for (int k = 0; k < kc; k++) {
+        float *d = Bp + (size_t)k * nr;
+        memcpy(d, B + (long)(k0 + k) * ldb, (size_t)n * sizeof(float));
+        for (int r = n; r < nr; r++) d[r] = 0.0f;
+    }
+}
+
 typedef struct {
     const nx_gemm_vt *vt;
-    float *y;
-    const float *x, *b;
-    const nx_wmat *W;
-    float *Ap;   /* packed x: tile i at Ap + i·IN·mr, [IN][mr]; NULL = pack on the fly */
-    int T, IN, OUT;
+    const nx_gemm_args *a;
+    float *Ap;   /* packed A: tile i at Ap + i·K·mr, [K][mr]; NULL = pack on the fly */
+    int strips, tiles, groups;
 } gemm_job;
 
-static void pack_x_worker(int ith, int nth, void *arg) {
+static void pack_a_worker(int ith, int nth, void *arg) {
     const gemm_job *j = arg;
-    int mr = j->vt->mr, tiles = (j->T + mr - 1) / mr;
-    for (int ti = tiles * ith / nth; ti < tiles * (ith + 1) / nth; ti++) {
-        int t0 = ti * mr, m = NX_MIN(mr, j->T - t0);
-        float *dst = j->Ap + (size_t)ti * j->IN * mr;
-        for (int k0 = 0; k0 < j->IN; k0 += NX_GEMM_KC)
-            j->vt->pack_a(dst + (size_t)k0 * mr, j->x + (size_t)t0 * j->IN, j->IN, m, k0, NX_MIN(NX_GEMM_KC, j->IN - k0));
+    const nx_gemm_args *a = j->a;
+    int mr = j->vt->mr;
+    for (int ti = j->tiles * ith / nth; ti < j->tiles * (ith + 1) / nth; ti++) {
+        int i0 = ti * mr, m = NX_MIN(mr, a->M - i0);
+        float *dst = j->Ap + (size_t)ti * a->K * mr;
+        for (int k0 = 0; k0 < a->K; k0 += NX_GEMM_KC)
+            j->vt->pack_a(dst + (size_t)k0 * mr, a->A + (long)i0 * a->sam, a->sam, a->sak, m, k0,
+                          NX_MIN(NX_GEMM_KC, a->K - k0));
     }
+}
+
+/* Where the source of micro-panel (strip s, K block k0) lies: `rows` runs of `lines` cache
+ * lines, `stride` bytes apart (weight rows for typed W, k rows for a k-major B). */
+static const uint8_t *panel_source(const gemm_job *j, int s, int k0, size_t *stride, size_t *rows, size_t *lines) {
+    const nx_gemm_args *a = j->a;
+    int nr = j->vt->nr, n = NX_MIN(nr, a->N - s * nr), kc = NX_MIN(NX_GEMM_KC, a->K - k0);
+    if (a->W) {
+        *stride = nx__row_bytes(a->wtype, a->K);
+        *rows = (size_t)n;
+        *lines = (nx__row_bytes(a->wtype, kc) + 63) / 64;
+        return (const uint8_t *)a->W + (size_t)s * nr * *stride + nx__row_bytes(a->wtype, k0);
+    }
+    *stride = (size_t)a->ldb * sizeof(float);
+    *rows = (size_t)kc;
+    *lines = ((size_t)n * sizeof(float) + 63) / 64;
+    return (const uint8_t *)(a->B + (long)k0 * a->ldb + (long)s * nr);
 }
 
 static void gemm_worker(int ith, int nth, void *arg) {
     const gemm_job *j = arg;
+    const nx_gemm_args *a = j->a;
     const nx_gemm_vt *vt = j->vt;
-    int mr = vt->mr, nr = vt->nr, IN = j->IN;
-    int strips = (j->OUT + nr - 1) / nr, tiles = (j->T + mr - 1) / mr;
-    int s0 = (int)((long)strips * ith / nth), s1 = (int)((long)strips * (ith + 1) / nth);
-    size_t rb = nx__row_bytes(j->W->type, IN);
+    int mr = vt->mr, nr = vt->nr, K = a->K;
     _Alignas(64) float Bp[NX_GEMM_KC * NX_GEMM_NR_MAX];
     _Alignas(64) float Al[NX_GEMM_KC * NX_GEMM_MR_MAX];
-    /* Strips outermost: the strip's T x nr slice of y stays in L2 while its K blocks are
-     * summed, so reloading the running sums never waits on L3. */
-    for (int s = s0; s < s1; s++) {
-        int o0 = s * nr, n = NX_MIN(nr, j->OUT - o0);
-        for (int k0 = 0; k0 < IN; k0 += NX_GEMM_KC) {
-            int kc = NX_MIN(NX_GEMM_KC, IN - k0), first = k0 == 0, last = k0 + kc == IN;
-            vt->pack_b(Bp, j->W->type, (const uint8_t *)j->W->data + (size_t)o0 * rb, rb, n, k0, kc);
-            const float *bias = last && j->b ? j->b + o0 : NULL;
-            /* The next micro-panel's weights (the rest of this strip's rows, or the next
-             * strip's first K block) are prefetched a slice per tile: packing reads tens of
-             * row segments at once, which the hardware prefetcher does not cover. */
-            int nk0 = last ? 0 : k0 + kc, ns = last ? s + 1 : s;
-            int nn = ns < s1 ? NX_MIN(nr, j->OUT - ns * nr) : 0;
-            size_t seg = nx__row_bytes(j->W->type, NX_MIN(NX_GEMM_KC, IN - nk0)), lines = (seg + 63) / 64;
-            const uint8_t *next = (const uint8_t *)j->W->data + (size_t)ns * nr * rb + nx__row_bytes(j->W->type, nk0);
-            size_t total = (size_t)nn * lines;
-            for (int ti = 0; ti < tiles; ti++) {
-                int t0 = ti * mr, m = NX_MIN(mr, j->T - t0);
-                for (size_t l = total * (size_t)ti / (size_t)tiles; l < total * (size_t)(ti + 1) / (size_t)tiles; l++)
-                    __builtin_prefetch(next + (l / lines) * rb + (l % lines) * 64);
-                const float *Ap = j->Ap ? j->Ap + ((size_t)ti * IN + (size_t)k0) * mr : Al;
-                if (!j->Ap) vt->pack_a(Al, j->x + (size_t)t0 * IN, IN, m, k0, kc);
-                vt->tile(Ap, Bp, kc, j->y + (size_t)t0 * j->OUT + o0, j->OUT, m, n, first, bias);
+    /* Units are (strip, tile group) pairs in strip-major order, split statically. Strips are
+     * outermost so a strip's slice of C stays in L2 while its K blocks are summed. */
+    long units = (long)j->strips * j->groups;
+    for (long u = units * ith / nth; u < units * (ith + 1) / nth; u++) {
+        int s = (int)(u / j->groups), g = (int)(u % j->groups);
+        int t0 = j->tiles * g / j->groups, t1 = j->tiles * (g + 1) / j->groups;
+        int j0 = s * nr, n = NX_MIN(nr, a->N - j0);
+        for (int k0 = 0; k0 < K; k0 += NX_GEMM_KC) {
+            int kc = NX_MIN(NX_GEMM_KC, K - k0), first = k0 == 0 && !a->accumulate, last = k0 + kc == K;
+            if (a->W)
+                vt->pack_b(Bp, a->wtype, (const uint8_t *)a->W + (size_t)j0 * nx__row_bytes(a->wtype, K),
+                           nx__row_bytes(a->wtype, K), n, k0, kc);
+            else
+                pack_b_kmajor(Bp, nr, a->B + j0, a->ldb, n, k0, kc);
+            const float *bias = last && a->bias ? a->bias + j0 : NULL;
+            /* The next micro-panel's source is prefetched a slice per tile: packing reads tens
+             * of short runs at once, which the hardware prefetcher does not cover. */
+            size_t stride = 0, rows = 0, lines = 1;
+            const uint8_t *next = NULL;
+            if (!last) next = panel_source(j, s, k0 + kc, &stride, &rows, &lines);
+            else if (u + 1 < units * (ith + 1) / nth && (int)((u + 1) / j->groups) != s)
+                next = panel_source(j, s + 1, 0, &stride, &rows, &lines);
+            size_t total = next ? rows * lines : 0, nt = (size_t)(t1 - t0);
+            for (int ti = t0; ti < t1; ti++) {
+                int i0 = ti * mr, m = NX_MIN(mr, a->M - i0);
+                for (size_t l = total * (size_t)(ti - t0) / nt; l < total * (size_t)(ti - t0 + 1) / nt; l++)
+                    __builtin_prefetch(next + (l / lines) * stride + (l % lines) * 64);
+                const float *Ap = j->Ap ? j->Ap + ((size_t)ti * K + (size_t)k0) * mr : Al;
+                if (!j->Ap) vt->pack_a(Al, a->A + (long)i0 * a->sam, a->sam, a->sak, m, k0, kc);
+                vt->tile(Ap, Bp, kc, a->C + (long)i0 * a->ldc + j0, a->ldc, m, n, first, bias);
             }
         }
     }
 }
 
-void nx__gemm_w_vt(const nx_gemm_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
-                   int T, int IN, int OUT) {
+void nx__gemm(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a) {
     NX_ASSERT(vt->mr <= NX_GEMM_MR_MAX && vt->nr <= NX_GEMM_NR_MAX);
-    NX_ASSERT(!(W->type == NX_Q8_0 || W->type == NX_Q4_0) || IN % NX_QBLOCK == 0);
-    if (T <= 0 || OUT <= 0) return;
-    gemm_job j = {vt, y, x, b, W, NULL, T, IN, OUT};
-    size_t tiles = ((size_t)T + (size_t)vt->mr - 1) / (size_t)vt->mr;
-    void *buf = scratch_take(tiles * (size_t)vt->mr * (size_t)IN);
-    if (buf) j.Ap = (float *)((char *)buf + 64);
+    NX_ASSERT(!a->W || !(a->wtype == NX_Q8_0 || a->wtype == NX_Q4_0) || a->K % NX_QBLOCK == 0);
+    if (a->M <= 0 || a->N <= 0) return;
+    NX_ASSERT(a->K > 0);
+    int nth = nx_pool_size(pool);
     /* Same hand-off threshold as the other matmul drivers (dispatch.c). */
-    if ((size_t)T * IN * OUT < 262144 || nx_pool_size(pool) == 1) {
-        if (j.Ap) pack_x_worker(0, 1, &j);
+    bool inline_run = (double)a->M * a->N * a->K < 262144.0 || nth == 1;
+    gemm_job j = {vt, a, NULL, (a->N + vt->nr - 1) / vt->nr, (a->M + vt->mr - 1) / vt->mr, 1};
+    /* Too few strips to share out evenly: split the row tiles too. */
+    if (!inline_run && j.strips < 4 * nth) j.groups = NX_MIN(nth, j.tiles);
+    void *buf = scratch_take((size_t)j.tiles * (size_t)vt->mr * (size_t)a->K);
+    if (buf) j.Ap = (float *)((char *)buf + 64);
+    if (inline_run) {
+        if (j.Ap) pack_a_worker(0, 1, &j);
         gemm_worker(0, 1, &j);
     } else {
-        if (j.Ap) nx_pool_run(pool, pack_x_worker, &j);
+        if (j.Ap) nx_pool_run(pool, pack_a_worker, &j);
         nx_pool_run(pool, gemm_worker, &j);
     }
     if (buf) scratch_give(buf);
+}
+
+void nx__gemm_w_vt(const nx_gemm_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
+                   int T, int IN, int OUT) {
+    nx_gemm_args a = {.M = T, .N = OUT, .K = IN, .A = x, .sam = IN, .sak = 1, .W = W->data, .wtype = W->type,
+                      .C = y, .ldc = OUT, .bias = b};
+    nx__gemm(vt, pool, &a);
 }
 
 void nx__gemm_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT) {

@@ -26,9 +26,9 @@ typedef struct nx_gemm_vt {
      * [kc][nr] (both packed, zero-padded); only the m x n valid corner of C is touched. */
     void (*tile)(const float *Ap, const float *Bp, int kc, float *C, long ldc, int m, int n, int first,
                  const float *bias);
-    /* Ap[k][i] = x[i][k0 + k] for k < kc <= NX_GEMM_KC, i < mr; rows i >= m are zero. Ap and
-     * Bp (below) are 64-byte aligned. */
-    void (*pack_a)(float *Ap, const float *x, long ldx, int m, int k0, int kc);
+    /* Ap[k][i] = A[i·sam + (k0 + k)·sak] for k < kc <= NX_GEMM_KC, i < mr; rows i >= m are
+     * zero. Ap and Bp (below) are 64-byte aligned. */
+    void (*pack_a)(float *Ap, const float *A, long sam, long sak, int m, int k0, int kc);
     /* Bp[k][r] = W[r][k0 + k] as fp32 for k < kc <= NX_GEMM_KC, r < nr, W row-major of type t (row stride rb
      * bytes; block types: k0 and kc are multiples of 32 unless kc ends the row); rows r >= n
      * are zero. */
@@ -36,7 +36,7 @@ typedef struct nx_gemm_vt {
 } nx_gemm_vt;
 
 /* The portable packers (any mr / nr), shared by the variants without their own. */
-void nx__gemm_pack_a_generic(float *Ap, int mr, const float *x, long ldx, int m, int k0, int kc);
+void nx__gemm_pack_a_generic(float *Ap, int mr, const float *A, long sam, long sak, int m, int k0, int kc);
 void nx__gemm_pack_b_generic(float *Bp, int nr, nx_dtype t, const void *W, size_t rb, int n, int k0, int kc);
 
 extern const nx_gemm_vt nx__gemm_ref_vt;
@@ -47,6 +47,25 @@ extern const nx_gemm_vt nx__gemm_avx512_vt;
  * unknown or not supported by this CPU). */
 const nx_gemm_vt *nx__gemm_best(void);
 const nx_gemm_vt *nx__gemm_variant(const char *name);
+/* C[M][N] = A·B (+ bias): the general product behind nx__gemm_w and the training matmul.
+ * Each C element is one fma chain over k = 0..K-1 ascending, started at 0 (or at C's value
+ * when accumulate), with bias[j] added last; bit-identical for any thread count/variant. */
+typedef struct nx_gemm_args {
+    int M, N, K;
+    const float *A;   /* A(i,k) = A[i·sam + k·sak] */
+    long sam, sak;
+    /* B(k,j): row-major weights W[j][k] of type wtype when W != NULL (IN = K a multiple of 32
+     * for block types), else fp32 B[k·ldb + j]. */
+    const void *W;
+    nx_dtype wtype;
+    const float *B;
+    long ldb;
+    float *C;
+    long ldc;
+    int accumulate;
+    const float *bias;   /* N values or NULL */
+} nx_gemm_args;
+void nx__gemm(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a);
 /* nx__gemm_w with a given variant. */
 void nx__gemm_w_vt(const nx_gemm_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
                    int T, int IN, int OUT);

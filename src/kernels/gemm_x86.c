@@ -54,8 +54,8 @@ static T256 void tile_avx2(const float *Ap, const float *Bp, int kc, float *C, l
     }
 }
 
-static void pack_a_avx2(float *Ap, const float *x, long ldx, int m, int k0, int kc) {
-    nx__gemm_pack_a_generic(Ap, MR2, x, ldx, m, k0, kc);
+static void pack_a_avx2(float *Ap, const float *A, long sam, long sak, int m, int k0, int kc) {
+    nx__gemm_pack_a_generic(Ap, MR2, A, sam, sak, m, k0, kc);
 }
 
 static void pack_b_avx2(float *Bp, nx_dtype t, const void *W, size_t rb, int n, int k0, int kc) {
@@ -120,7 +120,13 @@ static inline T512 AI void transpose8(__m256 r[8]) {
     }
 }
 
-static T512 void pack_a_avx512(float *Ap, const float *x, long ldx, int m, int k0, int kc) {
+/* Contiguous rows (sak == 1, activations) go through 8x8 transposes; other strides (the
+ * transposed operand of weight gradients) through the portable loop. */
+static T512 void pack_a_avx512(float *Ap, const float *x, long ldx, long sak, int m, int k0, int kc) {
+    if (sak != 1) {
+        nx__gemm_pack_a_generic(Ap, MR5, x, ldx, sak, m, k0, kc);
+        return;
+    }
     for (int kk = 0; kk < kc; kk += 8) {
         int cnt = NX_MIN(8, kc - kk);
         __m256i lm = _mm256_loadu_si256((const __m256i *)(k_lanes + 8 - cnt));
