@@ -17,10 +17,10 @@
  * AVX2, AVX-512) never change a bit: 1 and N threads agree, and all variants agree with the
  * scalar one. This is also the order of the packed-panel kernels (x86.c).
  *
- * Memory: the packed x (T·IN floats, rounded up to whole tiles) lives in one buffer that is
- * kept between calls (a single cached spare, taken and returned atomically, so concurrent
- * callers never share it); if it cannot be allocated, each thread packs tiles on its stack
- * as it goes (slower, same bits).
+ * Memory: the packed x (T·IN floats, rounded up to whole tiles) lives in a buffer that is
+ * kept between calls (a few cached spares, taken and returned atomically, so concurrent
+ * callers never share one); a larger A is packed and multiplied in blocks of rows. If the
+ * buffer cannot be allocated, each thread packs tiles on its stack as it goes (same bits).
  */
 #include "kernels/gemm.h"
 
@@ -83,11 +83,15 @@ const nx_gemm_vt *nx__gemm_best(void) {
 
 /* ---- the cached packed-x buffer ----------------------------------------------------------- */
 
-/* One spare buffer; its capacity in floats sits in the first 64 bytes (keeps data aligned). */
-static _Atomic(void *) g_spare;
+/* A few spare buffers (one per concurrent caller, e.g. attention heads multiplying on
+ * several threads at once); a buffer's capacity in floats sits in its first 64 bytes, which
+ * keeps the data aligned. */
+#define SPARES 8
+static _Atomic(void *) g_spare[SPARES];
 
 static void *scratch_take(size_t floats) {
-    void *p = atomic_exchange_explicit(&g_spare, NULL, memory_order_acquire);
+    void *p = NULL;
+    for (int i = 0; i < SPARES && !p; i++) p = atomic_exchange_explicit(&g_spare[i], NULL, memory_order_acquire);
     if (p && *(size_t *)p >= floats) return p;
     nx__free_aligned(p);
     size_t bytes;
@@ -98,11 +102,17 @@ static void *scratch_take(size_t floats) {
 }
 
 static void scratch_give(void *p) {
-    /* Keep the larger of the returned buffer and a spare another caller may have parked. */
-    void *old = atomic_exchange_explicit(&g_spare, p, memory_order_acq_rel);
-    if (old && p && *(size_t *)old > *(size_t *)p) old = atomic_exchange_explicit(&g_spare, old, memory_order_acq_rel);
-    nx__free_aligned(old);
+    for (int i = 0; i < SPARES; i++) {
+        void *expected = NULL;
+        if (atomic_compare_exchange_strong_explicit(&g_spare[i], &expected, p, memory_order_acq_rel,
+                                                    memory_order_relaxed))
+            return;
+    }
+    nx__free_aligned(p);   /* more concurrent callers than slots */
 }
+
+/* Largest packed block of A, in floats (1 MiB: half of a core's L2). */
+#define NX_GEMM_PACK_MAX ((size_t)256 << 10)
 
 /* ---- driver ------------------------------------------------------------------------------ */
 
@@ -119,8 +129,9 @@ static void pack_b_kmajor(float *Bp, int nr, const float *B, long ldb, int n, in
 typedef struct {
     const nx_gemm_vt *vt;
     const nx_gemm_args *a;
-    float *Ap;   /* packed A: tile i at Ap + i·K·mr, [K][mr]; NULL = pack on the fly */
+    float *Ap;   /* packed A[kb0, kb1): tile i at Ap + i·(kb1 - kb0)·mr; NULL = pack on the fly */
     int strips, tiles, groups;
+    int kb0, kb1;   /* the K range of this pass */
 } gemm_job;
 
 static void pack_a_worker(int ith, int nth, void *arg) {
@@ -129,10 +140,10 @@ static void pack_a_worker(int ith, int nth, void *arg) {
     int mr = j->vt->mr;
     for (int ti = j->tiles * ith / nth; ti < j->tiles * (ith + 1) / nth; ti++) {
         int i0 = ti * mr, m = NX_MIN(mr, a->M - i0);
-        float *dst = j->Ap + (size_t)ti * a->K * mr;
-        for (int k0 = 0; k0 < a->K; k0 += NX_GEMM_KC)
-            j->vt->pack_a(dst + (size_t)k0 * mr, a->A + (long)i0 * a->sam, a->sam, a->sak, m, k0,
-                          NX_MIN(NX_GEMM_KC, a->K - k0));
+        float *dst = j->Ap + (size_t)ti * (size_t)(j->kb1 - j->kb0) * mr;
+        for (int k0 = j->kb0; k0 < j->kb1; k0 += NX_GEMM_KC)
+            j->vt->pack_a(dst + (size_t)(k0 - j->kb0) * mr, a->A + (long)i0 * a->sam, a->sam, a->sak, m, k0,
+                          NX_MIN(NX_GEMM_KC, j->kb1 - k0));
     }
 }
 
@@ -153,6 +164,10 @@ static const uint8_t *panel_source(const gemm_job *j, int s, int k0, size_t *str
     return (const uint8_t *)(a->B + (long)k0 * a->ldb + (long)s * nr);
 }
 
+/* Row tiles per pass over the K blocks: the pass's slice of C (64 x 8 rows x nr) stays in L2
+ * while its K blocks are summed, however tall A is. */
+#define TILE_BLOCK 64
+
 static void gemm_worker(int ith, int nth, void *arg) {
     const gemm_job *j = arg;
     const nx_gemm_args *a = j->a;
@@ -160,38 +175,60 @@ static void gemm_worker(int ith, int nth, void *arg) {
     int mr = vt->mr, nr = vt->nr, K = a->K;
     _Alignas(64) float Bp[NX_GEMM_KC * NX_GEMM_NR_MAX];
     _Alignas(64) float Al[NX_GEMM_KC * NX_GEMM_MR_MAX];
-    /* Units are (strip, tile group) pairs in strip-major order, split statically. Strips are
-     * outermost so a strip's slice of C stays in L2 while its K blocks are summed. */
-    long units = (long)j->strips * j->groups;
-    for (long u = units * ith / nth; u < units * (ith + 1) / nth; u++) {
+    /* Units are (strip, tile group) pairs in strip-major order, split statically. */
+    long units = (long)j->strips * j->groups, u1 = units * (ith + 1) / nth;
+    for (long u = units * ith / nth; u < u1; u++) {
         int s = (int)(u / j->groups), g = (int)(u % j->groups);
         int t0 = j->tiles * g / j->groups, t1 = j->tiles * (g + 1) / j->groups;
         int j0 = s * nr, n = NX_MIN(nr, a->N - j0);
-        for (int k0 = 0; k0 < K; k0 += NX_GEMM_KC) {
-            int kc = NX_MIN(NX_GEMM_KC, K - k0), first = k0 == 0 && !a->accumulate, last = k0 + kc == K;
-            if (a->W)
-                vt->pack_b(Bp, a->wtype, (const uint8_t *)a->W + (size_t)j0 * nx__row_bytes(a->wtype, K),
-                           nx__row_bytes(a->wtype, K), n, k0, kc);
-            else
-                pack_b_kmajor(Bp, nr, a->B + j0, a->ldb, n, k0, kc);
-            const float *bias = last && a->bias ? a->bias + j0 : NULL;
-            /* The next micro-panel's source is prefetched a slice per tile: packing reads tens
-             * of short runs at once, which the hardware prefetcher does not cover. */
-            size_t stride = 0, rows = 0, lines = 1;
-            const uint8_t *next = NULL;
-            if (!last) next = panel_source(j, s, k0 + kc, &stride, &rows, &lines);
-            else if (u + 1 < units * (ith + 1) / nth && (int)((u + 1) / j->groups) != s)
-                next = panel_source(j, s + 1, 0, &stride, &rows, &lines);
-            size_t total = next ? rows * lines : 0, nt = (size_t)(t1 - t0);
-            for (int ti = t0; ti < t1; ti++) {
-                int i0 = ti * mr, m = NX_MIN(mr, a->M - i0);
-                for (size_t l = total * (size_t)(ti - t0) / nt; l < total * (size_t)(ti - t0 + 1) / nt; l++)
-                    __builtin_prefetch(next + (l / lines) * stride + (l % lines) * 64);
-                const float *Ap = j->Ap ? j->Ap + ((size_t)ti * K + (size_t)k0) * mr : Al;
-                if (!j->Ap) vt->pack_a(Al, a->A + (long)i0 * a->sam, a->sam, a->sak, m, k0, kc);
-                vt->tile(Ap, Bp, kc, a->C + (long)i0 * a->ldc + j0, a->ldc, m, n, first, bias);
+        for (int tb = t0; tb < t1; tb += TILE_BLOCK) {
+            int te = NX_MIN(tb + TILE_BLOCK, t1);
+            for (int k0 = j->kb0; k0 < j->kb1; k0 += NX_GEMM_KC) {
+                int kc = NX_MIN(NX_GEMM_KC, j->kb1 - k0), first = k0 == 0 && !a->accumulate, last = k0 + kc == K;
+                if (a->W)
+                    vt->pack_b(Bp, a->wtype, (const uint8_t *)a->W + (size_t)j0 * nx__row_bytes(a->wtype, K),
+                               nx__row_bytes(a->wtype, K), n, k0, kc);
+                else
+                    pack_b_kmajor(Bp, nr, a->B + j0, a->ldb, n, k0, kc);
+                const float *bias = last && a->bias ? a->bias + j0 : NULL;
+                /* The next micro-panel's source (this strip's next K block, or the next
+                 * strip's first) is prefetched a few lines per tile: packing reads tens of
+                 * short runs at once, which the hardware prefetcher does not cover. */
+                size_t stride = 0, rows = 0, lines = 1, per = 0, row = 0, line = 0;
+                const uint8_t *next = NULL;
+                if (k0 + kc < j->kb1) next = panel_source(j, s, k0 + kc, &stride, &rows, &lines);
+                else if (te == t1 && u + 1 < u1 && (int)((u + 1) / j->groups) != s)
+                    next = panel_source(j, s + 1, j->kb0, &stride, &rows, &lines);
+                if (next) per = (rows * lines + (size_t)(te - tb) - 1) / (size_t)(te - tb);
+                for (int ti = tb; ti < te; ti++) {
+                    int i0 = ti * mr, m = NX_MIN(mr, a->M - i0);
+                    for (size_t l = 0; l < per && row < rows; l++) {
+                        __builtin_prefetch(next + row * stride + line * 64);
+                        if (++line == lines) line = 0, row++;
+                    }
+                    const float *Ap =
+                        j->Ap ? j->Ap + ((size_t)ti * (size_t)(j->kb1 - j->kb0) + (size_t)(k0 - j->kb0)) * mr : Al;
+                    if (!j->Ap) vt->pack_a(Al, a->A + (long)i0 * a->sam, a->sam, a->sak, m, k0, kc);
+                    vt->tile(Ap, Bp, kc, a->C + (long)i0 * a->ldc + j0, a->ldc, m, n, first, bias);
+                }
             }
         }
+    }
+}
+
+/* One pass: rows of a (all of its M) times the K range [kb0, kb1), into C. */
+static void gemm_pass(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a, float *Ap, int kb0, int kb1,
+                      bool inline_run) {
+    int nth = inline_run ? 1 : nx_pool_size(pool);
+    gemm_job j = {vt, a, Ap, (a->N + vt->nr - 1) / vt->nr, (a->M + vt->mr - 1) / vt->mr, 1, kb0, kb1};
+    /* Too few strips to share out evenly: split the row tiles too. */
+    if (j.strips < 4 * nth) j.groups = NX_MIN(nth, j.tiles);
+    if (inline_run) {
+        if (Ap) pack_a_worker(0, 1, &j);
+        gemm_worker(0, 1, &j);
+    } else {
+        if (Ap) nx_pool_run(pool, pack_a_worker, &j);
+        nx_pool_run(pool, gemm_worker, &j);
     }
 }
 
@@ -200,20 +237,22 @@ void nx__gemm(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a) {
     NX_ASSERT(!a->W || !(a->wtype == NX_Q8_0 || a->wtype == NX_Q4_0) || a->K % NX_QBLOCK == 0);
     if (a->M <= 0 || a->N <= 0) return;
     NX_ASSERT(a->K > 0);
-    int nth = nx_pool_size(pool);
     /* Same hand-off threshold as the other matmul drivers (dispatch.c). */
-    bool inline_run = (double)a->M * a->N * a->K < 262144.0 || nth == 1;
-    gemm_job j = {vt, a, NULL, (a->N + vt->nr - 1) / vt->nr, (a->M + vt->mr - 1) / vt->mr, 1};
-    /* Too few strips to share out evenly: split the row tiles too. */
-    if (!inline_run && j.strips < 4 * nth) j.groups = NX_MIN(nth, j.tiles);
-    void *buf = scratch_take((size_t)j.tiles * (size_t)vt->mr * (size_t)a->K);
-    if (buf) j.Ap = (float *)((char *)buf + 64);
-    if (inline_run) {
-        if (j.Ap) pack_a_worker(0, 1, &j);
-        gemm_worker(0, 1, &j);
-    } else {
-        if (j.Ap) nx_pool_run(pool, pack_a_worker, &j);
-        nx_pool_run(pool, gemm_worker, &j);
+    bool inline_run = (double)a->M * a->N * a->K < 262144.0 || nx_pool_size(pool) == 1;
+    /* A is packed and multiplied in passes of (rows, K range) whose packed copy stays under
+     * NX_GEMM_PACK_MAX, so every strip re-reads it from L2 rather than from memory (a pass
+     * still holds all of a 512-token prompt, in two K ranges). */
+    int mr = vt->mr, tiles = (a->M + mr - 1) / mr;
+    int block = (int)NX_MAX((size_t)1, NX_MIN((size_t)tiles, NX_GEMM_PACK_MAX / ((size_t)mr * NX_GEMM_KC)));
+    int kb = (int)NX_MIN((size_t)a->K, NX_GEMM_PACK_MAX / ((size_t)block * mr) / NX_GEMM_KC * NX_GEMM_KC);
+    void *buf = scratch_take((size_t)block * (size_t)mr * (size_t)kb);
+    for (int t0 = 0; t0 < tiles; t0 += block) {
+        nx_gemm_args sub = *a;
+        sub.M = NX_MIN(block * mr, a->M - t0 * mr);
+        sub.A = a->A + (long)t0 * mr * a->sam;
+        sub.C = a->C + (long)t0 * mr * a->ldc;
+        for (int kb0 = 0; kb0 < a->K; kb0 += kb)
+            gemm_pass(vt, pool, &sub, buf ? (float *)((char *)buf + 64) : NULL, kb0, NX_MIN(kb0 + kb, a->K), inline_run);
     }
     if (buf) scratch_give(buf);
 }

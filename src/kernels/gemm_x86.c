@@ -120,9 +120,14 @@ static inline T512 AI void transpose8(__m256 r[8]) {
     }
 }
 
-/* Contiguous rows (sak == 1, activations) go through 8x8 transposes; other strides (the
- * transposed operand of weight gradients) through the portable loop. */
+/* Contiguous rows (sak == 1, activations) go through 8x8 transposes, a transposed operand
+ * (sam == 1, weight gradients) is a load per k, other strides take the portable loop. */
 static T512 void pack_a_avx512(float *Ap, const float *x, long ldx, long sak, int m, int k0, int kc) {
+    if (ldx == 1) {   /* the 8 values of one k are adjacent: one masked load each */
+        __m256i lm = _mm256_loadu_si256((const __m256i *)(k_lanes + 8 - m));
+        for (int k = 0; k < kc; k++) _mm256_store_ps(Ap + (size_t)k * MR5, _mm256_maskload_ps(x + (long)(k0 + k) * sak, lm));
+        return;
+    }
     if (sak != 1) {
         nx__gemm_pack_a_generic(Ap, MR5, x, ldx, sak, m, k0, kc);
         return;

@@ -16,9 +16,9 @@
  *   input grad   dinp = dout · W   : A = dout, B = W
  *   weight grad  dW  += doutᵀ · inp: A(i,k) = dout[k*OC + i], B = inp
  * accumulate == 0 overwrites C (adding bias[j] when bias != NULL); otherwise adds to C.
- * Each C element is one fused multiply-add chain over k ascending (from 0, or from C's value
- * when accumulating; bias added last) whatever the thread count or tile, so results are
- * bit-identical for 1 or N threads. With reference = true a plain triple loop (no blocking,
+ * Each C element is summed in an order fixed by the shape (k blocks of NX_TGEMM_KC, or for
+ * large products one chain; k ascending, one fused multiply-add per term) whatever the
+ * thread count or tile, so results are bit-identical for 1 or N threads. With reference = true a plain triple loop (no blocking,
  * no SIMD) is used instead: the oracle that the fast path is tested against. */
 typedef struct nx_tgemm_args {
     int M, N, K;
@@ -33,7 +33,7 @@ typedef struct nx_tgemm_args {
 } nx_tgemm_args;
 
 void nx__tgemm(nx_pool *pool, const nx_tgemm_args *a, bool reference);
-/* Which kernel nx__tgemm uses here: "avx512", "avx2" or "ref" (the scalar fmaf kernel). */
+/* Which kernel nx__tgemm uses here: "avx512", "avx2" or "scalar". */
 const char *nx__tgemm_isa(void);
 /* Transposes src[rows, cols] into dst[cols, rows] (threaded, exact). */
 void nx__transpose(nx_pool *pool, const float *src, float *dst, int rows, int cols);
