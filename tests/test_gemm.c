@@ -101,7 +101,7 @@ static void test_gemm_packers(void) {
     for (size_t v = 0; v < NX_ARRAY_LEN(k_variants); v++) {
         const nx_gemm_vt *vt = nx__gemm_variant(k_variants[v]);
         if (!vt) continue;
-        int IN = 192, OUT = vt->nr - 3, k0 = 32, kc = NX_GEMM_KC;
+        int k0 = 32, kc = NX_GEMM_KC, IN = k0 + kc, OUT = vt->nr - 3;
         float *W = malloc(sizeof(float) * OUT * IN), *Wd = malloc(sizeof(float) * OUT * IN);
         float *Bp = nx__malloc_aligned(sizeof(float) * (size_t)kc * vt->nr), *Ap = nx__malloc_aligned(sizeof(float) * (size_t)kc * vt->mr);
         for (int i = 0; i < OUT * IN; i++) W[i] = frand();

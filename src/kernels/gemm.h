@@ -10,10 +10,10 @@
 
 #include "kernels/kernels.h"
 
-/* K block: the packed B micro-panel (NX_GEMM_KC x nr floats) stays in L1 while every row tile
- * of the token block streams past it. A multiple of 32, so block-quantized rows are cut on
- * block boundaries. */
-#define NX_GEMM_KC 128
+/* K block: the packed B micro-panel (NX_GEMM_KC x nr floats, 36 KiB for AVX-512) stays in L1
+ * (48 KiB) while every row tile of the token block streams past it. A multiple of 32, so
+ * block-quantized rows are cut on block boundaries. */
+#define NX_GEMM_KC 192
 /* Largest tile among the variants (stack buffers are sized for it). */
 #define NX_GEMM_MR_MAX 8
 #define NX_GEMM_NR_MAX 48

@@ -3,7 +3,7 @@
  *
  * AVX-512: 8 tokens x 48 outputs per tile (24 zmm accumulators, 3 weight vectors; each x
  * element is an embedded broadcast), so one k step is 3 loads + 8 broadcasts per 24 FMAs. The
- * B micro-panel (128 x 48 floats, 24 KiB) stays in L1. 48 divides every Pythia width but
+ * B micro-panel (192 x 48 floats, 36 KiB) stays in L1. 48 divides every Pythia width but
  * 1024-based ones; 8 divides the usual prompt lengths, so padding is rare. Both packers are
  * register transposes (16x16 for weights, converting 16-bit and block types on the way;
  * 8x8 for activations), so packing stays a few percent of the multiply.

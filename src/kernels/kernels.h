@@ -120,8 +120,6 @@ void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const floa
  * from 0, then + b: bit-identical for any thread count and variant, and equal to the fp32
  * packed-panel kernels on the widened weights. Weights are read in place (never modified). */
 void nx__gemm_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT);
-/* From this many tokens nx__matmul_w hands row-major weights to nx__gemm_w. */
-#define NX_GEMM_MIN_T 16
 
 /* ---- variants and dispatch (dispatch.c) ------------------------------------------------ */
 typedef struct nx_block_q8_0 nx_block_q8_0;
