@@ -66,6 +66,86 @@ static void pack_b_ref(float *Bp, nx_dtype t, const void *W, size_t rb, int n, i
 
 const nx_gemm_vt nx__gemm_ref_vt = {"ref", REF_MR, REF_NR, tile_ref, pack_a_ref, pack_b_ref};
 
+/* ---- Q8_0 activations x Q8_0/Q4_0 weights (integer dot per block) -------------------------- */
+/* The oracle of the integer variants (gemm_x86.c): activations quantized to Q8_0 blocks with
+ * nx__quantize_row_q8_0 (as decode does), per block an exact integer Σ q_x·q_w, then
+ * acc = fma((float)Σ, d_w·d_x, acc) over the blocks in order. Per 32-block, packed A holds
+ * d_x[mr] then q_x[mr][32]; packed B holds d_w[nr] then q_w[nr][32] (int8, Q4_0 recentred). */
+#define Q8REF_MR 4
+#define Q8REF_NR 16
+
+void nx__gemm_quantize_tile(float *d, int8_t *q, const float *A, long sam, int mr, int m, int k0, int kc) {
+    nx_block_q8_0 blk[NX_GEMM_KC / NX_QBLOCK];
+    int nb = kc / NX_QBLOCK;
+    for (int i = 0; i < mr; i++) {
+        if (i < m) nx__quantize_row_q8_0(blk, A + (long)i * sam + k0, kc);
+        for (int b = 0; b < nb; b++) {
+            d[(size_t)b * mr + i] = i < m ? blk[b].d : 0.0f;
+            for (int e = 0; e < NX_QBLOCK; e++) q[((size_t)b * mr + i) * NX_QBLOCK + e] = i < m ? blk[b].q[e] : 0;
+        }
+    }
+}
+
+void nx__gemm_weight_block(nx_dtype t, const uint8_t *row, int b, float *d, int8_t q[NX_QBLOCK]) {
+    if (t == NX_Q8_0) {
+        const uint8_t *p = row + (size_t)b * sizeof(nx_block_q8_0);
+        memcpy(d, p, sizeof *d);
+        memcpy(q, p + 4, NX_QBLOCK);
+    } else {
+        const uint8_t *p = row + (size_t)b * sizeof(nx_block_q4_0);
+        memcpy(d, p, sizeof *d);
+        for (int e = 0; e < 16; e++) {
+            q[e] = (int8_t)((p[4 + e] & 15) - 8);
+            q[e + 16] = (int8_t)((p[4 + e] >> 4) - 8);
+        }
+    }
+}
+
+static void tile_q8ref(const float *Ap, const float *Bp, int kc, float *C, long ldc, int m, int n, int first,
+                       const float *bias) {
+    int nb = kc / NX_QBLOCK;
+    size_t ablk = Q8REF_MR * (4 + NX_QBLOCK), bblk = Q8REF_NR * (4 + NX_QBLOCK);   /* bytes per block */
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            float acc = first ? 0.0f : C[(long)i * ldc + j];
+            for (int b = 0; b < nb; b++) {
+                const uint8_t *a = (const uint8_t *)Ap + b * ablk, *w = (const uint8_t *)Bp + b * bblk;
+                const int8_t *qa = (const int8_t *)(a + Q8REF_MR * 4) + i * NX_QBLOCK;
+                const int8_t *qw = (const int8_t *)(w + Q8REF_NR * 4) + j * NX_QBLOCK;
+                int32_t isum = 0;
+                for (int e = 0; e < NX_QBLOCK; e++) isum += (int32_t)qa[e] * qw[e];
+                acc = fmaf((float)isum, ((const float *)w)[j] * ((const float *)a)[i], acc);
+            }
+            C[(long)i * ldc + j] = bias ? acc + bias[j] : acc;
+        }
+}
+
+static void pack_a_q8ref(float *Ap, const float *A, long sam, long sak, int m, int k0, int kc) {
+    NX_ASSERT(sak == 1 && k0 % NX_QBLOCK == 0 && kc % NX_QBLOCK == 0);
+    float d[NX_GEMM_KC / NX_QBLOCK * Q8REF_MR];
+    int8_t q[NX_GEMM_KC * Q8REF_MR];
+    nx__gemm_quantize_tile(d, q, A, sam, Q8REF_MR, m, k0, kc);
+    uint8_t *p = (uint8_t *)Ap;
+    for (int b = 0; b < kc / NX_QBLOCK; b++, p += Q8REF_MR * (4 + NX_QBLOCK)) {
+        memcpy(p, d + b * Q8REF_MR, Q8REF_MR * 4);
+        memcpy(p + Q8REF_MR * 4, q + (size_t)b * Q8REF_MR * NX_QBLOCK, Q8REF_MR * NX_QBLOCK);
+    }
+}
+
+static void pack_b_q8ref(float *Bp, nx_dtype t, const void *W, size_t rb, int n, int k0, int kc) {
+    uint8_t *p = (uint8_t *)Bp;
+    for (int b = 0; b < kc / NX_QBLOCK; b++, p += Q8REF_NR * (4 + NX_QBLOCK))
+        for (int r = 0; r < Q8REF_NR; r++) {
+            float d = 0.0f;
+            int8_t q[NX_QBLOCK] = {0};
+            if (r < n) nx__gemm_weight_block(t, (const uint8_t *)W + (size_t)r * rb, k0 / NX_QBLOCK + b, &d, q);
+            memcpy(p + r * 4, &d, 4);
+            memcpy(p + Q8REF_NR * 4 + r * NX_QBLOCK, q, NX_QBLOCK);
+        }
+}
+
+const nx_gemm_vt nx__gemm_q8ref_vt = {"ref-q8", Q8REF_MR, Q8REF_NR, tile_q8ref, pack_a_q8ref, pack_b_q8ref};
+
 /* ---- variant choice --------------------------------------------------------------------- */
 
 const nx_gemm_vt *nx__gemm_variant(const char *name) {
@@ -73,6 +153,8 @@ const nx_gemm_vt *nx__gemm_variant(const char *name) {
     if (strcmp(name, "ref") == 0) return &nx__gemm_ref_vt;
     if (strcmp(name, "avx2") == 0) return nx__cpu_has_avx2() ? &nx__gemm_avx2_vt : NULL;
     if (strcmp(name, "avx512") == 0) return nx__cpu_has_avx512() ? &nx__gemm_avx512_vt : NULL;
+    if (strcmp(name, "ref-q8") == 0) return &nx__gemm_q8ref_vt;
+    if (strcmp(name, "avx512-vnni") == 0) return nx__cpu_has_avx512vnni() ? &nx__gemm_vnni_vt : NULL;
     return NULL;
 }
 
@@ -264,6 +346,15 @@ void nx__gemm_w_vt(const nx_gemm_vt *vt, nx_pool *pool, float *y, const float *x
     nx__gemm(vt, pool, &a);
 }
 
+const nx_gemm_vt *nx__gemm_for(const nx_kernel_vt *kvt, nx_dtype t) {
+    const nx_gemm_vt *vt = nx__gemm_variant(kvt->name);
+    if (!vt) vt = &nx__gemm_ref_vt;
+    if (t != NX_Q8_0 && t != NX_Q4_0) return vt;
+    if (vt == &nx__gemm_ref_vt) return &nx__gemm_q8ref_vt;
+    if (vt == &nx__gemm_avx512_vt && nx__cpu_has_avx512vnni()) return &nx__gemm_vnni_vt;
+    return vt;
+}
+
 void nx__gemm_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT) {
-    nx__gemm_w_vt(nx__gemm_best(), pool, y, x, W, b, T, IN, OUT);
+    nx__gemm_w_vt(nx__gemm_for(nx__kernels(), W->type), pool, y, x, W, b, T, IN, OUT);
 }

@@ -15,7 +15,7 @@
  * block-quantized rows are cut on block boundaries. */
 #define NX_GEMM_KC 192
 /* Largest tile among the variants (stack buffers are sized for it). */
-#define NX_GEMM_MR_MAX 8
+#define NX_GEMM_MR_MAX 8   /* bytes of packed data per K block never exceed NX_GEMM_KC x mr floats */
 #define NX_GEMM_NR_MAX 48
 
 typedef struct nx_gemm_vt {
@@ -38,6 +38,17 @@ typedef struct nx_gemm_vt {
 /* The portable packers (any mr / nr), shared by the variants without their own. */
 void nx__gemm_pack_a_generic(float *Ap, int mr, const float *A, long sam, long sak, int m, int k0, int kc);
 void nx__gemm_pack_b_generic(float *Bp, int nr, nx_dtype t, const void *W, size_t rb, int n, int k0, int kc);
+
+/* Integer variants for Q8_0/Q4_0 weights (activations quantized to Q8_0 per 32-block, as in
+ * decode; K blocks are whole 32-blocks): the scalar oracle and AVX-512 VNNI, bit-identical. */
+extern const nx_gemm_vt nx__gemm_q8ref_vt;
+extern const nx_gemm_vt nx__gemm_vnni_vt;
+int nx__cpu_has_avx512vnni(void);
+/* Helpers shared by the integer variants: mr rows of A (m valid, the rest zero) from column k0
+ * quantized to kc/32 blocks, scales d[b][mr] and codes q[b][mr][32]; and block b of a weight
+ * row as a scale and 32 signed codes. */
+void nx__gemm_quantize_tile(float *d, int8_t *q, const float *A, long sam, int mr, int m, int k0, int kc);
+void nx__gemm_weight_block(nx_dtype t, const uint8_t *row, int b, float *d, int8_t q[NX_QBLOCK]);
 
 extern const nx_gemm_vt nx__gemm_ref_vt;
 extern const nx_gemm_vt nx__gemm_avx2_vt;
@@ -66,6 +77,10 @@ typedef struct nx_gemm_args {
     const float *bias;   /* N values or NULL */
 } nx_gemm_args;
 void nx__gemm(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a);
+/* The variant for weights of type t under kernel variant kvt: block types run the integer
+ * scheme where it is fast (AVX-512 VNNI) and under the scalar reference (its oracle), and
+ * widen to fp32 on AVX2 / AVX-512 without VNNI; other types use kvt's fp32 variant. */
+const nx_gemm_vt *nx__gemm_for(const nx_kernel_vt *kvt, nx_dtype t);
 /* nx__gemm_w with a given variant. */
 void nx__gemm_w_vt(const nx_gemm_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
                    int T, int IN, int OUT);

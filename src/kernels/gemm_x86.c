@@ -239,9 +239,153 @@ static T512 void pack_b_avx512(float *Bp, nx_dtype t, const void *W, size_t rb, 
 
 const nx_gemm_vt nx__gemm_avx512_vt = {"avx512", MR5, NR5, tile_avx512, pack_a_avx512, pack_b_avx512};
 
+/* ---- AVX-512 VNNI: 4 x 48 on Q8_0 activations and Q8_0/Q4_0 weights ------------------------- */
+/* vpdpbusd multiplies unsigned by signed bytes, four per 32-bit lane: activations are stored
+ * offset by +128 (unsigned), so each block's dot is Σ(x + 128)·w - 128·Σw, the second term
+ * precomputed per output while packing; both are exact integers, equal to the scalar
+ * variant's Σ x·w. Per 32-block, packed A holds d_x[4] then 8 quads [8][4 tokens] of u8x4;
+ * packed B holds d_w[48], 128·Σw[48] (int32), then 8 quads [8][48 outputs] of i8x4. The tile
+ * keeps 12 int32 and 12 fp32 accumulators; after each block the integer sums are scaled into
+ * the fp32 ones exactly as the scalar variant does (fma with d_w·d_x). */
+#define TVNNI5 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define MRQ 4
+#define QA_BLK (MRQ * 4 + 8 * MRQ * 4)     /* bytes of packed A per 32-block */
+#define QB_BLK (NR5 * 4 * 2 + 8 * NR5 * 4) /* bytes of packed B per 32-block */
+
+int nx__cpu_has_avx512vnni(void) {
+    __builtin_cpu_init();
+    return nx__cpu_has_avx512() && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
+}
+
+static TVNNI5 void tile_vnni(const float *Ap, const float *Bp, int kc, float *C, long ldc, int m, int n, int first,
+                             const float *bias) {
+    const __mmask16 mk[3] = {lanes16(n), lanes16(n - 16), lanes16(n - 32)};
+    __m512 f[MRQ][3];
+    for (int i = 0; i < MRQ; i++)
+        for (int j = 0; j < 3; j++)
+            f[i][j] = !first && i < m ? _mm512_maskz_loadu_ps(mk[j], C + (long)i * ldc + 16 * j) : _mm512_setzero_ps();
+    for (int b = 0; b < kc / NX_QBLOCK; b++) {
+        const uint8_t *a = (const uint8_t *)Ap + (size_t)b * QA_BLK, *w = (const uint8_t *)Bp + (size_t)b * QB_BLK;
+        const int32_t *aq = (const int32_t *)(a + MRQ * 4);
+        const int32_t *wq = (const int32_t *)(w + NR5 * 8);
+        __m512i s[MRQ][3];
+        for (int i = 0; i < MRQ; i++) s[i][0] = s[i][1] = s[i][2] = _mm512_setzero_si512();
+        for (int q = 0; q < 8; q++) {
+            __m512i b0 = _mm512_load_si512(wq + q * NR5), b1 = _mm512_load_si512(wq + q * NR5 + 16),
+                    b2 = _mm512_load_si512(wq + q * NR5 + 32);
+            for (int i = 0; i < MRQ; i++) {
+                __m512i av = _mm512_set1_epi32(aq[q * MRQ + i]);
+                s[i][0] = _mm512_dpbusd_epi32(s[i][0], av, b0);
+                s[i][1] = _mm512_dpbusd_epi32(s[i][1], av, b1);
+                s[i][2] = _mm512_dpbusd_epi32(s[i][2], av, b2);
+            }
+        }
+        for (int j = 0; j < 3; j++) {
+            __m512 dw = _mm512_load_ps((const float *)w + 16 * j);
+            __m512i corr = _mm512_load_si512((const int32_t *)(w + NR5 * 4) + 16 * j);
+            for (int i = 0; i < MRQ; i++) {
+                __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(((const float *)a)[i]));
+                f[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(s[i][j], corr)), sc, f[i][j]);
+            }
+        }
+    }
+    for (int j = 0; j < 3; j++) {
+        __m512 bj = bias ? _mm512_maskz_loadu_ps(mk[j], bias + 16 * j) : _mm512_setzero_ps();
+        for (int i = 0; i < MRQ; i++) {
+            if (i >= m) break;
+            _mm512_mask_storeu_ps(C + (long)i * ldc + 16 * j, mk[j], bias ? _mm512_add_ps(f[i][j], bj) : f[i][j]);
+        }
+    }
+}
+
+/* Q8_0 quantization of 32 activations, as nx__quantize_row_q8_0 computes it (d = amax/127,
+ * q = round-to-nearest-even(x/d) through the same reciprocal), offset to unsigned. */
+static inline TVNNI5 AI __m256i quant32(const float *x, float *d) {
+    __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+    float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    float dd = amax / 127.0f, id = dd > 0.0f ? 1.0f / dd : 0.0f;
+    *d = dd;
+    __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, _mm512_set1_ps(id)));
+    __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, _mm512_set1_ps(id)));
+    __m256i q = _mm256_set_m128i(_mm512_cvtepi32_epi8(q1), _mm512_cvtepi32_epi8(q0));
+    return _mm256_add_epi8(q, _mm256_set1_epi8((char)128));
+}
+
+static TVNNI5 void pack_a_vnni(float *Ap, const float *A, long sam, long sak, int m, int k0, int kc) {
+    NX_ASSERT(sak == 1 && k0 % NX_QBLOCK == 0 && kc % NX_QBLOCK == 0);
+    for (int b = 0; b < kc / NX_QBLOCK; b++) {
+        uint8_t *p = (uint8_t *)Ap + (size_t)b * QA_BLK;
+        int32_t *qq = (int32_t *)(p + MRQ * 4);
+        for (int i = 0; i < MRQ; i++) {
+            float d = 0.0f;
+            /* a zero row (past m) is code 128 with d = 0: it contributes nothing */
+            __m256i q = _mm256_set1_epi8((char)128);
+            if (i < m) q = quant32(A + (long)i * sam + k0 + b * NX_QBLOCK, &d);
+            memcpy(p + i * 4, &d, 4);
+            _Alignas(32) int32_t w[8];
+            _mm256_store_si256((__m256i *)w, q);
+            for (int qd = 0; qd < 8; qd++) qq[qd * MRQ + i] = w[qd];
+        }
+    }
+}
+
+/* 32 signed codes of block b of a weight row (Q4_0 nibbles unpacked and recentred). */
+static inline TVNNI5 AI __m256i wcodes32(nx_dtype t, const uint8_t *row, int b, float *d) {
+    if (t == NX_Q8_0) {
+        const uint8_t *p = row + (size_t)b * sizeof(nx_block_q8_0);
+        memcpy(d, p, 4);
+        return _mm256_loadu_si256((const __m256i *)(p + 4));
+    }
+    const uint8_t *p = row + (size_t)b * sizeof(nx_block_q4_0);
+    memcpy(d, p, 4);
+    __m128i qs = _mm_loadu_si128((const __m128i *)(p + 4)), m4 = _mm_set1_epi8(15);
+    __m128i lo = _mm_and_si128(qs, m4), hi = _mm_and_si128(_mm_srli_epi16(qs, 4), m4);
+    return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
+}
+
+/* 16 rows at a time: their 8 code quads form a 16x8 dword block, transposed into the quad
+ * rows; 128·Σw comes from vpdpbusd against ones on the transposed quads. */
+static inline TVNNI5 AI void pack_b_vnni_typed(float *Bp, nx_dtype t, const void *W, size_t rb, int n, int k0,
+                                                int kc) {
+    for (int b = 0; b < kc / NX_QBLOCK; b++) {
+        uint8_t *p = (uint8_t *)Bp + (size_t)b * QB_BLK;
+        float *dw = (float *)p;
+        int32_t *corr = (int32_t *)(p + NR5 * 4), *wq = (int32_t *)(p + NR5 * 8);
+        for (int g = 0; g < NR5 / 16; g++) {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) {
+                int o = g * 16 + i;
+                float d = 0.0f;
+                __m256i q = _mm256_setzero_si256();
+                if (o < n) q = wcodes32(t, (const uint8_t *)W + (size_t)o * rb, k0 / NX_QBLOCK + b, &d);
+                dw[o] = d;
+                r[i] = _mm512_castsi512_ps(_mm512_castsi256_si512(q));
+            }
+            transpose16(r);
+            __m512i sum = _mm512_setzero_si512();
+            for (int qd = 0; qd < 8; qd++) {
+                __m512i v = _mm512_castps_si512(r[qd]);
+                sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8(1), v);
+                _mm512_store_si512(wq + qd * NR5 + g * 16, v);
+            }
+            _mm512_store_si512(corr + g * 16, _mm512_slli_epi32(sum, 7));
+        }
+    }
+}
+
+static TVNNI5 void pack_b_vnni(float *Bp, nx_dtype t, const void *W, size_t rb, int n, int k0, int kc) {
+    if (t == NX_Q8_0) pack_b_vnni_typed(Bp, NX_Q8_0, W, rb, n, k0, kc);
+    else pack_b_vnni_typed(Bp, NX_Q4_0, W, rb, n, k0, kc);
+}
+
+const nx_gemm_vt nx__gemm_vnni_vt = {"avx512-vnni", MRQ, NR5, tile_vnni, pack_a_vnni, pack_b_vnni};
+
 #else /* not x86-64: the tables alias the scalar variant so callers need no #ifdef. */
 
 const nx_gemm_vt nx__gemm_avx2_vt = {"avx2-unavailable", 4, 16, NULL, NULL, NULL};
 const nx_gemm_vt nx__gemm_avx512_vt = {"avx512-unavailable", 4, 16, NULL, NULL, NULL};
+const nx_gemm_vt nx__gemm_vnni_vt = {"avx512-vnni-unavailable", 4, 16, NULL, NULL, NULL};
+int nx__cpu_has_avx512vnni(void) { return 0; }
 
 #endif

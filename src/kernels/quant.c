@@ -198,8 +198,7 @@ void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const floa
      * are still 16-row panels here). Without memory for the quantized activations the
      * GEMM, which needs none, also takes the few-token case. */
     if (blocks && !xq) {
-        const nx_gemm_vt *gv = nx__gemm_variant(vt->name);
-        nx__gemm_w_vt(gv ? gv : &nx__gemm_ref_vt, pool, y, x, W, b, T, IN, OUT);
+        nx__gemm_w_vt(nx__gemm_for(vt, W->type), pool, y, x, W, b, T, IN, OUT);
         return;
     }
     wjob j = {vt, y, x, b, W, xq, T, IN, OUT, blocks ? 64 : NX_PANEL};
