@@ -1,26 +1,31 @@
 /*
  * gemm.c - the prefill matrix multiply y[T][OUT] = x[T][IN]·Wᵀ + b for row-major weights of
- * any run type (F32, F16, BF16, Q8_0, Q4_0), compute-bound from a few dozen tokens up.
+ * any run type (F32, F16, BF16, Q8_0, Q4_0), and the general C (+)= A·B behind it that the
+ * training matmul also uses; compute-bound from a few dozen tokens up.
  *
- * Design (GotoBLAS-style). x is packed once per call into row tiles of mr tokens, [IN][mr]
- * each, shared by all threads (the packing itself is split over the threads). Each thread
- * then owns a static range of nr-wide output strips. For each K block of NX_GEMM_KC inputs
- * and each of its strips, it widens the strip's weights (fp32 as is, 16-bit exactly, block
- * types dequantized) into a [KC][nr] micro-panel on its stack - small enough to stay in L1 -
- * and sweeps every row tile of x past it with the register-tile kernel. Each weight is thus
- * read and converted once per call, and each packed x element is reused nr times per load.
+ * Design (GotoBLAS-style). A (x) is packed into row tiles of mr tokens, [K][mr] each, shared by
+ * all threads (the packing itself is split over the threads), in passes of rows x K range
+ * whose packed copy stays under 1 MiB, i.e. in L2. Each thread then owns a static range of
+ * nr-wide output strips. For each K block of NX_GEMM_KC inputs and each of its strips, it
+ * converts the strip's weights (fp32 as is, 16-bit widened exactly, block types dequantized;
+ * or, for the integer variants, repacked as int8 quads) into a micro-panel on its stack -
+ * small enough to stay in L1 - and sweeps the pass's row tiles past it with the register-tile
+ * kernel. Each weight is read and converted once per pass, and each packed x element is
+ * reused nr times per load.
  *
- * Order of the sums (the invariant the tests check): every y element is one fused
- * multiply-add chain over k = 0..IN-1 ascending, started at 0, with the bias added last.
- * Between K blocks the running sum is parked in y itself and reloaded, which is exact, so the
- * blocking, the tile an element falls in, the thread split and the variant (scalar fmaf,
- * AVX2, AVX-512) never change a bit: 1 and N threads agree, and all variants agree with the
- * scalar one. This is also the order of the packed-panel kernels (x86.c).
+ * Order of the sums (the invariant the tests check). fp32 variants: every y element is one
+ * fused multiply-add chain over k = 0..IN-1 ascending, started at 0 (or at C when
+ * accumulating), with the bias added last; between K blocks the running sum is parked in y and
+ * reloaded, which is exact. Integer variants (Q8_0/Q4_0 weights, Q8_0 activations): an exact
+ * integer dot per 32-block, then one fma chain over the blocks. So the blocking, the tile an
+ * element falls in, the thread split and the ISA (scalar fmaf, AVX2, AVX-512, VNNI) never
+ * change a bit: 1 and N threads agree, and each fast variant agrees with its scalar oracle.
+ * The fp32 order is also that of the packed-panel kernels (x86.c).
  *
- * Memory: the packed x (T·IN floats, rounded up to whole tiles) lives in a buffer that is
- * kept between calls (a few cached spares, taken and returned atomically, so concurrent
- * callers never share one); a larger A is packed and multiplied in blocks of rows. If the
- * buffer cannot be allocated, each thread packs tiles on its stack as it goes (same bits).
+ * Memory: the packed A lives in a buffer kept between calls (a few cached spares, taken and
+ * returned atomically, so concurrent callers never share one); B micro-panels live on the
+ * workers' stacks. If the buffer cannot be allocated, each thread packs tiles on its stack as
+ * it goes (same bits).
  */
 #include "kernels/gemm.h"
 

@@ -1,16 +1,18 @@
 /*
- * gemm_x86.c - AVX2+FMA and AVX-512 variants of the prefill GEMM's pieces (gemm.h).
+ * gemm_x86.c - AVX2+FMA, AVX-512 and AVX-512 VNNI variants of the GEMM's pieces (gemm.h).
  *
- * AVX-512: 8 tokens x 48 outputs per tile (24 zmm accumulators, 3 weight vectors; each x
- * element is an embedded broadcast), so one k step is 3 loads + 8 broadcasts per 24 FMAs. The
- * B micro-panel (192 x 48 floats, 36 KiB) stays in L1. 48 divides every Pythia width but
+ * AVX-512: 8 tokens x 48 outputs per tile (24 zmm accumulators, 3 weight vectors, one
+ * broadcast load per token), so one k step is 3 loads + 8 broadcasts per 24 FMAs. The B
+ * micro-panel (192 x 48 floats, 36 KiB) stays in L1. 48 divides every Pythia width but the
  * 1024-based ones; 8 divides the usual prompt lengths, so padding is rare. Both packers are
- * register transposes (16x16 for weights, converting 16-bit and block types on the way;
- * 8x8 for activations), so packing stays a few percent of the multiply.
+ * register transposes (16x16 for weights, converting 16-bit and block types on the way; 8x8
+ * for activations), so packing stays a few percent of the multiply.
  * AVX2: 6 x 16 tiles (12 ymm accumulators) on the portable packers.
+ * VNNI (Q8_0/Q4_0 weights): 4 x 48 integer tiles, see below.
  *
- * Every variant computes exactly the scalar variant's fmaf chain (gemm.c), so they agree bit
- * for bit; compiled with per-function target attributes, called only after CPUID agrees.
+ * Every fp32 variant computes exactly the scalar variant's fmaf chain (gemm.c) and the VNNI
+ * variant exactly the scalar integer one, so they agree bit for bit; compiled with
+ * per-function target attributes, called only after CPUID agrees.
  */
 #include "kernels/gemm.h"
 
