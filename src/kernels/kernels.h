@@ -116,9 +116,10 @@ void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const floa
 /* ---- prefill matrix multiply (gemm.c) ------------------------------------------------------ */
 /* y[T][OUT] = x[T][IN]·Wᵀ + b (b may be NULL) with W ROW-MAJOR [OUT][IN] in its run type (F32,
  * F16, BF16 rows as shipped; Q8_0/Q4_0 rows of IN/32 blocks, IN a multiple of 32): a blocked,
- * packed, threaded GEMM for many tokens. Each y element is fma(x, w, acc) over k ascending
- * from 0, then + b: bit-identical for any thread count and variant, and equal to the fp32
- * packed-panel kernels on the widened weights. Weights are read in place (never modified). */
+ * packed, threaded GEMM for many tokens. F32/F16/BF16: each y element is fma(x, w, acc) over
+ * k ascending from 0, then + b, equal to the fp32 packed-panel kernels on the widened weights.
+ * Q8_0/Q4_0 with AVX-512 VNNI: activations quantized to Q8_0 as in decode, integer block dots
+ * (docs/QUANT.md). Bit-identical for any thread count. Weights are read in place. */
 void nx__gemm_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT);
 
 /* ---- variants and dispatch (dispatch.c) ------------------------------------------------ */
