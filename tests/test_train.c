@@ -264,7 +264,9 @@ static void test_threads_bit_identical(void) {
 
 /* The SIMD matmul against the scalar oracle on odd shapes, all three products. */
 static void test_gemm_vs_reference(void) {
-    const int shapes[][3] = {{1, 1, 1}, {7, 33, 5}, {13, 50, 300}, {100, 17, 513}, {96, 64, 256}, {200, 130, 70}};
+    /* the last two reach the packed GEMM path (N, K >= 256) */
+    const int shapes[][3] = {{1, 1, 1}, {7, 33, 5}, {13, 50, 300}, {100, 17, 513}, {96, 64, 256}, {200, 130, 70},
+                             {70, 300, 260}, {9, 257, 700}};
     nx_pool *pool = nx_pool_create(2);
     for (size_t s = 0; s < NX_ARRAY_LEN(shapes); s++) {
         int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];

@@ -107,11 +107,20 @@ size_t nx__wmat_bytes(nx_dtype t, int OUT, int IN);
 void nx__wmat_row(const nx_wmat *W, int IN, int o, float *dst);
 /* y = x·Wᵀ + b for any weight type, threaded by static splits of OUT. Block types: up to
  * NX_QDOT_MAX_T tokens use integer dot products with activations quantized to Q8_0; longer
- * inputs dequantize 64-row groups to fp32 panels and run the fp32 tile kernel. */
+ * inputs run the prefill GEMM (nx__gemm_w) on the fp32-dequantized weights. */
 #define NX_QDOT_MAX_T 4
 void nx__matmul_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT);
 void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
                      int T, int IN, int OUT);
+
+/* ---- prefill matrix multiply (gemm.c) ------------------------------------------------------ */
+/* y[T][OUT] = x[T][IN]·Wᵀ + b (b may be NULL) with W ROW-MAJOR [OUT][IN] in its run type (F32,
+ * F16, BF16 rows as shipped; Q8_0/Q4_0 rows of IN/32 blocks, IN a multiple of 32): a blocked,
+ * packed, threaded GEMM for many tokens. F32/F16/BF16: each y element is fma(x, w, acc) over
+ * k ascending from 0, then + b, equal to the fp32 packed-panel kernels on the widened weights.
+ * Q8_0/Q4_0 with AVX-512 VNNI: activations quantized to Q8_0 as in decode, integer block dots
+ * (docs/QUANT.md). Bit-identical for any thread count. Weights are read in place. */
+void nx__gemm_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT);
 
 /* ---- variants and dispatch (dispatch.c) ------------------------------------------------ */
 typedef struct nx_block_q8_0 nx_block_q8_0;

@@ -4,12 +4,12 @@
  *
  * Decode (T <= NX_QDOT_MAX_T) on Q8_0/Q4_0 is bandwidth-bound: the activation row is quantized
  * to Q8_0 once, then each weight row is an integer dot product per block (VNNI where present).
- * Prefill is compute-bound: 64-row groups are dequantized to fp32 panels (per-thread scratch,
- * amortized over the T tokens) and multiplied by the fp32 tile kernel. Splits are static in
- * 64-row units, so results depend on T and the thread count only through the chosen path,
- * never on timing: equal inputs give equal bits.
+ * Prefill is compute-bound: longer inputs go to the packed GEMM (gemm.c), which dequantizes
+ * weight blocks into fp32 micro-panels as it goes. Splits are static, so results depend on T
+ * only through the chosen path, never on the thread count or timing: equal inputs give equal
+ * bits.
  */
-#include "kernels/kernels.h"
+#include "kernels/gemm.h"
 
 #include <math.h>
 
@@ -153,43 +153,6 @@ static void job_range(const wjob *j, int ith, int nth, int *r0, int *r1) {
     if (*r1 > j->OUT) *r1 = j->OUT;
 }
 
-/* Prefill on block weights: dequantize 64 rows into fp32 panels, run the fp32 tile kernel on
- * them. Without scratch memory it falls back to a slow but allocation-free row loop. */
-static void q_prefill_range(const wjob *j, int r0, int r1) {
-    int IN = j->IN;
-    size_t rb = nx__row_bytes(j->W->type, IN);
-    float *pan = nx__malloc_aligned((size_t)64 * IN * sizeof(float));
-    float *row = nx__malloc((size_t)IN * sizeof(float));
-    for (int g = r0; g < r1; g += 64) {
-        int n = r1 - g < 64 ? r1 - g : 64;
-        if (pan && row) {
-            for (int i = 0; i < n; i++) {
-                nx__dequantize_row(j->W->type, (const uint8_t *)j->W->data + (size_t)(g + i) * rb, row, IN);
-                float *p = pan + (size_t)(i / NX_PANEL) * IN * NX_PANEL + (i % NX_PANEL);
-                for (int k = 0; k < IN; k++) p[(size_t)k * NX_PANEL] = row[k];
-            }
-            j->vt->matmul_rows(j->y + g, j->x, pan, j->b ? j->b + g : NULL, j->T, IN, j->OUT, 0, n);
-        } else {
-            float blk[NX_QBLOCK];
-            for (int o = g; o < g + n; o++) {
-                const uint8_t *w = (const uint8_t *)j->W->data + (size_t)o * rb;
-                for (int t = 0; t < j->T; t++) {
-                    const float *xt = j->x + (size_t)t * IN;
-                    float s = 0.0f;
-                    for (int b0 = 0; b0 < IN; b0 += NX_QBLOCK) {
-                        nx__dequantize_row(j->W->type, w + (size_t)(b0 / NX_QBLOCK) * (rb / (size_t)(IN / NX_QBLOCK)),
-                                           blk, NX_QBLOCK);
-                        for (int i = 0; i < NX_QBLOCK; i++) s += xt[b0 + i] * blk[i];
-                    }
-                    j->y[(size_t)t * j->OUT + o] = s + (j->b ? j->b[o] : 0.0f);
-                }
-            }
-        }
-    }
-    nx__free(row);
-    nx__free_aligned(pan);
-}
-
 static void run_range(const wjob *j, int r0, int r1) {
     if (r0 >= r1) return;
     switch (j->W->type) {
@@ -199,13 +162,11 @@ static void run_range(const wjob *j, int r0, int r1) {
         break;
     case NX_Q8_0:
     case NX_Q4_0:
-        if (j->xq) {
+        {
             size_t nb = (size_t)j->IN / NX_QBLOCK;
             for (int t = 0; t < j->T; t++)
                 j->vt->qdot_rows(j->y + (size_t)t * j->OUT, j->xq + (size_t)t * nb, j->W->data, j->W->type, j->b, j->IN,
                                  r0, r1);
-        } else {
-            q_prefill_range(j, r0, r1);
         }
         break;
     default: j->vt->matmul_rows(j->y, j->x, j->W->data, j->b, j->T, j->IN, j->OUT, r0, r1); break;
@@ -226,16 +187,21 @@ void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const floa
         return;
     }
     bool blocks = W->type == NX_Q8_0 || W->type == NX_Q4_0;
-    wjob j = {vt, y, x, b, W, NULL, T, IN, OUT, blocks ? 64 : NX_PANEL};
     nx_block_q8_0 *xq = NULL;
     if (blocks && T <= NX_QDOT_MAX_T) {
         size_t nb = (size_t)IN / NX_QBLOCK;
         xq = nx__malloc((size_t)T * nb * sizeof *xq);
-        if (xq) {   /* else: the prefill path, which needs no activation copy */
+        if (xq)
             for (int t = 0; t < T; t++) nx__quantize_row_q8_0(xq + (size_t)t * nb, x + (size_t)t * IN, IN);
-            j.xq = xq;
-        }
     }
+    /* Block weights are row-major, the layout the prefill GEMM reads in place (F32/F16/BF16
+     * are still 16-row panels here). Without memory for the quantized activations the
+     * GEMM, which needs none, also takes the few-token case. */
+    if (blocks && !xq) {
+        nx__gemm_w_vt(nx__gemm_for(vt, W->type), pool, y, x, W, b, T, IN, OUT);
+        return;
+    }
+    wjob j = {vt, y, x, b, W, xq, T, IN, OUT, blocks ? 64 : NX_PANEL};
     if ((size_t)T * IN * OUT < 262144 || nx_pool_size(pool) == 1)
         run_range(&j, 0, OUT);
     else

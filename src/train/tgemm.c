@@ -10,14 +10,25 @@
  * rows at a time; B is read in place: a KC x NR panel is 32 KiB at most and stays in L1/L2
  * while the kernel sweeps the M block.
  *
- * Determinism: every C element is computed by the same sequence - for each K block in
+ * Products with at least GEMM_MIN_NK outputs and inputs (all those of the 160M-and-up shapes)
+ * go to the packed GEMM of the kernels layer instead (kernels/gemm.c: A packed into row
+ * tiles, B copied into L1-sized micro-panels, an 8x48 AVX-512 tile). It is 1.4-1.7x faster
+ * than this kernel there, but slower on the narrow or shallow products of small models
+ * (N = 128 or K = 128 on the 14M shape: 48-wide strips waste a third of a 32-wide tail, and
+ * packing does not pay off), which keep the kernel below.
+ *
+ * Determinism: here every C element is computed by the same sequence - for each K block in
  * ascending order, acc = 0; acc = fma(a_k, b_k, acc) for k ascending; C = acc (+ bias) on
- * the first block when not accumulating, C += acc otherwise. Work is split among threads
- * by whole (M block, N panel) units, so neither the split nor the tile an element falls in
- * changes its value: 1 and N threads give bit-identical results. The scalar kernel uses
- * fmaf in the same order, so all three kernels give the same bits.
+ * the first block when not accumulating, C += acc otherwise; on the GEMM path, one fma chain
+ * over all k (started at C when accumulating), bias last. Which path runs depends only on
+ * the shape. Work is split among threads by whole units (M block or row-tile group, N
+ * panel), so neither the split nor the tile an element falls in changes its value: 1 and N
+ * threads give bit-identical results. The scalar kernels use fmaf in the same order, so all
+ * kernels of a path give the same bits.
  */
 #include "train/train_internal.h"
+
+#include "kernels/gemm.h"
 
 #include <math.h>
 
@@ -225,10 +236,18 @@ static void gemm_ref_worker(int ith, int nth, void *arg) {
     }
 }
 
+#define GEMM_MIN_NK 256
+
 void nx__tgemm(nx_pool *pool, const nx_tgemm_args *a, bool reference) {
     if (a->M <= 0 || a->N <= 0) return;
     pick_kernel();
     NX_ASSERT(a->K > 0);
+    if (!reference && a->N >= GEMM_MIN_NK && a->K >= GEMM_MIN_NK) {
+        nx_gemm_args g = {.M = a->M, .N = a->N, .K = a->K, .A = a->A, .sam = a->sam, .sak = a->sak, .B = a->B,
+                          .ldb = a->ldb, .C = a->C, .ldc = a->ldc, .accumulate = a->accumulate, .bias = a->bias};
+        nx__gemm(nx__gemm_best(), pool, &g);
+        return;
+    }
     gemm_job job = {a};
     nx_pool_fn fn = reference ? gemm_ref_worker : gemm_worker;
     /* Small products run inline: a pool wake-up costs more than they do, and the split

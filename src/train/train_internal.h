@@ -16,9 +16,9 @@
  *   input grad   dinp = dout · W   : A = dout, B = W
  *   weight grad  dW  += doutᵀ · inp: A(i,k) = dout[k*OC + i], B = inp
  * accumulate == 0 overwrites C (adding bias[j] when bias != NULL); otherwise adds to C.
- * Each C element is summed in the same order (k blocks of NX_TGEMM_KC, k ascending inside,
- * one fused multiply-add per term) whatever the thread count or tile, so results are
- * bit-identical for 1 or N threads. With reference = true a plain triple loop (no blocking,
+ * Each C element is summed in an order fixed by the shape (k blocks of NX_TGEMM_KC, or for
+ * large products one chain; k ascending, one fused multiply-add per term) whatever the
+ * thread count or tile, so results are bit-identical for 1 or N threads. With reference = true a plain triple loop (no blocking,
  * no SIMD) is used instead: the oracle that the fast path is tested against. */
 typedef struct nx_tgemm_args {
     int M, N, K;

@@ -1,0 +1,365 @@
+/*
+ * gemm.c - the prefill matrix multiply y[T][OUT] = x[T][IN]·Wᵀ + b for row-major weights of
+ * any run type (F32, F16, BF16, Q8_0, Q4_0), and the general C (+)= A·B behind it that the
+ * training matmul also uses; compute-bound from a few dozen tokens up.
+ *
+ * Design (GotoBLAS-style). A (x) is packed into row tiles of mr tokens, [K][mr] each, shared by
+ * all threads (the packing itself is split over the threads), in passes of rows x K range
+ * whose packed copy stays under 1 MiB, i.e. in L2. Each thread then owns a static range of
+ * nr-wide output strips. For each K block of NX_GEMM_KC inputs and each of its strips, it
+ * converts the strip's weights (fp32 as is, 16-bit widened exactly, block types dequantized;
+ * or, for the integer variants, repacked as int8 quads) into a micro-panel on its stack -
+ * small enough to stay in L1 - and sweeps the pass's row tiles past it with the register-tile
+ * kernel. Each weight is read and converted once per pass, and each packed x element is
+ * reused nr times per load.
+ *
+ * Order of the sums (the invariant the tests check). fp32 variants: every y element is one
+ * fused multiply-add chain over k = 0..IN-1 ascending, started at 0 (or at C when
+ * accumulating), with the bias added last; between K blocks the running sum is parked in y and
+ * reloaded, which is exact. Integer variants (Q8_0/Q4_0 weights, Q8_0 activations): an exact
+ * integer dot per 32-block, then one fma chain over the blocks. So the blocking, the tile an
+ * element falls in, the thread split and the ISA (scalar fmaf, AVX2, AVX-512, VNNI) never
+ * change a bit: 1 and N threads agree, and each fast variant agrees with its scalar oracle.
+ * The fp32 order is also that of the packed-panel kernels (x86.c).
+ *
+ * Memory: the packed A lives in a buffer kept between calls (a few cached spares, taken and
+ * returned atomically, so concurrent callers never share one); B micro-panels live on the
+ * workers' stacks. If the buffer cannot be allocated, each thread packs tiles on its stack as
+ * it goes (same bits).
+ */
+#include "kernels/gemm.h"
+
+#include <math.h>
+#include <stdatomic.h>
+
+/* ---- scalar variant (the oracle) --------------------------------------------------------- */
+
+void nx__gemm_pack_a_generic(float *Ap, int mr, const float *A, long sam, long sak, int m, int k0, int kc) {
+    for (int k = 0; k < kc; k++)
+        for (int i = 0; i < mr; i++) Ap[(size_t)k * mr + i] = i < m ? A[(long)i * sam + (long)(k0 + k) * sak] : 0.0f;
+}
+
+void nx__gemm_pack_b_generic(float *Bp, int nr, nx_dtype t, const void *W, size_t rb, int n, int k0, int kc) {
+    float row[NX_GEMM_KC];
+    size_t off = nx__row_bytes(t, k0);   /* k0 is a whole number of blocks for block types */
+    for (int r = 0; r < nr; r++) {
+        if (r < n) nx__dequantize_row(t, (const uint8_t *)W + (size_t)r * rb + off, row, kc);
+        for (int k = 0; k < kc; k++) Bp[(size_t)k * nr + r] = r < n ? row[k] : 0.0f;
+    }
+}
+
+#define REF_MR 4
+#define REF_NR 16
+
+static void tile_ref(const float *Ap, const float *Bp, int kc, float *C, long ldc, int m, int n, int first,
+                     const float *bias) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            float acc = first ? 0.0f : C[(long)i * ldc + j];
+            for (int k = 0; k < kc; k++) acc = fmaf(Ap[(size_t)k * REF_MR + i], Bp[(size_t)k * REF_NR + j], acc);
+            C[(long)i * ldc + j] = bias ? acc + bias[j] : acc;
+        }
+}
+
+static void pack_a_ref(float *Ap, const float *A, long sam, long sak, int m, int k0, int kc) {
+    nx__gemm_pack_a_generic(Ap, REF_MR, A, sam, sak, m, k0, kc);
+}
+
+static void pack_b_ref(float *Bp, nx_dtype t, const void *W, size_t rb, int n, int k0, int kc) {
+    nx__gemm_pack_b_generic(Bp, REF_NR, t, W, rb, n, k0, kc);
+}
+
+const nx_gemm_vt nx__gemm_ref_vt = {"ref", REF_MR, REF_NR, tile_ref, pack_a_ref, pack_b_ref};
+
+/* ---- Q8_0 activations x Q8_0/Q4_0 weights (integer dot per block) -------------------------- */
+/* The oracle of the integer variants (gemm_x86.c): activations quantized to Q8_0 blocks with
+ * nx__quantize_row_q8_0 (as decode does), per block an exact integer Σ q_x·q_w, then
+ * acc = fma((float)Σ, d_w·d_x, acc) over the blocks in order. Per 32-block, packed A holds
+ * d_x[mr] then q_x[mr][32]; packed B holds d_w[nr] then q_w[nr][32] (int8, Q4_0 recentred). */
+#define Q8REF_MR 4
+#define Q8REF_NR 16
+
+void nx__gemm_quantize_tile(float *d, int8_t *q, const float *A, long sam, int mr, int m, int k0, int kc) {
+    nx_block_q8_0 blk[NX_GEMM_KC / NX_QBLOCK];
+    int nb = kc / NX_QBLOCK;
+    for (int i = 0; i < mr; i++) {
+        if (i < m) nx__quantize_row_q8_0(blk, A + (long)i * sam + k0, kc);
+        for (int b = 0; b < nb; b++) {
+            d[(size_t)b * mr + i] = i < m ? blk[b].d : 0.0f;
+            for (int e = 0; e < NX_QBLOCK; e++) q[((size_t)b * mr + i) * NX_QBLOCK + e] = i < m ? blk[b].q[e] : 0;
+        }
+    }
+}
+
+void nx__gemm_weight_block(nx_dtype t, const uint8_t *row, int b, float *d, int8_t q[NX_QBLOCK]) {
+    if (t == NX_Q8_0) {
+        const uint8_t *p = row + (size_t)b * sizeof(nx_block_q8_0);
+        memcpy(d, p, sizeof *d);
+        memcpy(q, p + 4, NX_QBLOCK);
+    } else {
+        const uint8_t *p = row + (size_t)b * sizeof(nx_block_q4_0);
+        memcpy(d, p, sizeof *d);
+        for (int e = 0; e < 16; e++) {
+            q[e] = (int8_t)((p[4 + e] & 15) - 8);
+            q[e + 16] = (int8_t)((p[4 + e] >> 4) - 8);
+        }
+    }
+}
+
+static void tile_q8ref(const float *Ap, const float *Bp, int kc, float *C, long ldc, int m, int n, int first,
+                       const float *bias) {
+    int nb = kc / NX_QBLOCK;
+    size_t ablk = Q8REF_MR * (4 + NX_QBLOCK), bblk = Q8REF_NR * (4 + NX_QBLOCK);   /* bytes per block */
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            float acc = first ? 0.0f : C[(long)i * ldc + j];
+            for (int b = 0; b < nb; b++) {
+                const uint8_t *a = (const uint8_t *)Ap + b * ablk, *w = (const uint8_t *)Bp + b * bblk;
+                const int8_t *qa = (const int8_t *)(a + Q8REF_MR * 4) + i * NX_QBLOCK;
+                const int8_t *qw = (const int8_t *)(w + Q8REF_NR * 4) + j * NX_QBLOCK;
+                int32_t isum = 0;
+                for (int e = 0; e < NX_QBLOCK; e++) isum += (int32_t)qa[e] * qw[e];
+                acc = fmaf((float)isum, ((const float *)w)[j] * ((const float *)a)[i], acc);
+            }
+            C[(long)i * ldc + j] = bias ? acc + bias[j] : acc;
+        }
+}
+
+static void pack_a_q8ref(float *Ap, const float *A, long sam, long sak, int m, int k0, int kc) {
+    NX_ASSERT(sak == 1 && k0 % NX_QBLOCK == 0 && kc % NX_QBLOCK == 0);
+    float d[NX_GEMM_KC / NX_QBLOCK * Q8REF_MR];
+    int8_t q[NX_GEMM_KC * Q8REF_MR];
+    nx__gemm_quantize_tile(d, q, A, sam, Q8REF_MR, m, k0, kc);
+    uint8_t *p = (uint8_t *)Ap;
+    for (int b = 0; b < kc / NX_QBLOCK; b++, p += Q8REF_MR * (4 + NX_QBLOCK)) {
+        memcpy(p, d + b * Q8REF_MR, Q8REF_MR * 4);
+        memcpy(p + Q8REF_MR * 4, q + (size_t)b * Q8REF_MR * NX_QBLOCK, Q8REF_MR * NX_QBLOCK);
+    }
+}
+
+static void pack_b_q8ref(float *Bp, nx_dtype t, const void *W, size_t rb, int n, int k0, int kc) {
+    uint8_t *p = (uint8_t *)Bp;
+    for (int b = 0; b < kc / NX_QBLOCK; b++, p += Q8REF_NR * (4 + NX_QBLOCK))
+        for (int r = 0; r < Q8REF_NR; r++) {
+            float d = 0.0f;
+            int8_t q[NX_QBLOCK] = {0};
+            if (r < n) nx__gemm_weight_block(t, (const uint8_t *)W + (size_t)r * rb, k0 / NX_QBLOCK + b, &d, q);
+            memcpy(p + r * 4, &d, 4);
+            memcpy(p + Q8REF_NR * 4 + r * NX_QBLOCK, q, NX_QBLOCK);
+        }
+}
+
+const nx_gemm_vt nx__gemm_q8ref_vt = {"ref-q8", Q8REF_MR, Q8REF_NR, tile_q8ref, pack_a_q8ref, pack_b_q8ref};
+
+/* ---- variant choice --------------------------------------------------------------------- */
+
+const nx_gemm_vt *nx__gemm_variant(const char *name) {
+    if (!name) return NULL;
+    if (strcmp(name, "ref") == 0) return &nx__gemm_ref_vt;
+    if (strcmp(name, "avx2") == 0) return nx__cpu_has_avx2() ? &nx__gemm_avx2_vt : NULL;
+    if (strcmp(name, "avx512") == 0) return nx__cpu_has_avx512() ? &nx__gemm_avx512_vt : NULL;
+    if (strcmp(name, "ref-q8") == 0) return &nx__gemm_q8ref_vt;
+    if (strcmp(name, "avx512-vnni") == 0) return nx__cpu_has_avx512vnni() ? &nx__gemm_vnni_vt : NULL;
+    return NULL;
+}
+
+const nx_gemm_vt *nx__gemm_best(void) {
+    const nx_gemm_vt *vt = nx__gemm_variant(nx__kernels()->name);
+    return vt ? vt : &nx__gemm_ref_vt;
+}
+
+/* ---- the cached packed-x buffer ----------------------------------------------------------- */
+
+/* A few spare buffers (one per concurrent caller, e.g. attention heads multiplying on
+ * several threads at once); a buffer's capacity in floats sits in its first 64 bytes, which
+ * keeps the data aligned. */
+#define SPARES 8
+static _Atomic(void *) g_spare[SPARES];
+
+static void *scratch_take(size_t floats) {
+    void *p = NULL;
+    for (int i = 0; i < SPARES && !p; i++) p = atomic_exchange_explicit(&g_spare[i], NULL, memory_order_acquire);
+    if (p && *(size_t *)p >= floats) return p;
+    nx__free_aligned(p);
+    size_t bytes;
+    if (!nx__mul_ok(floats, sizeof(float), &bytes) || !nx__add_ok(bytes, 64, &bytes)) return NULL;
+    p = nx__malloc_aligned(bytes);
+    if (p) *(size_t *)p = floats;
+    return p;
+}
+
+static void scratch_give(void *p) {
+    for (int i = 0; i < SPARES; i++) {
+        void *expected = NULL;
+        if (atomic_compare_exchange_strong_explicit(&g_spare[i], &expected, p, memory_order_acq_rel,
+                                                    memory_order_relaxed))
+            return;
+    }
+    nx__free_aligned(p);   /* more concurrent callers than slots */
+}
+
+/* Largest packed block of A, in floats (1 MiB: half of a core's L2). */
+#define NX_GEMM_PACK_MAX ((size_t)256 << 10)
+
+/* ---- driver ------------------------------------------------------------------------------ */
+
+/* Bp[k][r] = B[(k0 + k)·ldb + r] for r < n, zero up to nr: the k-major fp32 source of the
+ * training products (already in panel order, so packing is a copy). */
+static void pack_b_kmajor(float *Bp, int nr, const float *B, long ldb, int n, int k0, int kc) {
+    for (int k = 0; k < kc; k++) {
+        float *d = Bp + (size_t)k * nr;
+        memcpy(d, B + (long)(k0 + k) * ldb, (size_t)n * sizeof(float));
+        for (int r = n; r < nr; r++) d[r] = 0.0f;
+    }
+}
+
+typedef struct {
+    const nx_gemm_vt *vt;
+    const nx_gemm_args *a;
+    float *Ap;   /* packed A[kb0, kb1): tile i at Ap + i·(kb1 - kb0)·mr; NULL = pack on the fly */
+    int strips, tiles, groups;
+    int kb0, kb1;   /* the K range of this pass */
+} gemm_job;
+
+static void pack_a_worker(int ith, int nth, void *arg) {
+    const gemm_job *j = arg;
+    const nx_gemm_args *a = j->a;
+    int mr = j->vt->mr;
+    for (int ti = j->tiles * ith / nth; ti < j->tiles * (ith + 1) / nth; ti++) {
+        int i0 = ti * mr, m = NX_MIN(mr, a->M - i0);
+        float *dst = j->Ap + (size_t)ti * (size_t)(j->kb1 - j->kb0) * mr;
+        for (int k0 = j->kb0; k0 < j->kb1; k0 += NX_GEMM_KC)
+            j->vt->pack_a(dst + (size_t)(k0 - j->kb0) * mr, a->A + (long)i0 * a->sam, a->sam, a->sak, m, k0,
+                          NX_MIN(NX_GEMM_KC, j->kb1 - k0));
+    }
+}
+
+/* Where the source of micro-panel (strip s, K block k0) lies: `rows` runs of `lines` cache
+ * lines, `stride` bytes apart (weight rows for typed W, k rows for a k-major B). */
+static const uint8_t *panel_source(const gemm_job *j, int s, int k0, size_t *stride, size_t *rows, size_t *lines) {
+    const nx_gemm_args *a = j->a;
+    int nr = j->vt->nr, n = NX_MIN(nr, a->N - s * nr), kc = NX_MIN(NX_GEMM_KC, a->K - k0);
+    if (a->W) {
+        *stride = nx__row_bytes(a->wtype, a->K);
+        *rows = (size_t)n;
+        *lines = (nx__row_bytes(a->wtype, kc) + 63) / 64;
+        return (const uint8_t *)a->W + (size_t)s * nr * *stride + nx__row_bytes(a->wtype, k0);
+    }
+    *stride = (size_t)a->ldb * sizeof(float);
+    *rows = (size_t)kc;
+    *lines = ((size_t)n * sizeof(float) + 63) / 64;
+    return (const uint8_t *)(a->B + (long)k0 * a->ldb + (long)s * nr);
+}
+
+/* Row tiles per pass over the K blocks: the pass's slice of C (64 x 8 rows x nr) stays in L2
+ * while its K blocks are summed, however tall A is. */
+#define TILE_BLOCK 64
+
+static void gemm_worker(int ith, int nth, void *arg) {
+    const gemm_job *j = arg;
+    const nx_gemm_args *a = j->a;
+    const nx_gemm_vt *vt = j->vt;
+    int mr = vt->mr, nr = vt->nr, K = a->K;
+    _Alignas(64) float Bp[NX_GEMM_KC * NX_GEMM_NR_MAX];
+    _Alignas(64) float Al[NX_GEMM_KC * NX_GEMM_MR_MAX];
+    /* Units are (strip, tile group) pairs in strip-major order, split statically. */
+    long units = (long)j->strips * j->groups, u1 = units * (ith + 1) / nth;
+    for (long u = units * ith / nth; u < u1; u++) {
+        int s = (int)(u / j->groups), g = (int)(u % j->groups);
+        int t0 = j->tiles * g / j->groups, t1 = j->tiles * (g + 1) / j->groups;
+        int j0 = s * nr, n = NX_MIN(nr, a->N - j0);
+        for (int tb = t0; tb < t1; tb += TILE_BLOCK) {
+            int te = NX_MIN(tb + TILE_BLOCK, t1);
+            for (int k0 = j->kb0; k0 < j->kb1; k0 += NX_GEMM_KC) {
+                int kc = NX_MIN(NX_GEMM_KC, j->kb1 - k0), first = k0 == 0 && !a->accumulate, last = k0 + kc == K;
+                if (a->W)
+                    vt->pack_b(Bp, a->wtype, (const uint8_t *)a->W + (size_t)j0 * nx__row_bytes(a->wtype, K),
+                               nx__row_bytes(a->wtype, K), n, k0, kc);
+                else
+                    pack_b_kmajor(Bp, nr, a->B + j0, a->ldb, n, k0, kc);
+                const float *bias = last && a->bias ? a->bias + j0 : NULL;
+                /* The next micro-panel's source (this strip's next K block, or the next
+                 * strip's first) is prefetched a few lines per tile: packing reads tens of
+                 * short runs at once, which the hardware prefetcher does not cover. */
+                size_t stride = 0, rows = 0, lines = 1, per = 0, row = 0, line = 0;
+                const uint8_t *next = NULL;
+                if (k0 + kc < j->kb1) next = panel_source(j, s, k0 + kc, &stride, &rows, &lines);
+                else if (te == t1 && u + 1 < u1 && (int)((u + 1) / j->groups) != s)
+                    next = panel_source(j, s + 1, j->kb0, &stride, &rows, &lines);
+                if (next) per = (rows * lines + (size_t)(te - tb) - 1) / (size_t)(te - tb);
+                for (int ti = tb; ti < te; ti++) {
+                    int i0 = ti * mr, m = NX_MIN(mr, a->M - i0);
+                    for (size_t l = 0; l < per && row < rows; l++) {
+                        __builtin_prefetch(next + row * stride + line * 64);
+                        if (++line == lines) line = 0, row++;
+                    }
+                    const float *Ap =
+                        j->Ap ? j->Ap + ((size_t)ti * (size_t)(j->kb1 - j->kb0) + (size_t)(k0 - j->kb0)) * mr : Al;
+                    if (!j->Ap) vt->pack_a(Al, a->A + (long)i0 * a->sam, a->sam, a->sak, m, k0, kc);
+                    vt->tile(Ap, Bp, kc, a->C + (long)i0 * a->ldc + j0, a->ldc, m, n, first, bias);
+                }
+            }
+        }
+    }
+}
+
+/* One pass: rows of a (all of its M) times the K range [kb0, kb1), into C. */
+static void gemm_pass(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a, float *Ap, int kb0, int kb1,
+                      bool inline_run) {
+    int nth = inline_run ? 1 : nx_pool_size(pool);
+    gemm_job j = {vt, a, Ap, (a->N + vt->nr - 1) / vt->nr, (a->M + vt->mr - 1) / vt->mr, 1, kb0, kb1};
+    /* Too few strips to share out evenly: split the row tiles too. */
+    if (j.strips < 4 * nth) j.groups = NX_MIN(nth, j.tiles);
+    if (inline_run) {
+        if (Ap) pack_a_worker(0, 1, &j);
+        gemm_worker(0, 1, &j);
+    } else {
+        if (Ap) nx_pool_run(pool, pack_a_worker, &j);
+        nx_pool_run(pool, gemm_worker, &j);
+    }
+}
+
+void nx__gemm(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a) {
+    NX_ASSERT(vt->mr <= NX_GEMM_MR_MAX && vt->nr <= NX_GEMM_NR_MAX);
+    NX_ASSERT(!a->W || !(a->wtype == NX_Q8_0 || a->wtype == NX_Q4_0) || a->K % NX_QBLOCK == 0);
+    if (a->M <= 0 || a->N <= 0) return;
+    NX_ASSERT(a->K > 0);
+    /* Same hand-off threshold as the other matmul drivers (dispatch.c). */
+    bool inline_run = (double)a->M * a->N * a->K < 262144.0 || nx_pool_size(pool) == 1;
+    /* A is packed and multiplied in passes of (rows, K range) whose packed copy stays under
+     * NX_GEMM_PACK_MAX, so every strip re-reads it from L2 rather than from memory (a pass
+     * still holds all of a 512-token prompt, in two K ranges). */
+    int mr = vt->mr, tiles = (a->M + mr - 1) / mr;
+    int block = (int)NX_MAX((size_t)1, NX_MIN((size_t)tiles, NX_GEMM_PACK_MAX / ((size_t)mr * NX_GEMM_KC)));
+    int kb = (int)NX_MIN((size_t)a->K, NX_GEMM_PACK_MAX / ((size_t)block * mr) / NX_GEMM_KC * NX_GEMM_KC);
+    void *buf = scratch_take((size_t)block * (size_t)mr * (size_t)kb);
+    for (int t0 = 0; t0 < tiles; t0 += block) {
+        nx_gemm_args sub = *a;
+        sub.M = NX_MIN(block * mr, a->M - t0 * mr);
+        sub.A = a->A + (long)t0 * mr * a->sam;
+        sub.C = a->C + (long)t0 * mr * a->ldc;
+        for (int kb0 = 0; kb0 < a->K; kb0 += kb)
+            gemm_pass(vt, pool, &sub, buf ? (float *)((char *)buf + 64) : NULL, kb0, NX_MIN(kb0 + kb, a->K), inline_run);
+    }
+    if (buf) scratch_give(buf);
+}
+
+void nx__gemm_w_vt(const nx_gemm_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
+                   int T, int IN, int OUT) {
+    nx_gemm_args a = {.M = T, .N = OUT, .K = IN, .A = x, .sam = IN, .sak = 1, .W = W->data, .wtype = W->type,
+                      .C = y, .ldc = OUT, .bias = b};
+    nx__gemm(vt, pool, &a);
+}
+
+const nx_gemm_vt *nx__gemm_for(const nx_kernel_vt *kvt, nx_dtype t) {
+    const nx_gemm_vt *vt = nx__gemm_variant(kvt->name);
+    if (!vt) vt = &nx__gemm_ref_vt;
+    if (t != NX_Q8_0 && t != NX_Q4_0) return vt;
+    if (vt == &nx__gemm_ref_vt) return &nx__gemm_q8ref_vt;
+    if (vt == &nx__gemm_avx512_vt && nx__cpu_has_avx512vnni()) return &nx__gemm_vnni_vt;
+    return vt;
+}
+
+void nx__gemm_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT) {
+    nx__gemm_w_vt(nx__gemm_for(nx__kernels(), W->type), pool, y, x, W, b, T, IN, OUT);
+}
