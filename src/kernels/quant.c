@@ -2,12 +2,13 @@
  * quant.c - 16-bit and block-quantized weights: the scalar row formats (quantize, dequantize,
  * dot), the typed-matrix helpers and the threaded driver that picks a kernel per weight type.
  *
- * Decode (T <= NX_QDOT_MAX_T) on Q8_0/Q4_0 is bandwidth-bound: the activation row is quantized
- * to Q8_0 once, then each weight row is an integer dot product per block (VNNI where present).
- * Prefill is compute-bound: 64-row groups are dequantized to fp32 panels (per-thread scratch,
- * amortized over the T tokens) and multiplied by the fp32 tile kernel. Splits are static in
- * 64-row units, so results depend on T and the thread count only through the chosen path,
- * never on timing: equal inputs give equal bits.
+ * Decode (T <= NX_MV_MAX_T) is bandwidth-bound: float rows are dotted with the fp32 activations
+ * as they stream by; for Q8_0/Q4_0 the activation rows are quantized to Q8_0 once, then each
+ * weight row is an integer dot product per block (VNNI where present). Prefill is compute-bound:
+ * 64-row groups are widened to fp32 panels (per-thread scratch, amortized over the T tokens) and
+ * multiplied by the fp32 tile kernel. Splits are static in 64-row units, so results depend on T
+ * and the thread count only through the chosen path, never on timing: equal inputs give equal
+ * bits.
  */
 #include "kernels/kernels.h"
 
@@ -111,27 +112,10 @@ float nx__qdot_ref(const nx_block_q8_0 *xq, const void *wrow, nx_dtype wt, int I
     return s;
 }
 
-size_t nx__wmat_bytes(nx_dtype t, int OUT, int IN) {
-    switch (t) {
-    case NX_F32: return nx__packed_floats(OUT, IN) * 4;
-    case NX_F16:
-    case NX_BF16: return nx__packed_floats(OUT, IN) * 2;
-    default: return (size_t)OUT * nx__row_bytes(t, IN);
-    }
-}
+size_t nx__wmat_bytes(nx_dtype t, int OUT, int IN) { return (size_t)OUT * nx__row_bytes(t, IN); }
 
 void nx__wmat_row(const nx_wmat *W, int IN, int o, float *dst) {
-    if (W->type == NX_F32) {
-        for (int k = 0; k < IN; k++) dst[k] = nx__packed_at(W->data, IN, o, k);
-    } else if (W->type == NX_F16 || W->type == NX_BF16) {
-        const uint16_t *p = (const uint16_t *)W->data + (size_t)(o / NX_PANEL) * (size_t)IN * NX_PANEL + (o % NX_PANEL);
-        for (int k = 0; k < IN; k++) {
-            uint16_t h = p[(size_t)k * NX_PANEL];
-            dst[k] = W->type == NX_BF16 ? nx_bf16_to_f32(h) : nx_f16_to_f32(h);
-        }
-    } else {
-        nx__dequantize_row(W->type, (const uint8_t *)W->data + (size_t)o * nx__row_bytes(W->type, IN), dst, IN);
-    }
+    nx__dequantize_row(W->type, (const uint8_t *)W->data + (size_t)o * nx__row_bytes(W->type, IN), dst, IN);
 }
 
 /* ---- driver ---------------------------------------------------------------------------------- */
@@ -141,7 +125,7 @@ typedef struct {
     float *y;
     const float *x, *b;
     const nx_wmat *W;
-    const nx_block_q8_0 *xq;   /* quantized activations (qdot path) or NULL */
+    const nx_block_q8_0 *xq;   /* quantized activations (block decode) or NULL */
     int T, IN, OUT, unit;
 } wjob;
 
@@ -153,32 +137,42 @@ static void job_range(const wjob *j, int ith, int nth, int *r0, int *r1) {
     if (*r1 > j->OUT) *r1 = j->OUT;
 }
 
-/* Prefill on block weights: dequantize 64 rows into fp32 panels, run the fp32 tile kernel on
- * them. Without scratch memory it falls back to a slow but allocation-free row loop. */
-static void q_prefill_range(const wjob *j, int r0, int r1) {
+/* Prefill: widen 64 rows into fp32 panels, run the fp32 tile kernel on them (the widening is
+ * amortized over the T tokens). Without scratch memory it falls back to the decode kernels,
+ * NX_MV_MAX_T tokens at a time (float types) or a slow allocation-free row loop (block types). */
+static void prefill_range(const wjob *j, int r0, int r1) {
     int IN = j->IN;
-    size_t rb = nx__row_bytes(j->W->type, IN);
+    nx_dtype wt = j->W->type;
+    size_t rb = nx__row_bytes(wt, IN);
+    const uint8_t *W = j->W->data;
     float *pan = nx__malloc_aligned((size_t)64 * IN * sizeof(float));
     float *row = nx__malloc((size_t)IN * sizeof(float));
     for (int g = r0; g < r1; g += 64) {
         int n = r1 - g < 64 ? r1 - g : 64;
         if (pan && row) {
-            for (int i = 0; i < n; i++) {
-                nx__dequantize_row(j->W->type, (const uint8_t *)j->W->data + (size_t)(g + i) * rb, row, IN);
-                float *p = pan + (size_t)(i / NX_PANEL) * IN * NX_PANEL + (i % NX_PANEL);
-                for (int k = 0; k < IN; k++) p[(size_t)k * NX_PANEL] = row[k];
+            for (int p = 0; p * NX_PANEL < n; p++) {
+                int nr = n - p * NX_PANEL < NX_PANEL ? n - p * NX_PANEL : NX_PANEL;
+                float *panel = pan + (size_t)p * IN * NX_PANEL;
+                for (int i = 0; i < NX_PANEL; i++) {
+                    if (i < nr) nx__dequantize_row(wt, W + (size_t)(g + p * NX_PANEL + i) * rb, row, IN);
+                    for (int k = 0; k < IN; k++) panel[(size_t)k * NX_PANEL + i] = i < nr ? row[k] : 0.0f;
+                }
             }
             j->vt->matmul_rows(j->y + g, j->x, pan, j->b ? j->b + g : NULL, j->T, IN, j->OUT, 0, n);
+        } else if (wt == NX_F32 || wt == NX_F16 || wt == NX_BF16) {
+            for (int t = 0; t < j->T; t += NX_MV_MAX_T) {
+                int nt = j->T - t < NX_MV_MAX_T ? j->T - t : NX_MV_MAX_T;
+                j->vt->mv_rows(j->y + (size_t)t * j->OUT, j->x + (size_t)t * IN, W, wt, j->b, nt, IN, j->OUT, g, g + n);
+            }
         } else {
             float blk[NX_QBLOCK];
+            size_t bb = rb / (size_t)(IN / NX_QBLOCK);
             for (int o = g; o < g + n; o++) {
-                const uint8_t *w = (const uint8_t *)j->W->data + (size_t)o * rb;
                 for (int t = 0; t < j->T; t++) {
                     const float *xt = j->x + (size_t)t * IN;
                     float s = 0.0f;
                     for (int b0 = 0; b0 < IN; b0 += NX_QBLOCK) {
-                        nx__dequantize_row(j->W->type, w + (size_t)(b0 / NX_QBLOCK) * (rb / (size_t)(IN / NX_QBLOCK)),
-                                           blk, NX_QBLOCK);
+                        nx__dequantize_row(wt, W + (size_t)o * rb + (size_t)(b0 / NX_QBLOCK) * bb, blk, NX_QBLOCK);
                         for (int i = 0; i < NX_QBLOCK; i++) s += xt[b0 + i] * blk[i];
                     }
                     j->y[(size_t)t * j->OUT + o] = s + (j->b ? j->b[o] : 0.0f);
@@ -192,24 +186,12 @@ static void q_prefill_range(const wjob *j, int r0, int r1) {
 
 static void run_range(const wjob *j, int r0, int r1) {
     if (r0 >= r1) return;
-    switch (j->W->type) {
-    case NX_F16:
-    case NX_BF16:
-        j->vt->matmul_rows_h16(j->y, j->x, j->W->data, j->b, j->T, j->IN, j->OUT, r0, r1, j->W->type == NX_BF16);
-        break;
-    case NX_Q8_0:
-    case NX_Q4_0:
-        if (j->xq) {
-            size_t nb = (size_t)j->IN / NX_QBLOCK;
-            for (int t = 0; t < j->T; t++)
-                j->vt->qdot_rows(j->y + (size_t)t * j->OUT, j->xq + (size_t)t * nb, j->W->data, j->W->type, j->b, j->IN,
-                                 r0, r1);
-        } else {
-            q_prefill_range(j, r0, r1);
-        }
-        break;
-    default: j->vt->matmul_rows(j->y, j->x, j->W->data, j->b, j->T, j->IN, j->OUT, r0, r1); break;
-    }
+    if (j->T > NX_MV_MAX_T)
+        prefill_range(j, r0, r1);
+    else if (j->xq)
+        j->vt->qdot_rows(j->y, j->xq, j->W->data, j->W->type, j->b, j->T, j->IN, j->OUT, r0, r1);
+    else
+        j->vt->mv_rows(j->y, j->x, j->W->data, j->W->type, j->b, j->T, j->IN, j->OUT, r0, r1);
 }
 
 static void wjob_worker(int ith, int nth, void *arg) {
@@ -221,26 +203,27 @@ static void wjob_worker(int ith, int nth, void *arg) {
 
 void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
                      int T, int IN, int OUT) {
-    if (W->type == NX_F32) {
-        nx__matmul_vt(vt, pool, y, x, W->data, b, T, IN, OUT);
-        return;
-    }
     bool blocks = W->type == NX_Q8_0 || W->type == NX_Q4_0;
-    wjob j = {vt, y, x, b, W, NULL, T, IN, OUT, blocks ? 64 : NX_PANEL};
-    nx_block_q8_0 *xq = NULL;
-    if (blocks && T <= NX_QDOT_MAX_T) {
-        size_t nb = (size_t)IN / NX_QBLOCK;
-        xq = nx__malloc((size_t)T * nb * sizeof *xq);
-        if (xq) {   /* else: the prefill path, which needs no activation copy */
-            for (int t = 0; t < T; t++) nx__quantize_row_q8_0(xq + (size_t)t * nb, x + (size_t)t * IN, IN);
-            j.xq = xq;
+    /* Whole 64-row groups: the prefill panel group, and a multiple of every decode tile. */
+    wjob j = {vt, y, x, b, W, NULL, T, IN, OUT, 64};
+    /* Activations of a block decode are quantized once here, for all threads: up to 512 blocks
+     * (T·IN <= 16384 values) in an 18 KiB stack buffer, else on the heap. */
+    nx_block_q8_0 stack_xq[512], *xq = NULL;
+    if (blocks && T <= NX_MV_MAX_T) {
+        size_t nb = (size_t)IN / NX_QBLOCK, need = (size_t)T * nb;
+        xq = need <= NX_ARRAY_LEN(stack_xq) ? stack_xq : nx__malloc(need * sizeof *xq);
+        if (!xq) {   /* no memory for the activation copy: the prefill path needs none */
+            prefill_range(&j, 0, OUT);
+            return;
         }
+        for (int t = 0; t < T; t++) nx__quantize_row_q8_0(xq + (size_t)t * nb, x + (size_t)t * IN, IN);
+        j.xq = xq;
     }
     if ((size_t)T * IN * OUT < 262144 || nx_pool_size(pool) == 1)
         run_range(&j, 0, OUT);
     else
         nx_pool_run(pool, wjob_worker, &j);
-    nx__free(xq);
+    if (xq != stack_xq) nx__free(xq);
 }
 
 void nx__matmul_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT) {

@@ -4,8 +4,8 @@
  * One forward step over T new tokens at positions P..P+T-1 (T <= n_batch; longer inputs are
  * processed in n_batch chunks, which is exact because every token only sees the cache):
  *
- *   x = wte[ids] (+ wpe[P+t])
- *   per layer:  u = LN1(x); q|k|v = u·Wqkvᵀ (+b); rotate q, k; append k, v to the cache
+ *   x = wte[ids] (+ wpe[P+t])     (embedding rows widened from their stored type)
+ *   per layer:  u = LN1(x); qkv = u·Wqkvᵀ (+b), per head [q|k|v]; rotate q, k; append k, v to the cache
  *               a = Attn(q, cache)·Woᵀ (+b)
  *               parallel:   m = MLP(shared_ln ? u : LN2(x)); x = (a + m) + x
  *               sequential: x = a + x; m = MLP(LN2(x)); x = m + x
@@ -128,7 +128,7 @@ static void attn_worker(int ith, int nth, void *arg) {
         int p = j->P + t;
         int k0 = j->ly->local ? (p - m->window + 1 > 0 ? p - m->window + 1 : 0) : 0;
         int n = p + 1 - k0;
-        const float *q = s->qkv + (size_t)t * 3 * (size_t)H + (size_t)h * HS;
+        const float *q = s->qkv + (size_t)t * 3 * (size_t)H + (size_t)h * 3 * HS;
         size_t base = ((size_t)j->l * NH + (size_t)h) * (size_t)s->n_ctx;
         const float *K = s->kc + (base + (size_t)k0) * HS;
         const float *V = s->vc + (base + (size_t)k0) * HS;
@@ -162,11 +162,7 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
     float eps = c->layer_norm_eps;
 
     for (int t = 0; t < T; t++) {
-        if (m->wte) {
-            memcpy(s->x + (size_t)t * H, m->wte + (size_t)ids[t] * H, (size_t)H * sizeof(float));
-        } else {   /* tied: the row lives in the packed head */
-            nx__wmat_row(&m->Whead, H, ids[t], s->x + (size_t)t * H);
-        }
+        nx__wmat_row(&m->Wte, H, ids[t], s->x + (size_t)t * H);
         if (m->wpe) {
             const float *pe = m->wpe + (size_t)(P + t) * H;
             float *xt = s->x + (size_t)t * H;
@@ -181,17 +177,17 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
         nx__matmul_w(s->pool, s->qkv, s->u, &ly->Wqkv, ly->bqkv, T, H, 3 * H);
         size_t base = (size_t)l * NH * (size_t)s->n_ctx;
         for (int t = 0; t < T; t++) {
-            float *q = s->qkv + (size_t)t * 3 * H, *k = q + H, *v = q + 2 * H;
             int p = P + t;
             for (int h = 0; h < NH; h++) {
+                float *q = s->qkv + (size_t)t * 3 * H + (size_t)h * 3 * HS, *k = q + HS, *v = q + 2 * HS;
                 if (m->rot) {
                     const float *cs = m->rope_cos + (size_t)p * (m->rot / 2), *sn = m->rope_sin + (size_t)p * (m->rot / 2);
-                    nx__rotary_ref(q + (size_t)h * HS, m->rot, cs, sn, m->rot_interleaved);
-                    nx__rotary_ref(k + (size_t)h * HS, m->rot, cs, sn, m->rot_interleaved);
+                    nx__rotary_ref(q, m->rot, cs, sn, m->rot_interleaved);
+                    nx__rotary_ref(k, m->rot, cs, sn, m->rot_interleaved);
                 }
                 size_t dst = ((base + (size_t)h * s->n_ctx) + (size_t)p) * HS;
-                memcpy(s->kc + dst, k + (size_t)h * HS, (size_t)HS * sizeof(float));
-                memcpy(s->vc + dst, v + (size_t)h * HS, (size_t)HS * sizeof(float));
+                memcpy(s->kc + dst, k, (size_t)HS * sizeof(float));
+                memcpy(s->vc + dst, v, (size_t)HS * sizeof(float));
             }
         }
         attn_job aj = {s, ly, l, T, P};
