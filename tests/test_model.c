@@ -259,32 +259,52 @@ static void test_context_limit(void) {
     nx_model_free(m);
 }
 
-/* A random model big enough that every matmul is threaded: 1 vs 2 threads bit-identical. */
+/* Logits of a 20-token prefill then 12 decoded tokens (the greedy continuation) on m. */
+static void prefill_then_decode(const nx_model *m, int threads, float *out) {
+    enum { V = 2000 };
+    int32_t ids[20];
+    for (int i = 0; i < 20; i++) ids[i] = (i * 97) % V;
+    nx_session_opts so = {0};
+    so.n_threads = threads;
+    nx_session *s = NULL;
+    CHECK(nx_session_create(m, &so, &s) == NX_OK);
+    CHECK(nx_session_forward(s, ids, 20, out) == NX_OK);
+    for (int k = 0; k < 12; k++) {
+        const float *lg = nx_session_logits(s);
+        int32_t best = 0;
+        for (int j = 1; j < V; j++) best = lg[j] > lg[best] ? j : best;
+        CHECK(nx_session_forward(s, &best, 1, out + (size_t)(20 + k) * V) == NX_OK);
+    }
+    nx_session_free(s);
+}
+
+/* A random model big enough that every decode matmul is threaded, in every run type: two runs
+ * with 2 threads are bit-identical, and so is 1 thread (static splits, per-row sums). */
 static void test_thread_determinism(void) {
     nx_model_config cfg;
-    CHECK(nx_model_config_preset("pythia-14m", &cfg) == NX_OK);
+    CHECK(nx_model_config_preset("pythia-70m", &cfg) == NX_OK);
     cfg.vocab_size = 2000;
     cfg.max_position_embeddings = 64;
-    nx_model *m = NULL;
-    CHECK(nx_model_create_random(&cfg, 7, 0.05f, &m) == NX_OK);
-    int32_t ids[20];
-    for (int i = 0; i < 20; i++) ids[i] = (i * 97) % 2000;
-    float *a = malloc(sizeof(float) * 20 * 2000), *b = malloc(sizeof(float) * 20 * 2000);
-    for (int th = 1; th <= 2; th++) {
-        nx_session_opts so = {0};
-        so.n_threads = th;
-        nx_session *s = NULL;
-        CHECK(nx_session_create(m, &so, &s) == NX_OK);
-        CHECK(nx_session_forward(s, ids, 20, th == 1 ? a : b) == NX_OK);
-        nx_session_free(s);
+    const nx_dtype types[] = {NX_F32, NX_F16, NX_BF16, NX_Q8_0, NX_Q4_0};
+    size_t n = (size_t)32 * 2000;
+    float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n), *c = malloc(sizeof(float) * n);
+    for (size_t ti = 0; ti < NX_ARRAY_LEN(types); ti++) {
+        nx_model *m = NULL;
+        CHECK(nx_model_create_random(&cfg, 7, 0.05f, &m) == NX_OK);
+        CHECK(nx_model_convert(m, types[ti]) == NX_OK);
+        prefill_then_decode(m, 2, a);
+        prefill_then_decode(m, 2, b);
+        prefill_then_decode(m, 1, c);
+        CHECK_MSG(memcmp(a, b, sizeof(float) * n) == 0, "%s: two runs with 2 threads differ", nx_dtype_name(types[ti]));
+        CHECK_MSG(memcmp(a, c, sizeof(float) * n) == 0, "%s: 1 and 2 threads differ", nx_dtype_name(types[ti]));
+        double mx = 0;
+        for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs(a[i]));
+        CHECK(mx > 1e-3 && isfinite(mx));
+        nx_model_free(m);
     }
-    CHECK(memcmp(a, b, sizeof(float) * 20 * 2000) == 0);
-    double mx = 0;
-    for (int i = 0; i < 2000; i++) mx = fmax(mx, fabs(a[i]));
-    CHECK(mx > 1e-3 && isfinite(mx));
     free(a);
     free(b);
-    nx_model_free(m);
+    free(c);
 }
 
 static void write_file(const char *path, const char *text) {

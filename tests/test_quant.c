@@ -354,6 +354,17 @@ static void test_quantize_roundtrip(void) {
             nx_model *m = NULL;
             CHECK(nx_model_load(dir, NULL, &m) == NX_OK);
             CHECK(nx_model_weight_dtype(m) == types[ti]);
+            /* Zero copy: every matrix of the NeoX file (and the input embedding) is used in place,
+             * so only the fp32 LayerNorms and biases are held; J's separate q, k, v are
+             * interleaved into one matrix (a copy), its other matrices are in place. */
+            const nx_model_config *c = nx_model_get_config(m);
+            size_t H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, small = 2 * H + (size_t)c->n_layer * (9 * H + I);
+            if (mi == 0)
+                CHECK_MSG(nx_model_weight_bytes(m) - nx_model_mapped_bytes(m) == small * sizeof(float),
+                          "%s: %zu of %zu weight bytes in place", nx_dtype_name(types[ti]), nx_model_mapped_bytes(m),
+                          nx_model_weight_bytes(m));
+            else
+                CHECK(nx_model_mapped_bytes(m) > 0 && nx_model_mapped_bytes(m) < nx_model_weight_bytes(m));
             nx_model_free(m);
             run_t a, b;
             if (!run_model(dir, NX_DTYPE_INVALID, 1, &a)) return;
