@@ -135,6 +135,10 @@ typedef struct nx_kernel_vt {
     void (*act)(float *x, size_t n, nx_kact act);
     /* x[i] = exp(x[i] - mx) for i < n; returns their sum (softmax numerators). */
     float (*exp_sum)(float *x, int n, float mx);
+    /* One query against keys k0..k1-1 of one head, as nx__attention_ref (the decode step's
+     * attention: scores, softmax and the weighted sum of values in one pass over the cache). */
+    void (*attention)(float *out, const float *q, const float *K, const float *V, int ld, int d, int k0, int k1,
+                      float scale, float *scores);
     /* Decode: rows r0..r1-1 of every token of y = x·Wᵀ + b, T <= NX_MV_MAX_T, W row-major F32, F16
      * or BF16 (wt). Each weight is widened to fp32 exactly; each row is read once for all T
      * tokens. Sums are fp32 in any order (the reference: index order). */

@@ -127,21 +127,10 @@ static void attn_worker(int ith, int nth, void *arg) {
         int h = i / j->T, t = i % j->T;
         int p = j->P + t;
         int k0 = j->ly->local ? (p - m->window + 1 > 0 ? p - m->window + 1 : 0) : 0;
-        int n = p + 1 - k0;
         const float *q = s->qkv + (size_t)t * 3 * (size_t)H + (size_t)h * 3 * HS;
-        size_t base = ((size_t)j->l * NH + (size_t)h) * (size_t)s->n_ctx;
-        const float *K = s->kc + (base + (size_t)k0) * HS;
-        const float *V = s->vc + (base + (size_t)k0) * HS;
-        float mx = -INFINITY;
-        for (int k = 0; k < n; k++) {
-            float sc = vt->dot(q, K + (size_t)k * HS, HS) * m->attn_scale;
-            scores[k] = sc;
-            mx = sc > mx ? sc : mx;
-        }
-        float inv = 1.0f / vt->exp_sum(scores, n, mx);
-        float *o = s->att + (size_t)t * H + (size_t)h * HS;
-        memset(o, 0, (size_t)HS * sizeof(float));
-        for (int k = 0; k < n; k++) vt->axpy(o, scores[k] * inv, V + (size_t)k * HS, HS);
+        size_t base = ((size_t)j->l * NH + (size_t)h) * (size_t)s->n_ctx * HS;
+        vt->attention(s->att + (size_t)t * H + (size_t)h * HS, q, s->kc + base, s->vc + base, HS, HS, k0, p + 1,
+                      m->attn_scale, scores);
     }
 }
 
