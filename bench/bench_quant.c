@@ -13,6 +13,12 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static double cpu_s(void) {   /* this thread's CPU time: what a kernel costs, whatever else runs */
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -52,17 +58,20 @@ int main(int argc, char **argv) {
                 const nx_kernel_vt *vt = nx__kernels_variant(variants[v]);
                 if (!vt) continue;
                 int reps = T <= NX_MV_MAX_T ? (int)(2e8 / (double)bytes) + 1 : 1;
-                double ts[5];
+                double ts[5], cs[5];
                 for (int k = 0; k < 5; k++) {
-                    double a = now_s();
+                    double a = now_s(), c = cpu_s();
                     for (int r = 0; r < reps; r++) nx__matmul_w_vt(vt, pool, y, x, &M, NULL, T, IN, OUT);
                     ts[k] = (now_s() - a) / reps;
+                    cs[k] = (cpu_s() - c) / reps;
                 }
                 qsort(ts, 5, sizeof *ts, cmp);
+                qsort(cs, 5, sizeof *cs, cmp);
                 double t_med = ts[2];
-                printf("T=%3d IN=%5d OUT=%5d %-5s %-7s %8.3f ms  %7.1f GB/s  %7.1f GFLOP/s\n", T, IN, OUT,
-                       nx_dtype_name(t), vt->name, t_med * 1e3, (double)bytes / t_med / 1e9,
-                       2.0 * T * IN * (double)OUT / t_med / 1e9);
+                /* with 1 thread the CPU time is the kernel's own cost even on a busy machine */
+                printf("T=%3d IN=%5d OUT=%5d %-5s %-7s %8.3f ms  %7.1f GB/s  %7.1f GFLOP/s  cpu %8.3f ms (%6.1f GB/cpu-s)\n",
+                       T, IN, OUT, nx_dtype_name(t), vt->name, t_med * 1e3, (double)bytes / t_med / 1e9,
+                       2.0 * T * IN * (double)OUT / t_med / 1e9, cs[2] * 1e3, (double)bytes / cs[2] / 1e9);
             }
             nx__free_aligned(Wt);
         }

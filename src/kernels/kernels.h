@@ -120,6 +120,18 @@ void nx__wmat_row(const nx_wmat *W, int IN, int o, float *dst);
 void nx__matmul_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT);
 void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
                      int T, int IN, int OUT);
+/* The arguments of one nx__matmul_w. */
+typedef struct nx_matmul_args {
+    float *y;
+    const float *x;
+    const nx_wmat *W;
+    const float *b;
+    int T, IN, OUT;
+} nx_matmul_args;
+/* Two independent products (neither reads the other's output) in one hand-off to the pool:
+ * each thread runs its share of both, so a decode step waits for the threads once instead of
+ * twice. Same results as two nx__matmul_w calls, bit for bit. */
+void nx__matmul_w2(nx_pool *pool, const nx_matmul_args *a, const nx_matmul_args *b);
 
 /* ---- variants and dispatch (dispatch.c) ------------------------------------------------ */
 typedef struct nx_block_q8_0 nx_block_q8_0;

@@ -125,7 +125,8 @@ typedef struct {
     float *y;
     const float *x, *b;
     const nx_wmat *W;
-    const nx_block_q8_0 *xq;   /* quantized activations (block decode) or NULL */
+    nx_block_q8_0 *xq;   /* quantized activations (block decode) or NULL */
+    bool prefill;        /* the panel path: T > NX_MV_MAX_T, or no memory for xq */
     int T, IN, OUT, unit;
 } wjob;
 
@@ -186,7 +187,7 @@ static void prefill_range(const wjob *j, int r0, int r1) {
 
 static void run_range(const wjob *j, int r0, int r1) {
     if (r0 >= r1) return;
-    if (j->T > NX_MV_MAX_T)
+    if (j->prefill)
         prefill_range(j, r0, r1);
     else if (j->xq)
         j->vt->qdot_rows(j->y, j->xq, j->W->data, j->W->type, j->b, j->T, j->IN, j->OUT, r0, r1);
@@ -194,36 +195,71 @@ static void run_range(const wjob *j, int r0, int r1) {
         j->vt->mv_rows(j->y, j->x, j->W->data, j->W->type, j->b, j->T, j->IN, j->OUT, r0, r1);
 }
 
-static void wjob_worker(int ith, int nth, void *arg) {
-    const wjob *j = arg;
-    int r0, r1;
-    job_range(j, ith, nth, &r0, &r1);
-    run_range(j, r0, r1);
+/* Up to two independent products handed to the pool at once: each thread runs its static share
+ * of each (the same rows as alone, so the same bits). */
+typedef struct {
+    wjob *j;
+    int n;
+} wjobs;
+
+static void wjobs_worker(int ith, int nth, void *arg) {
+    const wjobs *js = arg;
+    for (int i = 0; i < js->n; i++) {
+        int r0, r1;
+        job_range(&js->j[i], ith, nth, &r0, &r1);
+        run_range(&js->j[i], r0, r1);
+    }
+}
+
+/* Activations of a block decode are quantized once, for all threads: up to 512 blocks
+ * (T·IN <= 16384 values) in the caller's stack buffer, else on the heap; without memory for
+ * them the job takes the prefill path, which needs none. */
+enum { STACK_XQ = 512 };
+static void job_init(wjob *j, const nx_kernel_vt *vt, const nx_matmul_args *a, nx_block_q8_0 *stack_xq) {
+    /* Whole 64-row groups: the prefill panel group, and a multiple of every decode tile. */
+    *j = (wjob){vt, a->y, a->x, a->b, a->W, NULL, a->T > NX_MV_MAX_T, a->T, a->IN, a->OUT, 64};
+    if (j->prefill || (a->W->type != NX_Q8_0 && a->W->type != NX_Q4_0)) return;
+    size_t nb = (size_t)a->IN / NX_QBLOCK, need = (size_t)a->T * nb;
+    j->xq = need <= STACK_XQ ? stack_xq : nx__malloc(need * sizeof *j->xq);
+    if (!j->xq) {
+        j->prefill = true;
+        return;
+    }
+    for (int t = 0; t < a->T; t++) nx__quantize_row_q8_0(j->xq + (size_t)t * nb, a->x + (size_t)t * a->IN, a->IN);
+}
+
+static void run_jobs(nx_pool *pool, wjob *j, int n) {
+    size_t work = 0;
+    for (int i = 0; i < n; i++) work += (size_t)j[i].T * (size_t)j[i].IN * (size_t)j[i].OUT;
+    /* Below ~256K FMAs (tens of microseconds) a hand-off to the workers costs more than it
+     * saves, and on a busy machine each hand-off can wait a whole scheduler slice. */
+    if (work < 262144 || nx_pool_size(pool) == 1) {
+        for (int i = 0; i < n; i++) run_range(&j[i], 0, j[i].OUT);
+    } else {
+        wjobs js = {j, n};
+        nx_pool_run(pool, wjobs_worker, &js);
+    }
 }
 
 void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
                      int T, int IN, int OUT) {
-    bool blocks = W->type == NX_Q8_0 || W->type == NX_Q4_0;
-    /* Whole 64-row groups: the prefill panel group, and a multiple of every decode tile. */
-    wjob j = {vt, y, x, b, W, NULL, T, IN, OUT, 64};
-    /* Activations of a block decode are quantized once here, for all threads: up to 512 blocks
-     * (T·IN <= 16384 values) in an 18 KiB stack buffer, else on the heap. */
-    nx_block_q8_0 stack_xq[512], *xq = NULL;
-    if (blocks && T <= NX_MV_MAX_T) {
-        size_t nb = (size_t)IN / NX_QBLOCK, need = (size_t)T * nb;
-        xq = need <= NX_ARRAY_LEN(stack_xq) ? stack_xq : nx__malloc(need * sizeof *xq);
-        if (!xq) {   /* no memory for the activation copy: the prefill path needs none */
-            prefill_range(&j, 0, OUT);
-            return;
-        }
-        for (int t = 0; t < T; t++) nx__quantize_row_q8_0(xq + (size_t)t * nb, x + (size_t)t * IN, IN);
-        j.xq = xq;
-    }
-    if ((size_t)T * IN * OUT < 262144 || nx_pool_size(pool) == 1)
-        run_range(&j, 0, OUT);
-    else
-        nx_pool_run(pool, wjob_worker, &j);
-    if (xq != stack_xq) nx__free(xq);
+    nx_block_q8_0 stack_xq[STACK_XQ];
+    nx_matmul_args a = {y, x, W, b, T, IN, OUT};
+    wjob j;
+    job_init(&j, vt, &a, stack_xq);
+    run_jobs(pool, &j, 1);
+    if (j.xq != stack_xq) nx__free(j.xq);
+}
+
+void nx__matmul_w2(nx_pool *pool, const nx_matmul_args *a, const nx_matmul_args *b) {
+    const nx_kernel_vt *vt = nx__kernels();
+    nx_block_q8_0 stack_xq[2][STACK_XQ];
+    wjob j[2];
+    job_init(&j[0], vt, a, stack_xq[0]);
+    job_init(&j[1], vt, b, stack_xq[1]);
+    run_jobs(pool, j, 2);
+    for (int i = 0; i < 2; i++)
+        if (j[i].xq != stack_xq[i]) nx__free(j[i].xq);
 }
 
 void nx__matmul_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT) {

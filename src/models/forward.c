@@ -8,6 +8,8 @@
  *   per layer:  u = LN1(x); qkv = u·Wqkvᵀ (+b), per head [q|k|v]; rotate q, k; append k, v to the cache
  *               a = Attn(q, cache)·Woᵀ (+b)
  *               parallel:   m = MLP(shared_ln ? u : LN2(x)); x = (a + m) + x
+ *                           (qkv with the MLP's first product, Wo with its second: one
+ *                           hand-off to the threads each, nx__matmul_w2)
  *               sequential: x = a + x; m = MLP(LN2(x)); x = m + x
  *   logits = LNf(x)·Wheadᵀ (+b)     (all rows, or only the last)
  *
@@ -163,7 +165,20 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
     for (int l = 0; l < m->L; l++) {
         const nx_layer *ly = &m->layers[l];
         nx__layernorm_ref(s->u, s->x, ly->ln1_w, ly->ln1_b, T, H, eps);
-        nx__matmul_w(s->pool, s->qkv, s->u, &ly->Wqkv, ly->bqkv, T, H, 3 * H);
+        if (m->parallel) {
+            /* The MLP reads the block input too, so its first product shares the qkv hand-off to
+             * the threads (s->a is free until the attention output projection). */
+            const float *mlp_in = s->u;
+            if (!m->shared_ln) {
+                nx__layernorm_ref(s->a, s->x, ly->ln2_w, ly->ln2_b, T, H, eps);
+                mlp_in = s->a;
+            }
+            nx_matmul_args qkv = {s->qkv, s->u, &ly->Wqkv, ly->bqkv, T, H, 3 * H}, up = {s->h, mlp_in, &ly->W1, ly->b1, T, H, I};
+            nx__matmul_w2(s->pool, &qkv, &up);
+            nx__act(s->pool, s->h, (size_t)T * I, m->act);
+        } else {
+            nx__matmul_w(s->pool, s->qkv, s->u, &ly->Wqkv, ly->bqkv, T, H, 3 * H);
+        }
         size_t base = (size_t)l * NH * (size_t)s->n_ctx;
         for (int t = 0; t < T; t++) {
             int p = P + t;
@@ -185,16 +200,14 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
             nx_pool_run(s->pool, attn_worker, &aj);
         else
             attn_worker(0, 1, &aj);
-        nx__matmul_w(s->pool, s->a, s->att, &ly->Wo, ly->bo, T, H, H);
-
         float *mlp_out = s->qkv;   /* q|k|v are dead once attention is done */
         if (m->parallel) {
-            if (!m->shared_ln) nx__layernorm_ref(s->u, s->x, ly->ln2_w, ly->ln2_b, T, H, eps);
-            nx__matmul_w(s->pool, s->h, s->u, &ly->W1, ly->b1, T, H, I);
-            nx__act(s->pool, s->h, (size_t)T * I, m->act);
-            nx__matmul_w(s->pool, mlp_out, s->h, &ly->W2, ly->b2, T, I, H);
+            /* attention output and MLP down projection: independent, one hand-off */
+            nx_matmul_args o = {s->a, s->att, &ly->Wo, ly->bo, T, H, H}, down = {mlp_out, s->h, &ly->W2, ly->b2, T, I, H};
+            nx__matmul_w2(s->pool, &o, &down);
             add_rows(s->x, s->a, mlp_out, TH);
         } else {
+            nx__matmul_w(s->pool, s->a, s->att, &ly->Wo, ly->bo, T, H, H);
             add_rows(s->x, s->a, NULL, TH);
             nx__layernorm_ref(s->u, s->x, ly->ln2_w, ly->ln2_b, T, H, eps);
             nx__matmul_w(s->pool, s->h, s->u, &ly->W1, ly->b1, T, H, I);
