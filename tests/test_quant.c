@@ -170,6 +170,30 @@ static void test_qdot_variants(void) {
     CHECK(tested >= 1);
 }
 
+/* Every variant's activation quantizer equals nx__quantize_row_q8_0 byte for byte: random rows
+ * with outliers, an all-zero block and values exactly half-way between codes (ties to even). */
+static void test_quantize_act_variants(void) {
+    enum { N = 4096 };
+    static float x[N];
+    static nx_block_q8_0 a[N / 32], r[N / 32];
+    fill(x, N);
+    for (int i = 0; i < N; i += 61) x[i] *= 50.0f;
+    for (int i = 64; i < 96; i++) x[i] = 0.0f;
+    for (int i = 96; i < 128; i++) x[i] = (float)(i - 112) + 0.5f;   /* amax 15.5: d = 15.5/127 */
+    x[127] = 127.0f;                                                 /* block 3: d = 1, x.5 ties */
+    nx__quantize_row_q8_0(r, x, N);
+    int tested = 0;
+    for (size_t v = 0; v < NX_ARRAY_LEN(k_variants); v++) {
+        const nx_kernel_vt *vt = nx__kernels_variant(k_variants[v]);
+        if (!vt) continue;
+        tested++;
+        memset(a, 0x5a, sizeof a);
+        vt->quantize_q8(a, x, N);
+        CHECK_MSG(memcmp(a, r, sizeof a) == 0, "%s: quantized activations differ from the reference", vt->name);
+    }
+    CHECK(tested >= 1);
+}
+
 /* The driver on block weights: decode (T <= NX_MV_MAX_T, int8 activations) within the bound
  * activation rounding allows, Σ_k |w_k|·d_x(k)/2, of fp32 on the dequantized weights; prefill
  * (dequantized tiles) within fp32 rounding of it; 1 and 3 threads bit-identical. */
@@ -431,6 +455,7 @@ int main(void) {
     TEST_RUN(test_block_formats);
     TEST_RUN(test_mv_variants);
     TEST_RUN(test_qdot_variants);
+    TEST_RUN(test_quantize_act_variants);
     TEST_RUN(test_matmul_w_blocks);
     TEST_RUN(test_model_dtypes);
     TEST_RUN(test_quantize_roundtrip);

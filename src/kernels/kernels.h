@@ -162,6 +162,9 @@ typedef struct nx_kernel_vt {
      * in fp32 (llama.cpp's scheme). */
     void (*qdot_rows)(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b, int T, int IN,
                       int OUT, int r0, int r1);
+    /* nx__quantize_row_q8_0, bit for bit (the activations of a block decode are quantized on the
+     * calling thread while the others wait: it is worth vectorizing). */
+    void (*quantize_q8)(nx_block_q8_0 *dst, const float *x, int n);
 } nx_kernel_vt;
 
 /* The variant in use: NX_KERNELS if set and supported, else the best the CPU supports. */

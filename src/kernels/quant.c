@@ -225,7 +225,7 @@ static void job_init(wjob *j, const nx_kernel_vt *vt, const nx_matmul_args *a, n
         j->prefill = true;
         return;
     }
-    for (int t = 0; t < a->T; t++) nx__quantize_row_q8_0(j->xq + (size_t)t * nb, a->x + (size_t)t * a->IN, a->IN);
+    for (int t = 0; t < a->T; t++) vt->quantize_q8(j->xq + (size_t)t * nb, a->x + (size_t)t * a->IN, a->IN);
 }
 
 static void run_jobs(nx_pool *pool, wjob *j, int n) {

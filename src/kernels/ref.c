@@ -178,5 +178,5 @@ static void qdot_rows_ref(float *y, const nx_block_q8_0 *xq, const void *W, nx_d
                 nx__qdot_ref(xq + (size_t)t * nb, (const uint8_t *)W + (size_t)o * rb, wt, IN) + (b ? b[o] : 0.0f);
 }
 
-const nx_kernel_vt nx__kernels_ref_vt = {"ref",           matmul_rows_ref,   nx__dot_ref, nx__axpy_ref, nx__act_ref,
-                                         nx__exp_sum_ref, nx__attention_ref, mv_rows_ref, qdot_rows_ref};
+const nx_kernel_vt nx__kernels_ref_vt = {"ref",           matmul_rows_ref,   nx__dot_ref, nx__axpy_ref,  nx__act_ref,
+                                         nx__exp_sum_ref, nx__attention_ref, mv_rows_ref, qdot_rows_ref, nx__quantize_row_q8_0};

@@ -542,7 +542,7 @@ static T256 void attention_avx2(float *out, const float *q, const float *K, cons
 
 /* AVX2 keeps the scalar activation and exp (libm): correct everywhere, only slower. */
 const nx_kernel_vt nx__kernels_avx2_vt = {"avx2",          matmul_rows_avx2, dot_avx2,     axpy_avx2,     nx__act_ref,
-                                          nx__exp_sum_ref, attention_avx2,   mv_rows_avx2, qdot_rows_avx2};
+                                          nx__exp_sum_ref, attention_avx2,   mv_rows_avx2, qdot_rows_avx2, nx__quantize_row_q8_0};
 
 /* ---- AVX-512 VNNI (after the AVX2 kernels it falls back to) ---------------------------- */
 #define TVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
@@ -661,6 +661,21 @@ static inline TVNNI AI void q512(float *y, const nx_block_q8_0 *xq, const void *
 #undef Q512_T
 }
 
+/* The same operations as the scalar nx__quantize_row_q8_0 on 16 lanes: the block maximum is
+ * exact in any order, d and 1/d are the same scalar expressions, and vcvtps2dq rounds to nearest
+ * even as lrintf does in the default rounding mode, so the blocks are bit-identical. */
+static T512 void quantize_q8_avx512(nx_block_q8_0 *dst, const float *x, int n) {
+    for (int b = 0; b < n / NX_QBLOCK; b++) {
+        __m512 v0 = _mm512_loadu_ps(x + (size_t)b * NX_QBLOCK), v1 = _mm512_loadu_ps(x + (size_t)b * NX_QBLOCK + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        __m512 iv = _mm512_set1_ps(id);
+        dst[b].d = d;
+        _mm_storeu_si128((__m128i *)dst[b].q, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, iv))));
+        _mm_storeu_si128((__m128i *)(dst[b].q + 16), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, iv))));
+    }
+}
+
 static TVNNI void qdot_rows_avx512(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b,
                                    int T, int IN, int OUT, int r0, int r1) {
     if (!cpu_has_vnni()) {   /* a few loads per call: no shared state between threads */
@@ -675,13 +690,13 @@ static TVNNI void qdot_rows_avx512(float *y, const nx_block_q8_0 *xq, const void
 
 const nx_kernel_vt nx__kernels_avx512_vt = {"avx512",       matmul_rows_avx512, dot_avx512,     axpy_avx512,
                                             act_avx512,     exp_sum_avx512,     attention_avx512, mv_rows_avx512,
-                                            qdot_rows_avx512};
+                                            qdot_rows_avx512, quantize_q8_avx512};
 
 #else /* not x86-64: only the reference exists; the tables alias it so callers need no #ifdef. */
 
 int nx__cpu_has_avx2(void) { return 0; }
 int nx__cpu_has_avx512(void) { return 0; }
-const nx_kernel_vt nx__kernels_avx512_vt = {"avx512-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-const nx_kernel_vt nx__kernels_avx2_vt = {"avx2-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+const nx_kernel_vt nx__kernels_avx512_vt = {"avx512-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+const nx_kernel_vt nx__kernels_avx2_vt = {"avx2-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 
 #endif
