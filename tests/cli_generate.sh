@@ -102,7 +102,7 @@ check "logits --help" contains "$TMP/help.txt" "--incremental"
 "$NEOX" bench --random-shape pythia-14m -p 8 -n 4 -r 1 -t 2 > "$TMP/bench.json" 2> "$TMP/bench.err"
 check "bench exits 0" test $? -eq 0
 check "bench prints one line" one_line "$TMP/bench.json"
-for k in '"model": "pythia-14m (random)"' '"dtype": "f32"' '"threads": 2' '"prompt_tok_s": ' '"gen_tok_s": ' '"peak_rss_mb": ' '"load_s": '; do
+for k in '"model": "pythia-14m (random)"' '"dtype": "f32"' '"threads": 2' '"prompt_tok_s": ' '"gen_tok_s": ' '"peak_rss_mb": ' '"load_s": ' '"ttft_s": ' '"rss_mb": ' '"mapped_mb": '; do
   check "bench JSON has $k" contains "$TMP/bench.json" "$k"
 done
 "$NEOX" bench -m "$FIX/neox_a" -p 16 -n 8 -r 1 > "$TMP/bench2.json"
