@@ -69,7 +69,7 @@ size_t nx__packed_floats(int OUT, int IN);
 /* Packs W[OUT][IN] into dst (nx__packed_floats(OUT, IN) floats); padding rows are zero. */
 void nx__pack(float *dst, const float *W, int OUT, int IN);
 /* Packs 16 (or fewer, zero-padded) rows into panel p of dst: rows[r][IN] holds output row
- * p*16 + r. For loaders that produce a panel at a time. */
+ * p*16 + r (nx__pack's unit). */
 void nx__pack_panel(float *dst, const float *rows, int nrows, int p, int IN);
 /* Element (row o, column k) of a packed matrix. */
 static inline float nx__packed_at(const float *Wp, int IN, int o, int k) {
@@ -113,9 +113,10 @@ typedef struct nx_wmat {
 size_t nx__wmat_bytes(nx_dtype t, int OUT, int IN);
 /* Row o of W as fp32 (embedding lookups). */
 void nx__wmat_row(const nx_wmat *W, int IN, int o, float *dst);
-/* y = x·Wᵀ + b for any weight type, threaded by static splits of OUT. Up to NX_MV_MAX_T tokens:
- * the decode kernels (block types with activations quantized to Q8_0); more: 64-row groups
- * widened to fp32 panels and the fp32 tile kernel. */
+/* y = x·Wᵀ + b for any weight type, threaded by static splits of OUT (64-row groups). Up to
+ * NX_MV_MAX_T tokens: the decode kernels (block types with activations quantized to Q8_0); more:
+ * 64-row groups widened to fp32 panels and the fp32 tile kernel (the place a packed large-T
+ * GEMM, nx__gemm_w on the same nx_wmat, takes over above a threshold). */
 #define NX_MV_MAX_T 8
 void nx__matmul_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT);
 void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
