@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # cli_generate.sh NEOX_BIN SOURCE_DIR BUILD_DIR - `neox logits`, `neox generate` and
 # `neox bench` on the committed tiny HF models (tests/fixtures/models, references from
-# tools/fixtures/make_models.py): logits within 1e-4 of transformers, --incremental
-# byte-identical to prefill, greedy ids equal to HF generate(), and the failure paths
+# tools/fixtures/make_models.py): logits within 1e-4 of transformers, --incremental within
+# 5e-5 of prefill (different kernels: fp32 rounding), greedy ids equal to HF generate(), and
+# the failure paths
 # (exit status, one-line message, no partial output).
 set -u
 NEOX=$1; SRC=$2; BUILD=$3
@@ -33,7 +34,8 @@ for m in neox_a gptj_a neo_a; do
   d=$(maxdiff "$TMP/$m.bin" "$FIX/$m/logits.bin")
   check "$m: logits within 1e-4 of transformers (max diff $d, $n tokens)" le "$d" 1e-4
   "$NEOX" logits -m "$FIX/$m" --ids "$ids" -o "$TMP/$m.inc.bin" --incremental -t 1
-  check "$m: --incremental is byte-identical to prefill" cmp -s "$TMP/$m.bin" "$TMP/$m.inc.bin"
+  d=$(maxdiff "$TMP/$m.bin" "$TMP/$m.inc.bin")
+  check "$m: --incremental within 5e-5 of prefill (max diff $d)" le "$d" 5e-5
   out=$("$NEOX" generate -m "$FIX/$m" --ids "$(ref $m gen_prompt)" -n 64 --ignore-eos -t 2 2> "$TMP/$m.gen.err")
   check "$m: greedy generate equals HF's 64 tokens" test "$out" = "$(ref $m gen_ids)"
   check "$m: generate writes nothing to stderr" test ! -s "$TMP/$m.gen.err"
@@ -102,7 +104,7 @@ check "logits --help" contains "$TMP/help.txt" "--incremental"
 "$NEOX" bench --random-shape pythia-14m -p 8 -n 4 -r 1 -t 2 > "$TMP/bench.json" 2> "$TMP/bench.err"
 check "bench exits 0" test $? -eq 0
 check "bench prints one line" one_line "$TMP/bench.json"
-for k in '"model": "pythia-14m (random)"' '"dtype": "f32"' '"threads": 2' '"prompt_tok_s": ' '"gen_tok_s": ' '"peak_rss_mb": ' '"load_s": '; do
+for k in '"model": "pythia-14m (random)"' '"dtype": "f32"' '"threads": 2' '"prompt_tok_s": ' '"gen_tok_s": ' '"peak_rss_mb": ' '"load_s": ' '"ttft_s": ' '"rss_mb": ' '"mapped_mb": '; do
   check "bench JSON has $k" contains "$TMP/bench.json" "$k"
 done
 "$NEOX" bench -m "$FIX/neox_a" -p 16 -n 8 -r 1 > "$TMP/bench2.json"

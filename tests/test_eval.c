@@ -229,7 +229,9 @@ static void test_lambada_truncation(void) {
     free(logits);
     nx_session_free(s);
     nx_ids_free(&ids);
-    CHECK_NEAR(r.loglikelihood, ll, 1e-9);
+    /* the evaluator may decode a short continuation token by token where this prefills it:
+     * different matmul kernels, fp32 rounding */
+    CHECK_NEAR(r.loglikelihood, ll, 1e-5 * fabs(ll));
     /* a continuation longer than max_length is refused, not silently cut */
     o.max_length = 1;
     nx_status st = nx_eval_loglikelihood(lm, lm_tok, &rq, 1, &o, &r);
@@ -440,6 +442,10 @@ static void test_oom(void) {
     nx_alloc_hooks hooks = {oom_malloc, oom_realloc, oom_free, NULL};
     int failures = 0, successes = 0;
     for (int what = 0; what < 4; what++) {
+        /* results of runs that succeeded although an allocation failed: the matmul's prefill
+         * scratch has a slower fallback that needs none; they must equal the clean run's */
+        double fallback[64];
+        int n_fallback = 0;
         for (long k = 0;; k++) {
             nx_eval_opts o = nx_eval_defaults();
             o.n_threads = 1;
@@ -474,8 +480,15 @@ static void test_oom(void) {
             if (k >= used) {   /* no allocation was failed: this is the plain run */
                 CHECK_MSG(st == NX_OK, "case %d without injected failure: %s", what, nx_last_error());
                 CHECK(ref_ll != 0);
+                for (int i = 0; i < n_fallback; i++)
+                    CHECK_MSG(fabs(fallback[i] - ref_ll) <= 1e-5 * fabs(ref_ll), "case %d: fallback result %.9g vs %.9g",
+                              what, fallback[i], ref_ll);
                 successes++;
                 break;
+            }
+            if (st == NX_OK && n_fallback < 64) {
+                fallback[n_fallback++] = ref_ll;
+                continue;
             }
             CHECK_MSG(st != NX_OK, "case %d: allocation %ld failed but the call succeeded", what, k);
             CHECK(nx_last_error()[0] != 0);

@@ -228,9 +228,9 @@ static void test_gemm_int8(void) {
     nx_pool_free(p2);
 }
 
-/* The matmul driver sends block weights with more than NX_QDOT_MAX_T tokens to the GEMM. */
+/* The matmul driver sends block weights with more than NX_MV_MAX_T tokens to the GEMM. */
 static void test_matmul_w_dispatch(void) {
-    int T = NX_QDOT_MAX_T + 1, IN = 64, OUT = 33;
+    int T = NX_MV_MAX_T + 1, IN = 64, OUT = 33;
     float *x = malloc(sizeof(float) * T * IN), *W = malloc(sizeof(float) * OUT * IN), *Wd = malloc(sizeof(float) * OUT * IN);
     float *y = malloc(sizeof(float) * T * OUT), *yg = malloc(sizeof(float) * T * OUT);
     for (int i = 0; i < T * IN; i++) x[i] = frand();

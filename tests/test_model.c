@@ -75,7 +75,8 @@ static const char *k_fixtures[] = {"neox_a", "neox_b", "neox_c", "neox_d", "neox
                                    "gptj_a", "gptj_b", "gptj_c", "neo_a", "neo_b", "neo_c"};
 
 /* For every fixture: full prefill and token-by-token decoding vs HF (1e-4), decoding rows
- * bit-identical to prefill rows, and 64 greedy tokens equal to HF's generate(). */
+ * within 5e-5 of prefill rows (the decode and prefill kernels sum in different orders: fp32
+ * rounding only), and 64 greedy tokens equal to HF's generate(). */
 static void check_fixture(const char *name, int threads) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/models/%s", NX_FIXTURES, name);
@@ -99,12 +100,12 @@ static void check_fixture(const char *name, int threads) {
     CHECK(memcmp(nx_session_logits(s), full + (size_t)(T - 1) * V, sizeof(float) * V) == 0);
     nx_session_reset(s);
     for (int t = 0; t < T; t++) CHECK(nx_session_forward(s, &r.ids[t], 1, inc + (size_t)t * V) == NX_OK);
-    double d_inc = max_abs_diff(inc, ref, (size_t)T * V);
-    printf("     %-12s T=%3d V=%3d threads=%d  max|prefill-HF| %.2e  max|decode-HF| %.2e\n", name, T, V, threads, d_full,
-           d_inc);
+    double d_inc = max_abs_diff(inc, ref, (size_t)T * V), d_pd = max_abs_diff(full, inc, (size_t)T * V);
+    printf("     %-12s T=%3d V=%3d threads=%d  max|prefill-HF| %.2e  max|decode-HF| %.2e  max|prefill-decode| %.2e\n",
+           name, T, V, threads, d_full, d_inc, d_pd);
     CHECK_MSG(d_full <= 1e-4, "%s prefill differs from HF by %g", name, d_full);
     CHECK_MSG(d_inc <= 1e-4, "%s decode differs from HF by %g", name, d_inc);
-    CHECK_MSG(memcmp(full, inc, sizeof(float) * T * V) == 0, "%s: decode rows are not bit-identical to prefill", name);
+    CHECK_MSG(d_pd <= 5e-5, "%s: decode rows differ from prefill rows by %g", name, d_pd);
 
     /* The F16/BF16 copies: the main reference is HF computing in fp32 on the upcast weights
      * (what we do); logits_native.bin is HF computing in the stored dtype, which rounds every
@@ -233,7 +234,8 @@ static void test_context_limit(void) {
     nx_session *fresh = NULL;
     CHECK(nx_session_create(m, &so, &fresh) == NX_OK);
     CHECK(nx_session_forward(fresh, nx_session_tokens(s), n, NULL) == NX_OK);
-    CHECK(memcmp(nx_session_logits(fresh), nx_session_logits(s), sizeof(float) * 256) == 0);
+    /* the shifted session decoded its last tokens, the fresh one prefilled them: fp32 rounding */
+    CHECK(max_abs_diff(nx_session_logits(fresh), nx_session_logits(s), 256) <= 2e-5);
     /* and the stream itself is what greedy decoding over that window yields: the last token
      * generated is the argmax of the final logits */
     const float *lg = nx_session_logits(s);
@@ -257,32 +259,52 @@ static void test_context_limit(void) {
     nx_model_free(m);
 }
 
-/* A random model big enough that every matmul is threaded: 1 vs 2 threads bit-identical. */
+/* Logits of a 20-token prefill then 12 decoded tokens (the greedy continuation) on m. */
+static void prefill_then_decode(const nx_model *m, int threads, float *out) {
+    enum { V = 2000 };
+    int32_t ids[20];
+    for (int i = 0; i < 20; i++) ids[i] = (i * 97) % V;
+    nx_session_opts so = {0};
+    so.n_threads = threads;
+    nx_session *s = NULL;
+    CHECK(nx_session_create(m, &so, &s) == NX_OK);
+    CHECK(nx_session_forward(s, ids, 20, out) == NX_OK);
+    for (int k = 0; k < 12; k++) {
+        const float *lg = nx_session_logits(s);
+        int32_t best = 0;
+        for (int j = 1; j < V; j++) best = lg[j] > lg[best] ? j : best;
+        CHECK(nx_session_forward(s, &best, 1, out + (size_t)(20 + k) * V) == NX_OK);
+    }
+    nx_session_free(s);
+}
+
+/* A random model big enough that every decode matmul is threaded, in every run type: two runs
+ * with 2 threads are bit-identical, and so is 1 thread (static splits, per-row sums). */
 static void test_thread_determinism(void) {
     nx_model_config cfg;
-    CHECK(nx_model_config_preset("pythia-14m", &cfg) == NX_OK);
+    CHECK(nx_model_config_preset("pythia-70m", &cfg) == NX_OK);
     cfg.vocab_size = 2000;
     cfg.max_position_embeddings = 64;
-    nx_model *m = NULL;
-    CHECK(nx_model_create_random(&cfg, 7, 0.05f, &m) == NX_OK);
-    int32_t ids[20];
-    for (int i = 0; i < 20; i++) ids[i] = (i * 97) % 2000;
-    float *a = malloc(sizeof(float) * 20 * 2000), *b = malloc(sizeof(float) * 20 * 2000);
-    for (int th = 1; th <= 2; th++) {
-        nx_session_opts so = {0};
-        so.n_threads = th;
-        nx_session *s = NULL;
-        CHECK(nx_session_create(m, &so, &s) == NX_OK);
-        CHECK(nx_session_forward(s, ids, 20, th == 1 ? a : b) == NX_OK);
-        nx_session_free(s);
+    const nx_dtype types[] = {NX_F32, NX_F16, NX_BF16, NX_Q8_0, NX_Q4_0};
+    size_t n = (size_t)32 * 2000;
+    float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n), *c = malloc(sizeof(float) * n);
+    for (size_t ti = 0; ti < NX_ARRAY_LEN(types); ti++) {
+        nx_model *m = NULL;
+        CHECK(nx_model_create_random(&cfg, 7, 0.05f, &m) == NX_OK);
+        CHECK(nx_model_convert(m, types[ti]) == NX_OK);
+        prefill_then_decode(m, 2, a);
+        prefill_then_decode(m, 2, b);
+        prefill_then_decode(m, 1, c);
+        CHECK_MSG(memcmp(a, b, sizeof(float) * n) == 0, "%s: two runs with 2 threads differ", nx_dtype_name(types[ti]));
+        CHECK_MSG(memcmp(a, c, sizeof(float) * n) == 0, "%s: 1 and 2 threads differ", nx_dtype_name(types[ti]));
+        double mx = 0;
+        for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs(a[i]));
+        CHECK(mx > 1e-3 && isfinite(mx));
+        nx_model_free(m);
     }
-    CHECK(memcmp(a, b, sizeof(float) * 20 * 2000) == 0);
-    double mx = 0;
-    for (int i = 0; i < 2000; i++) mx = fmax(mx, fabs(a[i]));
-    CHECK(mx > 1e-3 && isfinite(mx));
     free(a);
     free(b);
-    nx_model_free(m);
+    free(c);
 }
 
 static void write_file(const char *path, const char *text) {

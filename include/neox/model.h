@@ -39,15 +39,17 @@ typedef struct nx_sampler nx_sampler;
 /* ---- model ----------------------------------------------------------------------------- */
 typedef struct nx_model_opts {
     /* Run dtype of the linear-layer matrices (qkv, attention out, MLP, head): NX_F32, NX_BF16,
-     * NX_F16, NX_Q8_0 or NX_Q4_0; converted once at load. 0 (NX_DTYPE_INVALID) = the type a
-     * `neox quantize` directory was written in, else F32. LayerNorms, biases, embeddings,
-     * attention and the KV cache stay fp32. */
+     * NX_F16, NX_Q8_0 or NX_Q4_0. A safetensors matrix already stored in that type is used in
+     * place (no copy), others are converted once at load. 0 (NX_DTYPE_INVALID) = the type a
+     * `neox quantize` directory was written in, else F32. LayerNorms, biases, attention and
+     * the KV cache stay fp32; the input embedding keeps its stored float type. */
     nx_dtype dtype;
 } nx_model_opts;
 
 /* Loads a HF model directory (config.json + model.safetensors / sharded / pytorch_model.bin).
- * Weights of any stored float dtype are converted to fp32 once; NeoX's head-interleaved
- * query_key_value and J/Neo's separate q/k/v are laid out as one [q|k|v] block matrix.
+ * Matrices stored in the run dtype are used in place from the file mapping (docs/MODELS.md);
+ * the rest is converted once. J/Neo's separate q/k/v become one matrix in NeoX's
+ * head-interleaved query_key_value order.
  * opts may be NULL. On success *out is owned by the caller (nx_model_free). */
 NX_API nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **out);
 /* Builds a model of the given config with N(0, std) weights (LayerNorm weights 1 + noise)
@@ -74,6 +76,8 @@ NX_API nx_dtype nx_model_weight_dtype(const nx_model *m);
 NX_API nx_status nx_model_quantize(const char *in_dir, const char *out_dir, nx_dtype dtype);
 /* Bytes of weights held (all run types; the rotary tables excluded). */
 NX_API size_t nx_model_weight_bytes(const nx_model *m);
+/* Bytes of those weights used in place from the mapped checkpoint (resident only once read). */
+NX_API size_t nx_model_mapped_bytes(const nx_model *m);
 /* Bytes of weights one decoded token streams from memory: everything except the input
  * embedding (and GPT-Neo's position table), of which a token reads one row; a tied head
  * does read the whole embedding. The decode speed bound is bandwidth / this. */

@@ -1,7 +1,9 @@
 /* cmd_bench.c - `neox bench`: prompt (prefill) and generation (decode) speed of a model
  * directory or of a random model with a released shape, as one JSON line. Each repetition
  * starts from an empty cache, prefills P random ids, then decodes N tokens one at a time
- * (greedy); medians over the repetitions are reported. */
+ * (greedy); medians over the repetitions are reported, with the load time, the time to the
+ * first token (load + session + the first prefill), the bytes used in place from the mapped
+ * file, and the resident memory after the last token and at its peak. */
 #include "cli.h"
 
 #include <ctype.h>
@@ -32,6 +34,17 @@ static int cmp_double(const void *a, const void *b) {
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Resident set now (Linux /proc/self/statm), or -1 where unavailable. */
+static double rss_mb(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = -1, resident = -1;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = -1;
+        fclose(f);
+    }
+    return resident < 0 ? -1.0 : (double)resident * (double)sysconf(_SC_PAGESIZE) / 1048576.0;
 }
 
 int cmd_bench(int argc, char **argv) {
@@ -110,13 +123,14 @@ int cmd_bench(int argc, char **argv) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         ids[i] = (int32_t)(x % (uint64_t)cfg->vocab_size);
     }
-    double pp[100], tg[100];
+    double pp[100], tg[100], ttft = 0.0;
     int V = cfg->vocab_size;
     for (long r = 0; r < reps; r++) {
         nx_session_reset(s);
         double a = nx_time_s();
         st = nx_session_forward(s, ids, (int)P, NULL);
         double b = nx_time_s();
+        if (r == 0) ttft = b - t0;
         for (long k = 0; k < N && st == NX_OK; k++) {
             const float *lg = nx_session_logits(s);
             int32_t best = 0;
@@ -138,12 +152,13 @@ int cmd_bench(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"model\": \"%s%s\", \"arch\": \"%s\", \"dtype\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, "
-           "\"weights_mb\": %.1f, \"decode_read_mb\": %.1f, \"prompt_tokens\": %ld, \"prompt_tok_s\": %.2f, \"gen_tokens\": %ld, "
-           "\"gen_tok_s\": %.2f, \"reps\": %ld, \"load_s\": %.3f, \"peak_rss_mb\": %.1f}\n",
-           dir ? dir : shape, dir ? "" : " (random)", cfg->model_type, dtname, nx_kernels_name(), threads ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
-           (double)nx_model_weight_bytes(m) / 1e6,
-           (double)nx_model_decode_bytes(m) / 1e6, P, median(pp, (int)reps), N, median(tg, (int)reps), reps, t_load,
-           (double)ru.ru_maxrss / 1024.0);
+           "\"weights_mb\": %.1f, \"mapped_mb\": %.1f, \"decode_read_mb\": %.1f, \"prompt_tokens\": %ld, "
+           "\"prompt_tok_s\": %.2f, \"gen_tokens\": %ld, \"gen_tok_s\": %.2f, \"reps\": %ld, \"load_s\": %.3f, "
+           "\"ttft_s\": %.3f, \"rss_mb\": %.1f, \"peak_rss_mb\": %.1f}\n",
+           dir ? dir : shape, dir ? "" : " (random)", cfg->model_type, dtname, nx_kernels_name(),
+           threads ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN), (double)nx_model_weight_bytes(m) / 1e6,
+           (double)nx_model_mapped_bytes(m) / 1e6, (double)nx_model_decode_bytes(m) / 1e6, P, median(pp, (int)reps), N,
+           median(tg, (int)reps), reps, t_load, ttft, rss_mb(), (double)ru.ru_maxrss / 1024.0);
     rc = 0;
 done:
     free(ids);

@@ -78,6 +78,9 @@ typedef struct nx_mapped_file {
 } nx_mapped_file;
 nx_status nx__file_map(const char *path, nx_mapped_file *out);
 void nx__file_unmap(nx_mapped_file *mf);   /* zeroes *mf; fine on a zeroed struct */
+/* Hints that the n mapped bytes at p will be read soon (read-ahead, page-table fill); any
+ * address range is fine, nothing happens where the platform has no such hint. */
+void nx__map_willneed(const void *p, size_t n);
 
 /* Reads a whole (small) file into a NUL-terminated buffer owned by the caller (nx__free). */
 nx_status nx__file_read_all(const char *path, char **out, size_t *len);

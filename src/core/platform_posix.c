@@ -49,6 +49,13 @@ void nx__file_unmap(nx_mapped_file *mf) {
     memset(mf, 0, sizeof *mf);
 }
 
+void nx__map_willneed(const void *p, size_t n) {
+    if (!p || !n) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p & ~(page - 1), e = (uintptr_t)p + n;
+    (void)madvise((void *)a, e - a, MADV_WILLNEED);   /* advisory: an error changes nothing */
+}
+
 nx_status nx__file_read_all(const char *path, char **out, size_t *len) {
     *out = NULL;
     if (len) *len = 0;

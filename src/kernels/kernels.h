@@ -2,20 +2,26 @@
  * kernels.h - the compute kernels of the forward pass, fp32.
  *
  * Every op has a readable scalar reference (`_ref`, ref.c) that is the oracle for the fast paths.
- * The hot ops (the matrix product used by every linear layer, and the dot/axpy pair used by
+ * The hot ops (the matrix products used by every linear layer, and the dot/axpy pair used by
  * attention) also have AVX2+FMA and AVX-512 variants (x86.c), compiled with
  * __attribute__((target)) so one portable binary picks the best one at run time from CPUID
  * (dispatch.c). Setting NX_KERNELS=ref|avx2|avx512 in the environment forces a variant.
  *
- * Weight layout of the fast matmul ("packed"): nn.Linear's W[OUT][IN] is stored as panels of
- * NX_PANEL = 16 output rows, Wp[OUT/16][IN][16] (the last panel zero-padded), so one vector
- * load gives 16 outputs' weights for one input k and the product is a sum of outer products:
- * no horizontal reductions, and a register tile of tokens x panels reuses each loaded weight
- * vector for every token of the tile (prefill) or streams each weight exactly once (decode).
+ * Weights (nx_wmat) are row-major W[OUT][IN] in their run type, exactly as nn.Linear stores them
+ * in a checkpoint and as `neox quantize` writes them, so a model can run on the bytes of a
+ * mapped file. Two kinds of kernel use them:
+ *  - decode (T <= NX_MV_MAX_T tokens): multi-row dot products that stream each weight row once
+ *    for all T tokens (memory-bound); block types take activations quantized to Q8_0;
+ *  - prefill (more tokens): the packed, cache-blocked GEMM of gemm.c, which widens (or, for
+ *    block types with VNNI, keeps as int8) micro-panels of weights as it goes (compute-bound;
+ *    the packing is amortized over the T tokens).
  *
- * Invariant: each output element is accumulated over k = 0..IN-1 in order by one accumulator
- * lane, whatever tile it falls in, the token count and the thread count, so prefill and
- * token-by-token decoding produce bit-identical rows, and 1 and N threads agree exactly.
+ * Invariant: the split of the work over threads is static (whole row ranges decided by the
+ * thread index and count only) and no output element is ever summed by two threads, so results
+ * do not depend on scheduling: equal inputs and thread counts give equal bits, and so does any
+ * thread count for one kernel path. The decode and prefill paths sum in different orders, so a
+ * row decoded token by token matches its prefill row within fp32 rounding (and, for block types,
+ * within the activation quantization bound), not bit for bit.
  *
  * Shapes: T tokens, IN/OUT features; y[T][OUT] = x[T][IN]·Wᵀ + b.
  * Depends on core only.
@@ -56,14 +62,14 @@ float nx__dot_ref(const float *a, const float *b, int n);
 float nx__exp_sum_ref(float *x, int n, float mx);
 void nx__axpy_ref(float *y, float a, const float *x, int n);   /* y += a·x */
 
-/* ---- packed weights (ref.c) ------------------------------------------------------------- */
+/* ---- packed panels: the prefill tile kernel's operand (ref.c) ---------------------------- */
 #define NX_PANEL 16
 /* Floats of the packed form of an [OUT][IN] matrix (OUT rounded up to a whole panel). */
 size_t nx__packed_floats(int OUT, int IN);
 /* Packs W[OUT][IN] into dst (nx__packed_floats(OUT, IN) floats); padding rows are zero. */
 void nx__pack(float *dst, const float *W, int OUT, int IN);
 /* Packs 16 (or fewer, zero-padded) rows into panel p of dst: rows[r][IN] holds output row
- * p*16 + r. For loaders that produce a panel at a time. */
+ * p*16 + r (nx__pack's unit). */
 void nx__pack_panel(float *dst, const float *rows, int nrows, int p, int IN);
 /* Element (row o, column k) of a packed matrix. */
 static inline float nx__packed_at(const float *Wp, int IN, int o, int k) {
@@ -95,23 +101,37 @@ void nx__dequantize_row(nx_dtype t, const void *src, float *dst, int n);
 float nx__qdot_ref(const nx_block_q8_0 *xq, const void *wrow, nx_dtype wt, int IN);
 
 typedef struct nx_kernel_vt nx_kernel_vt;
-/* A weight matrix in its run type. F32: packed panels (float); F16/BF16: packed panels of
- * uint16; Q8_0/Q4_0: row-major rows of IN/32 blocks (IN must be a multiple of 32). */
+/* A weight matrix W[OUT][IN] in its run type, row-major: row o is nx__row_bytes(type, IN) bytes at
+ * data + o·nx__row_bytes(type, IN), holding IN values (F32, F16, BF16) or IN/32 blocks (Q8_0,
+ * Q4_0; IN a multiple of 32). data may point into a mapped checkpoint: it is never written, and
+ * needs only the alignment of its element (4 bytes for F32 and the block types, 2 for 16-bit). */
 typedef struct nx_wmat {
     nx_dtype type;
     const void *data;
 } nx_wmat;
-/* Bytes of an [OUT][IN] matrix in type t (panel padding included). */
+/* Bytes of an [OUT][IN] matrix in type t. */
 size_t nx__wmat_bytes(nx_dtype t, int OUT, int IN);
-/* Row o of W as fp32 (embedding lookups of a tied head). */
+/* Row o of W as fp32 (embedding lookups). */
 void nx__wmat_row(const nx_wmat *W, int IN, int o, float *dst);
-/* y = x·Wᵀ + b for any weight type, threaded by static splits of OUT. Block types: up to
- * NX_QDOT_MAX_T tokens use integer dot products with activations quantized to Q8_0; longer
- * inputs run the prefill GEMM (nx__gemm_w) on the fp32-dequantized weights. */
-#define NX_QDOT_MAX_T 4
+/* y = x·Wᵀ + b for any weight type, threaded by static splits of OUT (64-row groups). Up to
+ * NX_MV_MAX_T tokens: the decode kernels (block types with activations quantized to Q8_0); more:
+ * the packed prefill GEMM (nx__gemm_w below) on the same row-major weights. */
+#define NX_MV_MAX_T 8
 void nx__matmul_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT);
 void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
                      int T, int IN, int OUT);
+/* The arguments of one nx__matmul_w. */
+typedef struct nx_matmul_args {
+    float *y;
+    const float *x;
+    const nx_wmat *W;
+    const float *b;
+    int T, IN, OUT;
+} nx_matmul_args;
+/* Two independent products (neither reads the other's output) in one hand-off to the pool:
+ * each thread runs its share of both, so a decode step waits for the threads once instead of
+ * twice. Same results as two nx__matmul_w calls, bit for bit. */
+void nx__matmul_w2(nx_pool *pool, const nx_matmul_args *a, const nx_matmul_args *b);
 
 /* ---- prefill matrix multiply (gemm.c) ------------------------------------------------------ */
 /* y[T][OUT] = x[T][IN]·Wᵀ + b (b may be NULL) with W ROW-MAJOR [OUT][IN] in its run type (F32,
@@ -136,17 +156,24 @@ typedef struct nx_kernel_vt {
     void (*act)(float *x, size_t n, nx_kact act);
     /* x[i] = exp(x[i] - mx) for i < n; returns their sum (softmax numerators). */
     float (*exp_sum)(float *x, int n, float mx);
-    /* matmul_rows on 16-bit packed weights (same panel layout, uint16 elements): bf16 != 0
-     * means bfloat16, else IEEE half. Each weight is widened to fp32 exactly and the product
-     * follows the fp32 kernel's order, so the result equals the fp32 kernel run on the
-     * widened weights, bit for bit, and prefill == decode as for fp32. */
-    void (*matmul_rows_h16)(float *y, const float *x, const uint16_t *Wp, const float *b, int T, int IN, int OUT,
-                            int r0, int r1, int bf16);
-    /* Rows r0..r1-1 of one token's y = x·Wᵀ + b for a row-major Q8_0/Q4_0 matrix W (wt), with
-     * the activation row already quantized to Q8_0 blocks (xq, IN/32 blocks): integer dot
-     * products per block, scaled by d_w·d_x and summed in fp32 (llama.cpp's scheme). */
-    void (*qdot_rows)(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b, int IN, int r0,
-                      int r1);
+    /* One query against keys k0..k1-1 of one head, as nx__attention_ref (the decode step's
+     * attention: scores, softmax and the weighted sum of values in one pass over the cache). */
+    void (*attention)(float *out, const float *q, const float *K, const float *V, int ld, int d, int k0, int k1,
+                      float scale, float *scores);
+    /* Decode: rows r0..r1-1 of every token of y = x·Wᵀ + b, T <= NX_MV_MAX_T, W row-major F32, F16
+     * or BF16 (wt). Each weight is widened to fp32 exactly; each row is read once for all T
+     * tokens. Sums are fp32 in any order (the reference: index order). */
+    void (*mv_rows)(float *y, const float *x, const void *W, nx_dtype wt, const float *b, int T, int IN, int OUT,
+                    int r0, int r1);
+    /* Decode on block weights: rows r0..r1-1 of every token of y = x·Wᵀ + b for a row-major
+     * Q8_0/Q4_0 matrix W (wt), the T <= NX_MV_MAX_T activation rows already quantized to Q8_0
+     * (xq, T rows of IN/32 blocks): integer dot products per block, scaled by d_w·d_x and summed
+     * in fp32 (llama.cpp's scheme). */
+    void (*qdot_rows)(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b, int T, int IN,
+                      int OUT, int r0, int r1);
+    /* nx__quantize_row_q8_0, bit for bit (the activations of a block decode are quantized on the
+     * calling thread while the others wait: it is worth vectorizing). */
+    void (*quantize_q8)(nx_block_q8_0 *dst, const float *x, int n);
 } nx_kernel_vt;
 
 /* The variant in use: NX_KERNELS if set and supported, else the best the CPU supports. */
@@ -154,8 +181,9 @@ const nx_kernel_vt *nx__kernels(void);
 /* A named variant, or NULL when unknown or not supported by this CPU (tests). */
 const nx_kernel_vt *nx__kernels_variant(const char *name);
 
-/* Threaded matmul with the selected (or given) variant on packed weights: OUT is split
- * statically into whole panels across the pool's threads. pool may be NULL. */
+/* Threaded matmul with the selected (or given) variant on packed panels (tests and benchmarks of
+ * the tile kernel): OUT is split statically into whole panels across the pool's threads. pool
+ * may be NULL. */
 void nx__matmul(nx_pool *pool, float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT);
 void nx__matmul_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const float *Wp, const float *b,
                    int T, int IN, int OUT);

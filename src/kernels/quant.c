@@ -2,11 +2,13 @@
  * quant.c - 16-bit and block-quantized weights: the scalar row formats (quantize, dequantize,
  * dot), the typed-matrix helpers and the threaded driver that picks a kernel per weight type.
  *
- * Decode (T <= NX_QDOT_MAX_T) on Q8_0/Q4_0 is bandwidth-bound: the activation row is quantized
- * to Q8_0 once, then each weight row is an integer dot product per block (VNNI where present).
- * Prefill is compute-bound: longer inputs go to the packed GEMM (gemm.c), which dequantizes
- * weight blocks into fp32 micro-panels as it goes. Splits are static, so results depend on T
- * only through the chosen path, never on the thread count or timing: equal inputs give equal
+ * Decode (T <= NX_MV_MAX_T) is bandwidth-bound: float rows are dotted with the fp32 activations
+ * as they stream by; for Q8_0/Q4_0 the activation rows are quantized to Q8_0 once, then each
+ * weight row is an integer dot product per block (VNNI where present). Prefill is compute-bound:
+ * longer inputs go to the packed GEMM (gemm.c), which reads the same row-major weights in place
+ * (widened exactly, or VNNI integer tiles for the block types). Splits are static, so results
+ * depend on T and the thread count only through the chosen path, never on timing: equal inputs
+ * give equal
  * bits.
  */
 #include "kernels/gemm.h"
@@ -111,27 +113,10 @@ float nx__qdot_ref(const nx_block_q8_0 *xq, const void *wrow, nx_dtype wt, int I
     return s;
 }
 
-size_t nx__wmat_bytes(nx_dtype t, int OUT, int IN) {
-    switch (t) {
-    case NX_F32: return nx__packed_floats(OUT, IN) * 4;
-    case NX_F16:
-    case NX_BF16: return nx__packed_floats(OUT, IN) * 2;
-    default: return (size_t)OUT * nx__row_bytes(t, IN);
-    }
-}
+size_t nx__wmat_bytes(nx_dtype t, int OUT, int IN) { return (size_t)OUT * nx__row_bytes(t, IN); }
 
 void nx__wmat_row(const nx_wmat *W, int IN, int o, float *dst) {
-    if (W->type == NX_F32) {
-        for (int k = 0; k < IN; k++) dst[k] = nx__packed_at(W->data, IN, o, k);
-    } else if (W->type == NX_F16 || W->type == NX_BF16) {
-        const uint16_t *p = (const uint16_t *)W->data + (size_t)(o / NX_PANEL) * (size_t)IN * NX_PANEL + (o % NX_PANEL);
-        for (int k = 0; k < IN; k++) {
-            uint16_t h = p[(size_t)k * NX_PANEL];
-            dst[k] = W->type == NX_BF16 ? nx_bf16_to_f32(h) : nx_f16_to_f32(h);
-        }
-    } else {
-        nx__dequantize_row(W->type, (const uint8_t *)W->data + (size_t)o * nx__row_bytes(W->type, IN), dst, IN);
-    }
+    nx__dequantize_row(W->type, (const uint8_t *)W->data + (size_t)o * nx__row_bytes(W->type, IN), dst, IN);
 }
 
 /* ---- driver ---------------------------------------------------------------------------------- */
@@ -141,7 +126,8 @@ typedef struct {
     float *y;
     const float *x, *b;
     const nx_wmat *W;
-    const nx_block_q8_0 *xq;   /* quantized activations (qdot path) or NULL */
+    nx_block_q8_0 *xq;   /* quantized activations (block decode) or NULL */
+    bool gemm;           /* T > NX_MV_MAX_T, or no memory for xq: the job goes to nx__gemm_w */
     int T, IN, OUT, unit;
 } wjob;
 
@@ -155,58 +141,92 @@ static void job_range(const wjob *j, int ith, int nth, int *r0, int *r1) {
 
 static void run_range(const wjob *j, int r0, int r1) {
     if (r0 >= r1) return;
-    switch (j->W->type) {
-    case NX_F16:
-    case NX_BF16:
-        j->vt->matmul_rows_h16(j->y, j->x, j->W->data, j->b, j->T, j->IN, j->OUT, r0, r1, j->W->type == NX_BF16);
-        break;
-    case NX_Q8_0:
-    case NX_Q4_0:
-        {
-            size_t nb = (size_t)j->IN / NX_QBLOCK;
-            for (int t = 0; t < j->T; t++)
-                j->vt->qdot_rows(j->y + (size_t)t * j->OUT, j->xq + (size_t)t * nb, j->W->data, j->W->type, j->b, j->IN,
-                                 r0, r1);
-        }
-        break;
-    default: j->vt->matmul_rows(j->y, j->x, j->W->data, j->b, j->T, j->IN, j->OUT, r0, r1); break;
+    if (j->xq)
+        j->vt->qdot_rows(j->y, j->xq, j->W->data, j->W->type, j->b, j->T, j->IN, j->OUT, r0, r1);
+    else
+        j->vt->mv_rows(j->y, j->x, j->W->data, j->W->type, j->b, j->T, j->IN, j->OUT, r0, r1);
+}
+
+/* Up to two independent products handed to the pool at once: each thread runs its static share
+ * of each (the same rows as alone, so the same bits). */
+typedef struct {
+    wjob *j;
+    int n;
+} wjobs;
+
+static void wjobs_worker(int ith, int nth, void *arg) {
+    const wjobs *js = arg;
+    for (int i = 0; i < js->n; i++) {
+        int r0, r1;
+        job_range(&js->j[i], ith, nth, &r0, &r1);
+        run_range(&js->j[i], r0, r1);
     }
 }
 
-static void wjob_worker(int ith, int nth, void *arg) {
-    const wjob *j = arg;
-    int r0, r1;
-    job_range(j, ith, nth, &r0, &r1);
-    run_range(j, r0, r1);
+/* Activations of a block decode are quantized once, for all threads: up to 512 blocks
+ * (T·IN <= 16384 values) in the caller's stack buffer, else on the heap; without memory for
+ * them the job goes to the GEMM, which needs none. */
+enum { STACK_XQ = 512 };
+static void job_init(wjob *j, const nx_kernel_vt *vt, const nx_matmul_args *a, nx_block_q8_0 *stack_xq) {
+    /* Whole 64-row groups: a multiple of every decode tile. */
+    *j = (wjob){vt, a->y, a->x, a->b, a->W, NULL, a->T > NX_MV_MAX_T, a->T, a->IN, a->OUT, 64};
+    if (j->gemm || (a->W->type != NX_Q8_0 && a->W->type != NX_Q4_0)) return;
+    size_t nb = (size_t)a->IN / NX_QBLOCK, need = (size_t)a->T * nb;
+    j->xq = need <= STACK_XQ ? stack_xq : nx__malloc(need * sizeof *j->xq);
+    if (!j->xq) {
+        j->gemm = true;
+        return;
+    }
+    for (int t = 0; t < a->T; t++) vt->quantize_q8(j->xq + (size_t)t * nb, a->x + (size_t)t * a->IN, a->IN);
+}
+
+static void job_done(wjob *j, const nx_block_q8_0 *stack_xq) {
+    if (j->xq != stack_xq) nx__free(j->xq);
+}
+
+static void run_gemm(nx_pool *pool, const wjob *j) {
+    nx__gemm_w_vt(nx__gemm_for(j->vt, j->W->type), pool, j->y, j->x, j->W, j->b, j->T, j->IN, j->OUT);
+}
+
+static void run_jobs(nx_pool *pool, wjob *j, int n) {
+    size_t work = 0;
+    for (int i = 0; i < n; i++) work += (size_t)j[i].T * (size_t)j[i].IN * (size_t)j[i].OUT;
+    /* Below ~256K FMAs (tens of microseconds) a hand-off to the workers costs more than it
+     * saves, and on a busy machine each hand-off can wait a whole scheduler slice. */
+    if (work < 262144 || nx_pool_size(pool) == 1) {
+        for (int i = 0; i < n; i++) run_range(&j[i], 0, j[i].OUT);
+    } else {
+        wjobs js = {j, n};
+        nx_pool_run(pool, wjobs_worker, &js);
+    }
 }
 
 void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
                      int T, int IN, int OUT) {
-    if (W->type == NX_F32) {
-        nx__matmul_vt(vt, pool, y, x, W->data, b, T, IN, OUT);
-        return;
-    }
-    bool blocks = W->type == NX_Q8_0 || W->type == NX_Q4_0;
-    nx_block_q8_0 *xq = NULL;
-    if (blocks && T <= NX_QDOT_MAX_T) {
-        size_t nb = (size_t)IN / NX_QBLOCK;
-        xq = nx__malloc((size_t)T * nb * sizeof *xq);
-        if (xq)
-            for (int t = 0; t < T; t++) nx__quantize_row_q8_0(xq + (size_t)t * nb, x + (size_t)t * IN, IN);
-    }
-    /* Block weights are row-major, the layout the prefill GEMM reads in place (F32/F16/BF16
-     * are still 16-row panels here). Without memory for the quantized activations the
-     * GEMM, which needs none, also takes the few-token case. */
-    if (blocks && !xq) {
-        nx__gemm_w_vt(nx__gemm_for(vt, W->type), pool, y, x, W, b, T, IN, OUT);
-        return;
-    }
-    wjob j = {vt, y, x, b, W, xq, T, IN, OUT, blocks ? 64 : NX_PANEL};
-    if ((size_t)T * IN * OUT < 262144 || nx_pool_size(pool) == 1)
-        run_range(&j, 0, OUT);
+    nx_block_q8_0 stack_xq[STACK_XQ];
+    nx_matmul_args a = {y, x, W, b, T, IN, OUT};
+    wjob j;
+    job_init(&j, vt, &a, stack_xq);
+    if (j.gemm)
+        run_gemm(pool, &j);
     else
-        nx_pool_run(pool, wjob_worker, &j);
-    nx__free(xq);
+        run_jobs(pool, &j, 1);
+    job_done(&j, stack_xq);
+}
+
+void nx__matmul_w2(nx_pool *pool, const nx_matmul_args *a, const nx_matmul_args *b) {
+    const nx_kernel_vt *vt = nx__kernels();
+    nx_block_q8_0 stack_xq[2][STACK_XQ];
+    wjob j[2];
+    job_init(&j[0], vt, a, stack_xq[0]);
+    job_init(&j[1], vt, b, stack_xq[1]);
+    /* The GEMM splits its own work over the pool; only two decode jobs share one hand-off. */
+    if (j[0].gemm || j[1].gemm) {
+        for (int i = 0; i < 2; i++) j[i].gemm ? run_gemm(pool, &j[i]) : run_jobs(pool, &j[i], 1);
+    } else {
+        run_jobs(pool, j, 2);
+    }
+    for (int i = 0; i < 2; i++) job_done(&j[i], stack_xq[i]);
 }
 
 void nx__matmul_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT) {

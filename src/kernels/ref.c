@@ -148,29 +148,35 @@ static void matmul_rows_ref(float *y, const float *x, const float *Wp, const flo
     }
 }
 
-/* 16-bit packed weights: each weight widened exactly, then the fp32 reference order. */
-static void matmul_rows_h16_ref(float *y, const float *x, const uint16_t *Wp, const float *b, int T, int IN, int OUT,
-                                int r0, int r1, int bf16) {
-    for (int t = 0; t < T; t++) {
-        const float *xt = x + (size_t)t * IN;
-        for (int o = r0; o < r1; o++) {
-            const uint16_t *w = Wp + (size_t)(o / NX_PANEL) * IN * NX_PANEL + (o % NX_PANEL);
+/* Weight k of a row-major F32/F16/BF16 row, widened exactly. */
+static float wget(const void *row, nx_dtype wt, int k) {
+    if (wt == NX_F32) return ((const float *)row)[k];
+    uint16_t h = ((const uint16_t *)row)[k];
+    return wt == NX_BF16 ? nx_bf16_to_f32(h) : nx_f16_to_f32(h);
+}
+
+static void mv_rows_ref(float *y, const float *x, const void *W, nx_dtype wt, const float *b, int T, int IN, int OUT,
+                        int r0, int r1) {
+    size_t rb = nx__row_bytes(wt, IN);
+    for (int o = r0; o < r1; o++) {
+        const void *row = (const uint8_t *)W + (size_t)o * rb;
+        for (int t = 0; t < T; t++) {
+            const float *xt = x + (size_t)t * IN;
             float s = 0.0f;
-            for (int i = 0; i < IN; i++) {
-                uint16_t h = w[(size_t)i * NX_PANEL];
-                s += xt[i] * (bf16 ? nx_bf16_to_f32(h) : nx_f16_to_f32(h));
-            }
+            for (int i = 0; i < IN; i++) s += xt[i] * wget(row, wt, i);
             y[(size_t)t * OUT + o] = s + (b ? b[o] : 0.0f);
         }
     }
 }
 
-static void qdot_rows_ref(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b, int IN, int r0,
-                          int r1) {
-    size_t rb = nx__row_bytes(wt, IN);
+static void qdot_rows_ref(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b, int T, int IN,
+                          int OUT, int r0, int r1) {
+    size_t rb = nx__row_bytes(wt, IN), nb = (size_t)IN / NX_QBLOCK;
     for (int o = r0; o < r1; o++)
-        y[o] = nx__qdot_ref(xq, (const uint8_t *)W + (size_t)o * rb, wt, IN) + (b ? b[o] : 0.0f);
+        for (int t = 0; t < T; t++)
+            y[(size_t)t * OUT + o] =
+                nx__qdot_ref(xq + (size_t)t * nb, (const uint8_t *)W + (size_t)o * rb, wt, IN) + (b ? b[o] : 0.0f);
 }
 
-const nx_kernel_vt nx__kernels_ref_vt = {"ref",           matmul_rows_ref, nx__dot_ref,         nx__axpy_ref,
-                                         nx__act_ref,     nx__exp_sum_ref, matmul_rows_h16_ref, qdot_rows_ref};
+const nx_kernel_vt nx__kernels_ref_vt = {"ref",           matmul_rows_ref,   nx__dot_ref, nx__axpy_ref,  nx__act_ref,
+                                         nx__exp_sum_ref, nx__attention_ref, mv_rows_ref, qdot_rows_ref, nx__quantize_row_q8_0};

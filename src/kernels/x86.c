@@ -4,15 +4,20 @@
  * Compiled with per-function __attribute__((target)) so the rest of the binary stays
  * baseline x86-64; dispatch.c only calls a variant after CPUID says the CPU has it.
  *
- * matmul_rows works on packed weights (kernels.h): for each input k it loads one 16-wide
- * weight vector per panel, broadcasts x[t][k] for each token of the tile and accumulates
+ * Prefill: matmul_rows works on packed fp32 panels (kernels.h): for each input k it loads one
+ * 16-wide weight vector per panel, broadcasts x[t][k] for each token of the tile and accumulates
  * outer products. AVX-512 tiles are up to 6 tokens x 4 panels (24 accumulators, 10 loads per
  * 24 FMAs); AVX2 tiles are up to 6 tokens x 1 panel (two ymm halves). Tokens are processed in
- * blocks that stay in L2 while a 4-panel group of weights is reused across the block. Each
- * output lane accumulates k = 0..IN-1 in order whatever the tile, so results do not depend on
- * T, the tiling or the thread split; the last panel's invalid lanes are never stored.
+ * blocks that stay in L2 while a 4-panel group of weights is reused across the block.
+ *
+ * Decode: mv_rows and qdot_rows stream row-major weight rows once for all T <= NX_MV_MAX_T
+ * tokens, several rows at a time (independent load streams, shared activation loads), with one
+ * vector accumulator per (row, token) reduced at the end. Every output's arithmetic depends only
+ * on its row and token, never on the tile it falls in or the thread split.
  */
 #include "kernels/kernels.h"
+
+#include <math.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -29,26 +34,42 @@ int nx__cpu_has_avx512(void) {
 /* ---- AVX-512 ------------------------------------------------------------------------------ */
 #define T512 __attribute__((target("avx512f,avx2,fma")))
 
-/* Weight vector of 16 outputs at one k: fp32, or 16-bit widened exactly (bf16 is the top half
- * of an fp32; IEEE half via vcvtph2ps). KIND is a compile-time constant in every caller. */
-enum { W_F32 = 0, W_BF16 = 1, W_F16 = 2 };
-static inline T512 __attribute__((always_inline)) __m512 wload512(const void *W, size_t idx, const int KIND) {
-    if (KIND == W_F32) return _mm512_loadu_ps((const float *)W + idx);
+#define AI __attribute__((always_inline))
+
+/* Single-query attention from a variant's dot, exp_sum and axpy (the AVX2 kernel, and the
+ * AVX-512 one for head sizes its register tile does not cover). */
+static inline AI void attention_with(float *out, const float *q, const float *K, const float *V, int ld, int d, int k0,
+                                     int k1, float scale, float *scores, float (*dot)(const float *, const float *, int),
+                                     float (*exp_sum)(float *, int, float), void (*axpy)(float *, float, const float *, int)) {
+    int n = k1 - k0;
+    float mx = -INFINITY;
+    for (int k = 0; k < n; k++) {
+        scores[k] = dot(q, K + (size_t)(k0 + k) * ld, d) * scale;
+        mx = scores[k] > mx ? scores[k] : mx;
+    }
+    float inv = 1.0f / exp_sum(scores, n, mx);
+    memset(out, 0, (size_t)d * sizeof(float));
+    for (int k = 0; k < n; k++) axpy(out, scores[k] * inv, V + (size_t)(k0 + k) * ld, d);
+}
+
+/* 16 weights at element idx of a row: fp32, or 16-bit widened exactly (bf16 is the top half of
+ * an fp32; IEEE half via vcvtph2ps). wt is a compile-time constant in every caller. */
+static inline T512 AI __m512 wload512(const void *W, size_t idx, const nx_dtype wt) {
+    if (wt == NX_F32) return _mm512_loadu_ps((const float *)W + idx);
     __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)W + idx));
-    if (KIND == W_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    if (wt == NX_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     return _mm512_cvtph_ps(h);
 }
 
-static inline T512 __attribute__((always_inline)) void ptile512(float *y, int ldy, const float *x, int ldx,
-                                                                const void *Wp, int IN, const float *b, const int NT,
-                                                                const int NP, __mmask16 mlast, const int KIND) {
+static inline T512 AI void ptile512(float *y, int ldy, const float *x, int ldx, const float *Wp, int IN, const float *b,
+                                    const int NT, const int NP, __mmask16 mlast) {
     __m512 acc[6][4];
     for (int i = 0; i < NT; i++)
         for (int p = 0; p < NP; p++) acc[i][p] = _mm512_setzero_ps();
     const size_t pstride = (size_t)IN * 16;
     for (int k = 0; k < IN; k++) {
         __m512 wv[4];
-        for (int p = 0; p < NP; p++) wv[p] = wload512(Wp, (size_t)p * pstride + (size_t)k * 16, KIND);
+        for (int p = 0; p < NP; p++) wv[p] = _mm512_loadu_ps(Wp + (size_t)p * pstride + (size_t)k * 16);
         for (int i = 0; i < NT; i++) {
             __m512 xb = _mm512_set1_ps(x[(size_t)i * ldx + k]);
             for (int p = 0; p < NP; p++) acc[i][p] = _mm512_fmadd_ps(xb, wv[p], acc[i][p]);
@@ -65,8 +86,8 @@ static inline T512 __attribute__((always_inline)) void ptile512(float *y, int ld
 
 #define TB512 48   /* token block: 48 x IN floats of x stay in L2 while a panel group is reused */
 
-static inline T512 __attribute__((always_inline)) void mm512(float *y, const float *x, const void *Wp, const float *b,
-                                                             int T, int IN, int OUT, int r0, int r1, const int KIND) {
+static T512 void matmul_rows_avx512(float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT,
+                                    int r0, int r1) {
     (void)OUT;
     int p0 = r0 / 16, p1 = (r1 + 15) / 16;
     __mmask16 mend = (r1 % 16) ? (__mmask16)((1u << (r1 % 16)) - 1u) : (__mmask16)0xFFFF;
@@ -75,44 +96,99 @@ static inline T512 __attribute__((always_inline)) void mm512(float *y, const flo
         for (int p = p0; p < p1; p += 4) {
             int np = p1 - p < 4 ? p1 - p : 4;
             __mmask16 m = p + np == p1 ? mend : (__mmask16)0xFFFF;
-            const size_t es = KIND == W_F32 ? 4 : 2;
-            const char *w = (const char *)Wp + (size_t)p * IN * 16 * es;
+            const float *w = Wp + (size_t)p * IN * 16;
             const float *bp = b ? b + p * 16 : NULL;
             float *yp = y + p * 16;
             int t = t0;
             if (np == 4) {
-                for (; t + 6 <= t1; t += 6) ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 6, 4, m, KIND);
+                for (; t + 6 <= t1; t += 6) ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 6, 4, m);
                 switch (t1 - t) {
-                case 5: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 5, 4, m, KIND); break;
-                case 4: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 4, 4, m, KIND); break;
-                case 3: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 3, 4, m, KIND); break;
-                case 2: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 2, 4, m, KIND); break;
-                case 1: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 1, 4, m, KIND); break;
+                case 5: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 5, 4, m); break;
+                case 4: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 4, 4, m); break;
+                case 3: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 3, 4, m); break;
+                case 2: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 2, 4, m); break;
+                case 1: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 1, 4, m); break;
                 default: break;
                 }
             } else {
                 /* the last 1-3 panels of a range */
                 for (; t < t1; t++) {
                     for (int q = 0; q < np; q++)
-                        ptile512(yp + (size_t)t * OUT + q * 16, OUT, x + (size_t)t * IN, IN, w + (size_t)q * IN * 16 * es, IN,
-                                 bp ? bp + q * 16 : NULL, 1, 1, q == np - 1 ? m : (__mmask16)0xFFFF, KIND);
+                        ptile512(yp + (size_t)t * OUT + q * 16, OUT, x + (size_t)t * IN, IN, w + (size_t)q * IN * 16, IN,
+                                 bp ? bp + q * 16 : NULL, 1, 1, q == np - 1 ? m : (__mmask16)0xFFFF);
                 }
             }
         }
     }
 }
 
-static T512 void matmul_rows_avx512(float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT,
-                                    int r0, int r1) {
-    mm512(y, x, Wp, b, T, IN, OUT, r0, r1, W_F32);
+/* Decode on row-major float rows: NR rows x NT tokens of 16-lane accumulators (NR·NT <= 16),
+ * one pass over the NR rows' weights for all tokens; x rows come from L1. The IN % 16 tail is
+ * scalar. Each (row, token) sum depends only on that row and token, never on the grouping. */
+static inline T512 AI void mv512_tile(float *y, const float *x, const uint8_t *W, size_t rb, const float *b, int IN,
+                                      int OUT, int o, const int NR, const int NT, const nx_dtype wt) {
+    __m512 acc[4][8];
+    for (int r = 0; r < NR; r++)
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+    const uint8_t *row = W + (size_t)o * rb;
+    const size_t es = wt == NX_F32 ? 4 : 2, ahead = 4 * rb;   /* the next tile's rows: see qtile512 */
+    int k = 0;
+    for (; k + 16 <= IN; k += 16) {
+        __m512 w[4];
+        for (int r = 0; r < NR; r++) {
+            _mm_prefetch((const char *)row + (size_t)r * rb + ahead + (size_t)k * es, _MM_HINT_T0);
+            w[r] = wload512(row + (size_t)r * rb, (size_t)k, wt);
+        }
+        for (int t = 0; t < NT; t++) {
+            __m512 xv = _mm512_loadu_ps(x + (size_t)t * IN + k);
+            for (int r = 0; r < NR; r++) acc[r][t] = _mm512_fmadd_ps(w[r], xv, acc[r][t]);
+        }
+    }
+    for (int r = 0; r < NR; r++)
+        for (int t = 0; t < NT; t++) {
+            float s = _mm512_reduce_add_ps(acc[r][t]);
+            const uint8_t *wr = row + (size_t)r * rb;
+            for (int i = k; i < IN; i++) {
+                float wv = wt == NX_F32    ? ((const float *)wr)[i]
+                           : wt == NX_BF16 ? nx_bf16_to_f32(((const uint16_t *)wr)[i])
+                                           : nx_f16_to_f32(((const uint16_t *)wr)[i]);
+                s += x[(size_t)t * IN + i] * wv;
+            }
+            y[(size_t)t * OUT + o + r] = s + (b ? b[o + r] : 0.0f);
+        }
 }
 
-static T512 void matmul_rows_h16_avx512(float *y, const float *x, const uint16_t *Wp, const float *b, int T, int IN,
-                                        int OUT, int r0, int r1, int bf16) {
-    if (bf16)
-        mm512(y, x, Wp, b, T, IN, OUT, r0, r1, W_BF16);
-    else
-        mm512(y, x, Wp, b, T, IN, OUT, r0, r1, W_F16);
+static inline T512 AI void mv512(float *y, const float *x, const void *W, const float *b, int T, int IN, int OUT, int r0,
+                                 int r1, const nx_dtype wt) {
+    size_t rb = nx__row_bytes(wt, IN);
+    const uint8_t *w = W;
+    /* 4 rows for up to 4 tokens, 2 rows for 5..8: at most 16 accumulators of the 32 registers. */
+#define MV512_T(NR, NT)                                                                                               \
+    do {                                                                                                               \
+        int o = r0;                                                                                                    \
+        for (; o + NR <= r1; o += NR) mv512_tile(y, x, w, rb, b, IN, OUT, o, NR, NT, wt);                             \
+        for (; o < r1; o++) mv512_tile(y, x, w, rb, b, IN, OUT, o, 1, NT, wt);                                        \
+    } while (0)
+    switch (T) {
+    case 1: MV512_T(4, 1); break;
+    case 2: MV512_T(4, 2); break;
+    case 3: MV512_T(4, 3); break;
+    case 4: MV512_T(4, 4); break;
+    case 5: MV512_T(2, 5); break;
+    case 6: MV512_T(2, 6); break;
+    case 7: MV512_T(2, 7); break;
+    default: MV512_T(2, 8); break;
+    }
+#undef MV512_T
+}
+
+static T512 void mv_rows_avx512(float *y, const float *x, const void *W, nx_dtype wt, const float *b, int T, int IN,
+                                int OUT, int r0, int r1) {
+    switch (wt) {
+    case NX_F32: mv512(y, x, W, b, T, IN, OUT, r0, r1, NX_F32); break;
+    case NX_BF16: mv512(y, x, W, b, T, IN, OUT, r0, r1, NX_BF16); break;
+    default: mv512(y, x, W, b, T, IN, OUT, r0, r1, NX_F16); break;
+    }
 }
 
 static T512 float dot_avx512(const float *a, const float *b, int n) {
@@ -229,6 +305,64 @@ static T512 float exp_sum_avx512(float *x, int n, float mx) {
     return _mm512_reduce_add_ps(acc);
 }
 
+/* Σ of each of 16 vectors, as the 16 lanes of one: pairs of vectors are added lane-interleaved,
+ * then pairs of pairs, then the four 128-bit quarters (45 operations for 16 sums). */
+static inline T512 AI __m512 hsum16x16(const __m512 *a) {
+    __m512 b[8], c[4];
+    for (int i = 0; i < 8; i++)
+        b[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+    for (int i = 0; i < 4; i++) {
+        __m512d u = _mm512_castps_pd(b[2 * i]), v = _mm512_castps_pd(b[2 * i + 1]);
+        c[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(u, v)), _mm512_castpd_ps(_mm512_unpackhi_pd(u, v)));
+    }
+    /* c[i]'s quarter L holds quarter-L partial sums of vectors 4i..4i+3 */
+    __m512 e01 = _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], 0x44), _mm512_shuffle_f32x4(c[0], c[1], 0xEE));
+    __m512 e23 = _mm512_add_ps(_mm512_shuffle_f32x4(c[2], c[3], 0x44), _mm512_shuffle_f32x4(c[2], c[3], 0xEE));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(e01, e23, 0x88), _mm512_shuffle_f32x4(e01, e23, 0xDD));
+}
+
+/* Head sizes that are multiples of 16 up to 256 keep the query and the output in registers:
+ * scores of 16 keys at a time (one accumulator per key, summed across lanes together), then
+ * the values weighted into register accumulators, stored once. */
+static T512 void attention_avx512(float *out, const float *q, const float *K, const float *V, int ld, int d, int k0,
+                                  int k1, float scale, float *scores) {
+    if (d % 16 != 0 || d > 256) {
+        attention_with(out, q, K, V, ld, d, k0, k1, scale, scores, dot_avx512, exp_sum_avx512, axpy_avx512);
+        return;
+    }
+    int nv = d / 16, n = k1 - k0;
+    __m512 qv[16], o[16];
+    for (int v = 0; v < nv; v++) qv[v] = _mm512_loadu_ps(q + 16 * v);
+    __m512 mxv = _mm512_set1_ps(-INFINITY), sv = _mm512_set1_ps(scale);
+    int k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m512 acc[16];
+        for (int j = 0; j < 16; j++) {
+            const float *kr = K + (size_t)(k0 + k + j) * ld;
+            acc[j] = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
+            for (int v = 1; v < nv; v++) acc[j] = _mm512_fmadd_ps(qv[v], _mm512_loadu_ps(kr + 16 * v), acc[j]);
+        }
+        __m512 sc = _mm512_mul_ps(hsum16x16(acc), sv);
+        _mm512_storeu_ps(scores + k, sc);
+        mxv = _mm512_max_ps(mxv, sc);
+    }
+    float mx = _mm512_reduce_max_ps(mxv);
+    for (; k < n; k++) {
+        const float *kr = K + (size_t)(k0 + k) * ld;
+        __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
+        for (int v = 1; v < nv; v++) acc = _mm512_fmadd_ps(qv[v], _mm512_loadu_ps(kr + 16 * v), acc);
+        scores[k] = _mm512_reduce_add_ps(acc) * scale;
+        mx = scores[k] > mx ? scores[k] : mx;
+    }
+    float inv = 1.0f / exp_sum_avx512(scores, n, mx);
+    for (int v = 0; v < nv; v++) o[v] = _mm512_setzero_ps();
+    for (k = 0; k < n; k++) {
+        const float *vr = V + (size_t)(k0 + k) * ld;
+        __m512 w = _mm512_set1_ps(scores[k] * inv);
+        for (int v = 0; v < nv; v++) o[v] = _mm512_fmadd_ps(w, _mm512_loadu_ps(vr + 16 * v), o[v]);
+    }
+    for (int v = 0; v < nv; v++) _mm512_storeu_ps(out + 16 * v, o[v]);
+}
 
 /* ---- AVX2 + FMA ---------------------------------------------------------------------------- */
 #define T256 __attribute__((target("avx2,fma,f16c")))
@@ -244,21 +378,21 @@ static inline T256 __attribute__((always_inline)) float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* 16 ymm registers: up to 6 tokens x one panel (two ymm halves) = 12 accumulators + 3. */
-static inline T256 __attribute__((always_inline)) __m256 wload256(const void *W, size_t idx, const int KIND) {
-    if (KIND == W_F32) return _mm256_loadu_ps((const float *)W + idx);
+/* 8 weights at element idx of a row, widened exactly (as wload512). */
+static inline T256 AI __m256 wload256(const void *W, size_t idx, const nx_dtype wt) {
+    if (wt == NX_F32) return _mm256_loadu_ps((const float *)W + idx);
     __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)W + idx));
-    if (KIND == W_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    if (wt == NX_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
     return _mm256_cvtph_ps(h);
 }
 
-static inline T256 __attribute__((always_inline)) void ptile256(float *y, int ldy, const float *x, int ldx,
-                                                                const void *Wp, int IN, const float *b, const int NT,
-                                                                int nvalid, const int KIND) {
+/* 16 ymm registers: up to 6 tokens x one panel (two ymm halves) = 12 accumulators + 3. */
+static inline T256 AI void ptile256(float *y, int ldy, const float *x, int ldx, const float *Wp, int IN, const float *b,
+                                    const int NT, int nvalid) {
     __m256 lo[6], hi[6];
     for (int i = 0; i < NT; i++) lo[i] = hi[i] = _mm256_setzero_ps();
     for (int k = 0; k < IN; k++) {
-        __m256 wl = wload256(Wp, (size_t)k * 16, KIND), wh = wload256(Wp, (size_t)k * 16 + 8, KIND);
+        __m256 wl = _mm256_loadu_ps(Wp + (size_t)k * 16), wh = _mm256_loadu_ps(Wp + (size_t)k * 16 + 8);
         for (int i = 0; i < NT; i++) {
             __m256 xb = _mm256_broadcast_ss(x + (size_t)i * ldx + k);
             lo[i] = _mm256_fmadd_ps(xb, wl, lo[i]);
@@ -280,41 +414,64 @@ static inline T256 __attribute__((always_inline)) void ptile256(float *y, int ld
 
 #define TB256 48
 
-static inline T256 __attribute__((always_inline)) void mm256(float *y, const float *x, const void *Wp, const float *b,
-                                                             int T, int IN, int OUT, int r0, int r1, const int KIND) {
+static T256 void matmul_rows_avx2(float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT,
+                                  int r0, int r1) {
     int p0 = r0 / 16, p1 = (r1 + 15) / 16;
     for (int t0 = 0; t0 < T; t0 += TB256) {
         int t1 = t0 + TB256 < T ? t0 + TB256 : T;
         for (int p = p0; p < p1; p++) {
             int nvalid = p == p1 - 1 && (r1 % 16) ? r1 % 16 : 16;
-            const char *w = (const char *)Wp + (size_t)p * IN * 16 * (KIND == W_F32 ? 4 : 2);
+            const float *w = Wp + (size_t)p * IN * 16;
             const float *bp = b ? b + p * 16 : NULL;
             float *yp = y + p * 16;
             int t = t0;
-            for (; t + 6 <= t1; t += 6) ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 6, nvalid, KIND);
+            for (; t + 6 <= t1; t += 6) ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 6, nvalid);
             switch (t1 - t) {
-            case 5: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 5, nvalid, KIND); break;
-            case 4: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 4, nvalid, KIND); break;
-            case 3: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 3, nvalid, KIND); break;
-            case 2: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 2, nvalid, KIND); break;
-            case 1: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 1, nvalid, KIND); break;
+            case 5: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 5, nvalid); break;
+            case 4: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 4, nvalid); break;
+            case 3: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 3, nvalid); break;
+            case 2: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 2, nvalid); break;
+            case 1: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 1, nvalid); break;
             default: break;
             }
         }
     }
 }
 
-static T256 void matmul_rows_avx2(float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT,
-                                  int r0, int r1) {
-    mm256(y, x, Wp, b, T, IN, OUT, r0, r1, W_F32);
+/* Decode on row-major float rows, one row at a time for all T tokens (the row stays in L1
+ * after the first token), 8 lanes x 2 accumulators per token; scalar IN % 16 tail. */
+static inline T256 AI void mv256(float *y, const float *x, const void *W, const float *b, int T, int IN, int OUT, int r0,
+                                 int r1, const nx_dtype wt) {
+    size_t rb = nx__row_bytes(wt, IN);
+    for (int o = r0; o < r1; o++) {
+        const uint8_t *row = (const uint8_t *)W + (size_t)o * rb;
+        for (int t = 0; t < T; t++) {
+            const float *xt = x + (size_t)t * IN;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+            int k = 0;
+            for (; k + 16 <= IN; k += 16) {
+                a0 = _mm256_fmadd_ps(wload256(row, (size_t)k, wt), _mm256_loadu_ps(xt + k), a0);
+                a1 = _mm256_fmadd_ps(wload256(row, (size_t)k + 8, wt), _mm256_loadu_ps(xt + k + 8), a1);
+            }
+            float s = hsum256(_mm256_add_ps(a0, a1));
+            for (; k < IN; k++) {
+                float wv = wt == NX_F32    ? ((const float *)row)[k]
+                           : wt == NX_BF16 ? nx_bf16_to_f32(((const uint16_t *)row)[k])
+                                           : nx_f16_to_f32(((const uint16_t *)row)[k]);
+                s += xt[k] * wv;
+            }
+            y[(size_t)t * OUT + o] = s + (b ? b[o] : 0.0f);
+        }
+    }
 }
 
-static T256 void matmul_rows_h16_avx2(float *y, const float *x, const uint16_t *Wp, const float *b, int T, int IN,
-                                      int OUT, int r0, int r1, int bf16) {
-    if (bf16)
-        mm256(y, x, Wp, b, T, IN, OUT, r0, r1, W_BF16);
-    else
-        mm256(y, x, Wp, b, T, IN, OUT, r0, r1, W_F16);
+static T256 void mv_rows_avx2(float *y, const float *x, const void *W, nx_dtype wt, const float *b, int T, int IN,
+                              int OUT, int r0, int r1) {
+    switch (wt) {
+    case NX_F32: mv256(y, x, W, b, T, IN, OUT, r0, r1, NX_F32); break;
+    case NX_BF16: mv256(y, x, W, b, T, IN, OUT, r0, r1, NX_BF16); break;
+    default: mv256(y, x, W, b, T, IN, OUT, r0, r1, NX_F16); break;
+    }
 }
 
 /* 32 signed weights of block b of a Q8_0 / Q4_0 row (Q4_0 nibbles unpacked and recentred). */
@@ -338,20 +495,24 @@ static inline T256 __attribute__((always_inline)) __m256i idot256(__m256i w, __m
     return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
 }
 
-static T256 void qdot_rows_avx2(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b, int IN,
-                                int r0, int r1) {
+/* One row for all T tokens (the row stays in L1 after the first). */
+static T256 void qdot_rows_avx2(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b, int T,
+                                int IN, int OUT, int r0, int r1) {
     size_t rb = nx__row_bytes(wt, IN);
     int nb = IN / NX_QBLOCK;
     for (int o = r0; o < r1; o++) {
         const void *row = (const uint8_t *)W + (size_t)o * rb;
-        __m256 acc = _mm256_setzero_ps();
-        for (int k = 0; k < nb; k++) {
-            float dw;
-            __m256i w = qload256(row, k, wt, &dw);
-            __m256i s = idot256(w, _mm256_loadu_si256((const __m256i *)xq[k].q));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * xq[k].d), acc);
+        for (int t = 0; t < T; t++) {
+            const nx_block_q8_0 *xt = xq + (size_t)t * nb;
+            __m256 acc = _mm256_setzero_ps();
+            for (int k = 0; k < nb; k++) {
+                float dw;
+                __m256i w = qload256(row, k, wt, &dw);
+                __m256i s = idot256(w, _mm256_loadu_si256((const __m256i *)xt[k].q));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * xt[k].d), acc);
+            }
+            y[(size_t)t * OUT + o] = hsum256(acc) + (b ? b[o] : 0.0f);
         }
-        y[o] = hsum256(acc) + (b ? b[o] : 0.0f);
     }
 }
 
@@ -374,71 +535,168 @@ static T256 void axpy_avx2(float *y, float a, const float *x, int n) {
     for (; k < n; k++) y[k] = __builtin_fmaf(a, x[k], y[k]);
 }
 
-/* AVX2 keeps the scalar activation and exp (libm): correct everywhere, only slower. */
-const nx_kernel_vt nx__kernels_avx2_vt = {"avx2",          matmul_rows_avx2,     dot_avx2,      axpy_avx2,
-                                          nx__act_ref,     nx__exp_sum_ref,      matmul_rows_h16_avx2, qdot_rows_avx2};
+static T256 void attention_avx2(float *out, const float *q, const float *K, const float *V, int ld, int d, int k0,
+                                int k1, float scale, float *scores) {
+    attention_with(out, q, K, V, ld, d, k0, k1, scale, scores, dot_avx2, nx__exp_sum_ref, axpy_avx2);
+}
 
-/* ---- AVX-512 VNNI (after the AVX2 helpers it reuses) ------------------------------------- */
-#define TVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+/* AVX2 keeps the scalar activation and exp (libm): correct everywhere, only slower. */
+const nx_kernel_vt nx__kernels_avx2_vt = {"avx2",          matmul_rows_avx2, dot_avx2,     axpy_avx2,     nx__act_ref,
+                                          nx__exp_sum_ref, attention_avx2,   mv_rows_avx2, qdot_rows_avx2, nx__quantize_row_q8_0};
+
+/* ---- AVX-512 VNNI (after the AVX2 kernels it falls back to) ---------------------------- */
+#define TVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
 static int cpu_has_vnni(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx512bw");
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
 }
 
-static inline TVNNI __attribute__((always_inline)) __m256 vnni_block(__m256 acc, const void *row, int k, nx_dtype wt,
-                                                                     __m256i xv, float xd) {
-    float dw;
-    __m256i w = qload256(row, k, wt, &dw);
-    __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(xv, w));
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * xd), acc);
+static inline TVNNI AI float ldf(const void *p) {   /* a block's scale: rows need only 4-byte alignment */
+    float f;
+    memcpy(&f, p, sizeof f);
+    return f;
 }
 
-/* The same sums as qdot_rows_avx2 with one vpdpbusd per block instead of maddubs+madd. Without VNNI: the AVX2 kernel. */
+/* Blocks 2p and 2p+1 as one 64-byte vector in element order, with their scales as [d x8, d' x8];
+ * full == 0 loads block 2p only (an odd count's last block) and zeroes the other half. */
+static inline TVNNI AI __m512i qpair_x(const nx_block_q8_0 *x, int p, int full, __m512 *d) {
+    __m256i lo = _mm256_loadu_si256((const __m256i *)x[2 * p].q);
+    if (!full) {
+        *d = _mm512_maskz_mov_ps(0x00FF, _mm512_set1_ps(x[2 * p].d));
+        return _mm512_zextsi256_si512(lo);
+    }
+    *d = _mm512_insertf32x8(_mm512_set1_ps(x[2 * p].d), _mm256_set1_ps(x[2 * p + 1].d), 1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256((const __m256i *)x[2 * p + 1].q), 1);
+}
+
+/* The weights of blocks 2p, 2p+1 of a row likewise: Q8_0 as signed bytes; Q4_0 as its unsigned
+ * codes 0..15 (the -8 is applied through the activations' sums), nibbles unpacked so that byte i
+ * is element i of the pair. */
+static inline TVNNI AI __m512i qpair_w(const uint8_t *row, int p, int full, const nx_dtype wt, __m512 *d) {
+    const size_t bs = wt == NX_Q8_0 ? sizeof(nx_block_q8_0) : sizeof(nx_block_q4_0);
+    const uint8_t *b0 = row + (size_t)2 * p * bs, *b1 = b0 + bs;
+    *d = full ? _mm512_insertf32x8(_mm512_set1_ps(ldf(b0)), _mm256_set1_ps(ldf(b1)), 1)
+              : _mm512_maskz_mov_ps(0x00FF, _mm512_set1_ps(ldf(b0)));
+    if (wt == NX_Q8_0) {
+        __m512i lo = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 4)));
+        return full ? _mm512_inserti64x4(lo, _mm256_loadu_si256((const __m256i *)(b1 + 4)), 1) : lo;
+    }
+    __m256i v = full ? _mm256_loadu2_m128i((const __m128i *)(b1 + 4), (const __m128i *)(b0 + 4))
+                     : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(b0 + 4)));
+    __m256i m4 = _mm256_set1_epi8(15);
+    __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    /* lo = [low nibbles of 2p | of 2p+1], hi likewise: interleave the 16-byte halves */
+    return _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo), _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0),
+                                     _mm512_castsi256_si512(hi));
+}
+
+/* NR rows x NT tokens; per block pair: one vpdpbusd per (row, token) gives 16 int32 partial sums
+ * (lanes 0-7 block 2p, 8-15 block 2p+1), converted and scaled by d_w·d_x into fp32 accumulators.
+ * vpdpbusd multiplies unsigned by signed bytes: Q4_0 codes c are unsigned and Σ(c-8)x comes from
+ * starting the sum at -8·Σx; Q8_0 activations are offset to x+128 (unsigned) and the sum starts at
+ * -128·Σw. Both are exact integer identities, so the result equals the reference's integers. */
+static inline TVNNI AI void qtile512(float *y, const nx_block_q8_0 *xq, const uint8_t *W, size_t rb, const float *b,
+                                     int IN, int OUT, int o, const int NR, const int NT, const nx_dtype wt) {
+    int nb = IN / NX_QBLOCK, np = (nb + 1) / 2;
+    __m512 acc[4][8];
+    for (int r = 0; r < NR; r++)
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+    const uint8_t *row = W + (size_t)o * rb;
+    /* Rows are short streams (a few hundred bytes) that the hardware prefetcher barely trains
+     * on, so the rows 16 ahead are prefetched explicitly, spread over the pair loop. */
+    const size_t ps = 2 * (wt == NX_Q8_0 ? sizeof(nx_block_q8_0) : sizeof(nx_block_q4_0)), ahead = 16 * rb;
+    for (int p = 0; p < np; p++) {
+        int full = 2 * p + 1 < nb;
+        __m512i w[4], w0[4];
+        __m512 dw[4];
+        for (int r = 0; r < NR; r++) {
+            _mm_prefetch((const char *)row + (size_t)r * rb + ahead + (size_t)p * ps, _MM_HINT_T0);
+            w[r] = qpair_w(row + (size_t)r * rb, p, full, wt, &dw[r]);
+            if (wt == NX_Q8_0)
+                w0[r] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                         _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), w[r]));
+        }
+        for (int t = 0; t < NT; t++) {
+            __m512 dx;
+            __m512i xv = qpair_x(xq + (size_t)t * nb, p, full, &dx), x0 = _mm512_setzero_si512();
+            if (wt == NX_Q8_0)
+                xv = _mm512_xor_si512(xv, _mm512_set1_epi8((char)0x80));
+            else
+                x0 = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                      _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), xv));
+            for (int r = 0; r < NR; r++) {
+                __m512i s = wt == NX_Q8_0 ? _mm512_dpbusd_epi32(w0[r], xv, w[r]) : _mm512_dpbusd_epi32(x0, w[r], xv);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[r], dx), acc[r][t]);
+            }
+        }
+    }
+    for (int r = 0; r < NR; r++)
+        for (int t = 0; t < NT; t++)
+            y[(size_t)t * OUT + o + r] = _mm512_reduce_add_ps(acc[r][t]) + (b ? b[o + r] : 0.0f);
+}
+
+static inline TVNNI AI void q512(float *y, const nx_block_q8_0 *xq, const void *W, const float *b, int T, int IN,
+                                 int OUT, int r0, int r1, const nx_dtype wt) {
+    size_t rb = nx__row_bytes(wt, IN);
+    const uint8_t *w = W;
+    /* 4 rows for one token, 2 for up to 4, 1 for more: <= 8 accumulators plus the operands. */
+#define Q512_T(NR, NT)                                                                                                 \
+    do {                                                                                                               \
+        int o = r0;                                                                                                    \
+        for (; o + NR <= r1; o += NR) qtile512(y, xq, w, rb, b, IN, OUT, o, NR, NT, wt);                              \
+        for (; o < r1; o++) qtile512(y, xq, w, rb, b, IN, OUT, o, 1, NT, wt);                                         \
+    } while (0)
+    switch (T) {
+    case 1: Q512_T(4, 1); break;
+    case 2: Q512_T(2, 2); break;
+    case 3: Q512_T(2, 3); break;
+    case 4: Q512_T(2, 4); break;
+    case 5: Q512_T(1, 5); break;
+    case 6: Q512_T(1, 6); break;
+    case 7: Q512_T(1, 7); break;
+    default: Q512_T(1, 8); break;
+    }
+#undef Q512_T
+}
+
+/* The same operations as the scalar nx__quantize_row_q8_0 on 16 lanes: the block maximum is
+ * exact in any order, d and 1/d are the same scalar expressions, and vcvtps2dq rounds to nearest
+ * even as lrintf does in the default rounding mode, so the blocks are bit-identical. */
+static T512 void quantize_q8_avx512(nx_block_q8_0 *dst, const float *x, int n) {
+    for (int b = 0; b < n / NX_QBLOCK; b++) {
+        __m512 v0 = _mm512_loadu_ps(x + (size_t)b * NX_QBLOCK), v1 = _mm512_loadu_ps(x + (size_t)b * NX_QBLOCK + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
+        __m512 iv = _mm512_set1_ps(id);
+        dst[b].d = d;
+        _mm_storeu_si128((__m128i *)dst[b].q, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v0, iv))));
+        _mm_storeu_si128((__m128i *)(dst[b].q + 16), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v1, iv))));
+    }
+}
+
 static TVNNI void qdot_rows_avx512(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b,
-                                   int IN, int r0, int r1) {
+                                   int T, int IN, int OUT, int r0, int r1) {
     if (!cpu_has_vnni()) {   /* a few loads per call: no shared state between threads */
-        qdot_rows_avx2(y, xq, W, wt, b, IN, r0, r1);
+        qdot_rows_avx2(y, xq, W, wt, b, T, IN, OUT, r0, r1);
         return;
     }
-    size_t rb = nx__row_bytes(wt, IN);
-    int nb = IN / NX_QBLOCK;
-    int o = r0;
-    /* Four rows at a time: four independent weight streams keep more loads in flight (the
-     * loop is bound by memory), and each activation block is loaded once for all four. */
-    /* Rows are short streams (a few hundred bytes) that the hardware prefetcher barely trains
-     * on, so the group four ahead is prefetched explicitly, spread over the block loop. */
-    const size_t bs = rb / (size_t)nb, ahead = 16 * rb;
-    for (; o + 4 <= r1; o += 4) {
-        const uint8_t *row = (const uint8_t *)W + (size_t)o * rb;
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int k = 0; k < nb; k++) {
-            for (size_t off = (size_t)k * 4 * bs; off < (size_t)(k + 1) * 4 * bs; off += 64)
-                _mm_prefetch((const char *)row + ahead + off, _MM_HINT_T0);
-            __m256i xv = _mm256_loadu_si256((const __m256i *)xq[k].q);
-            for (int r = 0; r < 4; r++) acc[r] = vnni_block(acc[r], row + (size_t)r * rb, k, wt, xv, xq[k].d);
-        }
-        for (int r = 0; r < 4; r++) y[o + r] = hsum256(acc[r]) + (b ? b[o + r] : 0.0f);
-    }
-    for (; o < r1; o++) {
-        const uint8_t *row = (const uint8_t *)W + (size_t)o * rb;
-        __m256 acc = _mm256_setzero_ps();
-        for (int k = 0; k < nb; k++)
-            acc = vnni_block(acc, row, k, wt, _mm256_loadu_si256((const __m256i *)xq[k].q), xq[k].d);
-        y[o] = hsum256(acc) + (b ? b[o] : 0.0f);
-    }
+    if (wt == NX_Q8_0)
+        q512(y, xq, W, b, T, IN, OUT, r0, r1, NX_Q8_0);
+    else
+        q512(y, xq, W, b, T, IN, OUT, r0, r1, NX_Q4_0);
 }
 
-const nx_kernel_vt nx__kernels_avx512_vt = {"avx512",   matmul_rows_avx512, dot_avx512,
-                                            axpy_avx512, act_avx512,         exp_sum_avx512,
-                                            matmul_rows_h16_avx512, qdot_rows_avx512};
+const nx_kernel_vt nx__kernels_avx512_vt = {"avx512",       matmul_rows_avx512, dot_avx512,     axpy_avx512,
+                                            act_avx512,     exp_sum_avx512,     attention_avx512, mv_rows_avx512,
+                                            qdot_rows_avx512, quantize_q8_avx512};
 
 #else /* not x86-64: only the reference exists; the tables alias it so callers need no #ifdef. */
 
 int nx__cpu_has_avx2(void) { return 0; }
 int nx__cpu_has_avx512(void) { return 0; }
-const nx_kernel_vt nx__kernels_avx512_vt = {"avx512-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-const nx_kernel_vt nx__kernels_avx2_vt = {"avx2-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+const nx_kernel_vt nx__kernels_avx512_vt = {"avx512-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+const nx_kernel_vt nx__kernels_avx2_vt = {"avx2-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 
 #endif

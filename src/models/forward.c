@@ -4,10 +4,12 @@
  * One forward step over T new tokens at positions P..P+T-1 (T <= n_batch; longer inputs are
  * processed in n_batch chunks, which is exact because every token only sees the cache):
  *
- *   x = wte[ids] (+ wpe[P+t])
- *   per layer:  u = LN1(x); q|k|v = u·Wqkvᵀ (+b); rotate q, k; append k, v to the cache
+ *   x = wte[ids] (+ wpe[P+t])     (embedding rows widened from their stored type)
+ *   per layer:  u = LN1(x); qkv = u·Wqkvᵀ (+b), per head [q|k|v]; rotate q, k; append k, v to the cache
  *               a = Attn(q, cache)·Woᵀ (+b)
  *               parallel:   m = MLP(shared_ln ? u : LN2(x)); x = (a + m) + x
+ *                           (qkv with the MLP's first product, Wo with its second: one
+ *                           hand-off to the threads each, nx__matmul_w2)
  *               sequential: x = a + x; m = MLP(LN2(x)); x = m + x
  *   logits = LNf(x)·Wheadᵀ (+b)     (all rows, or only the last)
  *
@@ -127,21 +129,10 @@ static void attn_worker(int ith, int nth, void *arg) {
         int h = i / j->T, t = i % j->T;
         int p = j->P + t;
         int k0 = j->ly->local ? (p - m->window + 1 > 0 ? p - m->window + 1 : 0) : 0;
-        int n = p + 1 - k0;
-        const float *q = s->qkv + (size_t)t * 3 * (size_t)H + (size_t)h * HS;
-        size_t base = ((size_t)j->l * NH + (size_t)h) * (size_t)s->n_ctx;
-        const float *K = s->kc + (base + (size_t)k0) * HS;
-        const float *V = s->vc + (base + (size_t)k0) * HS;
-        float mx = -INFINITY;
-        for (int k = 0; k < n; k++) {
-            float sc = vt->dot(q, K + (size_t)k * HS, HS) * m->attn_scale;
-            scores[k] = sc;
-            mx = sc > mx ? sc : mx;
-        }
-        float inv = 1.0f / vt->exp_sum(scores, n, mx);
-        float *o = s->att + (size_t)t * H + (size_t)h * HS;
-        memset(o, 0, (size_t)HS * sizeof(float));
-        for (int k = 0; k < n; k++) vt->axpy(o, scores[k] * inv, V + (size_t)k * HS, HS);
+        const float *q = s->qkv + (size_t)t * 3 * (size_t)H + (size_t)h * 3 * HS;
+        size_t base = ((size_t)j->l * NH + (size_t)h) * (size_t)s->n_ctx * HS;
+        vt->attention(s->att + (size_t)t * H + (size_t)h * HS, q, s->kc + base, s->vc + base, HS, HS, k0, p + 1,
+                      m->attn_scale, scores);
     }
 }
 
@@ -162,11 +153,7 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
     float eps = c->layer_norm_eps;
 
     for (int t = 0; t < T; t++) {
-        if (m->wte) {
-            memcpy(s->x + (size_t)t * H, m->wte + (size_t)ids[t] * H, (size_t)H * sizeof(float));
-        } else {   /* tied: the row lives in the packed head */
-            nx__wmat_row(&m->Whead, H, ids[t], s->x + (size_t)t * H);
-        }
+        nx__wmat_row(&m->Wte, H, ids[t], s->x + (size_t)t * H);
         if (m->wpe) {
             const float *pe = m->wpe + (size_t)(P + t) * H;
             float *xt = s->x + (size_t)t * H;
@@ -178,20 +165,33 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
     for (int l = 0; l < m->L; l++) {
         const nx_layer *ly = &m->layers[l];
         nx__layernorm_ref(s->u, s->x, ly->ln1_w, ly->ln1_b, T, H, eps);
-        nx__matmul_w(s->pool, s->qkv, s->u, &ly->Wqkv, ly->bqkv, T, H, 3 * H);
+        if (m->parallel) {
+            /* The MLP reads the block input too, so its first product shares the qkv hand-off to
+             * the threads (s->a is free until the attention output projection). */
+            const float *mlp_in = s->u;
+            if (!m->shared_ln) {
+                nx__layernorm_ref(s->a, s->x, ly->ln2_w, ly->ln2_b, T, H, eps);
+                mlp_in = s->a;
+            }
+            nx_matmul_args qkv = {s->qkv, s->u, &ly->Wqkv, ly->bqkv, T, H, 3 * H}, up = {s->h, mlp_in, &ly->W1, ly->b1, T, H, I};
+            nx__matmul_w2(s->pool, &qkv, &up);
+            nx__act(s->pool, s->h, (size_t)T * I, m->act);
+        } else {
+            nx__matmul_w(s->pool, s->qkv, s->u, &ly->Wqkv, ly->bqkv, T, H, 3 * H);
+        }
         size_t base = (size_t)l * NH * (size_t)s->n_ctx;
         for (int t = 0; t < T; t++) {
-            float *q = s->qkv + (size_t)t * 3 * H, *k = q + H, *v = q + 2 * H;
             int p = P + t;
             for (int h = 0; h < NH; h++) {
+                float *q = s->qkv + (size_t)t * 3 * H + (size_t)h * 3 * HS, *k = q + HS, *v = q + 2 * HS;
                 if (m->rot) {
                     const float *cs = m->rope_cos + (size_t)p * (m->rot / 2), *sn = m->rope_sin + (size_t)p * (m->rot / 2);
-                    nx__rotary_ref(q + (size_t)h * HS, m->rot, cs, sn, m->rot_interleaved);
-                    nx__rotary_ref(k + (size_t)h * HS, m->rot, cs, sn, m->rot_interleaved);
+                    nx__rotary_ref(q, m->rot, cs, sn, m->rot_interleaved);
+                    nx__rotary_ref(k, m->rot, cs, sn, m->rot_interleaved);
                 }
                 size_t dst = ((base + (size_t)h * s->n_ctx) + (size_t)p) * HS;
-                memcpy(s->kc + dst, k + (size_t)h * HS, (size_t)HS * sizeof(float));
-                memcpy(s->vc + dst, v + (size_t)h * HS, (size_t)HS * sizeof(float));
+                memcpy(s->kc + dst, k, (size_t)HS * sizeof(float));
+                memcpy(s->vc + dst, v, (size_t)HS * sizeof(float));
             }
         }
         attn_job aj = {s, ly, l, T, P};
@@ -200,16 +200,14 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
             nx_pool_run(s->pool, attn_worker, &aj);
         else
             attn_worker(0, 1, &aj);
-        nx__matmul_w(s->pool, s->a, s->att, &ly->Wo, ly->bo, T, H, H);
-
         float *mlp_out = s->qkv;   /* q|k|v are dead once attention is done */
         if (m->parallel) {
-            if (!m->shared_ln) nx__layernorm_ref(s->u, s->x, ly->ln2_w, ly->ln2_b, T, H, eps);
-            nx__matmul_w(s->pool, s->h, s->u, &ly->W1, ly->b1, T, H, I);
-            nx__act(s->pool, s->h, (size_t)T * I, m->act);
-            nx__matmul_w(s->pool, mlp_out, s->h, &ly->W2, ly->b2, T, I, H);
+            /* attention output and MLP down projection: independent, one hand-off */
+            nx_matmul_args o = {s->a, s->att, &ly->Wo, ly->bo, T, H, H}, down = {mlp_out, s->h, &ly->W2, ly->b2, T, I, H};
+            nx__matmul_w2(s->pool, &o, &down);
             add_rows(s->x, s->a, mlp_out, TH);
         } else {
+            nx__matmul_w(s->pool, s->a, s->att, &ly->Wo, ly->bo, T, H, H);
             add_rows(s->x, s->a, NULL, TH);
             nx__layernorm_ref(s->u, s->x, ly->ln2_w, ly->ln2_b, T, H, eps);
             nx__matmul_w(s->pool, s->h, s->u, &ly->W1, ly->b1, T, H, I);

@@ -1,17 +1,20 @@
 /*
- * load.c - building an nx_model: config validation, the single weight block, reading each
- * family's tensor names from a checkpoint (any stored float dtype -> fp32 once), the rotary
- * tables, random models of a given shape, and presets of released shapes.
+ * load.c - building an nx_model: config validation, the weights (matrices in their run type,
+ * used in place from the mapped checkpoint where possible; small tensors in one fp32 block),
+ * reading each family's tensor names from a checkpoint, the rotary tables, random models of a
+ * given shape, and presets of released shapes.
  *
  * Layout decisions made once here so the forward pass is one code path:
- *  - q, k and v become one [3H][H] matrix [Wq; Wk; Wv] (NeoX's head-interleaved rows
- *    [nh][3][HS] are de-interleaved), so a single matmul yields q|k|v per token.
- *  - every matrix is packed into 16-row panels (kernels.h) as it is converted, one panel at a
- *    time, so no full-size temporary is needed; with another run type (BF16, F16, Q8_0, Q4_0)
- *    each panel's rows are stored in that type instead, so no fp32 copy of the matrices exists;
- *  - a tied model keeps only the packed head and looks embedding rows up in it; a missing
- *    lm_head falls back to wte only when the config says the embeddings are tied (GPT-Neo
- *    checkpoints omit the duplicate).
+ *  - every matrix is row-major [OUT][IN] in the run type (kernels.h nx_wmat), as nn.Linear and
+ *    `neox quantize` store it. A tensor whose file type is the run type (and that is aligned for
+ *    it) is used in place: zero copy, and its pages are only resident once read. Anything else
+ *    (another type, .bin storages that are not, J/Neo's separate q/k/v) is converted a row at a
+ *    time into one arena, so no fp32 copy of a whole matrix ever exists;
+ *  - q, k and v form one [3H][H] matrix in NeoX's head-interleaved row order [NH][q|k|v][HS],
+ *    so a NeoX query_key_value is used as stored and a single matmul yields q|k|v per token;
+ *  - the input embedding is used in place (F32/F16/BF16) or copied to fp32 once; a tied model
+ *    looks its rows up in the head; a missing lm_head falls back to wte only when the config
+ *    says the embeddings are tied (GPT-Neo checkpoints omit the duplicate).
  */
 #include "models/models.h"
 
@@ -149,45 +152,29 @@ static size_t param_floats(const nx_model *m, bool head_tied) {
            per_layer * (size_t)m->L;
 }
 
-nx_status nx__model_alloc(nx_model *m, bool head_tied, nx_dtype wt) {
+nx_status nx__model_alloc(nx_model *m, nx_dtype wt) {
     const nx_model_config *c = &m->cfg;
-    int Hi = m->H, Ii = m->I, Vi = m->V;
-    size_t H = (size_t)Hi, I = (size_t)Ii, V = (size_t)Vi;
+    size_t H = (size_t)m->H, I = (size_t)m->I, V = (size_t)m->V;
     bool neox = c->arch == NX_ARCH_GPT_NEOX, j = c->arch == NX_ARCH_GPTJ, neo = c->arch == NX_ARCH_GPT_NEO;
     bool qkv_bias = neox && c->attention_bias;
     bool o_bias = (neox && c->attention_bias) || neo;
-    /* Matrices of another run type live in their own block (wblock), written as they load. */
-    bool f32 = wt == NX_F32;
-    if (!f32) NX_TRY(check_run_type(m, wt));
-    size_t mats = f32 ? 1 : 0;
-    size_t per_layer = 2 * H + (j ? 0 : 2 * H) + mats * nx__packed_floats(3 * Hi, Hi) + (qkv_bias ? 3 * H : 0) +
-                       mats * nx__packed_floats(Hi, Hi) + (o_bias ? H : 0) + mats * nx__packed_floats(Ii, Hi) + I +
-                       mats * nx__packed_floats(Hi, Ii) + H;
+    NX_TRY(check_run_type(m, wt));
+    size_t per_layer = 2 * H + (j ? 0 : 2 * H) + (qkv_bias ? 3 * H : 0) + (o_bias ? H : 0) + I + H;
     size_t rope = (size_t)m->maxpos * (size_t)(m->rot / 2) * 2;
-    size_t total = (head_tied ? 0 : V * H) + (neo ? (size_t)m->maxpos * H : 0) + 2 * H + mats * nx__packed_floats(Vi, Hi) +
-                   (j ? V : 0) + per_layer * (size_t)m->L + rope;
+    size_t total = (neo ? (size_t)m->maxpos * H : 0) + 2 * H + (j ? V : 0) + per_layer * (size_t)m->L + rope;
     size_t bytes;
-    if (!nx__mul_ok(total, sizeof(float), &bytes))
-        return nx__error(NX_ERR_RANGE, "model too large");
+    if (!nx__mul_ok(total, sizeof(float), &bytes)) return nx__error(NX_ERR_RANGE, "model too large");
     m->block = nx__malloc_aligned(bytes);
     m->layers = nx__calloc((size_t)m->L, sizeof(nx_layer));
-    if (!m->block || !m->layers)
-        return nx__error(NX_ERR_NOMEM, "out of memory allocating %.1f MiB of fp32 weights", (double)bytes / 1048576.0);
+    m->wblock_bytes = wblock_bytes(m, wt);
+    /* Reserved for every matrix; only what the loader converts is ever written (and resident). */
+    m->wblock = nx__malloc_aligned(m->wblock_bytes);
+    if (!m->block || !m->layers || !m->wblock)
+        return nx__error(NX_ERR_NOMEM, "out of memory allocating %.1f MiB of weights",
+                         (double)(bytes + m->wblock_bytes) / 1048576.0);
     m->block_floats = total;
     float *p = m->block;
-    /* Packed matrices come first and at multiples of 16 floats, so every panel is 64-byte aligned. */
 #define TAKE(n) (p += (n), p - (n))
-    if (f32) {
-        m->head_w = TAKE(nx__packed_floats(Vi, Hi));
-        for (int l = 0; l < m->L; l++) {
-            nx_layer *ly = &m->layers[l];
-            ly->wqkv = TAKE(nx__packed_floats(3 * Hi, Hi));
-            ly->wo = TAKE(nx__packed_floats(Hi, Hi));
-            ly->w1 = TAKE(nx__packed_floats(Ii, Hi));
-            ly->w2 = TAKE(nx__packed_floats(Hi, Ii));
-        }
-    }
-    m->wte = head_tied ? NULL : TAKE(V * H);
     m->wpe = neo ? TAKE((size_t)m->maxpos * H) : NULL;
     m->lnf_w = TAKE(H);
     m->lnf_b = TAKE(H);
@@ -209,74 +196,51 @@ nx_status nx__model_alloc(nx_model *m, bool head_tied, nx_dtype wt) {
 #undef TAKE
     NX_ASSERT((size_t)(p - m->block) == total);
     m->wtype = wt;
-    if (f32) {
-        m->Whead = (nx_wmat){NX_F32, m->head_w};
-        for (int l = 0; l < m->L; l++) {
-            nx_layer *ly = &m->layers[l];
-            ly->Wqkv = (nx_wmat){NX_F32, ly->wqkv};
-            ly->Wo = (nx_wmat){NX_F32, ly->wo};
-            ly->W1 = (nx_wmat){NX_F32, ly->w1};
-            ly->W2 = (nx_wmat){NX_F32, ly->w2};
-        }
-    } else {
-        size_t wbytes = wblock_bytes(m, wt);
-        uint8_t *wb = m->wblock = nx__malloc_aligned(wbytes);
-        if (!wb) return nx__error(NX_ERR_NOMEM, "out of memory allocating %.1f MiB of %s weights", (double)wbytes / 1048576.0,
-                                  nx_dtype_name(wt));
-        m->wblock_bytes = wbytes;
-        uint8_t *cur = wb;
-#define WTAKE(W, OUT, IN) ((W) = (nx_wmat){wt, cur}, cur += align64(nx__wmat_bytes(wt, OUT, IN)))
-        WTAKE(m->Whead, Vi, Hi);
-        for (int l = 0; l < m->L; l++) {
-            nx_layer *ly = &m->layers[l];
-            WTAKE(ly->Wqkv, 3 * Hi, Hi);
-            WTAKE(ly->Wo, Hi, Hi);
-            WTAKE(ly->W1, Ii, Hi);
-            WTAKE(ly->W2, Hi, Ii);
-        }
-#undef WTAKE
-        NX_ASSERT((size_t)(cur - wb) == wbytes);
-    }
     if (m->rot) fill_rope(m);
     return NX_OK;
+}
+
+uint8_t *nx__model_take_mat(nx_model *m, int OUT, int IN) {
+    size_t n = align64(nx__wmat_bytes(m->wtype, OUT, IN));
+    NX_ASSERT(m->wblock_used + n <= m->wblock_bytes);
+    m->wblock_used += n;
+    return m->wblock + m->wblock_used - n;
 }
 
 void nx_model_free(nx_model *m) {
     if (!m) return;
     nx__free_aligned(m->block);
     nx__free_aligned(m->wblock);
+    nx__free_aligned(m->wte_copy);
+    nx_tensorset_free(m->ts);
     nx__free(m->layers);
     nx__free(m);
 }
 
 /* ---- run types ----------------------------------------------------------------------------------- */
 
-/* Floats of the packed fp32 matrices at the start of the block (nx__model_alloc's order). */
-static size_t matrix_floats(const nx_model *m) {
-    size_t per = nx__packed_floats(3 * m->H, m->H) + nx__packed_floats(m->H, m->H) + nx__packed_floats(m->I, m->H) +
-                 nx__packed_floats(m->H, m->I);
-    return nx__packed_floats(m->V, m->H) + per * (size_t)m->L;
+/* Row o of src converted to the model's run type at dst (one row of nx__row_bytes bytes). */
+static void store_row(nx_dtype t, uint8_t *dst, const float *row, int IN) {
+    switch (t) {
+    case NX_F32: memcpy(dst, row, (size_t)IN * sizeof(float)); break;
+    case NX_BF16:
+    case NX_F16:
+        for (int k = 0; k < IN; k++)
+            ((uint16_t *)dst)[k] = t == NX_BF16 ? nx_f32_to_bf16(row[k]) : nx_f32_to_f16(row[k]);
+        break;
+    case NX_Q8_0: nx__quantize_row_q8_0((nx_block_q8_0 *)dst, row, IN); break;
+    default: nx__quantize_row_q4_0((nx_block_q4_0 *)dst, row, IN); break;
+    }
 }
 
-static void convert_mat(nx_wmat *W, const float *fp, int OUT, int IN, nx_dtype t, uint8_t **cursor, float *row) {
-    uint8_t *dst = *cursor;
-    if (t == NX_BF16 || t == NX_F16) {
-        size_t n = nx__packed_floats(OUT, IN);
-        uint16_t *h = (uint16_t *)dst;
-        for (size_t i = 0; i < n; i++) h[i] = t == NX_BF16 ? nx_f32_to_bf16(fp[i]) : nx_f32_to_f16(fp[i]);
-    } else {
-        size_t rb = nx__row_bytes(t, IN);
-        nx_wmat src = {NX_F32, fp};
-        for (int o = 0; o < OUT; o++) {
-            nx__wmat_row(&src, IN, o, row);
-            if (t == NX_Q8_0)
-                nx__quantize_row_q8_0((nx_block_q8_0 *)(dst + (size_t)o * rb), row, IN);
-            else
-                nx__quantize_row_q4_0((nx_block_q4_0 *)(dst + (size_t)o * rb), row, IN);
-        }
+static void convert_mat(nx_model *m, nx_wmat *W, int OUT, int IN, float *row) {
+    uint8_t *dst = nx__model_take_mat(m, OUT, IN);
+    size_t rb = nx__row_bytes(m->wtype, IN);
+    for (int o = 0; o < OUT; o++) {
+        nx__wmat_row(W, IN, o, row);
+        store_row(m->wtype, dst + (size_t)o * rb, row, IN);
     }
-    *W = (nx_wmat){t, dst};
-    *cursor = dst + align64(nx__wmat_bytes(t, OUT, IN));
+    *W = (nx_wmat){m->wtype, dst};
 }
 
 nx_status nx__model_convert(nx_model *m, nx_dtype t) {
@@ -287,59 +251,32 @@ nx_status nx__model_convert(nx_model *m, nx_dtype t) {
                          nx_dtype_name(m->wtype));
     int H = m->H, I = m->I;
     size_t bytes = wblock_bytes(m, t);
-    size_t mat = matrix_floats(m), tail = m->block_floats - mat;
-    uint8_t *wb = nx__malloc_aligned(bytes);
-    float *nb = nx__malloc_aligned(tail * sizeof(float));
+    uint8_t *old = m->wblock;
     float *row = nx__malloc((size_t)NX_MAX(H, I) * sizeof(float));
-    if (!wb || !nb || !row) {
-        nx__free_aligned(wb);
-        nx__free_aligned(nb);
+    m->wblock = nx__malloc_aligned(bytes);
+    if (!m->wblock || !row) {
+        nx__free_aligned(m->wblock);
         nx__free(row);
+        m->wblock = old;
         return nx__error(NX_ERR_NOMEM, "out of memory converting the weights to %s (%.1f MiB)", nx_dtype_name(t),
                          (double)bytes / 1048576.0);
     }
-    uint8_t *cur = wb;
-    convert_mat(&m->Whead, m->head_w, m->V, H, t, &cur, row);
-    for (int l = 0; l < m->L; l++) {
-        nx_layer *ly = &m->layers[l];
-        convert_mat(&ly->Wqkv, ly->wqkv, 3 * H, H, t, &cur, row);
-        convert_mat(&ly->Wo, ly->wo, H, H, t, &cur, row);
-        convert_mat(&ly->W1, ly->w1, I, H, t, &cur, row);
-        convert_mat(&ly->W2, ly->w2, H, I, t, &cur, row);
-        ly->wqkv = ly->wo = ly->w1 = ly->w2 = NULL;
-    }
-    NX_ASSERT((size_t)(cur - wb) == bytes);
-    nx__free(row);
-    /* Keep only the non-matrix tail of the fp32 block: the same values at a new base. */
-    float *old = m->block + mat;
-    memcpy(nb, old, tail * sizeof(float));
-#define REBASE(p) ((p) = (p) ? nb + ((p) - old) : NULL)
-    REBASE(m->wte);
-    REBASE(m->wpe);
-    REBASE(m->lnf_w);
-    REBASE(m->lnf_b);
-    REBASE(m->head_b);
-    REBASE(m->rope_cos);
-    REBASE(m->rope_sin);
-    for (int l = 0; l < m->L; l++) {
-        nx_layer *ly = &m->layers[l];
-        REBASE(ly->ln1_w);
-        REBASE(ly->ln1_b);
-        REBASE(ly->ln2_w);
-        REBASE(ly->ln2_b);
-        REBASE(ly->bqkv);
-        REBASE(ly->bo);
-        REBASE(ly->b1);
-        REBASE(ly->b2);
-    }
-#undef REBASE
-    nx__free_aligned(m->block);
-    m->block = nb;
-    m->block_floats = tail;
-    m->head_w = NULL;
-    m->wblock = wb;
     m->wblock_bytes = bytes;
+    m->wblock_used = 0;
     m->wtype = t;
+    /* A tied model looks its embedding rows up in the head; an untied one keeps its own. */
+    bool tied = m->Wte.data == m->Whead.data;
+    convert_mat(m, &m->Whead, m->V, H, row);
+    if (tied) m->Wte = m->Whead;
+    for (int l = 0; l < m->L; l++) {
+        nx_layer *ly = &m->layers[l];
+        convert_mat(m, &ly->Wqkv, 3 * H, H, row);
+        convert_mat(m, &ly->Wo, H, H, row);
+        convert_mat(m, &ly->W1, I, H, row);
+        convert_mat(m, &ly->W2, H, I, row);
+    }
+    nx__free(row);
+    nx__free_aligned(old);
     return NX_OK;
 }
 
@@ -363,11 +300,15 @@ nx_dtype nx_run_dtype_from_name(const char *name) {
     return NX_DTYPE_INVALID;
 }
 
+/* Bytes of the input embedding when it is a tensor of its own (0 when tied to the head). */
+static size_t wte_bytes(const nx_model *m) {
+    return m->Wte.data == m->Whead.data ? 0 : nx__wmat_bytes(m->Wte.type, m->V, m->H);
+}
+
 size_t nx_model_decode_bytes(const nx_model *m) {
-    size_t skip = 0;
-    if (m->wte) skip += (size_t)m->V * (size_t)m->H;   /* untied: decode reads one row of it */
-    if (m->wpe) skip += (size_t)m->maxpos * (size_t)m->H;
-    return nx_model_weight_bytes(m) - skip * sizeof(float);
+    /* a token reads one row of the input embedding and of the position table */
+    size_t skip = wte_bytes(m) + (m->wpe ? (size_t)m->maxpos * (size_t)m->H * sizeof(float) : 0);
+    return nx_model_weight_bytes(m) - skip;
 }
 
 const char *nx_kernels_name(void) { return nx__kernels()->name; }
@@ -376,8 +317,13 @@ const nx_model_config *nx_model_get_config(const nx_model *m) { return &m->cfg; 
 
 size_t nx_model_weight_bytes(const nx_model *m) {
     size_t rope = (size_t)m->maxpos * (size_t)(m->rot / 2) * 2;
-    return (m->block_floats - rope) * sizeof(float) + m->wblock_bytes;
+    size_t per = nx__wmat_bytes(m->wtype, 3 * m->H, m->H) + nx__wmat_bytes(m->wtype, m->H, m->H) +
+                 nx__wmat_bytes(m->wtype, m->I, m->H) + nx__wmat_bytes(m->wtype, m->H, m->I);
+    return (m->block_floats - rope) * sizeof(float) + nx__wmat_bytes(m->wtype, m->V, m->H) + per * (size_t)m->L +
+           wte_bytes(m);
 }
+
+size_t nx_model_mapped_bytes(const nx_model *m) { return m->mapped_bytes; }
 
 /* ---- reading a checkpoint --------------------------------------------------------------------- */
 
@@ -472,12 +418,12 @@ static nx_status load2(reader *r, const char *name, int ndim, int64_t d0, int64_
     return nx_tensor_to_f32(t, dst);
 }
 
-/* Where output row o of a packed matrix comes from. */
-typedef enum { ROWS_PLAIN, ROWS_NEOX_QKV, ROWS_STACKED_QKV } rows_kind;
+/* Where output row o of a matrix comes from. */
+typedef enum { ROWS_PLAIN, ROWS_STACKED_QKV } rows_kind;
 typedef struct {
     const nx_tensor_info *t[3];
     rows_kind kind;
-    int H, HS;
+    int HS;
     nx_dtype qt[3];   /* block type of t[i], or NX_DTYPE_INVALID for float tensors */
 } row_source;
 
@@ -497,92 +443,99 @@ static nx_status convert_row(const nx_tensor_info *t, nx_dtype qt, int64_t row, 
     return nx_tensor_to_f32(&one, dst);
 }
 
-/* Stores 16 (or fewer) converted rows as panel p of W in its run type: fp32 or 16-bit panels
- * (padding rows zero), or quantized rows. W's memory is the model's own (written once here). */
-static void store_panel(const nx_wmat *W, const float *rows, int n, int p, int IN) {
-    if (W->type == NX_F32) {
-        nx__pack_panel((float *)W->data, rows, n, p, IN);
-    } else if (W->type == NX_BF16 || W->type == NX_F16) {
-        uint16_t *panel = (uint16_t *)W->data + (size_t)p * (size_t)IN * NX_PANEL;
-        for (int k = 0; k < IN; k++)
-            for (int l = 0; l < NX_PANEL; l++) {
-                float v = l < n ? rows[(size_t)l * IN + k] : 0.0f;
-                panel[(size_t)k * NX_PANEL + l] = W->type == NX_BF16 ? nx_f32_to_bf16(v) : nx_f32_to_f16(v);
-            }
-    } else {
-        size_t rb = nx__row_bytes(W->type, IN);
-        for (int i = 0; i < n; i++) {
-            uint8_t *dst = (uint8_t *)W->data + (size_t)(p * NX_PANEL + i) * rb;
-            if (W->type == NX_Q8_0)
-                nx__quantize_row_q8_0((nx_block_q8_0 *)dst, rows + (size_t)i * IN, IN);
-            else
-                nx__quantize_row_q4_0((nx_block_q4_0 *)dst, rows + (size_t)i * IN, IN);
-        }
-    }
+/* Whether a tensor's bytes can be used in place as rows of type t: same type, and aligned for
+ * its element (a safetensors data region is only 8-byte aligned, tensors follow each other). */
+static bool usable_in_place(const nx_tensor_info *t, nx_dtype file_type, nx_dtype run_type) {
+    size_t align = run_type == NX_F16 || run_type == NX_BF16 ? 2 : 4;
+    return file_type == run_type && (uintptr_t)t->data % align == 0;
 }
 
-/* Packs an [OUT][IN] matrix a panel at a time; scratch holds NX_PANEL x IN floats. NeoX's
- * query_key_value rows are [NH][3][HS]: our row o = s·H + h·HS + e (s = q, k, v) is its row
- * h·3·HS + s·HS + e. J/Neo's q, k, v are three [H][H] tensors stacked. */
-static nx_status pack_rows(const row_source *rs, int OUT, int IN, const nx_wmat *W, float *scratch) {
-    for (int p = 0; p * NX_PANEL < OUT; p++) {
-        int n = OUT - p * NX_PANEL < NX_PANEL ? OUT - p * NX_PANEL : NX_PANEL;
-        for (int i = 0; i < n; i++) {
-            int o = p * NX_PANEL + i;
-            const nx_tensor_info *t = rs->t[0];
-            nx_dtype qt = rs->qt[0];
-            int64_t row = o;
-            if (rs->kind == ROWS_NEOX_QKV) {
-                int s = o / rs->H, h = (o % rs->H) / rs->HS, e = o % rs->HS;
-                row = (int64_t)h * 3 * rs->HS + (int64_t)s * rs->HS + e;
-            } else if (rs->kind == ROWS_STACKED_QKV) {
-                t = rs->t[o / rs->H];
-                qt = rs->qt[o / rs->H];
-                row = o % rs->H;
-            }
-            NX_TRY(convert_row(t, qt, row, IN, scratch + (size_t)i * IN));
-        }
-        store_panel(W, scratch, n, p, IN);
+/* Fills W with an [OUT][IN] matrix in the model's run type: the checkpoint's own bytes when they
+ * already are its rows, else rows converted one at a time into m->wblock (rows stored in the run
+ * type are copied as bytes, so nothing is re-rounded). J/Neo's q, k, v ([H][H] each) are
+ * interleaved by head into NeoX's [NH][q|k|v][HS] order: row o = h·3·HS + s·HS + e. */
+static nx_status load_rows(nx_model *m, const row_source *rs, int OUT, int IN, nx_wmat *W, float *scratch) {
+    nx_dtype wt = m->wtype;
+    const nx_tensor_info *t0 = rs->t[0];
+    if (rs->kind == ROWS_PLAIN && usable_in_place(t0, rs->qt[0] != NX_DTYPE_INVALID ? rs->qt[0] : t0->dtype, wt)) {
+        *W = (nx_wmat){wt, t0->data};
+        m->mapped_bytes += nx__wmat_bytes(wt, OUT, IN);
+        nx__map_willneed(t0->data, nx__wmat_bytes(wt, OUT, IN));   /* the first token reads it all */
+        return NX_OK;
     }
+    uint8_t *dst = nx__model_take_mat(m, OUT, IN);
+    size_t rb = nx__row_bytes(wt, IN);
+    for (int o = 0; o < OUT; o++) {
+        int s = 0;
+        int64_t row = o;
+        if (rs->kind == ROWS_STACKED_QKV) {
+            s = (o / rs->HS) % 3;
+            row = (int64_t)(o / (3 * rs->HS)) * rs->HS + o % rs->HS;
+        }
+        const nx_tensor_info *t = rs->t[s];
+        nx_dtype ft = rs->qt[s] != NX_DTYPE_INVALID ? rs->qt[s] : t->dtype;
+        if (ft == wt) {
+            memcpy(dst + (size_t)o * rb, (const uint8_t *)t->data + (size_t)row * rb, rb);
+        } else {
+            NX_TRY(convert_row(t, rs->qt[s], row, IN, scratch));
+            store_row(wt, dst + (size_t)o * rb, scratch, IN);
+        }
+    }
+    *W = (nx_wmat){wt, dst};
     return NX_OK;
 }
 
-/* A plain nn.Linear weight [OUT][IN] into packed dst. */
-static nx_status load_mat(reader *r, const char *name, int OUT, int IN, const nx_wmat *dst, float *scratch) {
-    row_source rs = {{NULL, NULL, NULL}, ROWS_PLAIN, 0, 0, {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
+/* A plain nn.Linear weight [OUT][IN]. */
+static nx_status load_mat(reader *r, nx_model *m, const char *name, int OUT, int IN, nx_wmat *dst, float *scratch) {
+    row_source rs = {{NULL, NULL, NULL}, ROWS_PLAIN, 0, {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
     NX_TRY(checked_mat(r, name, OUT, IN, &rs.t[0], &rs.qt[0]));
-    return pack_rows(&rs, OUT, IN, dst, scratch);
+    return load_rows(m, &rs, OUT, IN, dst, scratch);
 }
 
-static nx_status load_mat_fmt(reader *r, int OUT, int IN, const nx_wmat *dst, float *scratch, const char *fmt, ...)
-    NX_PRINTF(6, 7);
-static nx_status load_mat_fmt(reader *r, int OUT, int IN, const nx_wmat *dst, float *scratch, const char *fmt, ...) {
+static nx_status load_mat_fmt(reader *r, nx_model *m, int OUT, int IN, nx_wmat *dst, float *scratch, const char *fmt,
+                              ...) NX_PRINTF(7, 8);
+static nx_status load_mat_fmt(reader *r, nx_model *m, int OUT, int IN, nx_wmat *dst, float *scratch, const char *fmt,
+                              ...) {
     char name[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(name, sizeof name, fmt, ap);
     va_end(ap);
-    return load_mat(r, name, OUT, IN, dst, scratch);
+    return load_mat(r, m, name, OUT, IN, dst, scratch);
 }
 
-/* J/Neo "<prefix>q_proj.weight", k_proj, v_proj stacked into one packed [3H][H]. */
-static nx_status load_qkv_stacked(reader *r, const nx_model *m, const char *prefix, const nx_wmat *dst, float *scratch) {
-    row_source rs = {{NULL, NULL, NULL}, ROWS_STACKED_QKV, m->H, m->HS, {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
+/* J/Neo "<prefix>q_proj.weight", k_proj, v_proj into one [3H][H] (NeoX's row order). */
+static nx_status load_qkv_stacked(reader *r, nx_model *m, const char *prefix, nx_wmat *dst, float *scratch) {
+    row_source rs = {{NULL, NULL, NULL}, ROWS_STACKED_QKV, m->HS, {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
     for (int i = 0; i < 3; i++) {
         char name[256];
         snprintf(name, sizeof name, "%s%c_proj.weight", prefix, "qkv"[i]);
         NX_TRY(checked_mat(r, name, m->H, m->H, &rs.t[i], &rs.qt[i]));
     }
-    return pack_rows(&rs, 3 * m->H, m->H, dst, scratch);
+    return load_rows(m, &rs, 3 * m->H, m->H, dst, scratch);
 }
 
-/* The input embedding: plain rows for the lookup, or (tied) the packed head that doubles as it. */
-static nx_status load_embedding(reader *r, nx_model *m, const char *name, const char *head_name, float *scratch) {
-    if (m->wte) {
-        NX_TRY(load2(r, name, 2, m->V, m->H, m->wte));
-        return load_mat(r, head_name, m->V, m->H, &m->Whead, scratch);
+/* The input embedding: its own rows (used in place when the file's F32/F16/BF16 bytes allow, else
+ * an fp32 copy), or (tied) the head's rows. */
+static nx_status load_embedding(reader *r, nx_model *m, bool tied, const char *name, const char *head_name,
+                                float *scratch) {
+    if (tied) {
+        NX_TRY(load_mat(r, m, name, m->V, m->H, &m->Whead, scratch));
+        m->Wte = m->Whead;
+        return NX_OK;
     }
-    return load_mat(r, name, m->V, m->H, &m->Whead, scratch);
+    const nx_tensor_info *t;
+    NX_TRY(checked(r, name, 2, m->V, m->H, &t));
+    if ((t->dtype == NX_F32 || t->dtype == NX_F16 || t->dtype == NX_BF16) && usable_in_place(t, t->dtype, t->dtype)) {
+        m->Wte = (nx_wmat){t->dtype, t->data};
+        m->mapped_bytes += t->nbytes;
+    } else {
+        m->wte_copy = nx__malloc_aligned((size_t)m->V * (size_t)m->H * sizeof(float));
+        if (!m->wte_copy) return nx__error(NX_ERR_NOMEM, "out of memory for the input embedding");
+        NX_TRY(nx_tensor_to_f32(t, m->wte_copy));
+        m->Wte = (nx_wmat){NX_F32, m->wte_copy};
+    }
+    return load_mat(r, m, head_name, m->V, m->H, &m->Whead, scratch);
 }
 
 static nx_status load_fmt(reader *r, int ndim, int64_t d0, int64_t d1, float *dst, const char *fmt, ...)
@@ -596,45 +549,35 @@ static nx_status load_fmt(reader *r, int ndim, int64_t d0, int64_t d1, float *ds
     return load2(r, name, ndim, d0, d1, dst);
 }
 
-static nx_status load_neox(nx_model *m, reader *r, float *scratch) {
+static nx_status load_neox(nx_model *m, reader *r, bool tied, float *scratch) {
     int64_t H = m->H, I = m->I;
     int Hi = m->H, Ii = m->I;
-    NX_TRY(load_embedding(r, m, "gpt_neox.embed_in.weight", head_name(r, NX_ARCH_GPT_NEOX), scratch));
+    NX_TRY(load_embedding(r, m, tied, "gpt_neox.embed_in.weight", head_name(r, NX_ARCH_GPT_NEOX), scratch));
     NX_TRY(load2(r, "gpt_neox.final_layer_norm.weight", 1, H, 0, m->lnf_w));
     NX_TRY(load2(r, "gpt_neox.final_layer_norm.bias", 1, H, 0, m->lnf_b));
     for (int l = 0; l < m->L; l++) {
         nx_layer *ly = &m->layers[l];
-        char name[256];
         NX_TRY(load_fmt(r, 1, H, 0, ly->ln1_w, "gpt_neox.layers.%d.input_layernorm.weight", l));
         NX_TRY(load_fmt(r, 1, H, 0, ly->ln1_b, "gpt_neox.layers.%d.input_layernorm.bias", l));
         NX_TRY(load_fmt(r, 1, H, 0, ly->ln2_w, "gpt_neox.layers.%d.post_attention_layernorm.weight", l));
         NX_TRY(load_fmt(r, 1, H, 0, ly->ln2_b, "gpt_neox.layers.%d.post_attention_layernorm.bias", l));
-        row_source rs = {{NULL, NULL, NULL}, ROWS_NEOX_QKV, Hi, m->HS, {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
-        snprintf(name, sizeof name, "gpt_neox.layers.%d.attention.query_key_value.weight", l);
-        NX_TRY(checked_mat(r, name, 3 * H, H, &rs.t[0], &rs.qt[0]));
-        NX_TRY(pack_rows(&rs, 3 * Hi, Hi, &ly->Wqkv, scratch));
-        if (ly->bqkv) {
-            /* the bias is one row of 3H values in the same [NH][3][HS] order */
-            NX_TRY(load_fmt(r, 1, 3 * H, 0, scratch, "gpt_neox.layers.%d.attention.query_key_value.bias", l));
-            for (int o = 0; o < 3 * Hi; o++) {
-                int s = o / Hi, h = (o % Hi) / m->HS, e = o % m->HS;
-                ly->bqkv[o] = scratch[h * 3 * m->HS + s * m->HS + e];
-            }
-        }
-        NX_TRY(load_mat_fmt(r, Hi, Hi, &ly->Wo, scratch, "gpt_neox.layers.%d.attention.dense.weight", l));
+        /* query_key_value is [NH][q|k|v][HS] rows, the order the forward pass reads: used as is */
+        NX_TRY(load_mat_fmt(r, m, 3 * Hi, Hi, &ly->Wqkv, scratch, "gpt_neox.layers.%d.attention.query_key_value.weight", l));
+        if (ly->bqkv) NX_TRY(load_fmt(r, 1, 3 * H, 0, ly->bqkv, "gpt_neox.layers.%d.attention.query_key_value.bias", l));
+        NX_TRY(load_mat_fmt(r, m, Hi, Hi, &ly->Wo, scratch, "gpt_neox.layers.%d.attention.dense.weight", l));
         if (ly->bo) NX_TRY(load_fmt(r, 1, H, 0, ly->bo, "gpt_neox.layers.%d.attention.dense.bias", l));
-        NX_TRY(load_mat_fmt(r, Ii, Hi, &ly->W1, scratch, "gpt_neox.layers.%d.mlp.dense_h_to_4h.weight", l));
+        NX_TRY(load_mat_fmt(r, m, Ii, Hi, &ly->W1, scratch, "gpt_neox.layers.%d.mlp.dense_h_to_4h.weight", l));
         NX_TRY(load_fmt(r, 1, I, 0, ly->b1, "gpt_neox.layers.%d.mlp.dense_h_to_4h.bias", l));
-        NX_TRY(load_mat_fmt(r, Hi, Ii, &ly->W2, scratch, "gpt_neox.layers.%d.mlp.dense_4h_to_h.weight", l));
+        NX_TRY(load_mat_fmt(r, m, Hi, Ii, &ly->W2, scratch, "gpt_neox.layers.%d.mlp.dense_4h_to_h.weight", l));
         NX_TRY(load_fmt(r, 1, H, 0, ly->b2, "gpt_neox.layers.%d.mlp.dense_4h_to_h.bias", l));
     }
     return NX_OK;
 }
 
-static nx_status load_gptj(nx_model *m, reader *r, float *scratch) {
+static nx_status load_gptj(nx_model *m, reader *r, bool tied, float *scratch) {
     int64_t H = m->H, I = m->I, V = m->V;
     int Hi = m->H, Ii = m->I;
-    NX_TRY(load_embedding(r, m, "transformer.wte.weight", "lm_head.weight", scratch));
+    NX_TRY(load_embedding(r, m, tied, "transformer.wte.weight", "lm_head.weight", scratch));
     NX_TRY(load2(r, "transformer.ln_f.weight", 1, H, 0, m->lnf_w));
     NX_TRY(load2(r, "transformer.ln_f.bias", 1, H, 0, m->lnf_b));
     NX_TRY(load2(r, "lm_head.bias", 1, V, 0, m->head_b));
@@ -645,19 +588,19 @@ static nx_status load_gptj(nx_model *m, reader *r, float *scratch) {
         char prefix[128];
         snprintf(prefix, sizeof prefix, "transformer.h.%d.attn.", l);
         NX_TRY(load_qkv_stacked(r, m, prefix, &ly->Wqkv, scratch));
-        NX_TRY(load_mat_fmt(r, Hi, Hi, &ly->Wo, scratch, "transformer.h.%d.attn.out_proj.weight", l));
-        NX_TRY(load_mat_fmt(r, Ii, Hi, &ly->W1, scratch, "transformer.h.%d.mlp.fc_in.weight", l));
+        NX_TRY(load_mat_fmt(r, m, Hi, Hi, &ly->Wo, scratch, "transformer.h.%d.attn.out_proj.weight", l));
+        NX_TRY(load_mat_fmt(r, m, Ii, Hi, &ly->W1, scratch, "transformer.h.%d.mlp.fc_in.weight", l));
         NX_TRY(load_fmt(r, 1, I, 0, ly->b1, "transformer.h.%d.mlp.fc_in.bias", l));
-        NX_TRY(load_mat_fmt(r, Hi, Ii, &ly->W2, scratch, "transformer.h.%d.mlp.fc_out.weight", l));
+        NX_TRY(load_mat_fmt(r, m, Hi, Ii, &ly->W2, scratch, "transformer.h.%d.mlp.fc_out.weight", l));
         NX_TRY(load_fmt(r, 1, H, 0, ly->b2, "transformer.h.%d.mlp.fc_out.bias", l));
     }
     return NX_OK;
 }
 
-static nx_status load_neo(nx_model *m, reader *r, float *scratch) {
+static nx_status load_neo(nx_model *m, reader *r, bool tied, float *scratch) {
     int64_t H = m->H, I = m->I;
     int Hi = m->H, Ii = m->I;
-    NX_TRY(load_embedding(r, m, "transformer.wte.weight", "lm_head.weight", scratch));
+    NX_TRY(load_embedding(r, m, tied, "transformer.wte.weight", "lm_head.weight", scratch));
     NX_TRY(load2(r, "transformer.wpe.weight", 2, m->maxpos, H, m->wpe));
     NX_TRY(load2(r, "transformer.ln_f.weight", 1, H, 0, m->lnf_w));
     NX_TRY(load2(r, "transformer.ln_f.bias", 1, H, 0, m->lnf_b));
@@ -670,11 +613,11 @@ static nx_status load_neo(nx_model *m, reader *r, float *scratch) {
         char prefix[128];
         snprintf(prefix, sizeof prefix, "transformer.h.%d.attn.attention.", l);
         NX_TRY(load_qkv_stacked(r, m, prefix, &ly->Wqkv, scratch));
-        NX_TRY(load_mat_fmt(r, Hi, Hi, &ly->Wo, scratch, "transformer.h.%d.attn.attention.out_proj.weight", l));
+        NX_TRY(load_mat_fmt(r, m, Hi, Hi, &ly->Wo, scratch, "transformer.h.%d.attn.attention.out_proj.weight", l));
         NX_TRY(load_fmt(r, 1, H, 0, ly->bo, "transformer.h.%d.attn.attention.out_proj.bias", l));
-        NX_TRY(load_mat_fmt(r, Ii, Hi, &ly->W1, scratch, "transformer.h.%d.mlp.c_fc.weight", l));
+        NX_TRY(load_mat_fmt(r, m, Ii, Hi, &ly->W1, scratch, "transformer.h.%d.mlp.c_fc.weight", l));
         NX_TRY(load_fmt(r, 1, I, 0, ly->b1, "transformer.h.%d.mlp.c_fc.bias", l));
-        NX_TRY(load_mat_fmt(r, Hi, Ii, &ly->W2, scratch, "transformer.h.%d.mlp.c_proj.weight", l));
+        NX_TRY(load_mat_fmt(r, m, Hi, Ii, &ly->W2, scratch, "transformer.h.%d.mlp.c_proj.weight", l));
         NX_TRY(load_fmt(r, 1, H, 0, ly->b2, "transformer.h.%d.mlp.c_proj.bias", l));
     }
     return NX_OK;
@@ -701,7 +644,7 @@ static nx_status check_all_used(const reader *r, const nx_model *m) {
         bool used = false;
         for (size_t k = 0; k < r->n_used && !used; k++) used = r->used[k] == t;
         if (used || is_legacy_buffer(t->name)) continue;
-        if (!m->wte && (!strcmp(t->name, "lm_head.weight") || !strcmp(t->name, "embed_out.weight")))
+        if (m->Wte.data == m->Whead.data && (!strcmp(t->name, "lm_head.weight") || !strcmp(t->name, "embed_out.weight")))
             continue;
         return nx__error(NX_ERR_FORMAT, "%s: unexpected tensor '%s' for %s with this config.json (config and weights disagree)",
                          t->file && *t->file ? t->file : r->dir, t->name, m->cfg.model_type);
@@ -767,21 +710,29 @@ nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **o
         nx_dtype fd = v ? nx_dtype_from_name(v) : NX_DTYPE_INVALID;
         want = fd == NX_BF16 || fd == NX_F16 || fd == NX_Q8_0 || fd == NX_Q4_0 ? fd : NX_F32;
     }
-    /* Matrices are converted to the run type panel by panel as they load: no fp32 copy. */
-    st = nx__model_alloc(m, tied, want);
+    /* Matrices are used in place or converted to the run type a row at a time: no fp32 copy. */
+    st = nx__model_alloc(m, want);
     if (st != NX_OK) goto done;
-    /* scratch: one panel of rows of the widest matrix, or NeoX's 3H qkv bias */
-    tmp = nx__malloc((size_t)NX_PANEL * (size_t)NX_MAX(NX_MAX(m->H, m->I), 3 * m->H) * sizeof(float));
+    tmp = nx__malloc((size_t)NX_MAX(m->H, m->I) * sizeof(float));   /* one row */
     if (!tmp) {
         st = nx__error(NX_ERR_NOMEM, "out of memory");
         goto done;
     }
     switch (cfg.arch) {
-    case NX_ARCH_GPT_NEOX: st = load_neox(m, &r, tmp); break;
-    case NX_ARCH_GPTJ: st = load_gptj(m, &r, tmp); break;
-    case NX_ARCH_GPT_NEO: st = load_neo(m, &r, tmp); break;
+    case NX_ARCH_GPT_NEOX: st = load_neox(m, &r, tied, tmp); break;
+    case NX_ARCH_GPTJ: st = load_gptj(m, &r, tied, tmp); break;
+    case NX_ARCH_GPT_NEO: st = load_neo(m, &r, tied, tmp); break;
     }
     if (st == NX_OK) st = check_all_used(&r, m);
+    if (st == NX_OK && m->mapped_bytes) {   /* the model points into the mapping: it owns it */
+        m->ts = ts;
+        ts = NULL;
+    }
+    if (st == NX_OK && m->wblock_used == 0) {   /* every matrix in place: drop the unused arena */
+        nx__free_aligned(m->wblock);
+        m->wblock = NULL;
+        m->wblock_bytes = 0;
+    }
 done:
     nx__free(r.used);
     nx__free(tmp);
@@ -818,13 +769,29 @@ nx_status nx_model_create_random(const nx_model_config *cfg, uint64_t seed, floa
     nx_model *m = nx__calloc(1, sizeof *m);
     if (!m) return nx__error(NX_ERR_NOMEM, "out of memory");
     nx_status st = nx__model_init_shape(m, cfg);
-    if (st == NX_OK) st = nx__model_alloc(m, cfg->tie_word_embeddings, NX_F32);
+    if (st == NX_OK) st = nx__model_alloc(m, NX_F32);
+    size_t VH = (size_t)m->V * (size_t)m->H;
+    if (st == NX_OK && !cfg->tie_word_embeddings && !(m->wte_copy = nx__malloc_aligned(VH * sizeof(float))))
+        st = nx__error(NX_ERR_NOMEM, "out of memory for the input embedding");
     if (st != NX_OK) {
         nx_model_free(m);
         return st;
     }
     uint64_t s = seed;
     size_t H = (size_t)m->H;
+    int I = m->I, Hi = m->H;
+    /* fp32 matrices, carved in the loader's order */
+    m->Whead = (nx_wmat){NX_F32, nx__model_take_mat(m, m->V, Hi)};
+    for (int l = 0; l < m->L; l++) {
+        nx_layer *ly = &m->layers[l];
+        ly->Wqkv = (nx_wmat){NX_F32, nx__model_take_mat(m, 3 * Hi, Hi)};
+        ly->Wo = (nx_wmat){NX_F32, nx__model_take_mat(m, Hi, Hi)};
+        ly->W1 = (nx_wmat){NX_F32, nx__model_take_mat(m, I, Hi)};
+        ly->W2 = (nx_wmat){NX_F32, nx__model_take_mat(m, Hi, I)};
+    }
+    m->Wte = m->wte_copy ? (nx_wmat){NX_F32, m->wte_copy} : m->Whead;
+    fill_uniform((float *)m->wblock, m->wblock_used / sizeof(float), std, 0.0f, &s);
+    if (m->wte_copy) fill_uniform(m->wte_copy, VH, std, 0.0f, &s);
     size_t rope = (size_t)m->maxpos * (size_t)(m->rot / 2) * 2;
     fill_uniform(m->block, m->block_floats - rope, std, 0.0f, &s);
     /* LayerNorm gains around 1 keep activations in a realistic range. */

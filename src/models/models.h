@@ -1,6 +1,7 @@
 /*
- * models.h - private interface of the models layer: the loaded model (fp32 weights in one
- * block, per-layer views) and the pieces shared by load.c, forward.c and sample.c.
+ * models.h - private interface of the models layer: the loaded model (matrices in their run
+ * type, mapped or converted; small fp32 tensors in one block; per-layer views) and the pieces
+ * shared by load.c, forward.c and sample.c.
  *
  * One arch-generic transformer covers the three families; the differences are data:
  *   NeoX: two LNs, parallel or sequential residual, fused qkv (+bias if attention_bias),
@@ -22,15 +23,13 @@
 typedef struct nx_layer {
     float *ln1_w, *ln1_b;   /* input LN (NeoX input_layernorm, J/Neo ln_1) */
     float *ln2_w, *ln2_b;   /* NeoX post_attention_layernorm, Neo ln_2; NULL for GPT-J */
-    /* Matrices are packed (kernels.h: 16-row panels); shapes given as [OUT][IN]. */
-    float *wqkv, *bqkv;     /* [3H][H] as q|k|v blocks (head-major inside each); bias NULL when absent */
-    float *wo, *bo;         /* [H][H], [H] or NULL */
-    float *w1, *b1;         /* [I][H], [I] */
-    float *w2, *b2;         /* [H][I], [H] */
+    float *bqkv;            /* [3H] in Wqkv's row order; NULL when absent */
+    float *bo, *b1, *b2;    /* [H] or NULL, [I], [H] */
     int local;              /* GPT-Neo local attention layer */
-    /* The four matrices in the run type (kernels.h nx_wmat): the forward pass only uses these.
-     * For F32 they point at the packed floats above; otherwise those are NULL and the data
-     * lives in nx_model.wblock. */
+    /* The matrices in the run type (kernels.h nx_wmat, row-major [OUT][IN]), each either the
+     * checkpoint's own bytes (mapped) or a converted copy in nx_model.wblock.
+     * Wqkv [3H][H] has NeoX's head-interleaved rows [NH][q|k|v][HS] for every family, so a NeoX
+     * query_key_value is used as stored; Wo [H][H], W1 [I][H], W2 [H][I]. */
     nx_wmat Wqkv, Wo, W1, W2;
 } nx_layer;
 
@@ -44,18 +43,23 @@ struct nx_model {
     float attn_scale;
     int window;             /* GPT-Neo local window (keys q-window+1 .. q) */
     nx_kact act;
-    float *wte;             /* [V][H] plain rows for the lookup; NULL when tied (rows come from head_w) */
+    nx_wmat Wte;            /* [V][H] input embedding (F32/F16/BF16 rows); == Whead when tied */
+    float *wte_copy;        /* Wte's fp32 rows when it is not used in place (else NULL) */
     float *wpe;             /* [maxpos][H] or NULL */
     float *lnf_w, *lnf_b;
-    float *head_w, *head_b; /* [V][H] packed (the embedding itself when tied), [V] or NULL */
+    float *head_b;          /* [V] or NULL */
     nx_layer *layers;
     float *rope_cos, *rope_sin;   /* [maxpos][rot/2] */
-    float *block;           /* the one fp32 allocation (aligned) */
+    float *block;           /* the one fp32 allocation of the small tensors (aligned) */
     size_t block_floats;
     nx_dtype wtype;         /* run type of the matrices: F32, BF16, F16, Q8_0, Q4_0 */
-    nx_wmat Whead;          /* the head in the run type */
-    void *wblock;           /* matrices of a non-F32 run type (aligned), else NULL */
-    size_t wblock_bytes;
+    nx_wmat Whead;          /* the head [V][H] in the run type */
+    /* Converted matrices: an arena reserved for all of them in the run type, filled as needed
+     * (pages of matrices used in place are never touched, so never resident). */
+    uint8_t *wblock;
+    size_t wblock_bytes, wblock_used;
+    nx_tensorset *ts;       /* the mapped checkpoint while any tensor is used in place, else NULL */
+    size_t mapped_bytes;    /* bytes of tensors used in place */
 };
 
 /* A session (forward.c); visible here so sample.c can reach the model and cache. */
@@ -76,9 +80,11 @@ struct nx_session {
 
 /* Validates cfg and fills the derived fields of m (no allocation of weights). */
 nx_status nx__model_init_shape(nx_model *m, const nx_model_config *cfg);
-/* Carves m->block into the per-tensor pointers and fills the rotary tables. Matrices of run
- * type wt: F32 in the block (packed), others in m->wblock (the loader writes them). */
-nx_status nx__model_alloc(nx_model *m, bool head_tied, nx_dtype wt);
+/* Carves m->block into the small fp32 tensors, reserves m->wblock for the matrices in run type
+ * wt (nx__model_take_mat carves it) and fills the rotary tables. */
+nx_status nx__model_alloc(nx_model *m, nx_dtype wt);
+/* A 64-byte aligned [OUT][IN] matrix of the model's run type from m->wblock. */
+uint8_t *nx__model_take_mat(nx_model *m, int OUT, int IN);
 /* Converts the matrices of an fp32 model to run type t (BF16, F16, Q8_0, Q4_0; F32 is a
  * no-op) and releases their fp32 copies. Block types need every IN to be a multiple of 32. */
 nx_status nx__model_convert(nx_model *m, nx_dtype t);
