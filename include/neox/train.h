@@ -66,6 +66,14 @@ NX_API const nx_model_config *nx_tmodel_config(const nx_tmodel *m);
 /* Selects the scalar reference matmul (the oracle) instead of the SIMD one. */
 NX_API void nx_tmodel_use_reference(nx_tmodel *m, bool on);
 
+/* bf16 mixed precision with fp32 accumulation: every matmul of the forward and backward
+ * pass (linear layers, LM head, both attention products) reads its operands - activations,
+ * weights, output gradients - rounded to bfloat16 (nearest even) and sums in fp32; master
+ * weights, gradient accumulation, LayerNorm, softmax, the loss and AdamW stay fp32.
+ * Costs one extra fp32 copy of the parameters. Off by default; NX_ERR_NOMEM on failure. */
+NX_API nx_status nx_tmodel_set_bf16(nx_tmodel *m, bool on);
+NX_API bool nx_tmodel_bf16(const nx_tmodel *m);
+
 NX_API void nx_tmodel_zero_grad(nx_tmodel *m);
 
 /* Forward + backward on one micro batch. tokens, targets: B*T ids each (a target < 0 is
