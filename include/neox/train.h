@@ -153,6 +153,7 @@ typedef struct nx_train_config {
     int threads;                /* <= 0: all CPUs */
     int zero_stage;             /* 0, or 1: AdamW state sharded across ranks (docs/DISTRIBUTED.md) */
     bool overlap_comm;          /* send gradient slices during the backward pass (default false) */
+    bool bf16;                  /* bf16 matmul operands, fp32 accumulation (nx_tmodel_set_bf16) */
 } nx_train_config;
 
 /* Parses a GPT-NeoX-style training config (keys in docs/TRAINING.md). Relative data and
