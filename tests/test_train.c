@@ -13,6 +13,7 @@
 #include "neox/data.h"
 #include "neox/model.h"
 
+#include <float.h>
 #include <math.h>
 
 typedef struct {
@@ -344,6 +345,31 @@ static void check_threads_bit_identical(bool bf16) {
 static void test_threads_bit_identical(void) {
     check_threads_bit_identical(false);
     check_threads_bit_identical(true);
+}
+
+/* bf16 rounding on values whose answer follows from the format (8 significant bits):
+ * ties go to the even neighbour, NaN stays NaN, infinities stay, overflow becomes inf. */
+static float bits_f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static void test_bf16_round(void) {
+    const float ulp = 1.0f / 128.0f;   /* spacing of bf16 values in [1, 2) */
+    CHECK(nx__bf16_round(1.0f) == 1.0f);
+    CHECK(nx__bf16_round(1.0f + ulp / 2) == 1.0f);                  /* tie, 1.0 is even */
+    CHECK(nx__bf16_round(1.0f + 3 * ulp / 2) == 1.0f + 2 * ulp);    /* tie, 1 + 2 ulp is even */
+    CHECK(nx__bf16_round(1.0f + ulp / 2 + ulp / 64) == 1.0f + ulp); /* just above the tie */
+    CHECK(nx__bf16_round(-(1.0f + ulp / 2 - ulp / 64)) == -1.0f);   /* just below, negative */
+    CHECK(nx__bf16_round(0.1f) == bits_f(0x3dcd0000u));             /* 0x3dcccccd rounds up */
+    CHECK(nx__bf16_round(bits_f(0x00000001u)) == 0.0f);             /* smallest subnormal */
+    CHECK(nx__bf16_round(INFINITY) == INFINITY && nx__bf16_round(-INFINITY) == -INFINITY);
+    CHECK(isnan(nx__bf16_round(NAN)) && isnan(nx__bf16_round(bits_f(0x7fffffffu))));
+    CHECK(nx__bf16_round(FLT_MAX) == INFINITY);                       /* above bf16's largest */
+    CHECK(nx__bf16_round(bits_f(0x7f7f0000u)) == bits_f(0x7f7f0000u)); /* bf16's largest */
+    for (uint32_t u = 0x3f800000u; u < 0x3f810000u; u += 0x1u) {   /* every float in [1, 1 + 2 ulp) */
+        float r = nx__bf16_round(bits_f(u));
+        uint32_t rb;
+        memcpy(&rb, &r, 4);
+        CHECK((rb & 0xffffu) == 0);
+        CHECK(fabsf(r - bits_f(u)) <= ulp / 2);
+    }
 }
 
 /* The SIMD matmul against the scalar oracle on odd shapes, all three products. */
@@ -710,6 +736,7 @@ int main(void) {
     TEST_RUN(test_gradients_reference_path);
     TEST_RUN(test_adamw_parallel);
     TEST_RUN(test_adamw_sequential);
+    TEST_RUN(test_bf16_round);
     TEST_RUN(test_gradients_bf16);
     TEST_RUN(test_adamw_bf16);
     TEST_RUN(test_threads_bit_identical);

@@ -22,9 +22,10 @@
  *     rounded in place when produced: LayerNorm and GELU backward read their fp32 inputs
  *     (x, fch), never these outputs. The softmax probabilities stay fp32 for the softmax
  *     backward; P V and Pᵀ dY read a rounded copy in the dscr scratch.
- *   - output gradients: rounded in place when nothing else needs them in fp32 (dlogits,
- *     dfch, dqkv, datty, dS), into tmp_a for the residual gradient dres. Bias gradients sum
- *     the fp32 gradient first (a bias add is not a matmul).
+ *   - output gradients: rounded in place when nothing else needs them in fp32 (dfch, dqkv,
+ *     datty, dS; dlogits by the cross-entropy loop while its row is in cache), into tmp_a
+ *     for the residual gradient dres. Bias gradients sum the fp32 gradient first (a bias
+ *     add is not a matmul).
  * Everything else (LayerNorm, softmax, GELU, loss, gradient accumulation, AdamW) is fp32.
  *
  * Determinism: every op splits work statically over rows, columns or (batch, head) units
@@ -372,26 +373,12 @@ static void prun(nx_pool *pool, nx_pool_fn fn, void *arg, long work) {
     else nx_pool_run(pool, fn, arg);
 }
 
-/* Round to nearest even bfloat16, kept as the fp32 value it represents (torch's
- * x.bfloat16().float()): add half an ulp of the 16 dropped bits, plus one when the kept
- * part is odd, then truncate. Infinities stay; NaNs are returned unchanged (the carry could
- * turn a NaN payload into infinity). Overflow past bf16's largest value gives infinity, as
- * in torch. */
-static inline float bf16_round(float x) {
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return x;
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    memcpy(&x, &u, 4);
-    return x;
-}
-
 typedef struct { float *dst; const float *src; long n; } round_job;
 static void round_worker(int ith, int nth, void *arg) {
     round_job *j = arg;
     long a, b;
     split(j->n, ith, nth, &a, &b);
-    for (long i = a; i < b; i++) j->dst[i] = bf16_round(j->src[i]);
+    for (long i = a; i < b; i++) j->dst[i] = nx__bf16_round(j->src[i]);
 }
 /* A matmul operand as bf16 mode reads it: src rounded into dst (dst == src rounds in
  * place) and dst returned; src itself when the model computes in fp32. */
@@ -410,11 +397,11 @@ static void linear(nx_tmodel *m, nx_pool *pool, float *out, const float *inp, lo
 static void bias_bwd(nx_pool *pool, float *db, const float *dout, int N, int C);
 /* db += column sums of dout (fp32, when b >= 0); dinp = dout · W (overwrite); dW += doutᵀ · inp.
  * In bf16 mode dout is rounded into `rounded` first, which may be dout itself when the
- * caller has no further use for the fp32 values. */
+ * caller has no further use for the fp32 values; rounded == NULL: dout is rounded already. */
 static void linear_bwd(nx_tmodel *m, nx_pool *pool, float *dinp, float *dout, const float *inp, long w, long b,
                        float *rounded, int N, int IC, int OC) {
     if (b >= 0) bias_bwd(pool, G(m, b), dout, N, OC);
-    const float *d = mm_operand(m, pool, rounded, dout, (long)N * OC);
+    const float *d = rounded ? mm_operand(m, pool, rounded, dout, (long)N * OC) : dout;
     if (dinp) {
         nx_tgemm_args a = {.M = N, .N = IC, .K = OC, .A = d, .sam = OC, .sak = 1, .B = WB(m, w), .ldb = IC,
                            .C = dinp, .ldc = IC, .accumulate = 0, .bias = NULL};
@@ -586,7 +573,7 @@ typedef struct {
 static const float *probs_operand(const attn_job *j, const float *P, float *scratch) {
     if (!j->bf16) return P;
     long n = (long)j->T * j->T;
-    for (long i = 0; i < n; i++) scratch[i] = bf16_round(P[i]);
+    for (long i = 0; i < n; i++) scratch[i] = nx__bf16_round(P[i]);
     return scratch;
 }
 
@@ -653,7 +640,7 @@ static void attn_bwd_fast(int ith, int nth, void *arg) {
             for (int t2 = 0; t2 <= t; t2++) dot += p[t2] * d[t2];
             for (int t2 = 0; t2 <= t; t2++) {
                 float ds = p[t2] * (d[t2] - dot) * scale;
-                d[t2] = j->bf16 ? bf16_round(ds) : ds;
+                d[t2] = j->bf16 ? nx__bf16_round(ds) : ds;
             }
             for (int t2 = t + 1; t2 < T; t2++) d[t2] = 0.0f;
         }
@@ -694,7 +681,7 @@ static void attn_fwd_worker(int ith, int nth, void *arg) {
             for (int e = 0; e < HS; e++) o[e] = 0.0f;
             for (int t2 = 0; t2 <= t; t2++) {
                 const float *v = base + (long)t2 * C3 + 2 * HS;
-                float pv = j->bf16 ? bf16_round(p[t2]) : p[t2];
+                float pv = j->bf16 ? nx__bf16_round(p[t2]) : p[t2];
                 for (int e = 0; e < HS; e++) o[e] += pv * v[e];
             }
         }
@@ -723,7 +710,7 @@ static void attn_bwd_worker(int ith, int nth, void *arg) {
             for (int t2 = 0; t2 <= t; t2++) {
                 const float *v = base + (long)t2 * C3 + 2 * HS;
                 float *dv = dbase + (long)t2 * C3 + 2 * HS;
-                float s = 0.0f, pv = p[t2], pr = j->bf16 ? bf16_round(pv) : pv;
+                float s = 0.0f, pv = p[t2], pr = j->bf16 ? nx__bf16_round(pv) : pv;
                 for (int e = 0; e < HS; e++) { s += dy[e] * v[e]; dv[e] += pr * dy[e]; }
                 dp[t2] = s;
                 dot += pv * s;
@@ -732,7 +719,7 @@ static void attn_bwd_worker(int ith, int nth, void *arg) {
             float *dq = dbase + (long)t * C3;
             for (int t2 = 0; t2 <= t; t2++) {
                 float ds = p[t2] * (dp[t2] - dot) * scale;
-                if (j->bf16) ds = bf16_round(ds);
+                if (j->bf16) ds = nx__bf16_round(ds);
                 const float *k = base + (long)t2 * C3 + HS;
                 float *dk = dbase + (long)t2 * C3 + HS;
                 for (int e = 0; e < HS; e++) { dq[e] += ds * k[e]; dk[e] += ds * q[e]; }
@@ -776,6 +763,7 @@ static void emb_bwd_worker(int ith, int nth, void *arg) {
 
 typedef struct {
     float *logits, *losses; const int32_t *targets; int rows, V; float dscale; int backward; bool use_ref;
+    bool bf16;   /* round dlogits for the head's matmuls while the row is in cache */
 } ce_job;
 
 /* Softmax cross-entropy of one row (scalar oracle); with backward the row becomes
@@ -864,10 +852,13 @@ static void ce_worker(int ith, int nth, void *arg) {
     for (long r = r0; r < r1; r++) {
         float *lg = j->logits + r * j->V;
 #if defined(__x86_64__)
-        if (fast) { j->losses[r] = ce_row_avx512(lg, j->V, j->targets[r], j->dscale, j->backward); continue; }
+        if (fast) j->losses[r] = ce_row_avx512(lg, j->V, j->targets[r], j->dscale, j->backward);
+        else
 #endif
+            j->losses[r] = ce_row_ref(lg, j->V, j->targets[r], j->dscale, j->backward);
         (void)fast;
-        j->losses[r] = ce_row_ref(lg, j->V, j->targets[r], j->dscale, j->backward);
+        if (j->backward && j->bf16)
+            for (int v = 0; v < j->V; v++) lg[v] = nx__bf16_round(lg[v]);
     }
 }
 
@@ -956,9 +947,9 @@ static double head(nx_tmodel *m, nx_pool *pool, const int32_t *targets, float ds
         nx_tgemm_args a = {.M = rows, .N = V, .K = C, .A = x, .sam = C, .sak = 1, .B = WT(m, m->t_out), .ldb = V,
                            .C = m->logits, .ldc = V, .accumulate = 0, .bias = NULL};
         nx__tgemm(pool, &a, m->use_ref);
-        ce_job cj = {m->logits, m->losses + r0, targets + r0, rows, V, dscale, backward, m->use_ref};
+        ce_job cj = {m->logits, m->losses + r0, targets + r0, rows, V, dscale, backward, m->use_ref, m->bf16};
         prun(pool, ce_worker, &cj, (long)rows * V * 20);
-        if (backward) linear_bwd(m, pool, m->dln_a + (long)r0 * C, m->logits, x, m->t_out, -1, m->logits, rows, C, V);
+        if (backward) linear_bwd(m, pool, m->dln_a + (long)r0 * C, m->logits, x, m->t_out, -1, NULL, rows, C, V);
     }
     double s = 0.0;
     for (int r = 0; r < BT; r++) s += m->losses[r];
