@@ -1,7 +1,8 @@
 /*
- * neox/train.h - training GPT-NeoX models in fp32: the model with its hand-written
- * backward pass, AdamW, the GPT-NeoX LR schedule, gradient clipping, and the trainer
- * that runs a GPT-NeoX-style JSON config with checkpoints and exact resume.
+ * neox/train.h - training GPT-NeoX models in fp32 (optionally with bf16 matmul operands):
+ * the model with its hand-written backward pass, AdamW, the GPT-NeoX LR schedule, gradient
+ * clipping, and the trainer that runs a GPT-NeoX-style JSON config with checkpoints and
+ * exact resume.
  *
  * Two levels:
  *   - nx_tmodel: parameters, gradients, optimizer state and one activation arena sized

@@ -844,6 +844,14 @@ static bool has_avx512(void) {
 #endif
 }
 
+static float ce_row(const ce_job *j, float *lg, int tg, bool fast) {
+#if defined(__x86_64__)
+    if (fast) return ce_row_avx512(lg, j->V, tg, j->dscale, j->backward);
+#endif
+    (void)fast;
+    return ce_row_ref(lg, j->V, tg, j->dscale, j->backward);
+}
+
 static void ce_worker(int ith, int nth, void *arg) {
     ce_job *j = arg;
     long r0, r1;
@@ -851,12 +859,7 @@ static void ce_worker(int ith, int nth, void *arg) {
     bool fast = !j->use_ref && has_avx512();
     for (long r = r0; r < r1; r++) {
         float *lg = j->logits + r * j->V;
-#if defined(__x86_64__)
-        if (fast) j->losses[r] = ce_row_avx512(lg, j->V, j->targets[r], j->dscale, j->backward);
-        else
-#endif
-            j->losses[r] = ce_row_ref(lg, j->V, j->targets[r], j->dscale, j->backward);
-        (void)fast;
+        j->losses[r] = ce_row(j, lg, j->targets[r], fast);
         if (j->backward && j->bf16)
             for (int v = 0; v < j->V; v++) lg[v] = nx__bf16_round(lg[v]);
     }
