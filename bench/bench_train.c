@@ -3,7 +3,9 @@
  * for a config's model shape on random tokens, the same step bench/train_pytorch.py
  * times in PyTorch.
  *
- *   bench_train CONFIG.json [--batch B] [--seq T] [--steps N] [--threads N] [--reference]
+ *   bench_train CONFIG.json [--batch B] [--seq T] [--steps N] [--threads N] [--reference] [--bf16]
+ *
+ * --bf16 (or the config's "precision"/"bf16") times bf16 compute (nx_tmodel_set_bf16).
  *
  * Prints the median step time, tokens/s, and model FLOPs utilisation against a given peak
  * (--peak GFLOP/s, default 434 = 2 cores x 3.4 GHz x 2 AVX-512 FMA x 16 lanes x 2).
@@ -24,14 +26,15 @@ static int cmp_d(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s CONFIG.json [--batch B] [--seq T] [--steps N] [--threads N] [--peak GFLOPS] [--reference]\n", argv[0]);
+        fprintf(stderr, "usage: %s CONFIG.json [--batch B] [--seq T] [--steps N] [--threads N] [--peak GFLOPS] [--reference] [--bf16]\n", argv[0]);
         return 2;
     }
     int B = 8, T = 256, steps = 5, threads = 2;
     double peak = 434.0;
-    int reference = 0;
+    int reference = 0, bf16 = 0;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--reference")) { reference = 1; continue; }
+        if (!strcmp(argv[i], "--bf16")) { bf16 = 1; continue; }
         if (i + 1 >= argc) { fprintf(stderr, "%s needs a value\n", argv[i]); return 2; }
         if (!strcmp(argv[i], "--batch")) B = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--seq")) T = atoi(argv[++i]);
@@ -46,6 +49,7 @@ int main(int argc, char **argv) {
     nx_tmodel *m = NULL;
     if (nx_tmodel_create(&cfg.model, B, T, &m) != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); return 1; }
     nx_tmodel_use_reference(m, reference != 0);
+    if (nx_tmodel_set_bf16(m, bf16 || cfg.bf16) != NX_OK) { fprintf(stderr, "%s\n", nx_last_error()); return 1; }
     nx_tmodel_init(m, cfg.init, cfg.output_init, cfg.init_std, 1234);
     nx_pool *pool = nx_pool_create(threads);
     int32_t *tok = malloc(sizeof(int32_t) * (size_t)B * T), *tgt = malloc(sizeof(int32_t) * (size_t)B * T);
@@ -78,10 +82,10 @@ int main(int argc, char **argv) {
     size_t n_flop = cfg.model.tie_word_embeddings ? n_all : n_all - n_emb;
     double flops_tok = 6.0 * (double)n_flop + 12.0 * cfg.model.n_layer * cfg.model.hidden_size * (double)T;
     double tps = (double)B * T / med;
-    printf("%s: B=%d T=%d threads=%d params=%zu: median step %.3f s (fwd+bwd %.0f%%), %.0f tokens/s, "
+    printf("%s (%s): B=%d T=%d threads=%d params=%zu: median step %.3f s (fwd+bwd %.0f%%), %.0f tokens/s, "
            "%.1f GFLOP/s, MFU %.1f%% of %.0f GFLOP/s; CPU %.3f s/step, %.0f tokens per %d CPU-seconds "
            "(MFU %.1f%% on CPU time)\n",
-           argv[1], B, T, threads, n_all, med, 100.0 * fwdbwd_only / steps / (med > 0 ? med : 1), tps,
+           argv[1], nx_tmodel_bf16(m) ? "bf16" : "fp32", B, T, threads, n_all, med, 100.0 * fwdbwd_only / steps / (med > 0 ? med : 1), tps,
            tps * flops_tok / 1e9, 100.0 * tps * flops_tok / 1e9 / peak, peak, cmed, (double)B * T * threads / cmed,
            threads, 100.0 * ((double)B * T * threads / cmed) * flops_tok / 1e9 / peak);
     free(times); free(cpus); free(tok); free(tgt);

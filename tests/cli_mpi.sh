@@ -2,7 +2,8 @@
 # cli_mpi.sh NEOX SOURCE_DIR BUILD_DIR - data-parallel `mpirun -np N neox train` (docs/DISTRIBUTED.md):
 #   1. the tiny config (global batch 4 micro batches of 2) with the single-process binary and
 #      with mpirun -np 1, 2, 4: identical losses, grad norms, validation losses (metrics.jsonl)
-#      and byte-identical checkpoints at every saved step;
+#      and byte-identical checkpoints at every saved step; the same with --bf16 for -np 2,
+#      ZeRO stage 0 and 1;
 #   1b. the same with GPT-NeoX indexed data (.bin/.idx, GPT-NeoX sample order), 1, 2, 4 ranks;
 #   2. a split that leaves several micro batches per rank after the local levels of the tree
 #      (6 micro batches over 2 and 3 ranks): byte-identical to one process;
@@ -86,6 +87,18 @@ done
 grep -q '"ranks":4,"comm_s":' "$W/n4/metrics.jsonl" || fail "4-rank metrics lack the communication time"
 grep -q '"val_loss"' "$W/n4/metrics.jsonl" || fail "no validation loss in the 4-rank metrics"
 echo "[$(since)] ok   1 process and mpirun -np 1, 2, 4: identical metrics and byte-identical checkpoints"
+
+# bf16 compute (docs/TRAINING.md): the same guarantee, with and without ZeRO-1 + overlap
+mkcfg "$W/b1.json" "$W/b1" 12 2 4
+"$NEOX" train "$W/b1.json" --threads 1 --quiet --bf16 > "$W/b1.out" 2>&1 || { cat "$W/b1.out"; fail "single-process bf16 run"; }
+for z in 0 1; do
+  mkcfg "$W/b2z$z.json" "$W/b2z$z" 12 2 4
+  $MPIRUN -np 2 "$NEOX" train "$W/b2z$z.json" --threads 1 --quiet --bf16 --zero-stage $z --overlap > "$W/b2.out" 2>&1 \
+    || { cat "$W/b2.out"; fail "mpirun -np 2 --bf16 --zero-stage $z"; }
+  same_run "$W/b1" "$W/b2z$z"
+done
+cmp -s "$W/p1/step12/model.safetensors" "$W/b1/step12/model.safetensors" && fail "bf16 run gave the fp32 weights"
+echo "[$(since)] ok   bf16: 1 process and mpirun -np 2 (ZeRO 0 and 1, overlap): byte-identical"
 
 # ---- 1b. GPT-NeoX indexed data (the sample order Pythia configs use) ------------------------
 # tests/fixtures/data/samples: 50 documents of real GPT-NeoX-20B token ids (< 50304).

@@ -3,6 +3,8 @@
 #   1. same config and seed -> bit-identical checkpoints and metrics, 1 vs 2 threads;
 #   2. kill -9 at random moments, then --resume -> final checkpoint and metrics
 #      bit-identical to the uninterrupted run;
+#   2b. bf16 compute (GPT-NeoX's "bf16" block or --bf16): 1 vs 2 threads and kill -9 +
+#      --resume bit-identical, and different from the fp32 run;
 #   3. corrupt, truncated or mismatched checkpoints on --resume -> one-line error,
 #      non-zero exit, nothing on disk changed; restarting over checkpoints needs --resume;
 #   4. bad configs -> one-line errors.
@@ -59,30 +61,51 @@ same_run "$W/a" "$W/b"
 echo "ok   1 vs 2 threads: bit-identical checkpoints and metrics"
 
 # ---- 2. kill -9 at random moments, then --resume ----------------------------------------------
-mkcfg "$W/c.json" "$W/c"
-kills=0
-args=()
 # Kill when metrics.jsonl reaches a random step (so the kill lands mid-run however fast
-# the machine is), twice, each time resuming from whatever checkpoint survived.
-lo=2
-for attempt in 1 2; do
-  target=$((lo + RANDOM % 10))
-  "$NEOX" train "$W/c.json" --threads 1 --quiet "${args[@]}" > "$W/c.out" 2>&1 &
-  pid=$!
-  while kill -0 $pid 2>/dev/null; do
-    n=$(cat "$W/c/metrics.jsonl" 2>/dev/null | wc -l)
-    [ "$n" -ge "$target" ] && [ -f "$W/c/latest" ] && break
-    sleep 0.005
+# the machine is), twice, each time resuming from whatever checkpoint survived; then
+# finish with --resume. Sets $kills.
+kill_and_resume() { # config save_dir [train options...]
+  local cfg=$1 dir=$2 lo=2 target pid n attempt
+  shift 2
+  local args=()
+  kills=0
+  for attempt in 1 2; do
+    target=$((lo + RANDOM % 10))
+    "$NEOX" train "$cfg" --threads 1 --quiet "$@" "${args[@]}" > "$W/k.out" 2>&1 &
+    pid=$!
+    while kill -0 $pid 2>/dev/null; do
+      n=$(cat "$dir/metrics.jsonl" 2>/dev/null | wc -l)
+      [ "$n" -ge "$target" ] && [ -f "$dir/latest" ] && break
+      sleep 0.005
+    done
+    if kill -9 $pid 2>/dev/null; then kills=$((kills + 1)); fi
+    wait $pid 2>/dev/null
+    args=(--resume)
+    lo=$((target + 4))
   done
-  if kill -9 $pid 2>/dev/null; then kills=$((kills + 1)); fi
-  wait $pid 2>/dev/null
-  args=(--resume)
-  lo=$((target + 4))
-done
-[ $kills -ge 1 ] || fail "the run always finished before it could be killed"
-"$NEOX" train "$W/c.json" --threads 1 --quiet --resume > "$W/c.out" 2>&1 || { cat "$W/c.out"; fail "final resume"; }
+  [ $kills -ge 1 ] || fail "the run always finished before it could be killed"
+  "$NEOX" train "$cfg" --threads 1 --quiet "$@" --resume > "$W/k.out" 2>&1 || { cat "$W/k.out"; fail "final resume"; }
+}
+mkcfg "$W/c.json" "$W/c"
+kill_and_resume "$W/c.json" "$W/c"
 same_run "$W/a" "$W/c"
 echo "ok   killed $kills time(s) with -9, resumed: bit-identical to the uninterrupted run"
+
+# ---- 2b. bf16 compute ----------------------------------------------------------------------------
+mkcfg "$W/f.json" "$W/f" -e 's|"seed": 1234,|"seed": 1234, "bf16": {"enabled": true},|'
+"$NEOX" train "$W/f.json" --threads 1 --quiet > "$W/f.out" 2>&1 || { cat "$W/f.out"; fail "bf16 run"; }
+mkcfg "$W/g.json" "$W/g"
+"$NEOX" train "$W/g.json" --threads 2 --quiet --bf16 > "$W/g.out" 2>&1 || { cat "$W/g.out"; fail "bf16 run (--bf16)"; }
+same_run "$W/f" "$W/g"
+cmp -s "$W/a/step30/model.safetensors" "$W/f/step30/model.safetensors" && fail "bf16 run gave the fp32 weights"
+diff -q <(metrics_core "$W/a/metrics.jsonl") <(metrics_core "$W/f/metrics.jsonl") >/dev/null && fail "bf16 metrics equal fp32"
+last=$(tail -1 "$W/f/metrics.jsonl" | sed 's/.*"loss":\([0-9.]*\).*/\1/')
+awk -v f="$first" -v l="$last" 'BEGIN { exit !(l < f - 1.0) }' || fail "bf16 loss did not drop ($first -> $last)"
+echo "ok   bf16: config block and --bf16 agree, 1 vs 2 threads bit-identical, differs from fp32"
+mkcfg "$W/h.json" "$W/h" -e 's|"seed": 1234,|"seed": 1234, "precision": "bf16",|'
+kill_and_resume "$W/h.json" "$W/h"
+same_run "$W/f" "$W/h"
+echo "ok   bf16: killed $kills time(s) with -9, resumed: bit-identical to the uninterrupted run"
 
 # ---- 3. bad checkpoints on --resume ---------------------------------------------------------
 snapshot() { (cd "$1" && find . -type f | sort | xargs sha256sum); }
@@ -161,6 +184,11 @@ bad_cfg "bad heads" "divisible" 's|"num_attention_heads": 4|"num_attention_heads
 bad_cfg "seq too long" "max_position_embeddings" 's|"seq_length": 32|"seq_length": 100|'
 bad_cfg "malformed json" "JSON" 's|"seed": 1234,|"seed": 1234,,|'
 printf 'abc' > "$W/odd.bin"
+bad_cfg "fp16" "fp16 training is not implemented" 's|"seed": 1234,|"seed": 1234, "precision": "fp16",|'
+bad_cfg "bad precision" '"precision" must be' 's|"seed": 1234,|"seed": 1234, "precision": "int8",|'
+bad_cfg "precision conflict" "contradicts" 's|"seed": 1234,|"seed": 1234, "precision": "fp32", "bf16": {"enabled": true},|'
+bad_cfg "bf16 block" "bf16.*enabled.*true or false" 's|"seed": 1234,|"seed": 1234, "bf16": {"enabled": 1},|'
+bad_cfg "bf16 block key" 'unknown key "bf16.loss_scale"' 's|"seed": 1234,|"seed": 1234, "bf16": {"enabled": true, "loss_scale": 0},|'
 bad_cfg "odd token file" "whole number" "s|$SRC/tests/fixtures/train/tiny_train.bin|$W/odd.bin|"
 "$NEOX" train > /dev/null 2>&1; [ $? = 2 ] || fail "missing argument should exit 2"
 "$NEOX" train "$W/nonexistent.json" > "$W/r.out" 2>&1 && fail "missing config should fail"

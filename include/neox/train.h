@@ -1,7 +1,8 @@
 /*
- * neox/train.h - training GPT-NeoX models in fp32: the model with its hand-written
- * backward pass, AdamW, the GPT-NeoX LR schedule, gradient clipping, and the trainer
- * that runs a GPT-NeoX-style JSON config with checkpoints and exact resume.
+ * neox/train.h - training GPT-NeoX models in fp32 (optionally with bf16 matmul operands):
+ * the model with its hand-written backward pass, AdamW, the GPT-NeoX LR schedule, gradient
+ * clipping, and the trainer that runs a GPT-NeoX-style JSON config with checkpoints and
+ * exact resume.
  *
  * Two levels:
  *   - nx_tmodel: parameters, gradients, optimizer state and one activation arena sized
@@ -65,6 +66,14 @@ NX_API const nx_model_config *nx_tmodel_config(const nx_tmodel *m);
 
 /* Selects the scalar reference matmul (the oracle) instead of the SIMD one. */
 NX_API void nx_tmodel_use_reference(nx_tmodel *m, bool on);
+
+/* bf16 mixed precision with fp32 accumulation: every matmul of the forward and backward
+ * pass (linear layers, LM head, both attention products) reads its operands - activations,
+ * weights, output gradients - rounded to bfloat16 (nearest even) and sums in fp32; master
+ * weights, gradient accumulation, LayerNorm, softmax, the loss and AdamW stay fp32.
+ * Costs one extra fp32 copy of the parameters. Off by default; NX_ERR_NOMEM on failure. */
+NX_API nx_status nx_tmodel_set_bf16(nx_tmodel *m, bool on);
+NX_API bool nx_tmodel_bf16(const nx_tmodel *m);
 
 NX_API void nx_tmodel_zero_grad(nx_tmodel *m);
 
@@ -145,6 +154,7 @@ typedef struct nx_train_config {
     int threads;                /* <= 0: all CPUs */
     int zero_stage;             /* 0, or 1: AdamW state sharded across ranks (docs/DISTRIBUTED.md) */
     bool overlap_comm;          /* send gradient slices during the backward pass (default false) */
+    bool bf16;                  /* bf16 matmul operands, fp32 accumulation (nx_tmodel_set_bf16) */
 } nx_train_config;
 
 /* Parses a GPT-NeoX-style training config (keys in docs/TRAINING.md). Relative data and

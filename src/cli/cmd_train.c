@@ -23,7 +23,8 @@ static void log_stderr(nx_log_level level, const char *msg, void *user) {
 
 static void help(FILE *f) {
     fprintf(f,
-            "usage: neox train CONFIG.json [--resume] [--threads N] [--zero-stage S] [--overlap|--no-overlap] [--quiet]\n\n"
+            "usage: neox train CONFIG.json [--resume] [--threads N] [--bf16|--fp32] [--zero-stage S] [--overlap|--no-overlap]\n"
+            "                  [--quiet]\n\n"
             "Trains a GPT-NeoX model as the JSON config describes (model, data, batch, optimizer,\n"
             "schedule, checkpoints: see docs/TRAINING.md). Checkpoints are HF model directories\n"
             "SAVE/step<N>/ written on Pythia's schedule (0, 1, 2, 4, ..., 512, then every\n"
@@ -32,6 +33,9 @@ static void help(FILE *f) {
             "                uninterrupted run); refuses a corrupt or mismatched checkpoint\n"
             "  --threads N   worker threads (default: the config's \"threads\", else all CPUs);\n"
             "                results do not depend on it\n"
+            "  --bf16        matmul operands rounded to bfloat16, fp32 accumulation; master weights,\n"
+            "                LayerNorm, softmax, loss and AdamW stay fp32 (the config's \"precision\" or\n"
+            "                \"bf16\": {\"enabled\": true}); --fp32: all fp32 whatever the config says\n"
             "  --zero-stage S  0, or 1: shard the AdamW state across the MPI processes (overrides\n"
             "                the config's zero_optimization.stage; same results either way)\n"
             "  --overlap     send gradient slices during the backward pass (the config's\n"
@@ -48,13 +52,15 @@ int cmd_train(int argc, char **argv) {
     const char *cfg_path = NULL;
     bool resume = false, quiet = false;
     long threads = -1, zero = -1;
-    int overlap = -1;
+    int overlap = -1, bf16 = -1;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) { help(stdout); return 0; }
         if (!strcmp(argv[i], "--resume")) resume = true;
         else if (!strcmp(argv[i], "--quiet")) quiet = true;
         else if (!strcmp(argv[i], "--overlap")) overlap = 1;
         else if (!strcmp(argv[i], "--no-overlap")) overlap = 0;
+        else if (!strcmp(argv[i], "--bf16")) bf16 = 1;
+        else if (!strcmp(argv[i], "--fp32")) bf16 = 0;
         else if (!strcmp(argv[i], "--zero-stage")) {
             const char *v = cli_next_arg("train", argc, argv, &i);
             if (!v) return 2;
@@ -87,6 +93,7 @@ int cmd_train(int argc, char **argv) {
     if (threads > 0) cfg.threads = (int)threads;
     if (zero >= 0) cfg.zero_stage = (int)zero;
     if (overlap >= 0) cfg.overlap_comm = overlap != 0;
+    if (bf16 >= 0) cfg.bf16 = bf16 != 0;
     nx_trainer *tr = NULL;
     st = nx_trainer_create_dist(&cfg, resume, dist, &tr);
     if (st != NX_OK) {

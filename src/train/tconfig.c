@@ -166,7 +166,7 @@ static const char *const k_known[] = {
     "train_batch_size", "global_batch_size", "train_iters", "optimizer", "lr", "min_lr", "warmup", "warmup_iters",
     "lr_decay_style", "weight_decay", "gradient_clipping", "clip_grad", "init_method", "output_layer_init_method",
     "init_method_std", "seed", "checkpoint_factor", "extra_save_iters_log", "save", "out_dir", "eval_interval",
-    "eval_iters", "log_interval", "tokenizer", "threads", "zero_optimization", "comment"};
+    "eval_iters", "log_interval", "tokenizer", "threads", "zero_optimization", "precision", "bf16", "comment"};
 
 static bool known_key(const char *k) {
     char norm[128];
@@ -217,6 +217,44 @@ static nx_status parse_zero(json_t *root, const char *name, nx_train_config *c) 
     if (offload) return nx__error(NX_ERR_UNSUPPORTED, "%s: zero_optimization.cpu_offload: training runs on the CPU already", name);
     NX_TRY(get_bool(z, "overlap_comm", zname, &c->overlap_comm));
     c->zero_stage = (int)stage;
+    return NX_OK;
+}
+
+/* Compute precision: GPT-NeoX's "precision" ("fp32"/"float32" or "bf16"/"bfloat16") and
+ * DeepSpeed's "bf16": {"enabled": true}, as GPT-NeoX configs write them; both may appear
+ * when they agree. fp16 needs loss scaling, which is not implemented. */
+static nx_status parse_precision(json_t *root, const char *name, nx_train_config *c) {
+    const char *prec = NULL;
+    NX_TRY(get_str(root, "precision", name, &prec));
+    int from_prec = -1;   /* -1: not given, else the bf16 flag it asks for */
+    if (prec) {
+        if (!strcmp(prec, "fp32") || !strcmp(prec, "float32")) from_prec = 0;
+        else if (!strcmp(prec, "bf16") || !strcmp(prec, "bfloat16")) from_prec = 1;
+        else if (!strcmp(prec, "fp16") || !strcmp(prec, "float16") || !strcmp(prec, "half"))
+            return nx__error(NX_ERR_UNSUPPORTED, "%s: \"precision\": \"%s\": fp16 training is not implemented (use "
+                                                 "\"bf16\" or \"fp32\")", name, prec);
+        else return nx__error(NX_ERR_FORMAT, "%s: \"precision\" must be \"fp32\" or \"bf16\" (got \"%s\")", name, prec);
+    }
+    json_t *b = jget(root, "bf16");
+    int from_block = -1;
+    if (b && !json_is_null(b)) {
+        if (!json_is_object(b)) return nx__error(NX_ERR_FORMAT, "%s: \"bf16\" must be an object {\"enabled\": true|false}", name);
+        const char *key;
+        json_t *val;
+        json_object_foreach(b, key, val) {
+            if (strcmp(key, "enabled"))
+                return nx__error(NX_ERR_FORMAT, "%s: unknown key \"bf16.%s\" (only \"enabled\")", name, key);
+        }
+        bool on = false;
+        char bname[1100];
+        snprintf(bname, sizeof bname, "%s: bf16", name);
+        NX_TRY(get_bool(b, "enabled", bname, &on));
+        from_block = on;
+    }
+    if (from_prec >= 0 && from_block >= 0 && from_prec != from_block)
+        return nx__error(NX_ERR_FORMAT, "%s: \"precision\": \"%s\" contradicts \"bf16\": {\"enabled\": %s}", name, prec,
+                         from_block ? "true" : "false");
+    c->bf16 = from_prec == 1 || from_block == 1;
     return NX_OK;
 }
 
@@ -329,6 +367,7 @@ static nx_status parse_train(json_t *root, const char *name, const char *base_di
     NX_TRY(get_int(root, "threads", name, 0, 1024, &th));
     c->eval_interval = evi; c->eval_iters = evn; c->log_interval = logi; c->threads = (int)th;
     NX_TRY(parse_zero(root, name, c));
+    NX_TRY(parse_precision(root, name, c));
 
     const char *out = NULL, *tok = NULL;
     NX_TRY(get_str(root, "save", name, &out));

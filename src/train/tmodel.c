@@ -11,6 +11,23 @@
  *   - parallel residual: x + attn(ln1(x)) + mlp(ln2(x)); sequential: h = x + attn(ln1(x)),
  *     x' = h + mlp(ln2(h)) (1.4).
  *
+ * bf16 compute (nx_tmodel_set_bf16): every matmul, forward and backward, reads operands
+ * rounded to bfloat16 (round to nearest even, as torch's .bfloat16()) and accumulates in
+ * fp32. A bf16 x bf16 product is exact in fp32, so the fp32 FMA kernels on rounded values
+ * compute exactly "bf16 inputs, fp32 accumulation" without any kernel of their own. The
+ * rounding happens outside the kernels, once per operand:
+ *   - weights: the transposed copy `wt` and a second copy `wr` (for dinp = dout · W) are
+ *     rounded when they are refreshed, once per optimizer step; `params` stay fp32 masters.
+ *   - activations that feed only matmuls (ln1, ln2, lnf, qkv after rotary, atty, fcg) are
+ *     rounded in place when produced: LayerNorm and GELU backward read their fp32 inputs
+ *     (x, fch), never these outputs. The softmax probabilities stay fp32 for the softmax
+ *     backward; P V and Pᵀ dY read a rounded copy in the dscr scratch.
+ *   - output gradients: rounded in place when nothing else needs them in fp32 (dfch, dqkv,
+ *     datty, dS; dlogits by the cross-entropy loop while its row is in cache), into tmp_a
+ *     for the residual gradient dres. Bias gradients sum the fp32 gradient first (a bias
+ *     add is not a matmul).
+ * Everything else (LayerNorm, softmax, GELU, loss, gradient accumulation, AdamW) is fp32.
+ *
  * Determinism: every op splits work statically over rows, columns or (batch, head) units
  * such that each output element is produced by exactly one thread with a fixed order of
  * operations; sums over rows (bias, LayerNorm and embedding gradients) are split by
@@ -50,10 +67,11 @@ struct nx_tmodel {
     long (*lay)[W_NLAYER];   /* tensor index per layer weight, -1 when absent */
     long t_emb, t_lnfw, t_lnfb, t_out;
     float *params, *grads, *adam_m, *adam_v, *wt;
+    float *wr;               /* bf16 only: params rounded to bf16 (refreshed with wt) */
     double *partials;        /* per-chunk gradient sums of squares */
     nx_grad_ready_fn grad_ready; /* optional: told as backward finishes parameter ranges */
     void *grad_ready_ctx;
-    bool wt_valid, use_ref;
+    bool wt_valid, use_ref, bf16;
     long step;
     /* activations */
     float *arena;
@@ -256,7 +274,7 @@ nx_status nx_tmodel_create(const nx_model_config *cfg, int B, int T, nx_tmodel *
 void nx_tmodel_free(nx_tmodel *m) {
     if (!m) return;
     nx__free_aligned(m->params); nx__free_aligned(m->grads);
-    nx__free_aligned(m->adam_m); nx__free_aligned(m->adam_v); nx__free_aligned(m->wt);
+    nx__free_aligned(m->adam_m); nx__free_aligned(m->adam_v); nx__free_aligned(m->wt); nx__free_aligned(m->wr);
     nx__free_aligned(m->arena);
     nx__free(m->acts); nx__free(m->partials); nx__free(m->info); nx__free(m->offset); nx__free(m->names); nx__free(m->lay);
     nx__free(m);
@@ -278,6 +296,17 @@ size_t nx_tmodel_num_params(const nx_tmodel *m) {
 }
 const nx_model_config *nx_tmodel_config(const nx_tmodel *m) { return &m->cfg; }
 void nx_tmodel_use_reference(nx_tmodel *m, bool on) { m->use_ref = on; }
+nx_status nx_tmodel_set_bf16(nx_tmodel *m, bool on) {
+    if (on && !m->wr) {
+        m->wr = nx__malloc_aligned(m->nparams * sizeof(float));
+        if (!m->wr) return nx__error(NX_ERR_NOMEM, "bf16 weight copy: %zu floats", m->nparams);
+        memset(m->wr, 0, m->nparams * sizeof(float));
+    }
+    m->bf16 = on;
+    m->wt_valid = false;
+    return NX_OK;
+}
+bool nx_tmodel_bf16(const nx_tmodel *m) { return m->bf16; }
 long nx_tmodel_step_count(const nx_tmodel *m) { return m->step; }
 float *nx__tmodel_params(nx_tmodel *m) { m->wt_valid = false; return m->params; }
 /* The moments are created on first use: a run whose optimizer state is sharded across
@@ -328,6 +357,8 @@ void nx_tmodel_init(nx_tmodel *m, nx_init_method init, nx_init_method output_ini
 #define W(m, idx) ((m)->params + (m)->offset[idx])
 #define G(m, idx) ((m)->grads + (m)->offset[idx])
 #define WT(m, idx) ((m)->wt + (m)->offset[idx])
+/* The weight as the input-gradient product reads it: the bf16 copy in bf16 mode. */
+#define WB(m, idx) (((m)->bf16 ? (m)->wr : (m)->params) + (m)->offset[idx])
 
 static void split(long n, int ith, int nth, long *a, long *b) {
     *a = n * ith / nth;
@@ -342,20 +373,41 @@ static void prun(nx_pool *pool, nx_pool_fn fn, void *arg, long work) {
     else nx_pool_run(pool, fn, arg);
 }
 
+typedef struct { float *dst; const float *src; long n; } round_job;
+static void round_worker(int ith, int nth, void *arg) {
+    round_job *j = arg;
+    long a, b;
+    split(j->n, ith, nth, &a, &b);
+    for (long i = a; i < b; i++) j->dst[i] = nx__bf16_round(j->src[i]);
+}
+/* A matmul operand as bf16 mode reads it: src rounded into dst (dst == src rounds in
+ * place) and dst returned; src itself when the model computes in fp32. */
+static const float *mm_operand(nx_tmodel *m, nx_pool *pool, float *dst, const float *src, long n) {
+    if (!m->bf16) return src;
+    round_job j = {dst, src, n};
+    prun(pool, round_worker, &j, n * 2);
+    return dst;
+}
+
 static void linear(nx_tmodel *m, nx_pool *pool, float *out, const float *inp, long w, long b, int N, int IC, int OC) {
     nx_tgemm_args a = {.M = N, .N = OC, .K = IC, .A = inp, .sam = IC, .sak = 1, .B = WT(m, w), .ldb = OC,
                        .C = out, .ldc = OC, .accumulate = 0, .bias = b >= 0 ? W(m, b) : NULL};
     nx__tgemm(pool, &a, m->use_ref);
 }
-/* dinp = dout · W (overwrite); dW += doutᵀ · inp. */
-static void linear_bwd(nx_tmodel *m, nx_pool *pool, float *dinp, const float *dout, const float *inp, long w, int N,
-                       int IC, int OC) {
+static void bias_bwd(nx_pool *pool, float *db, const float *dout, int N, int C);
+/* db += column sums of dout (fp32, when b >= 0); dinp = dout · W (overwrite); dW += doutᵀ · inp.
+ * In bf16 mode dout is rounded into `rounded` first, which may be dout itself when the
+ * caller has no further use for the fp32 values; rounded == NULL: dout is rounded already. */
+static void linear_bwd(nx_tmodel *m, nx_pool *pool, float *dinp, float *dout, const float *inp, long w, long b,
+                       float *rounded, int N, int IC, int OC) {
+    if (b >= 0) bias_bwd(pool, G(m, b), dout, N, OC);
+    const float *d = rounded ? mm_operand(m, pool, rounded, dout, (long)N * OC) : dout;
     if (dinp) {
-        nx_tgemm_args a = {.M = N, .N = IC, .K = OC, .A = dout, .sam = OC, .sak = 1, .B = W(m, w), .ldb = IC,
+        nx_tgemm_args a = {.M = N, .N = IC, .K = OC, .A = d, .sam = OC, .sak = 1, .B = WB(m, w), .ldb = IC,
                            .C = dinp, .ldc = IC, .accumulate = 0, .bias = NULL};
         nx__tgemm(pool, &a, m->use_ref);
     }
-    nx_tgemm_args g = {.M = OC, .N = IC, .K = N, .A = dout, .sam = 1, .sak = OC, .B = inp, .ldb = IC,
+    nx_tgemm_args g = {.M = OC, .N = IC, .K = N, .A = d, .sam = 1, .sak = OC, .B = inp, .ldb = IC,
                        .C = G(m, w), .ldc = IC, .accumulate = 1, .bias = NULL};
     nx__tgemm(pool, &g, m->use_ref);
 }
@@ -513,7 +565,17 @@ typedef struct {
     const float *datty; float *dqkv, *dscr;
     float *kT, *vT;
     int B, T, NH, HS;
+    bool bf16;   /* round P and dS where they enter a matmul (q, k, v, dY come rounded) */
 } attn_job;
+
+/* The probabilities of one (batch, head) as the P V and Pᵀ dY products read them: P itself,
+ * or its bf16 rounding in scratch (the softmax backward needs P in fp32). */
+static const float *probs_operand(const attn_job *j, const float *P, float *scratch) {
+    if (!j->bf16) return P;
+    long n = (long)j->T * j->T;
+    for (long i = 0; i < n; i++) scratch[i] = nx__bf16_round(P[i]);
+    return scratch;
+}
 
 /* dst[e*T + t] = src[t*ld + e]: one head's keys or values as a row-major [HS, T] matrix. */
 static void head_transpose(const float *src, long ld, float *dst, int T, int HS) {
@@ -552,7 +614,7 @@ static void attn_fwd_fast(int ith, int nth, void *arg) {
             for (int t2 = 0; t2 <= t; t2++) p[t2] *= inv;
             for (int t2 = t + 1; t2 < T; t2++) p[t2] = 0.0f;
         }
-        mm(T, HS, T, S, T, 1, v, C3, j->atty + (long)b * T * C + (long)h * HS, C);
+        mm(T, HS, T, probs_operand(j, S, j->dscr + u * T * T), T, 1, v, C3, j->atty + (long)b * T * C + (long)h * HS, C);
     }
 }
 
@@ -576,12 +638,16 @@ static void attn_bwd_fast(int ith, int nth, void *arg) {
             const float *p = P + (long)t * T;
             float *d = dS + (long)t * T, dot = 0.0f;
             for (int t2 = 0; t2 <= t; t2++) dot += p[t2] * d[t2];
-            for (int t2 = 0; t2 <= t; t2++) d[t2] = p[t2] * (d[t2] - dot) * scale;
+            for (int t2 = 0; t2 <= t; t2++) {
+                float ds = p[t2] * (d[t2] - dot) * scale;
+                d[t2] = j->bf16 ? nx__bf16_round(ds) : ds;
+            }
             for (int t2 = t + 1; t2 < T; t2++) d[t2] = 0.0f;
         }
         mm(T, HS, T, dS, T, 1, k, C3, dq, C3);
         mm(T, HS, T, dS, 1, T, q, C3, dk, C3);
-        mm(T, HS, T, P, 1, T, dY, C, dv, C3);
+        /* dS is consumed: its scratch takes the rounded P. */
+        mm(T, HS, T, probs_operand(j, P, dS), 1, T, dY, C, dv, C3);
     }
 }
 
@@ -615,7 +681,7 @@ static void attn_fwd_worker(int ith, int nth, void *arg) {
             for (int e = 0; e < HS; e++) o[e] = 0.0f;
             for (int t2 = 0; t2 <= t; t2++) {
                 const float *v = base + (long)t2 * C3 + 2 * HS;
-                float pv = p[t2];
+                float pv = j->bf16 ? nx__bf16_round(p[t2]) : p[t2];
                 for (int e = 0; e < HS; e++) o[e] += pv * v[e];
             }
         }
@@ -644,8 +710,8 @@ static void attn_bwd_worker(int ith, int nth, void *arg) {
             for (int t2 = 0; t2 <= t; t2++) {
                 const float *v = base + (long)t2 * C3 + 2 * HS;
                 float *dv = dbase + (long)t2 * C3 + 2 * HS;
-                float s = 0.0f, pv = p[t2];
-                for (int e = 0; e < HS; e++) { s += dy[e] * v[e]; dv[e] += pv * dy[e]; }
+                float s = 0.0f, pv = p[t2], pr = j->bf16 ? nx__bf16_round(pv) : pv;
+                for (int e = 0; e < HS; e++) { s += dy[e] * v[e]; dv[e] += pr * dy[e]; }
                 dp[t2] = s;
                 dot += pv * s;
             }
@@ -653,6 +719,7 @@ static void attn_bwd_worker(int ith, int nth, void *arg) {
             float *dq = dbase + (long)t * C3;
             for (int t2 = 0; t2 <= t; t2++) {
                 float ds = p[t2] * (dp[t2] - dot) * scale;
+                if (j->bf16) ds = nx__bf16_round(ds);
                 const float *k = base + (long)t2 * C3 + HS;
                 float *dk = dbase + (long)t2 * C3 + HS;
                 for (int e = 0; e < HS; e++) { dq[e] += ds * k[e]; dk[e] += ds * q[e]; }
@@ -696,6 +763,7 @@ static void emb_bwd_worker(int ith, int nth, void *arg) {
 
 typedef struct {
     float *logits, *losses; const int32_t *targets; int rows, V; float dscale; int backward; bool use_ref;
+    bool bf16;   /* round dlogits for the head's matmuls while the row is in cache */
 } ce_job;
 
 /* Softmax cross-entropy of one row (scalar oracle); with backward the row becomes
@@ -776,6 +844,14 @@ static bool has_avx512(void) {
 #endif
 }
 
+static float ce_row(const ce_job *j, float *lg, int tg, bool fast) {
+#if defined(__x86_64__)
+    if (fast) return ce_row_avx512(lg, j->V, tg, j->dscale, j->backward);
+#endif
+    (void)fast;
+    return ce_row_ref(lg, j->V, tg, j->dscale, j->backward);
+}
+
 static void ce_worker(int ith, int nth, void *arg) {
     ce_job *j = arg;
     long r0, r1;
@@ -783,11 +859,9 @@ static void ce_worker(int ith, int nth, void *arg) {
     bool fast = !j->use_ref && has_avx512();
     for (long r = r0; r < r1; r++) {
         float *lg = j->logits + r * j->V;
-#if defined(__x86_64__)
-        if (fast) { j->losses[r] = ce_row_avx512(lg, j->V, j->targets[r], j->dscale, j->backward); continue; }
-#endif
-        (void)fast;
-        j->losses[r] = ce_row_ref(lg, j->V, j->targets[r], j->dscale, j->backward);
+        j->losses[r] = ce_row(j, lg, j->targets[r], fast);
+        if (j->backward && j->bf16)
+            for (int v = 0; v < j->V; v++) lg[v] = nx__bf16_round(lg[v]);
     }
 }
 
@@ -798,6 +872,11 @@ static void ensure_wt(nx_tmodel *m, nx_pool *pool) {
         if (t->ndim != 2) continue;
         if ((long)i == m->t_emb && !m->cfg.tie_word_embeddings) continue;   /* lookup only */
         nx__transpose(pool, m->params + m->offset[i], m->wt + m->offset[i], (int)t->shape[0], (int)t->shape[1]);
+        if (m->bf16) {
+            float *wt = m->wt + m->offset[i];
+            mm_operand(m, pool, wt, wt, (long)t->numel);
+            mm_operand(m, pool, m->wr + m->offset[i], m->params + m->offset[i], (long)t->numel);
+        }
     }
     m->wt_valid = true;
 }
@@ -828,14 +907,17 @@ static void body_forward(nx_tmodel *m, nx_pool *pool, const int32_t *tokens) {
         long *w = m->lay[l];
         float *xnext = l + 1 < m->L ? m->acts[l + 1].x : m->xfinal;
         layernorm_fwd(pool, a->ln1, a->mean1, a->rstd1, a->x, W(m, w[W_LN1W]), W(m, w[W_LN1B]), BT, C, eps);
+        mm_operand(m, pool, a->ln1, a->ln1, (long)BT * C);
         linear(m, pool, a->qkv, a->ln1, w[W_QKVW], w[W_QKVB], BT, C, 3 * C);
         if (m->R > 0) {
             rope_job rj = {a->qkv, m->cosb, m->sinb, BT, m->T, m->NH, m->HS, m->R, 0};
             prun(pool, rope_worker, &rj, (long)rj.N * rj.NH * rj.R * 6);
         }
-        attn_job aj = {.qkv = a->qkv, .att = a->att, .atty = a->atty, .kT = m->kT, .B = m->B, .T = m->T, .NH = m->NH,
-                       .HS = m->HS};
+        mm_operand(m, pool, a->qkv, a->qkv, (long)BT * 3 * C);
+        attn_job aj = {.qkv = a->qkv, .att = a->att, .atty = a->atty, .dscr = m->dscr, .kT = m->kT, .B = m->B,
+                       .T = m->T, .NH = m->NH, .HS = m->HS, .bf16 = m->bf16};
         prun(pool, m->use_ref ? attn_fwd_worker : attn_fwd_fast, &aj, (long)aj.B * aj.NH * aj.T * aj.T * aj.HS * 2);
+        mm_operand(m, pool, a->atty, a->atty, (long)BT * C);
         linear(m, pool, m->tmp_a, a->atty, w[W_DW], w[W_DB], BT, C, C);   /* attn output */
         const float *mlp_in_x = a->x;
         if (!m->cfg.parallel_residual) {
@@ -844,15 +926,18 @@ static void body_forward(nx_tmodel *m, nx_pool *pool, const int32_t *tokens) {
             mlp_in_x = a->h;
         }
         layernorm_fwd(pool, a->ln2, a->mean2, a->rstd2, mlp_in_x, W(m, w[W_LN2W]), W(m, w[W_LN2B]), BT, C, eps);
+        mm_operand(m, pool, a->ln2, a->ln2, (long)BT * C);
         linear(m, pool, a->fch, a->ln2, w[W_FC1W], w[W_FC1B], BT, C, I);
         gelu_job gj = {a->fcg, a->fch, NULL, (long)BT * I, m->cfg.act};
         prun(pool, gelu_fwd_worker, &gj, gj.n * 20);
+        mm_operand(m, pool, a->fcg, a->fcg, (long)BT * I);
         linear(m, pool, m->tmp_b, a->fcg, w[W_FC2W], w[W_FC2B], BT, I, C);   /* mlp output */
         add_job xj = m->cfg.parallel_residual ? (add_job){xnext, m->tmp_b, m->tmp_a, a->x, (long)BT * C}
                                               : (add_job){xnext, m->tmp_b, a->h, NULL, (long)BT * C};
         prun(pool, add_worker, &xj, xj.n * 2);
     }
     layernorm_fwd(pool, m->lnf, m->meanf, m->rstdf, m->xfinal, W(m, m->t_lnfw), W(m, m->t_lnfb), BT, C, eps);
+    mm_operand(m, pool, m->lnf, m->lnf, (long)BT * C);
 }
 
 /* LM head + cross-entropy in chunks of LOGIT_ROWS rows; with backward, also dWout and
@@ -865,9 +950,9 @@ static double head(nx_tmodel *m, nx_pool *pool, const int32_t *targets, float ds
         nx_tgemm_args a = {.M = rows, .N = V, .K = C, .A = x, .sam = C, .sak = 1, .B = WT(m, m->t_out), .ldb = V,
                            .C = m->logits, .ldc = V, .accumulate = 0, .bias = NULL};
         nx__tgemm(pool, &a, m->use_ref);
-        ce_job cj = {m->logits, m->losses + r0, targets + r0, rows, V, dscale, backward, m->use_ref};
+        ce_job cj = {m->logits, m->losses + r0, targets + r0, rows, V, dscale, backward, m->use_ref, m->bf16};
         prun(pool, ce_worker, &cj, (long)rows * V * 20);
-        if (backward) linear_bwd(m, pool, m->dln_a + (long)r0 * C, m->logits, x, m->t_out, rows, C, V);
+        if (backward) linear_bwd(m, pool, m->dln_a + (long)r0 * C, m->logits, x, m->t_out, -1, NULL, rows, C, V);
     }
     double s = 0.0;
     for (int r = 0; r < BT; r++) s += m->losses[r];
@@ -907,29 +992,26 @@ nx_status nx_tmodel_forward_backward(nx_tmodel *m, nx_pool *pool, const int32_t 
         long *w = m->lay[l];
         const float *mlp_in_x = m->cfg.parallel_residual ? a->x : a->h;
         /* MLP branch: d(mlp output) = dres */
-        linear_bwd(m, pool, m->dfch, m->dres, a->fcg, w[W_FC2W], BT, I, C);
-        bias_bwd(pool, G(m, w[W_FC2B]), m->dres, BT, C);
+        linear_bwd(m, pool, m->dfch, m->dres, a->fcg, w[W_FC2W], w[W_FC2B], m->tmp_a, BT, I, C);
         gelu_job gj = {NULL, a->fch, m->dfch, (long)BT * I, m->cfg.act};
         prun(pool, gelu_bwd_worker, &gj, gj.n * 20);
-        linear_bwd(m, pool, m->dln_b, m->dfch, a->ln2, w[W_FC1W], BT, C, I);
-        bias_bwd(pool, G(m, w[W_FC1B]), m->dfch, BT, I);
+        linear_bwd(m, pool, m->dln_b, m->dfch, a->ln2, w[W_FC1W], w[W_FC1B], m->dfch, BT, C, I);
         if (!m->cfg.parallel_residual) {
             /* dh = dres + LN2_back: the attention branch then sees dh. */
             layernorm_bwd(pool, m->dres, G(m, w[W_LN2W]), G(m, w[W_LN2B]), m->dln_b, mlp_in_x, a->mean2, a->rstd2,
                           W(m, w[W_LN2W]), BT, C);
         }
         /* attention branch: d(attn output) = dres */
-        linear_bwd(m, pool, m->datty, m->dres, a->atty, w[W_DW], BT, C, C);
-        if (w[W_DB] >= 0) bias_bwd(pool, G(m, w[W_DB]), m->dres, BT, C);
+        linear_bwd(m, pool, m->datty, m->dres, a->atty, w[W_DW], w[W_DB], m->tmp_a, BT, C, C);
+        mm_operand(m, pool, m->datty, m->datty, (long)BT * C);
         attn_job aj = {.qkv = a->qkv, .att = a->att, .datty = m->datty, .dqkv = m->dqkv, .dscr = m->dscr,
-                       .vT = m->vT, .B = m->B, .T = m->T, .NH = m->NH, .HS = m->HS};
+                       .vT = m->vT, .B = m->B, .T = m->T, .NH = m->NH, .HS = m->HS, .bf16 = m->bf16};
         prun(pool, m->use_ref ? attn_bwd_worker : attn_bwd_fast, &aj, (long)aj.B * aj.NH * aj.T * aj.T * aj.HS * 4);
         if (m->R > 0) {
             rope_job rj = {m->dqkv, m->cosb, m->sinb, BT, m->T, m->NH, m->HS, m->R, 1};
             prun(pool, rope_worker, &rj, (long)rj.N * rj.NH * rj.R * 6);
         }
-        linear_bwd(m, pool, m->dln_a, m->dqkv, a->ln1, w[W_QKVW], BT, C, 3 * C);
-        if (w[W_QKVB] >= 0) bias_bwd(pool, G(m, w[W_QKVB]), m->dqkv, BT, 3 * C);
+        linear_bwd(m, pool, m->dln_a, m->dqkv, a->ln1, w[W_QKVW], w[W_QKVB], m->dqkv, BT, C, 3 * C);
         if (m->cfg.parallel_residual)
             layernorm_bwd(pool, m->dres, G(m, w[W_LN2W]), G(m, w[W_LN2B]), m->dln_b, a->x, a->mean2, a->rstd2,
                           W(m, w[W_LN2W]), BT, C);

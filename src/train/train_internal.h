@@ -81,6 +81,21 @@ void nx__tmodel_adamw_update(nx_tmodel *m, nx_pool *pool, const nx_adamw_config 
 typedef void (*nx_grad_ready_fn)(void *ctx, size_t lo);
 void nx__tmodel_set_grad_hook(nx_tmodel *m, nx_grad_ready_fn fn, void *ctx);
 
+/* ---- bf16 compute ------------------------------------------------------------- */
+/* Round to nearest even bfloat16, kept as the fp32 value it represents (torch's
+ * x.bfloat16().float()): add half an ulp of the 16 dropped bits, plus one when the kept
+ * part is odd, then truncate. Infinities stay; NaNs are returned unchanged (the carry could
+ * turn a NaN payload into infinity). Overflow past bf16's largest value gives infinity, as
+ * in torch. */
+static inline float nx__bf16_round(float x) {
+    uint32_t u, r;
+    memcpy(&u, &x, 4);
+    r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    r = (u & 0x7fffffffu) > 0x7f800000u ? u : r;   /* a select, so the loops vectorise */
+    memcpy(&x, &r, 4);
+    return x;
+}
+
 /* ---- config ------------------------------------------------------------------ */
 /* Parses HF config.json text of a gpt_neox model (all rotary spellings accepted). */
 nx_status nx__train_parse_model(const char *json, size_t len, const char *name, nx_model_config *out);

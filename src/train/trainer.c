@@ -736,6 +736,7 @@ nx_status nx_trainer_create_dist(const nx_train_config *cfg, bool resume, nx_dis
     for (int i = 0; i < cfg->n_train && ws > 0; i++) t->wtrain[i] = cfg->train[i].weight / ws;
     for (int i = 0; i < cfg->n_valid && wv > 0; i++) t->wvalid[i] = cfg->valid[i].weight / wv;
     if ((st = nx_tmodel_create(&cfg->model, cfg->micro_batch, cfg->seq_length, &t->model)) != NX_OK) goto fail;
+    if ((st = nx_tmodel_set_bf16(t->model, cfg->bf16)) != NX_OK) goto fail;
     t->pool = nx_pool_create(cfg->threads);
     size_t bt = (size_t)cfg->micro_batch * (size_t)cfg->seq_length;
     t->tok = nx__malloc(bt * sizeof(int32_t));
