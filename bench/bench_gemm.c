@@ -1,7 +1,7 @@
 /* bench_gemm.c - prefill matrix multiply (T = 512 tokens) on the Pythia-160M and -410M linear
- * shapes: nx__gemm_w per weight type, the packed-panel fp32 kernel it replaces, and, when
- * built with OpenBLAS (NX_HAVE_CBLAS), cblas_sgemm on the same row-major weights, each thread
- * computing a static half of the outputs as our pool does. Variants are interleaved within
+ * shapes: nx__gemm_w per weight type and, when built with OpenBLAS (NX_HAVE_CBLAS),
+ * cblas_sgemm on the same row-major weights, each thread computing a static half of the
+ * outputs as our pool does. Variants are interleaved within
  * each repetition so load changes hit all of them alike; medians are reported, with GFLOP/s,
  * the fraction of the given peak, and the matmul-only tokens/s of each model.
  *
@@ -30,8 +30,8 @@ static int cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-enum { V_PANEL, V_F32, V_BF16, V_F16, V_Q8, V_Q4, V_BLAS, NV };
-static const char *k_vname[NV] = {"panel-f32", "gemm-f32", "gemm-bf16", "gemm-f16", "gemm-q8_0", "gemm-q4_0", "openblas"};
+enum { V_F32, V_BF16, V_F16, V_Q8, V_Q4, V_BLAS, NV };
+static const char *k_vname[NV] = {"gemm-f32", "gemm-bf16", "gemm-f16", "gemm-q8_0", "gemm-q4_0", "openblas"};
 
 #ifdef NX_HAVE_CBLAS
 typedef struct { float *y; const float *x, *W; int T, IN, OUT; } blas_job;
@@ -71,7 +71,6 @@ int main(int argc, char **argv) {
             size_t nw = (size_t)OUT * IN;
             float *x = nx__malloc_aligned(sizeof(float) * (size_t)T * IN), *W = nx__malloc_aligned(sizeof(float) * nw);
             float *y = nx__malloc_aligned(sizeof(float) * (size_t)T * OUT), *b = nx__malloc(sizeof(float) * OUT);
-            float *Wp = nx__malloc_aligned(sizeof(float) * nx__packed_floats(OUT, IN));
             uint16_t *Wb = nx__malloc(2 * nw), *Wh = nx__malloc(2 * nw);
             void *Wq8 = nx__malloc((size_t)OUT * nx__row_bytes(NX_Q8_0, IN));
             void *Wq4 = nx__malloc((size_t)OUT * nx__row_bytes(NX_Q4_0, IN));
@@ -84,8 +83,7 @@ int main(int argc, char **argv) {
                 nx__quantize_row_q8_0((nx_block_q8_0 *)((uint8_t *)Wq8 + (size_t)o * nx__row_bytes(NX_Q8_0, IN)), W + (size_t)o * IN, IN);
                 nx__quantize_row_q4_0((nx_block_q4_0 *)((uint8_t *)Wq4 + (size_t)o * nx__row_bytes(NX_Q4_0, IN)), W + (size_t)o * IN, IN);
             }
-            nx__pack(Wp, W, OUT, IN);
-            nx_wmat wm[NV] = {{NX_F32, Wp}, {NX_F32, W}, {NX_BF16, Wb}, {NX_F16, Wh}, {NX_Q8_0, Wq8}, {NX_Q4_0, Wq4}, {NX_F32, W}};
+            nx_wmat wm[NV] = {{NX_F32, W}, {NX_BF16, Wb}, {NX_F16, Wh}, {NX_Q8_0, Wq8}, {NX_Q4_0, Wq4}, {NX_F32, W}};
             double t[NV][99], c[NV][99];
             for (int rep = -1; rep < reps; rep++) {
                 for (int v = 0; v < NV; v++) {
@@ -93,14 +91,13 @@ int main(int argc, char **argv) {
                     if (v == V_BLAS) continue;
 #endif
                     double a = nx_time_s(), ca = cpu_s();
-                    if (v == V_PANEL) nx__matmul(pool, y, x, Wp, b, T, IN, OUT);
 #ifdef NX_HAVE_CBLAS
-                    else if (v == V_BLAS) {
+                    if (v == V_BLAS) {
                         blas_job bj = {y, x, W, T, IN, OUT};
                         nx_pool_run(pool, blas_worker, &bj);
-                    }
+                    } else
 #endif
-                    else nx__gemm_w(pool, y, x, &wm[v], b, T, IN, OUT);
+                        nx__gemm_w(pool, y, x, &wm[v], b, T, IN, OUT);
                     if (rep >= 0) t[v][rep] = nx_time_s() - a, c[v][rep] = cpu_s() - ca;
                 }
             }
@@ -116,7 +113,7 @@ int main(int argc, char **argv) {
                 printf("%-12s %-10s IN=%5d OUT=%5d  %7.2f ms  %6.1f GFLOP/s  %5.1f%% of peak\n", models[mi].model,
                        k_vname[v], IN, OUT, med * 1e3, gf, 100.0 * gf / peak);
             }
-            nx__free_aligned(x); nx__free_aligned(W); nx__free_aligned(y); nx__free_aligned(Wp);
+            nx__free_aligned(x); nx__free_aligned(W); nx__free_aligned(y);
             nx__free(b); nx__free(Wb); nx__free(Wh); nx__free(Wq8); nx__free(Wq4);
         }
         for (int v = 0; v < NV; v++) {

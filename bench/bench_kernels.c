@@ -1,5 +1,7 @@
-/* bench_kernels.c - speed of each matmul variant on transformer shapes: prefill (T = 512,
- * GFLOP/s) and decode (T = 1, GB/s of weights streamed). usage: bench_kernels [THREADS=1] */
+/* bench_kernels.c - speed of each kernel variant's fp32 matmul (nx__matmul_w_vt on row-major F32
+ * weights) on transformer shapes: prefill (T = 512, the GEMM, GFLOP/s) and decode (T = 1, the
+ * decode kernel, GB/s of weights streamed). bench_quant covers the other weight types.
+ * usage: bench_kernels [THREADS=1] */
 #include "kernels/kernels.h"
 
 #include <stdio.h>
@@ -29,8 +31,7 @@ int main(int argc, char **argv) {
         float *y = malloc(sizeof(float) * (size_t)T * OUT);
         for (size_t i = 0; i < (size_t)T * IN; i++) x[i] = (float)(i % 7) * 0.1f;
         for (size_t i = 0; i < (size_t)OUT * IN; i++) W[i] = (float)(i % 5) * 0.1f;
-        float *Wp = malloc(sizeof(float) * nx__packed_floats(OUT, IN));
-        nx__pack(Wp, W, OUT, IN);
+        nx_wmat Wm = {NX_F32, W};
         for (size_t v = 0; v < 3; v++) {
             const nx_kernel_vt *vt = nx__kernels_variant(names[v]);
             if (!vt) continue;
@@ -39,7 +40,7 @@ int main(int argc, char **argv) {
             double t[15], c[15];
             for (int r = 0; r < reps; r++) {
                 double a = nx_time_s(), ca = cpu_s();
-                nx__matmul_vt(vt, pool, y, x, Wp, NULL, T, IN, OUT);
+                nx__matmul_w_vt(vt, pool, y, x, &Wm, NULL, T, IN, OUT);
                 t[r] = nx_time_s() - a;
                 c[r] = cpu_s() - ca;
             }
@@ -57,7 +58,6 @@ int main(int argc, char **argv) {
         }
         free(x);
         free(W);
-        free(Wp);
         free(y);
     }
     nx_pool_free(pool);

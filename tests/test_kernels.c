@@ -16,11 +16,15 @@ static void fill(float *p, size_t n) {
 
 static const char *k_variants[] = {"ref", "avx2", "avx512"};
 
+/* The matmul driver on F32 weights, per variant: decode (mv_rows, T <= NX_MV_MAX_T) and prefill
+ * (the GEMM) against the scalar reference, with and without bias, on shapes off every tile and
+ * vector width (IN 1, 7, 19; OUT 3, 65, 129). Decode rows are bit-identical whatever T and row
+ * range computes them, and a range writes only its rows. (test_quant covers 16-bit weights
+ * with bias, test_gemm the GEMM on every type.) */
 static void test_matmul_variants(void) {
-    /* T around the 6-token tile and 48-token block, OUT around 16-wide panels and 4-panel groups */
     const int shapes[][3] = {{1, 64, 48}, {1, 768, 130}, {5, 33, 17}, {4, 16, 4}, {9, 100, 37},
                              {70, 48, 21}, {1, 7, 3}, {130, 64, 70}, {3, 1, 5}, {49, 40, 64}, {11, 24, 80},
-                             {7, 19, 65}, {53, 8, 129}};
+                             {7, 19, 65}, {53, 8, 129}, {8, 40, 129}};
     int tested = 0;
     for (size_t v = 0; v < NX_ARRAY_LEN(k_variants); v++) {
         const nx_kernel_vt *vt = nx__kernels_variant(k_variants[v]);
@@ -29,58 +33,70 @@ static void test_matmul_variants(void) {
             continue;
         }
         tested++;
-        for (size_t s = 0; s < NX_ARRAY_LEN(shapes); s++) {
-            int T = shapes[s][0], IN = shapes[s][1], OUT = shapes[s][2];
-            float *x = malloc(sizeof(float) * T * IN), *W = malloc(sizeof(float) * OUT * IN);
-            float *b = malloc(sizeof(float) * OUT), *y = malloc(sizeof(float) * T * OUT);
-            float *yr = malloc(sizeof(float) * T * OUT), *y1 = malloc(sizeof(float) * OUT);
-            fill(x, (size_t)T * IN);
-            fill(W, (size_t)OUT * IN);
-            fill(b, OUT);
-            float *Wp = malloc(sizeof(float) * nx__packed_floats(OUT, IN));
-            nx__pack(Wp, W, OUT, IN);
-            for (int o = 0; o < OUT; o += 7) CHECK(nx__packed_at(Wp, IN, o, IN - 1) == W[(size_t)o * IN + IN - 1]);
-            nx__matmul_ref(yr, x, W, b, T, IN, OUT);
-            vt->matmul_rows(y, x, Wp, s % 2 ? NULL : b, T, IN, OUT, 0, OUT);
-            if (s % 2) nx__matmul_ref(yr, x, W, NULL, T, IN, OUT);
-            double maxd = 0;
-            for (int i = 0; i < T * OUT; i++) maxd = fmax(maxd, fabs(y[i] - yr[i]));
-            CHECK_MSG(maxd <= 1e-5 * sqrt((double)IN) + 1e-6, "%s T=%d IN=%d OUT=%d max diff %g", vt->name, T, IN, OUT, maxd);
-            /* Bit-identical per row whatever T (prefill == decode) */
-            for (int t = 0; t < T; t++) {
-                vt->matmul_rows(y1, x + (size_t)t * IN, Wp, s % 2 ? NULL : b, 1, IN, OUT, 0, OUT);
-                CHECK_MSG(memcmp(y1, y + (size_t)t * OUT, sizeof(float) * OUT) == 0, "%s row %d differs from T=1", vt->name, t);
+        for (size_t s = 0; s < NX_ARRAY_LEN(shapes); s++)
+            for (int with_b = 0; with_b < 2; with_b++) {
+                int T = shapes[s][0], IN = shapes[s][1], OUT = shapes[s][2];
+                float *x = malloc(sizeof(float) * T * IN), *W = malloc(sizeof(float) * OUT * IN);
+                float *b = malloc(sizeof(float) * OUT), *y = malloc(sizeof(float) * T * OUT);
+                float *yr = malloc(sizeof(float) * T * OUT), *y1 = malloc(sizeof(float) * OUT);
+                fill(x, (size_t)T * IN);
+                fill(W, (size_t)OUT * IN);
+                fill(b, OUT);
+                const float *bias = with_b ? b : NULL;
+                nx_wmat Wm = {NX_F32, W};
+                nx__matmul_ref(yr, x, W, bias, T, IN, OUT);
+                nx__matmul_w_vt(vt, NULL, y, x, &Wm, bias, T, IN, OUT);
+                double maxd = 0;
+                for (int i = 0; i < T * OUT; i++) maxd = fmax(maxd, fabs(y[i] - yr[i]));
+                CHECK_MSG(maxd <= 1e-5 * sqrt((double)IN) + 1e-6, "%s T=%d IN=%d OUT=%d bias=%d max diff %g", vt->name, T,
+                          IN, OUT, with_b, maxd);
+                if (T <= NX_MV_MAX_T) {
+                    for (int t = 0; t < T; t++) {
+                        vt->mv_rows(y1, x + (size_t)t * IN, W, NX_F32, bias, 1, IN, OUT, 0, OUT);
+                        CHECK_MSG(memcmp(y1, y + (size_t)t * OUT, sizeof(float) * OUT) == 0, "%s row %d differs from T=1",
+                                  vt->name, t);
+                    }
+                    /* Two ranges split mid-tile give the same bits, and neither writes outside. */
+                    int mid = OUT / 3 + 1;
+                    for (int i = 0; i < T * OUT; i++) yr[i] = -7.0f;
+                    vt->mv_rows(yr, x, W, NX_F32, bias, T, IN, OUT, 0, mid);
+                    for (int t = 0; t < T; t++)
+                        for (int o = mid; o < OUT; o++) CHECK(yr[(size_t)t * OUT + o] == -7.0f);
+                    vt->mv_rows(yr, x, W, NX_F32, bias, T, IN, OUT, mid, OUT);
+                    CHECK_MSG(memcmp(yr, y, sizeof(float) * T * OUT) == 0, "%s T=%d IN=%d OUT=%d: split differs", vt->name,
+                              T, IN, OUT);
+                }
+                free(x); free(W); free(b); free(y); free(yr); free(y1);
             }
-            /* A split into panel ranges gives the same bits, and nothing is written outside. */
-            int mid = (OUT / 3) & ~(NX_PANEL - 1);
-            for (int i = 0; i < T * OUT; i++) yr[i] = -7.0f;
-            vt->matmul_rows(yr, x, Wp, s % 2 ? NULL : b, T, IN, OUT, 0, mid);
-            for (int t = 0; t < T; t++)
-                for (int o = mid; o < OUT; o++) CHECK(yr[(size_t)t * OUT + o] == -7.0f);
-            vt->matmul_rows(yr, x, Wp, s % 2 ? NULL : b, T, IN, OUT, mid, OUT);
-            CHECK(memcmp(yr, y, sizeof(float) * T * OUT) == 0);
-            free(Wp);
-            free(x); free(W); free(b); free(y); free(yr); free(y1);
-        }
     }
     CHECK(tested >= 1);
 }
 
+/* 1 and 3 threads give the same bits for the float weight types, in decode and in prefill
+ * (test_quant does the block types); so does a threaded activation. */
 static void test_matmul_threads(void) {
-    int T = 6, IN = 256, OUT = 1000;
-    float *x = malloc(sizeof(float) * T * IN), *W = malloc(sizeof(float) * OUT * IN), *b = malloc(sizeof(float) * OUT);
-    float *y1 = malloc(sizeof(float) * T * OUT), *y2 = malloc(sizeof(float) * T * OUT);
-    fill(x, (size_t)T * IN);
-    fill(W, (size_t)OUT * IN);
-    fill(b, OUT);
+    const nx_dtype types[] = {NX_F32, NX_F16, NX_BF16};
+    const int Ts[] = {6, 70};
+    int IN = 256, OUT = 1000;
     nx_pool *p1 = nx_pool_create(1), *p3 = nx_pool_create(3);
     CHECK(p1 && p3);
-    float *Wp = malloc(sizeof(float) * nx__packed_floats(OUT, IN));
-    nx__pack(Wp, W, OUT, IN);
-    nx__matmul(p1, y1, x, Wp, b, T, IN, OUT);
-    nx__matmul(p3, y2, x, Wp, b, T, IN, OUT);
-    free(Wp);
-    CHECK(memcmp(y1, y2, sizeof(float) * T * OUT) == 0);
+    float *x = malloc(sizeof(float) * 70 * IN), *W = malloc(sizeof(float) * OUT * IN), *b = malloc(sizeof(float) * OUT);
+    float *y1 = malloc(sizeof(float) * 70 * OUT), *y2 = malloc(sizeof(float) * 70 * OUT);
+    uint16_t *Wh = malloc(sizeof(uint16_t) * OUT * IN);
+    fill(x, (size_t)70 * IN);
+    fill(W, (size_t)OUT * IN);
+    fill(b, OUT);
+    for (size_t ti = 0; ti < NX_ARRAY_LEN(types); ti++) {
+        nx_dtype t = types[ti];
+        for (int i = 0; i < OUT * IN; i++) Wh[i] = t == NX_BF16 ? nx_f32_to_bf16(W[i]) : nx_f32_to_f16(W[i]);
+        nx_wmat Wm = {t, t == NX_F32 ? (const void *)W : (const void *)Wh};
+        for (size_t si = 0; si < NX_ARRAY_LEN(Ts); si++) {
+            int T = Ts[si];
+            nx__matmul_w(p1, y1, x, &Wm, b, T, IN, OUT);
+            nx__matmul_w(p3, y2, x, &Wm, b, T, IN, OUT);
+            CHECK_MSG(memcmp(y1, y2, sizeof(float) * T * OUT) == 0, "%s T=%d: 1 and 3 threads differ", nx_dtype_name(t), T);
+        }
+    }
     float *h1 = malloc(sizeof(float) * 10000), *h2 = malloc(sizeof(float) * 10000);
     fill(h1, 10000);
     memcpy(h2, h1, sizeof(float) * 10000);
@@ -89,7 +105,7 @@ static void test_matmul_threads(void) {
     CHECK(memcmp(h1, h2, sizeof(float) * 10000) == 0);
     nx_pool_free(p1);
     nx_pool_free(p3);
-    free(x); free(W); free(b); free(y1); free(y2); free(h1); free(h2);
+    free(x); free(W); free(b); free(y1); free(y2); free(Wh); free(h1); free(h2);
 }
 
 static void test_dot_axpy_variants(void) {

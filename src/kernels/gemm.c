@@ -20,7 +20,6 @@
  * integer dot per 32-block, then one fma chain over the blocks. So the blocking, the tile an
  * element falls in, the thread split and the ISA (scalar fmaf, AVX2, AVX-512, VNNI) never
  * change a bit: 1 and N threads agree, and each fast variant agrees with its scalar oracle.
- * The fp32 order is also that of the packed-panel kernels (x86.c).
  *
  * Memory: the packed A lives in a buffer kept between calls (a few cached spares, taken and
  * returned atomically, so concurrent callers never share one); B micro-panels live on the

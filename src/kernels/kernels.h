@@ -3,7 +3,7 @@
  *
  * Every op has a readable scalar reference (`_ref`, ref.c) that is the oracle for the fast paths.
  * The hot ops (the matrix products used by every linear layer, and the dot/axpy pair used by
- * attention) also have AVX2+FMA and AVX-512 variants (x86.c), compiled with
+ * attention) also have AVX2+FMA and AVX-512 variants (x86.c, gemm_x86.c), compiled with
  * __attribute__((target)) so one portable binary picks the best one at run time from CPUID
  * (dispatch.c). Setting NX_KERNELS=ref|avx2|avx512 in the environment forces a variant.
  *
@@ -61,20 +61,6 @@ void nx__attention_ref(float *out, const float *q, const float *K, const float *
 float nx__dot_ref(const float *a, const float *b, int n);
 float nx__exp_sum_ref(float *x, int n, float mx);
 void nx__axpy_ref(float *y, float a, const float *x, int n);   /* y += a·x */
-
-/* ---- packed panels: the prefill tile kernel's operand (ref.c) ---------------------------- */
-#define NX_PANEL 16
-/* Floats of the packed form of an [OUT][IN] matrix (OUT rounded up to a whole panel). */
-size_t nx__packed_floats(int OUT, int IN);
-/* Packs W[OUT][IN] into dst (nx__packed_floats(OUT, IN) floats); padding rows are zero. */
-void nx__pack(float *dst, const float *W, int OUT, int IN);
-/* Packs 16 (or fewer, zero-padded) rows into panel p of dst: rows[r][IN] holds output row
- * p*16 + r (nx__pack's unit). */
-void nx__pack_panel(float *dst, const float *rows, int nrows, int p, int IN);
-/* Element (row o, column k) of a packed matrix. */
-static inline float nx__packed_at(const float *Wp, int IN, int o, int k) {
-    return Wp[((size_t)(o / NX_PANEL) * (size_t)IN + (size_t)k) * NX_PANEL + (size_t)(o % NX_PANEL)];
-}
 
 /* ---- 16-bit and block-quantized weights (quant.c; formats in docs/QUANT.md) ------------------ */
 /* Q8_0: 32 weights w = d·q, q int8 in [-127, 127], d = max|w|/127 (fp32, first). 36 bytes. */
@@ -137,7 +123,7 @@ void nx__matmul_w2(nx_pool *pool, const nx_matmul_args *a, const nx_matmul_args 
 /* y[T][OUT] = x[T][IN]·Wᵀ + b (b may be NULL) with W ROW-MAJOR [OUT][IN] in its run type (F32,
  * F16, BF16 rows as shipped; Q8_0/Q4_0 rows of IN/32 blocks, IN a multiple of 32): a blocked,
  * packed, threaded GEMM for many tokens. F32/F16/BF16: each y element is fma(x, w, acc) over
- * k ascending from 0, then + b, equal to the fp32 packed-panel kernels on the widened weights.
+ * k ascending from 0, then + b, on the widened weights (the scalar variant is its oracle).
  * Q8_0/Q4_0 with AVX-512 VNNI: activations quantized to Q8_0 as in decode, integer block dots
  * (docs/QUANT.md). Bit-identical for any thread count. Weights are read in place. */
 void nx__gemm_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT);
@@ -146,10 +132,6 @@ void nx__gemm_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const
 typedef struct nx_block_q8_0 nx_block_q8_0;
 typedef struct nx_kernel_vt {
     const char *name;   /* "ref", "avx2", "avx512" */
-    /* Output rows r0..r1-1 of every token of y = x·Wᵀ + b with W packed (nx__pack); r0 is a
-     * multiple of NX_PANEL and r1 too unless r1 == OUT. The unit of a static thread split. */
-    void (*matmul_rows)(float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT, int r0,
-                        int r1);
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *y, float a, const float *x, int n);
     /* In-place activation (elementwise, so any split gives the same values). */
@@ -181,12 +163,6 @@ const nx_kernel_vt *nx__kernels(void);
 /* A named variant, or NULL when unknown or not supported by this CPU (tests). */
 const nx_kernel_vt *nx__kernels_variant(const char *name);
 
-/* Threaded matmul with the selected (or given) variant on packed panels (tests and benchmarks of
- * the tile kernel): OUT is split statically into whole panels across the pool's threads. pool
- * may be NULL. */
-void nx__matmul(nx_pool *pool, float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT);
-void nx__matmul_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const float *Wp, const float *b,
-                   int T, int IN, int OUT);
 /* Threaded in-place activation (static split of the n values). */
 void nx__act(nx_pool *pool, float *x, size_t n, nx_kact act);
 

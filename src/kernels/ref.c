@@ -114,40 +114,6 @@ void nx__attention_ref(float *out, const float *q, const float *K, const float *
     for (int k = 0; k < n; k++) nx__axpy_ref(out, scores[k], V + (size_t)(k0 + k) * ld, d);
 }
 
-size_t nx__packed_floats(int OUT, int IN) {
-    size_t panels = ((size_t)OUT + NX_PANEL - 1) / NX_PANEL;
-    return panels * NX_PANEL * (size_t)IN;
-}
-
-void nx__pack_panel(float *dst, const float *rows, int nrows, int p, int IN) {
-    float *panel = dst + (size_t)p * (size_t)IN * NX_PANEL;
-    for (int k = 0; k < IN; k++)
-        for (int l = 0; l < NX_PANEL; l++) panel[(size_t)k * NX_PANEL + l] = l < nrows ? rows[(size_t)l * IN + k] : 0.0f;
-}
-
-void nx__pack(float *dst, const float *W, int OUT, int IN) {
-    for (int p = 0; p * NX_PANEL < OUT; p++) {
-        int nrows = OUT - p * NX_PANEL < NX_PANEL ? OUT - p * NX_PANEL : NX_PANEL;
-        nx__pack_panel(dst, W + (size_t)p * NX_PANEL * IN, nrows, p, IN);
-    }
-}
-
-/* The scalar variant on packed weights (what NX_KERNELS=ref runs): same k order as the
- * reference, so it differs from nx__matmul_ref only by where the data sits. */
-static void matmul_rows_ref(float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT, int r0,
-                            int r1) {
-    (void)OUT;
-    for (int t = 0; t < T; t++) {
-        const float *xt = x + (size_t)t * IN;
-        for (int o = r0; o < r1; o++) {
-            const float *w = Wp + (size_t)(o / NX_PANEL) * IN * NX_PANEL + (o % NX_PANEL);
-            float s = 0.0f;
-            for (int i = 0; i < IN; i++) s += xt[i] * w[(size_t)i * NX_PANEL];
-            y[(size_t)t * OUT + o] = s + (b ? b[o] : 0.0f);
-        }
-    }
-}
-
 /* Weight k of a row-major F32/F16/BF16 row, widened exactly. */
 static float wget(const void *row, nx_dtype wt, int k) {
     if (wt == NX_F32) return ((const float *)row)[k];
@@ -178,5 +144,5 @@ static void qdot_rows_ref(float *y, const nx_block_q8_0 *xq, const void *W, nx_d
                 nx__qdot_ref(xq + (size_t)t * nb, (const uint8_t *)W + (size_t)o * rb, wt, IN) + (b ? b[o] : 0.0f);
 }
 
-const nx_kernel_vt nx__kernels_ref_vt = {"ref",           matmul_rows_ref,   nx__dot_ref, nx__axpy_ref,  nx__act_ref,
-                                         nx__exp_sum_ref, nx__attention_ref, mv_rows_ref, qdot_rows_ref, nx__quantize_row_q8_0};
+const nx_kernel_vt nx__kernels_ref_vt = {"ref",       nx__dot_ref,   nx__axpy_ref,  nx__act_ref,          nx__exp_sum_ref,
+                                         nx__attention_ref, mv_rows_ref, qdot_rows_ref, nx__quantize_row_q8_0};

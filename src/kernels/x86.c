@@ -4,11 +4,7 @@
  * Compiled with per-function __attribute__((target)) so the rest of the binary stays
  * baseline x86-64; dispatch.c only calls a variant after CPUID says the CPU has it.
  *
- * Prefill: matmul_rows works on packed fp32 panels (kernels.h): for each input k it loads one
- * 16-wide weight vector per panel, broadcasts x[t][k] for each token of the tile and accumulates
- * outer products. AVX-512 tiles are up to 6 tokens x 4 panels (24 accumulators, 10 loads per
- * 24 FMAs); AVX2 tiles are up to 6 tokens x 1 panel (two ymm halves). Tokens are processed in
- * blocks that stay in L2 while a 4-panel group of weights is reused across the block.
+ * Prefill (more than NX_MV_MAX_T tokens) is the GEMM of gemm.c / gemm_x86.c.
  *
  * Decode: mv_rows and qdot_rows stream row-major weight rows once for all T <= NX_MV_MAX_T
  * tokens, several rows at a time (independent load streams, shared activation loads), with one
@@ -59,67 +55,6 @@ static inline T512 AI __m512 wload512(const void *W, size_t idx, const nx_dtype 
     __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)W + idx));
     if (wt == NX_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     return _mm512_cvtph_ps(h);
-}
-
-static inline T512 AI void ptile512(float *y, int ldy, const float *x, int ldx, const float *Wp, int IN, const float *b,
-                                    const int NT, const int NP, __mmask16 mlast) {
-    __m512 acc[6][4];
-    for (int i = 0; i < NT; i++)
-        for (int p = 0; p < NP; p++) acc[i][p] = _mm512_setzero_ps();
-    const size_t pstride = (size_t)IN * 16;
-    for (int k = 0; k < IN; k++) {
-        __m512 wv[4];
-        for (int p = 0; p < NP; p++) wv[p] = _mm512_loadu_ps(Wp + (size_t)p * pstride + (size_t)k * 16);
-        for (int i = 0; i < NT; i++) {
-            __m512 xb = _mm512_set1_ps(x[(size_t)i * ldx + k]);
-            for (int p = 0; p < NP; p++) acc[i][p] = _mm512_fmadd_ps(xb, wv[p], acc[i][p]);
-        }
-    }
-    for (int i = 0; i < NT; i++)
-        for (int p = 0; p < NP; p++) {
-            __mmask16 m = p == NP - 1 ? mlast : (__mmask16)0xFFFF;
-            __m512 v = acc[i][p];
-            if (b) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, b + p * 16));
-            _mm512_mask_storeu_ps(y + (size_t)i * ldy + p * 16, m, v);
-        }
-}
-
-#define TB512 48   /* token block: 48 x IN floats of x stay in L2 while a panel group is reused */
-
-static T512 void matmul_rows_avx512(float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT,
-                                    int r0, int r1) {
-    (void)OUT;
-    int p0 = r0 / 16, p1 = (r1 + 15) / 16;
-    __mmask16 mend = (r1 % 16) ? (__mmask16)((1u << (r1 % 16)) - 1u) : (__mmask16)0xFFFF;
-    for (int t0 = 0; t0 < T; t0 += TB512) {
-        int t1 = t0 + TB512 < T ? t0 + TB512 : T;
-        for (int p = p0; p < p1; p += 4) {
-            int np = p1 - p < 4 ? p1 - p : 4;
-            __mmask16 m = p + np == p1 ? mend : (__mmask16)0xFFFF;
-            const float *w = Wp + (size_t)p * IN * 16;
-            const float *bp = b ? b + p * 16 : NULL;
-            float *yp = y + p * 16;
-            int t = t0;
-            if (np == 4) {
-                for (; t + 6 <= t1; t += 6) ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 6, 4, m);
-                switch (t1 - t) {
-                case 5: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 5, 4, m); break;
-                case 4: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 4, 4, m); break;
-                case 3: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 3, 4, m); break;
-                case 2: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 2, 4, m); break;
-                case 1: ptile512(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 1, 4, m); break;
-                default: break;
-                }
-            } else {
-                /* the last 1-3 panels of a range */
-                for (; t < t1; t++) {
-                    for (int q = 0; q < np; q++)
-                        ptile512(yp + (size_t)t * OUT + q * 16, OUT, x + (size_t)t * IN, IN, w + (size_t)q * IN * 16, IN,
-                                 bp ? bp + q * 16 : NULL, 1, 1, q == np - 1 ? m : (__mmask16)0xFFFF);
-                }
-            }
-        }
-    }
 }
 
 /* Decode on row-major float rows: NR rows x NT tokens of 16-lane accumulators (NR·NT <= 16),
@@ -386,58 +321,6 @@ static inline T256 AI __m256 wload256(const void *W, size_t idx, const nx_dtype 
     return _mm256_cvtph_ps(h);
 }
 
-/* 16 ymm registers: up to 6 tokens x one panel (two ymm halves) = 12 accumulators + 3. */
-static inline T256 AI void ptile256(float *y, int ldy, const float *x, int ldx, const float *Wp, int IN, const float *b,
-                                    const int NT, int nvalid) {
-    __m256 lo[6], hi[6];
-    for (int i = 0; i < NT; i++) lo[i] = hi[i] = _mm256_setzero_ps();
-    for (int k = 0; k < IN; k++) {
-        __m256 wl = _mm256_loadu_ps(Wp + (size_t)k * 16), wh = _mm256_loadu_ps(Wp + (size_t)k * 16 + 8);
-        for (int i = 0; i < NT; i++) {
-            __m256 xb = _mm256_broadcast_ss(x + (size_t)i * ldx + k);
-            lo[i] = _mm256_fmadd_ps(xb, wl, lo[i]);
-            hi[i] = _mm256_fmadd_ps(xb, wh, hi[i]);
-        }
-    }
-    int nl = nvalid < 8 ? nvalid : 8, nh = nvalid > 8 ? nvalid - 8 : 0;
-    __m256i ml = _mm256_loadu_si256((const __m256i *)(k_mask_tab + 8 - nl));
-    __m256i mh = _mm256_loadu_si256((const __m256i *)(k_mask_tab + 8 - nh));
-    __m256 bl = b ? _mm256_maskload_ps(b, ml) : _mm256_setzero_ps();
-    __m256 bh = b ? _mm256_maskload_ps(b + 8, mh) : _mm256_setzero_ps();
-    for (int i = 0; i < NT; i++) {
-        __m256 vl = b ? _mm256_add_ps(lo[i], bl) : lo[i];
-        __m256 vh = b ? _mm256_add_ps(hi[i], bh) : hi[i];
-        _mm256_maskstore_ps(y + (size_t)i * ldy, ml, vl);
-        _mm256_maskstore_ps(y + (size_t)i * ldy + 8, mh, vh);
-    }
-}
-
-#define TB256 48
-
-static T256 void matmul_rows_avx2(float *y, const float *x, const float *Wp, const float *b, int T, int IN, int OUT,
-                                  int r0, int r1) {
-    int p0 = r0 / 16, p1 = (r1 + 15) / 16;
-    for (int t0 = 0; t0 < T; t0 += TB256) {
-        int t1 = t0 + TB256 < T ? t0 + TB256 : T;
-        for (int p = p0; p < p1; p++) {
-            int nvalid = p == p1 - 1 && (r1 % 16) ? r1 % 16 : 16;
-            const float *w = Wp + (size_t)p * IN * 16;
-            const float *bp = b ? b + p * 16 : NULL;
-            float *yp = y + p * 16;
-            int t = t0;
-            for (; t + 6 <= t1; t += 6) ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 6, nvalid);
-            switch (t1 - t) {
-            case 5: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 5, nvalid); break;
-            case 4: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 4, nvalid); break;
-            case 3: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 3, nvalid); break;
-            case 2: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 2, nvalid); break;
-            case 1: ptile256(yp + (size_t)t * OUT, OUT, x + (size_t)t * IN, IN, w, IN, bp, 1, nvalid); break;
-            default: break;
-            }
-        }
-    }
-}
-
 /* Decode on row-major float rows, one row at a time for all T tokens (the row stays in L1
  * after the first token), 8 lanes x 2 accumulators per token; scalar IN % 16 tail. */
 static inline T256 AI void mv256(float *y, const float *x, const void *W, const float *b, int T, int IN, int OUT, int r0,
@@ -541,8 +424,8 @@ static T256 void attention_avx2(float *out, const float *q, const float *K, cons
 }
 
 /* AVX2 keeps the scalar activation and exp (libm): correct everywhere, only slower. */
-const nx_kernel_vt nx__kernels_avx2_vt = {"avx2",          matmul_rows_avx2, dot_avx2,     axpy_avx2,     nx__act_ref,
-                                          nx__exp_sum_ref, attention_avx2,   mv_rows_avx2, qdot_rows_avx2, nx__quantize_row_q8_0};
+const nx_kernel_vt nx__kernels_avx2_vt = {"avx2",         dot_avx2,       axpy_avx2,    nx__act_ref,    nx__exp_sum_ref,
+                                          attention_avx2, mv_rows_avx2, qdot_rows_avx2, nx__quantize_row_q8_0};
 
 /* ---- AVX-512 VNNI (after the AVX2 kernels it falls back to) ---------------------------- */
 #define TVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
@@ -688,15 +571,15 @@ static TVNNI void qdot_rows_avx512(float *y, const nx_block_q8_0 *xq, const void
         q512(y, xq, W, b, T, IN, OUT, r0, r1, NX_Q4_0);
 }
 
-const nx_kernel_vt nx__kernels_avx512_vt = {"avx512",       matmul_rows_avx512, dot_avx512,     axpy_avx512,
-                                            act_avx512,     exp_sum_avx512,     attention_avx512, mv_rows_avx512,
-                                            qdot_rows_avx512, quantize_q8_avx512};
+const nx_kernel_vt nx__kernels_avx512_vt = {"avx512",         dot_avx512,       axpy_avx512,      act_avx512,
+                                            exp_sum_avx512,   attention_avx512, mv_rows_avx512,   qdot_rows_avx512,
+                                            quantize_q8_avx512};
 
 #else /* not x86-64: only the reference exists; the tables alias it so callers need no #ifdef. */
 
 int nx__cpu_has_avx2(void) { return 0; }
 int nx__cpu_has_avx512(void) { return 0; }
-const nx_kernel_vt nx__kernels_avx512_vt = {"avx512-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-const nx_kernel_vt nx__kernels_avx2_vt = {"avx2-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+const nx_kernel_vt nx__kernels_avx512_vt = {"avx512-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+const nx_kernel_vt nx__kernels_avx2_vt = {"avx2-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 
 #endif
