@@ -8,6 +8,7 @@
  *   nx_session  one sequence: the KV cache (allocated once, at creation, for n_ctx tokens),
  *               activation scratch, the token history and a thread pool. Not thread-safe; use
  *               one session per concurrent sequence.
+ *   nx_batch    scratch for one decode step of many sessions in one pass (nx_batch_decode).
  *   nx_sampler  turns a logits row into a token id (greedy, temperature, top-k/p, min-p,
  *               repetition penalty), with its own seeded RNG.
  *
@@ -35,6 +36,7 @@ extern "C" {
 typedef struct nx_model nx_model;
 typedef struct nx_session nx_session;
 typedef struct nx_sampler nx_sampler;
+typedef struct nx_batch nx_batch;
 
 /* ---- model ----------------------------------------------------------------------------- */
 typedef struct nx_model_opts {
@@ -114,6 +116,39 @@ NX_API const int32_t *nx_session_tokens(const nx_session *s);
 /* Drops cached tokens from position n on (0 = reset). n > n_past is NX_ERR_RANGE. */
 NX_API nx_status nx_session_truncate(nx_session *s, int n);
 NX_API void nx_session_reset(nx_session *s);
+
+/* ---- batched decode ------------------------------------------------------------------------ */
+/* Decoding is memory-bound: one token's step streams every weight once. nx_batch_decode runs
+ * one decode step of n sessions in one pass (continuous batching, as vLLM's and llama.cpp's
+ * servers do): the linear layers run as one matmul over the n rows, so the weights are read
+ * once for n tokens, while attention runs per session over its own KV cache and position.
+ *
+ *   nx_batch *b;  NX_TRY(nx_batch_create(m, 16, &b));           // scratch for up to 16 rows
+ *   nx_session *s[3] = {s0, s1, s2};  int32_t ids[3] = {t0, t1, t2};
+ *   NX_TRY(nx_batch_decode(b, s, ids, 3, NULL));                 // each s[i] advanced by ids[i]
+ *   const float *row = nx_session_logits(s[1]);
+ *
+ * Exactness: session i ends in exactly the state nx_session_forward(s[i], &ids[i], 1, ...)
+ * would leave it in (cache, n_past, logits), bit for bit, for every run type, batch size,
+ * batch composition and thread count. So a sequence's output never depends on what else is
+ * in the batch; sessions join and leave between calls freely. Prefill is not batched here:
+ * run prompts through nx_session_forward, then decode them together. */
+
+/* Scratch for decode steps of up to max_seqs sessions of model m (about max_seqs x
+ * (10·H + I + V) floats; no KV cache: each session has its own). m is borrowed and must
+ * outlive the batch. *out is owned by the caller (nx_batch_free). Not thread-safe: one call
+ * at a time per batch. */
+NX_API nx_status nx_batch_create(const nx_model *m, int max_seqs, nx_batch **out);
+NX_API void nx_batch_free(nx_batch *b);   /* NULL is fine */
+NX_API int nx_batch_max_seqs(const nx_batch *b);
+/* Appends token ids[i] to session s[i] at its position n_past (i < n) and computes its next
+ * logits, kept in the session (nx_session_logits) and, when logits is not NULL, also written
+ * to caller memory of n·V floats (row i for s[i]). The sessions must be distinct, run the
+ * batch's model and share one thread pool (nx_session_opts.pool; the step runs on it); each
+ * keeps its own n_ctx. Errors (no session is changed): NX_ERR_INVALID_ARG for n outside
+ * [1, max_seqs], a NULL or repeated session, another model or another pool; NX_ERR_RANGE for
+ * a session whose context is full or an id outside [0, V). */
+NX_API nx_status nx_batch_decode(nx_batch *b, nx_session *const *s, const int32_t *ids, int n, float *logits);
 
 /* ---- sampler ------------------------------------------------------------------------------ */
 typedef struct nx_sampler_params {

@@ -1,0 +1,197 @@
+/*
+ * test_batch.c - batched decoding (nx_batch_decode) against each session's own decode step.
+ *
+ * The oracle is nx_session_forward(s, &id, 1, ...) on a separate session with its own
+ * single-thread pool, which test_model.c checks against Hugging Face. A batched step must give
+ * every session bit-identical logits (and leave a cache that keeps giving them on later
+ * steps) for all three families, every run type, B = 1..8, prompts of different lengths
+ * (one session starts empty), sessions joining and leaving between steps, and 1 or 2
+ * threads. The shapes are big enough that the 2-thread runs hand matmuls and attention to the
+ * pool, and B > NX_QDOT_MAX_T reaches the batched integer-dot path of Q8_0/Q4_0.
+ */
+#include "neox.h"
+#include "test.h"
+
+#include <stdint.h>
+
+#define MAX_B 8
+#define STEPS 5
+
+static void small_config(const char *preset, nx_model_config *cfg) {
+    nx_model_config c;
+    if (nx_model_config_preset(preset, &c) != NX_OK) abort();
+    c.n_layer = 2;
+    c.hidden_size = 128;
+    c.n_head = 2;
+    c.head_dim = 64;
+    c.intermediate_size = 512;
+    c.vocab_size = 1000;
+    c.max_position_embeddings = 160;
+    if (c.rotary_dim) c.rotary_dim = 16;
+    if (c.window_size) c.window_size = 8;   /* GPT-Neo: the local layer really cuts keys off */
+    *cfg = c;
+}
+
+/* Prompt length of session i in a batch of B: 0 for session 2 (a fresh cache), else 50..86. */
+static int prompt_len(int i, int B) { return i == 2 ? 0 : 50 + (7 * i + 3 * B) % 37; }
+static int32_t token_at(int i, int t, int V) { return (int32_t)((t * 131 + i * 17 + 5) % V); }
+
+/* One family, one run type, one thread count: B = 1..8 with joins and leaves. */
+static void check_batch(const nx_model *m, int n_threads, const char *what) {
+    int V = nx_model_get_config(m)->vocab_size;
+    nx_pool *pool = nx_pool_create(n_threads);
+    nx_batch *b = NULL;
+    CHECK(pool && nx_batch_create(m, MAX_B, &b) == NX_OK);
+    float *out = malloc(sizeof(float) * MAX_B * (size_t)V);
+    CHECK(out);
+    for (int B = 1; B <= MAX_B; B++) {
+        nx_session *ref[MAX_B] = {0}, *bat[MAX_B] = {0};
+        int32_t prompt[128];
+        for (int i = 0; i < B; i++) {
+            nx_session_opts ro = {.n_ctx = 160, .n_threads = 1}, bo = {.n_ctx = 160, .pool = pool};
+            CHECK(nx_session_create(m, &ro, &ref[i]) == NX_OK);
+            CHECK(nx_session_create(m, &bo, &bat[i]) == NX_OK);
+            int n = prompt_len(i, B);
+            for (int t = 0; t < n; t++) prompt[t] = token_at(i, t, V);
+            if (n) {
+                CHECK(nx_session_forward(ref[i], prompt, n, NULL) == NX_OK);
+                CHECK(nx_session_forward(bat[i], prompt, n, NULL) == NX_OK);
+            }
+        }
+        for (int step = 0; step < STEPS; step++) {
+            /* Session i sits out the steps where (i + step) % 4 == 3: the batch changes shape. */
+            nx_session *act[MAX_B];
+            int32_t ids[MAX_B];
+            int idx[MAX_B], n = 0;
+            for (int i = 0; i < B; i++) {
+                if (B > 1 && (i + step) % 4 == 3) continue;
+                act[n] = bat[i];
+                idx[n] = i;
+                ids[n] = token_at(i, 1000 + step, V);
+                n++;
+            }
+            CHECK(nx_batch_decode(b, act, ids, n, step % 2 ? out : NULL) == NX_OK);
+            for (int k = 0; k < n; k++) {
+                int i = idx[k];
+                CHECK(nx_session_forward(ref[i], &ids[k], 1, NULL) == NX_OK);
+                const float *want = nx_session_logits(ref[i]), *got = nx_session_logits(bat[i]);
+                CHECK(got && want);
+                CHECK_EQ_INT(nx_session_n_past(bat[i]), nx_session_n_past(ref[i]));
+                CHECK_MSG(memcmp(got, want, sizeof(float) * (size_t)V) == 0, "%s, %d threads, B %d, step %d, session %d",
+                          what, n_threads, B, step, i);
+                if (step % 2) CHECK(memcmp(out + (size_t)k * V, want, sizeof(float) * (size_t)V) == 0);
+                CHECK(memcmp(nx_session_tokens(bat[i]), nx_session_tokens(ref[i]),
+                             sizeof(int32_t) * (size_t)nx_session_n_past(ref[i])) == 0);
+            }
+            double mx = 0;   /* the comparison is about real numbers, not zeros */
+            for (int v = 0; v < V; v++) mx = fmax(mx, fabs(nx_session_logits(act[0])[v]));
+            CHECK(mx > 1e-3 && isfinite(mx));
+        }
+        for (int i = 0; i < B; i++) {
+            nx_session_free(ref[i]);
+            nx_session_free(bat[i]);
+        }
+    }
+    free(out);
+    nx_batch_free(b);
+    nx_pool_free(pool);
+}
+
+static void check_family(const char *preset) {
+    static const nx_dtype types[] = {NX_F32, NX_BF16, NX_F16, NX_Q8_0, NX_Q4_0};
+    nx_model_config cfg;
+    small_config(preset, &cfg);
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        nx_model *m = NULL;
+        CHECK(nx_model_create_random(&cfg, 11, 0.05f, &m) == NX_OK);
+        CHECK(nx_model_convert(m, types[t]) == NX_OK);
+        char what[64];
+        snprintf(what, sizeof what, "%s %s", preset, nx_dtype_name(types[t]));
+        for (int th = 1; th <= 2; th++) {
+            check_batch(m, th, what);
+            if (t_current_failed) break;
+        }
+        nx_model_free(m);
+        if (t_current_failed) return;
+    }
+}
+
+static void test_neox(void) { check_family("pythia-14m"); }
+static void test_gptj(void) { check_family("gpt-j-6b"); }
+static void test_neo(void) { check_family("gpt-neo-125m"); }
+
+/* Bad input is an error naming the problem, and no session moves. */
+static void test_errors(void) {
+    nx_model_config cfg;
+    small_config("pythia-14m", &cfg);
+    cfg.max_position_embeddings = 8;
+    nx_model *m = NULL, *m2 = NULL;
+    CHECK(nx_model_create_random(&cfg, 1, 0.05f, &m) == NX_OK);
+    CHECK(nx_model_create_random(&cfg, 2, 0.05f, &m2) == NX_OK);
+    nx_pool *pool = nx_pool_create(1);
+    nx_session *s[4] = {0}, *other_model = NULL, *other_pool = NULL;
+    nx_session_opts so = {.pool = pool};
+    for (int i = 0; i < 4; i++) CHECK(nx_session_create(m, &so, &s[i]) == NX_OK);
+    CHECK(nx_session_create(m2, &so, &other_model) == NX_OK);
+    nx_session_opts own = {.n_threads = 1};
+    CHECK(nx_session_create(m, &own, &other_pool) == NX_OK);
+    nx_batch *b = NULL;
+    CHECK_EQ_INT(nx_batch_create(m, 0, &b), NX_ERR_INVALID_ARG);
+    CHECK_EQ_INT(nx_batch_create(NULL, 2, &b), NX_ERR_INVALID_ARG);
+    CHECK(nx_batch_create(m, 3, &b) == NX_OK);
+    CHECK_EQ_INT(nx_batch_max_seqs(b), 3);
+    int32_t ids[4] = {1, 2, 3, 4};
+
+    CHECK_EQ_INT(nx_batch_decode(b, s, ids, 0, NULL), NX_ERR_INVALID_ARG);
+    CHECK_STR_CONTAINS(nx_last_error(), "0 sessions");
+    CHECK_EQ_INT(nx_batch_decode(b, s, ids, 4, NULL), NX_ERR_INVALID_ARG);
+    CHECK_STR_CONTAINS(nx_last_error(), "max_seqs = 3");
+    CHECK_EQ_INT(nx_batch_decode(b, NULL, ids, 1, NULL), NX_ERR_INVALID_ARG);
+    CHECK_EQ_INT(nx_batch_decode(b, s, NULL, 1, NULL), NX_ERR_INVALID_ARG);
+
+    nx_session *mixed[2] = {s[0], other_model};
+    CHECK_EQ_INT(nx_batch_decode(b, mixed, ids, 2, NULL), NX_ERR_INVALID_ARG);
+    CHECK_STR_CONTAINS(nx_last_error(), "different model");
+    nx_session *pools[2] = {s[0], other_pool};
+    CHECK_EQ_INT(nx_batch_decode(b, pools, ids, 2, NULL), NX_ERR_INVALID_ARG);
+    CHECK_STR_CONTAINS(nx_last_error(), "different thread pool");
+    nx_session *dup[3] = {s[0], s[1], s[0]};
+    CHECK_EQ_INT(nx_batch_decode(b, dup, ids, 3, NULL), NX_ERR_INVALID_ARG);
+    CHECK_STR_CONTAINS(nx_last_error(), "sessions 0 and 2 are the same");
+    nx_session *withnull[2] = {s[0], NULL};
+    CHECK_EQ_INT(nx_batch_decode(b, withnull, ids, 2, NULL), NX_ERR_INVALID_ARG);
+
+    int32_t bad[2] = {1, 1000};
+    CHECK_EQ_INT(nx_batch_decode(b, s, bad, 2, NULL), NX_ERR_RANGE);
+    CHECK_STR_CONTAINS(nx_last_error(), "token 1000 (session 1)");
+
+    int32_t fill[8] = {0};
+    CHECK(nx_session_forward(s[1], fill, 8, NULL) == NX_OK);   /* s[1] is at its context limit */
+    CHECK(nx_session_forward(s[0], fill, 3, NULL) == NX_OK);
+    CHECK_EQ_INT(nx_batch_decode(b, s, ids, 2, NULL), NX_ERR_RANGE);
+    CHECK_STR_CONTAINS(nx_last_error(), "session 1: context full");
+    /* Nothing moved: s[0] still holds its 3 tokens and decodes normally. */
+    CHECK_EQ_INT(nx_session_n_past(s[0]), 3);
+    CHECK_EQ_INT(nx_session_n_past(s[2]), 0);
+    nx_session *ok[2] = {s[0], s[2]};
+    CHECK(nx_batch_decode(b, ok, ids, 2, NULL) == NX_OK);
+    CHECK_EQ_INT(nx_session_n_past(s[0]), 4);
+    CHECK_EQ_INT(nx_session_n_past(s[2]), 1);
+
+    nx_batch_free(b);
+    nx_batch_free(NULL);
+    for (int i = 0; i < 4; i++) nx_session_free(s[i]);
+    nx_session_free(other_model);
+    nx_session_free(other_pool);
+    nx_pool_free(pool);
+    nx_model_free(m);
+    nx_model_free(m2);
+}
+
+int main(void) {
+    TEST_RUN(test_errors);
+    TEST_RUN(test_neox);
+    TEST_RUN(test_gptj);
+    TEST_RUN(test_neo);
+    TEST_END();
+}
