@@ -144,6 +144,10 @@ struct nx_server_core {
     nx_pool *pool;
     int n_slots;
     struct srv_slot *slots;
+    nx_batch *batch;          /* one decode step of every decoding slot per round */
+    nx_session **dec_s;       /* [n_slots] this round's decoding sessions, */
+    int32_t *dec_id;          /* their tokens */
+    int *dec_slot;            /* and slot indices */
     int max_queue, n_waiting;
     srv_req *qhead, *qtail;
     pthread_mutex_t mu;
