@@ -499,6 +499,7 @@ static int run_task(const eval_args *a, const char *model_dir, metrics *res, jso
         json_object_set_new(settings, "prompt", json_integer(a->prompt ? a->prompt : 32));
         json_object_set_new(settings, "continuation", json_integer(a->cont ? a->cont : 32));
         json_object_set_new(settings, "allow_eos", json_boolean(a->allow_eos));
+        json_object_set_new(settings, "batch", json_integer(a->batch ? a->batch : 16));
         put(res, "mean_score", mr.mean_score);
         put_int(res, "memorized", (double)mr.n_memorized);
         put(res, "memorized_fraction", (double)mr.n_memorized / (double)mr.n);
