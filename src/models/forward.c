@@ -182,8 +182,8 @@ typedef struct {
 } qdot_job;
 
 /* Static split of OUT in 64-row groups; per group, every row of the batch. A group of weight
- * rows (at most 64 x IN bytes-ish) is read from memory once and stays in cache for the other
- * T - 1 rows, so the weights stream once per pass instead of once per sequence. */
+ * rows (55 KB of Q8_0 at IN = 768, 221 KB at IN = 3072) is read from memory once and stays
+ * in L2 for the other T - 1 rows, so the weights stream once per pass, not once per sequence. */
 static void qdot_worker(int ith, int nth, void *arg) {
     const qdot_job *j = arg;
     const fw_pass *f = j->f;
