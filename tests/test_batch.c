@@ -1,12 +1,13 @@
 /*
- * test_batch.c - batched decoding (nx_batch_decode) against each session's own decode step.
+ * test_batch.c - batched forwards (nx_batch_decode, nx_batch_forward) against each session's
+ * own nx_session_forward.
  *
- * The oracle is nx_session_forward(s, &id, 1, ...) on a separate session with its own
- * single-thread pool, which test_model.c checks against Hugging Face. A batched step must give
- * every session bit-identical logits (and leave a cache that keeps giving them on later
- * steps) for all three families, every run type, B = 1..8, prompts of different lengths
- * (one session starts empty), sessions joining and leaving between steps, and 1 or 2
- * threads. The shapes are big enough that the 2-thread runs hand matmuls and attention to the
+ * The oracle is nx_session_forward on a separate session with its own single-thread pool,
+ * which test_model.c checks against Hugging Face. A batched call must give every session
+ * bit-identical logits (and leave a cache that keeps giving them on later steps) for all three
+ * families, every run type, B = 1..8, prompts of different lengths (one session starts empty),
+ * sessions joining and leaving between calls, prefill chunks of 1..12 tokens mixed with
+ * decode steps, and 1 or 2 threads. The shapes are big enough that the 2-thread runs hand matmuls and attention to the
  * pool, and B > NX_QDOT_MAX_T reaches the batched integer-dot path of Q8_0/Q4_0.
  */
 #include "neox.h"
@@ -41,7 +42,7 @@ static void check_batch(const nx_model *m, int n_threads, const char *what) {
     int V = nx_model_get_config(m)->vocab_size;
     nx_pool *pool = nx_pool_create(n_threads);
     nx_batch *b = NULL;
-    CHECK(pool && nx_batch_create(m, MAX_B, &b) == NX_OK);
+    CHECK(pool && nx_batch_create(m, MAX_B, 0, &b) == NX_OK);
     float *out = malloc(sizeof(float) * MAX_B * (size_t)V);
     CHECK(out);
     for (int B = 1; B <= MAX_B; B++) {
@@ -97,6 +98,60 @@ static void check_batch(const nx_model *m, int n_threads, const char *what) {
     nx_pool_free(pool);
 }
 
+/* nx_batch_forward with prefill chunks and decode steps mixed in one call: k_i tokens for
+ * session i, from 1 to 12 (both sides of NX_QDOT_MAX_T, where Q8_0/Q4_0 change path), against
+ * nx_session_forward(ref_i, those tokens, k_i, NULL). */
+static void check_mixed(const nx_model *m, int n_threads, const char *what) {
+    enum { NS = 6, ROUNDS = 6 };
+    static const int k_tab[] = {1, 5, 2, 12, 4, 3, 7};
+    int V = nx_model_get_config(m)->vocab_size;
+    nx_pool *pool = nx_pool_create(n_threads);
+    nx_batch *b = NULL;
+    CHECK(pool && nx_batch_create(m, NS, NS * 12, &b) == NX_OK);
+    CHECK_EQ_INT(nx_batch_max_tokens(b), NS * 12);
+    nx_session *ref[NS] = {0}, *bat[NS] = {0};
+    for (int i = 0; i < NS; i++) {
+        nx_session_opts ro = {.n_ctx = 160, .n_threads = 1}, bo = {.n_ctx = 160, .pool = pool};
+        CHECK(nx_session_create(m, &ro, &ref[i]) == NX_OK);
+        CHECK(nx_session_create(m, &bo, &bat[i]) == NX_OK);
+    }
+    float *out = malloc(sizeof(float) * NS * (size_t)V);
+    CHECK(out);
+    for (int r = 0; r < ROUNDS; r++) {
+        nx_session *act[NS];
+        int32_t ids[NS * 12];
+        int nt[NS], idx[NS], n = 0, total = 0;
+        for (int i = 0; i < NS; i++) {
+            if ((i + r) % 5 == 4) continue;   /* sits this round out */
+            act[n] = bat[i];
+            idx[n] = i;
+            nt[n] = k_tab[(i * 3 + r) % 7];
+            for (int t = 0; t < nt[n]; t++) ids[total + t] = token_at(i, 100 * r + t, V);
+            total += nt[n];
+            n++;
+        }
+        CHECK(nx_batch_forward(b, act, ids, nt, n, r % 2 ? out : NULL) == NX_OK);
+        for (int k = 0, off = 0; k < n; off += nt[k], k++) {
+            int i = idx[k];
+            CHECK(nx_session_forward(ref[i], ids + off, nt[k], NULL) == NX_OK);
+            const float *want = nx_session_logits(ref[i]);
+            CHECK_EQ_INT(nx_session_n_past(bat[i]), nx_session_n_past(ref[i]));
+            CHECK_MSG(memcmp(nx_session_logits(bat[i]), want, sizeof(float) * (size_t)V) == 0,
+                      "%s, %d threads, round %d, session %d (%d tokens)", what, n_threads, r, i, nt[k]);
+            if (r % 2) CHECK(memcmp(out + (size_t)k * V, want, sizeof(float) * (size_t)V) == 0);
+            CHECK(memcmp(nx_session_tokens(bat[i]), nx_session_tokens(ref[i]),
+                         sizeof(int32_t) * (size_t)nx_session_n_past(ref[i])) == 0);
+        }
+    }
+    for (int i = 0; i < NS; i++) {
+        nx_session_free(ref[i]);
+        nx_session_free(bat[i]);
+    }
+    free(out);
+    nx_batch_free(b);
+    nx_pool_free(pool);
+}
+
 static void check_family(const char *preset) {
     static const nx_dtype types[] = {NX_F32, NX_BF16, NX_F16, NX_Q8_0, NX_Q4_0};
     nx_model_config cfg;
@@ -107,9 +162,9 @@ static void check_family(const char *preset) {
         CHECK(nx_model_convert(m, types[t]) == NX_OK);
         char what[64];
         snprintf(what, sizeof what, "%s %s", preset, nx_dtype_name(types[t]));
-        for (int th = 1; th <= 2; th++) {
+        for (int th = 1; th <= 2 && !t_current_failed; th++) {
             check_batch(m, th, what);
-            if (t_current_failed) break;
+            if (!t_current_failed) check_mixed(m, th, what);
         }
         nx_model_free(m);
         if (t_current_failed) return;
@@ -135,10 +190,10 @@ static void test_errors(void) {
     CHECK(nx_session_create(m2, &so, &other_model) == NX_OK);
     nx_session_opts own = {.n_threads = 1};
     CHECK(nx_session_create(m, &own, &other_pool) == NX_OK);
-    nx_batch *b = NULL;
-    CHECK_EQ_INT(nx_batch_create(m, 0, &b), NX_ERR_INVALID_ARG);
-    CHECK_EQ_INT(nx_batch_create(NULL, 2, &b), NX_ERR_INVALID_ARG);
-    CHECK(nx_batch_create(m, 3, &b) == NX_OK);
+    nx_batch *b = NULL, *b2 = NULL;
+    CHECK_EQ_INT(nx_batch_create(m, 0, 0, &b), NX_ERR_INVALID_ARG);
+    CHECK_EQ_INT(nx_batch_create(NULL, 2, 0, &b), NX_ERR_INVALID_ARG);
+    CHECK(nx_batch_create(m, 3, 0, &b) == NX_OK);
     CHECK_EQ_INT(nx_batch_max_seqs(b), 3);
     int32_t ids[4] = {1, 2, 3, 4};
 
@@ -163,7 +218,23 @@ static void test_errors(void) {
 
     int32_t bad[2] = {1, 1000};
     CHECK_EQ_INT(nx_batch_decode(b, s, bad, 2, NULL), NX_ERR_RANGE);
-    CHECK_STR_CONTAINS(nx_last_error(), "token 1000 (session 1)");
+    CHECK_STR_CONTAINS(nx_last_error(), "token 1000 (session 1, index 0)");
+
+    nx_session_opts small = {.n_batch = 2, .pool = pool};
+    nx_session *s2 = NULL;
+    CHECK(nx_session_create(m, &small, &s2) == NX_OK);
+    nx_session *pair[2] = {s[0], s2};
+    int nt[2] = {2, 3};
+    CHECK_EQ_INT(nx_batch_forward(b, pair, ids, nt, 2, NULL), NX_ERR_INVALID_ARG);   /* 3 > s2's n_batch */
+    CHECK_STR_CONTAINS(nx_last_error(), "session 1: 3 tokens (need 1 .. the session's n_batch = 2)");
+    nx_session_free(s2);
+    int nt4[2] = {2, 2};
+    CHECK_EQ_INT(nx_batch_forward(b, s, ids, nt4, 2, NULL), NX_ERR_INVALID_ARG);   /* 4 tokens > max_tokens 3 */
+    CHECK_STR_CONTAINS(nx_last_error(), "4 tokens in all exceed the batch's max_tokens 3");
+    int nt0[2] = {1, 0};
+    CHECK_EQ_INT(nx_batch_forward(b, s, ids, nt0, 2, NULL), NX_ERR_INVALID_ARG);
+    CHECK_EQ_INT(nx_batch_forward(b, s, ids, NULL, 2, NULL), NX_ERR_INVALID_ARG);
+    CHECK_EQ_INT(nx_batch_create(m, 4, 3, &b2), NX_ERR_INVALID_ARG);   /* max_tokens < max_seqs */
 
     int32_t fill[8] = {0};
     CHECK(nx_session_forward(s[1], fill, 8, NULL) == NX_OK);   /* s[1] is at its context limit */

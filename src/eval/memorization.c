@@ -119,7 +119,7 @@ static nx_status mem_workers_create(const nx_model *m, int nt, int B, int P, int
         mw->hits = nx__malloc((size_t)B * sizeof *mw->hits);
         if (!mw->pool || !mw->s || !mw->seq || !mw->tok || !mw->hits)
             return nx__error(NX_ERR_NOMEM, "memorization: worker state for a batch of %d", B);
-        NX_TRY(nx_batch_create(m, B, &mw->batch));
+        NX_TRY(nx_batch_create(m, B, 0, &mw->batch));
         for (int i = 0; i < B; i++) {
             nx_session_opts so = {.n_ctx = P + K, .n_batch = P < 256 ? P : 256, .pool = mw->pool};
             NX_TRY(nx_session_create(m, &so, &mw->s[i]));

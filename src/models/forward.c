@@ -106,26 +106,28 @@ void nx_session_reset(nx_session *s) {
 
 /* ---- one pass over a set of rows ---------------------------------------------------------- */
 
-/* The rows of one pass: T consecutive tokens of one session (n_seq == 1; prefill or decode),
- * or one token of each of T sessions (n_seq == T; batched decode). Every per-row operation
- * (LayerNorm, matmul output lane, rotary, attention over the row's own cache, activation) is
- * the same code in both cases and never mixes rows, which is why a batched row equals the
- * session's own decode step bit for bit. */
+/* The rows of one pass: T consecutive tokens of one session (`one`: prefill or decode), or the
+ * rows of a batch (row r belongs to session row_s[r] at position row_p[r]). Every per-row
+ * operation (LayerNorm, matmul output lane, rotary, attention over the row's own cache,
+ * activation) is the same code in both cases and never mixes rows, which is why a batched row
+ * equals the session's own forward bit for bit. The one exception is the path a Q8_0/Q4_0
+ * matmul takes, which depends on how many rows a session's own call would have; see linear(). */
 typedef struct {
     const nx_model *m;
     const nx_kernel_vt *vt;
     nx_pool *pool;
     int n_threads;
-    nx_session *const *seqs;
-    int n_seq, T;
+    int T;
+    nx_session *one;                    /* single-session pass, else NULL */
+    nx_session *const *row_s;           /* batched pass: [T] session of each row */
+    const int *row_p;                   /* [T] its position */
+    int n_short;                        /* batched pass: rows [0, n_short) are sessions' calls of <= NX_QDOT_MAX_T tokens */
     float *x, *u, *qkv, *att, *a, *h;   /* scratch, T rows each */
-    nx_block_q8_0 *xq;                  /* batched decode: T activation rows as Q8_0 (max(H, I)/32 blocks) */
+    nx_block_q8_0 *xq;                  /* batched pass: activation rows as Q8_0 (max(H, I)/32 blocks each) */
 } fw_pass;
 
-static inline nx_session *row_session(const fw_pass *f, int r) { return f->seqs[f->n_seq == 1 ? 0 : r]; }
-static inline int row_pos(const fw_pass *f, int r) {
-    return f->n_seq == 1 ? f->seqs[0]->n_past + r : f->seqs[r]->n_past;
-}
+static inline nx_session *row_session(const fw_pass *f, int r) { return f->one ? f->one : f->row_s[r]; }
+static inline int row_pos(const fw_pass *f, int r) { return f->one ? f->one->n_past + r : f->row_p[r]; }
 
 /* ---- attention ---------------------------------------------------------------------------- */
 
@@ -174,11 +176,12 @@ static void attn_worker(int ith, int nth, void *arg) {
 /* ---- linear layers ------------------------------------------------------------------------ */
 
 typedef struct {
-    const fw_pass *f;
+    const nx_kernel_vt *vt;
     float *y;
+    const nx_block_q8_0 *xq;
     const nx_wmat *W;
     const float *b;
-    int IN, OUT;
+    int T, IN, OUT;
 } qdot_job;
 
 /* Static split of OUT in 64-row groups; per group, every row of the batch. A group of weight
@@ -186,36 +189,51 @@ typedef struct {
  * in L2 for the other T - 1 rows, so the weights stream once per pass, not once per sequence. */
 static void qdot_worker(int ith, int nth, void *arg) {
     const qdot_job *j = arg;
-    const fw_pass *f = j->f;
     int units = (j->OUT + 63) / 64, per = (units + nth - 1) / nth;
     int r0 = ith * per * 64, r1 = r0 + per * 64 < j->OUT ? r0 + per * 64 : j->OUT;
     size_t nb = (size_t)j->IN / NX_QBLOCK;
     for (int g = r0; g < r1; g += 64) {
         int g1 = g + 64 < r1 ? g + 64 : r1;
-        for (int t = 0; t < f->T; t++)
-            f->vt->qdot_rows(j->y + (size_t)t * j->OUT, f->xq + (size_t)t * nb, j->W->data, j->W->type, j->b, j->IN, g,
-                             g1);
+        for (int t = 0; t < j->T; t++)
+            j->vt->qdot_rows(j->y + (size_t)t * j->OUT, j->xq + (size_t)t * nb, j->W->data, j->W->type, j->b, j->IN, g, g1);
     }
 }
 
-/* y = x·Wᵀ + b over the pass's T rows. A session's own pass (and a batch of at most
- * NX_QDOT_MAX_T rows) goes straight to nx__matmul_w. A larger decode batch on Q8_0/Q4_0 must
- * not take nx__matmul_w's prefill path (dequantized fp32 tiles: different sums than the
- * integer dots a single decode step uses), so it quantizes each activation row exactly as
- * nx__matmul_w does for decode and runs the same qdot_rows kernel per row. */
-static void linear(const fw_pass *f, float *y, const float *x, const nx_wmat *W, const float *b, int IN, int OUT) {
+/* y = x·Wᵀ + b over T rows that each stand for a decode-sized call (at most NX_QDOT_MAX_T
+ * tokens) of its own session. Up to NX_QDOT_MAX_T rows that is nx__matmul_w itself. Beyond,
+ * nx__matmul_w would take its prefill path on Q8_0/Q4_0 (dequantized fp32 tiles: other sums
+ * than the integer dots of a decode step), so each activation row is quantized exactly as
+ * nx__matmul_w does for decode and runs the same qdot_rows kernel. */
+static void linear_decode(const fw_pass *f, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN,
+                          int OUT) {
     bool blocks = W->type == NX_Q8_0 || W->type == NX_Q4_0;
-    if (f->n_seq == 1 || !blocks || f->T <= NX_QDOT_MAX_T) {
-        nx__matmul_w(f->pool, y, x, W, b, f->T, IN, OUT);
+    if (!blocks || T <= NX_QDOT_MAX_T) {
+        nx__matmul_w(f->pool, y, x, W, b, T, IN, OUT);
         return;
     }
     size_t nb = (size_t)IN / NX_QBLOCK;
-    for (int t = 0; t < f->T; t++) nx__quantize_row_q8_0(f->xq + (size_t)t * nb, x + (size_t)t * IN, IN);
-    qdot_job j = {f, y, W, b, IN, OUT};
-    if ((size_t)f->T * IN * OUT < 262144 || f->n_threads == 1)
+    for (int t = 0; t < T; t++) nx__quantize_row_q8_0(f->xq + (size_t)t * nb, x + (size_t)t * IN, IN);
+    qdot_job j = {f->vt, y, f->xq, W, b, T, IN, OUT};
+    if ((size_t)T * IN * OUT < 262144 || f->n_threads == 1)
         qdot_worker(0, 1, &j);
     else
         nx_pool_run(f->pool, qdot_worker, &j);
+}
+
+/* y = x·Wᵀ + b over the pass's T rows. fp32 and 16-bit weights: one nx__matmul_w, whose every
+ * output lane is independent of T. Q8_0/Q4_0 in a batch: the rows of sessions with short calls
+ * (decode path) and those with long ones (prefill path, each session's rows > NX_QDOT_MAX_T, so
+ * their union is too) go separately, each the way the session's own call would go. */
+static void linear(const fw_pass *f, float *y, const float *x, const nx_wmat *W, const float *b, int IN, int OUT) {
+    bool blocks = W->type == NX_Q8_0 || W->type == NX_Q4_0;
+    if (f->one || !blocks) {
+        nx__matmul_w(f->pool, y, x, W, b, f->T, IN, OUT);
+        return;
+    }
+    if (f->n_short) linear_decode(f, y, x, W, b, f->n_short, IN, OUT);
+    if (f->T > f->n_short)
+        nx__matmul_w(f->pool, y + (size_t)f->n_short * OUT, x + (size_t)f->n_short * IN, W, b, f->T - f->n_short, IN,
+                     OUT);
 }
 
 /* ---- the layers ---------------------------------------------------------------------------- */
@@ -305,7 +323,7 @@ static void forward_rows(const fw_pass *f, const int32_t *ids) {
 static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logits) {
     const nx_model *m = s->m;
     int H = m->H;
-    fw_pass f = {m, s->vt, s->pool, s->n_threads, &s, 1, T, s->x, s->u, s->qkv, s->att, s->a, s->h, NULL};
+    fw_pass f = {m, s->vt, s->pool, s->n_threads, T, s, NULL, NULL, 0, s->x, s->u, s->qkv, s->att, s->a, s->h, NULL};
     forward_rows(&f, ids);
     /* Only the rows somebody reads go through the (large) head. */
     if (logits) {
@@ -339,37 +357,51 @@ nx_status nx_session_forward(nx_session *s, const int32_t *ids, int n, float *lo
     return NX_OK;
 }
 
-/* ---- batched decode ----------------------------------------------------------------------- */
+/* ---- batched forward ---------------------------------------------------------------------- */
 
 struct nx_batch {
     const nx_model *m;
-    int max_seqs;
-    float *x, *u, *qkv, *att, *a, *h;   /* max_seqs rows each */
+    int max_seqs, max_tokens;
+    float *x, *u, *qkv, *att, *a, *h;   /* max_tokens rows each */
     float *logits;                      /* [max_seqs][V] when the caller passes none */
-    nx_block_q8_0 *xq;                  /* [max_seqs][max(H, I)/32] */
+    nx_block_q8_0 *xq;                  /* [max_tokens][max(H, I)/32] */
+    int32_t *ids;                       /* [max_tokens] the tokens in row order */
+    nx_session **row_s;                 /* [max_tokens] */
+    int *row_p;                         /* [max_tokens] */
+    int *last;                          /* [max_seqs] row of each session's last token */
 };
 
-nx_status nx_batch_create(const nx_model *m, int max_seqs, nx_batch **out) {
+nx_status nx_batch_create(const nx_model *m, int max_seqs, int max_tokens, nx_batch **out) {
     if (!m || !out) return nx__error(NX_ERR_INVALID_ARG, "nx_batch_create: NULL argument");
     *out = NULL;
     if (max_seqs < 1) return nx__error(NX_ERR_INVALID_ARG, "nx_batch_create: max_seqs %d < 1", max_seqs);
+    if (max_tokens == 0) max_tokens = max_seqs;
+    if (max_tokens < max_seqs)
+        return nx__error(NX_ERR_INVALID_ARG, "nx_batch_create: max_tokens %d < max_seqs %d", max_tokens, max_seqs);
     nx_batch *b = nx__calloc(1, sizeof *b);
     if (!b) return nx__error(NX_ERR_NOMEM, "out of memory");
     b->m = m;
     b->max_seqs = max_seqs;
-    size_t B = (size_t)max_seqs, H = (size_t)m->H, I = (size_t)m->I;
+    b->max_tokens = max_tokens;
+    size_t R = (size_t)max_tokens, H = (size_t)m->H, I = (size_t)m->I;
     size_t nb = ((H > I ? H : I) + NX_QBLOCK - 1) / NX_QBLOCK;
-    b->x = nx__malloc_aligned(B * H * sizeof(float));
-    b->u = nx__malloc_aligned(B * H * sizeof(float));
-    b->qkv = nx__malloc_aligned(B * 3 * H * sizeof(float));
-    b->att = nx__malloc_aligned(B * H * sizeof(float));
-    b->a = nx__malloc_aligned(B * H * sizeof(float));
-    b->h = nx__malloc_aligned(B * I * sizeof(float));
-    b->logits = nx__malloc_aligned(B * (size_t)m->V * sizeof(float));
-    b->xq = nx__malloc(B * nb * sizeof *b->xq);
-    if (!b->x || !b->u || !b->qkv || !b->att || !b->a || !b->h || !b->logits || !b->xq) {
+    b->x = nx__malloc_aligned(R * H * sizeof(float));
+    b->u = nx__malloc_aligned(R * H * sizeof(float));
+    b->qkv = nx__malloc_aligned(R * 3 * H * sizeof(float));
+    b->att = nx__malloc_aligned(R * H * sizeof(float));
+    b->a = nx__malloc_aligned(R * H * sizeof(float));
+    b->h = nx__malloc_aligned(R * I * sizeof(float));
+    b->logits = nx__malloc_aligned((size_t)max_seqs * (size_t)m->V * sizeof(float));
+    b->xq = nx__malloc(R * nb * sizeof *b->xq);
+    b->ids = nx__malloc(R * sizeof *b->ids);
+    b->row_s = nx__malloc(R * sizeof *b->row_s);
+    b->row_p = nx__malloc(R * sizeof *b->row_p);
+    b->last = nx__malloc((size_t)max_seqs * sizeof *b->last);
+    if (!b->x || !b->u || !b->qkv || !b->att || !b->a || !b->h || !b->logits || !b->xq || !b->ids || !b->row_s ||
+        !b->row_p || !b->last) {
         nx_batch_free(b);
-        return nx__error(NX_ERR_NOMEM, "out of memory allocating a batch of %d sequences", max_seqs);
+        return nx__error(NX_ERR_NOMEM, "out of memory allocating a batch of %d sequences, %d tokens", max_seqs,
+                         max_tokens);
     }
     *out = b;
     return NX_OK;
@@ -385,53 +417,103 @@ void nx_batch_free(nx_batch *b) {
     nx__free_aligned(b->h);
     nx__free_aligned(b->logits);
     nx__free(b->xq);
+    nx__free(b->ids);
+    nx__free(b->row_s);
+    nx__free(b->row_p);
+    nx__free(b->last);
     nx__free(b);
 }
 
 int nx_batch_max_seqs(const nx_batch *b) { return b->max_seqs; }
+int nx_batch_max_tokens(const nx_batch *b) { return b->max_tokens; }
 
-/* Everything that would make the step wrong is checked before anything is written, so on
- * error every session is unchanged. */
-static nx_status batch_check(const nx_batch *b, nx_session *const *s, const int32_t *ids, int n) {
-    if (!b || !s || !ids) return nx__error(NX_ERR_INVALID_ARG, "nx_batch_decode: NULL argument");
+/* Everything that would make the call wrong is checked before anything is written, so on
+ * error every session is unchanged. n_tokens NULL: one token per session. */
+static nx_status batch_check(const nx_batch *b, nx_session *const *s, const int32_t *ids, const int *n_tokens, int n,
+                             const char *fn) {
+    if (!b || !s || !ids) return nx__error(NX_ERR_INVALID_ARG, "%s: NULL argument", fn);
     if (n < 1 || n > b->max_seqs)
-        return nx__error(NX_ERR_INVALID_ARG, "nx_batch_decode: %d sessions (need 1 .. max_seqs = %d)", n, b->max_seqs);
+        return nx__error(NX_ERR_INVALID_ARG, "%s: %d sessions (need 1 .. max_seqs = %d)", fn, n, b->max_seqs);
     const nx_model *m = b->m;
+    long total = 0;
     for (int i = 0; i < n; i++) {
-        if (!s[i]) return nx__error(NX_ERR_INVALID_ARG, "nx_batch_decode: session %d is NULL", i);
-        if (s[i]->m != m)
-            return nx__error(NX_ERR_INVALID_ARG, "nx_batch_decode: session %d runs a different model than the batch", i);
+        int k = n_tokens ? n_tokens[i] : 1;
+        if (!s[i]) return nx__error(NX_ERR_INVALID_ARG, "%s: session %d is NULL", fn, i);
+        if (s[i]->m != m) return nx__error(NX_ERR_INVALID_ARG, "%s: session %d runs a different model than the batch", fn, i);
         if (s[i]->pool != s[0]->pool)
             return nx__error(NX_ERR_INVALID_ARG,
-                             "nx_batch_decode: session %d uses a different thread pool than session 0 "
+                             "%s: session %d uses a different thread pool than session 0 "
                              "(create the sessions with one shared nx_session_opts.pool)",
-                             i);
+                             fn, i);
         for (int j = 0; j < i; j++)
-            if (s[j] == s[i])
-                return nx__error(NX_ERR_INVALID_ARG, "nx_batch_decode: sessions %d and %d are the same session", j, i);
-        if (s[i]->n_past >= s[i]->n_ctx)
-            return nx__error(NX_ERR_RANGE, "nx_batch_decode: session %d: context full (%d of %d positions used)", i,
-                             s[i]->n_past, s[i]->n_ctx);
-        if (ids[i] < 0 || ids[i] >= m->V)
-            return nx__error(NX_ERR_RANGE, "nx_batch_decode: token %d (session %d) outside the vocabulary [0, %d)",
-                             (int)ids[i], i, m->V);
+            if (s[j] == s[i]) return nx__error(NX_ERR_INVALID_ARG, "%s: sessions %d and %d are the same session", fn, j, i);
+        if (k < 1 || k > s[i]->n_batch)
+            return nx__error(NX_ERR_INVALID_ARG, "%s: session %d: %d tokens (need 1 .. the session's n_batch = %d)", fn, i,
+                             k, s[i]->n_batch);
+        if (k > s[i]->n_ctx - s[i]->n_past)
+            return nx__error(NX_ERR_RANGE, "%s: session %d: context full (%d cached + %d new tokens exceed %d positions)", fn,
+                             i, s[i]->n_past, k, s[i]->n_ctx);
+        for (int t = 0; t < k; t++)
+            if (ids[total + t] < 0 || ids[total + t] >= m->V)
+                return nx__error(NX_ERR_RANGE, "%s: token %d (session %d, index %d) outside the vocabulary [0, %d)", fn,
+                                 (int)ids[total + t], i, t, m->V);
+        total += k;
+    }
+    if (total > b->max_tokens)
+        return nx__error(NX_ERR_INVALID_ARG, "%s: %ld tokens in all exceed the batch's max_tokens %d", fn, total,
+                         b->max_tokens);
+    return NX_OK;
+}
+
+static nx_status batch_run(nx_batch *b, nx_session *const *s, const int32_t *ids, const int *n_tokens, int n,
+                           float *logits, const char *fn) {
+    NX_TRY(batch_check(b, s, ids, n_tokens, n, fn));
+    const nx_model *m = b->m;
+    int H = m->H, V = m->V;
+    /* Rows in two runs: sessions with decode-sized calls first, then the longer ones (see
+     * linear()); within each run in the caller's order. */
+    int T = 0, n_short = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        long off = 0;
+        for (int i = 0; i < n; i++) {
+            int k = n_tokens ? n_tokens[i] : 1;
+            if ((k <= NX_QDOT_MAX_T) == (pass == 0)) {
+                memcpy(b->ids + T, ids + off, (size_t)k * sizeof *ids);
+                for (int t = 0; t < k; t++) {
+                    b->row_s[T + t] = s[i];
+                    b->row_p[T + t] = s[i]->n_past + t;
+                }
+                T += k;
+                b->last[i] = T - 1;
+            }
+            off += k;
+        }
+        if (pass == 0) n_short = T;
+    }
+    fw_pass f = {m, s[0]->vt, s[0]->pool, s[0]->n_threads, T, NULL, b->row_s, b->row_p, n_short,
+                 b->x, b->u, b->qkv, b->att, b->a, b->h, b->xq};
+    forward_rows(&f, b->ids);
+    /* The head sees each session's last row only, as nx_session_forward(..., NULL) does: n rows
+     * of one token each. */
+    for (int i = 0; i < n; i++)
+        nx__layernorm_ref(b->u + (size_t)i * H, b->x + (size_t)b->last[i] * H, m->lnf_w, m->lnf_b, 1, H,
+                          m->cfg.layer_norm_eps);
+    float *out = logits ? logits : b->logits;
+    linear_decode(&f, out, b->u, &m->Whead, m->head_b, n, H, V);
+    for (int i = 0; i < n; i++) {
+        memcpy(s[i]->logits, out + (size_t)i * V, (size_t)V * sizeof(float));
+        s[i]->has_logits = true;
+        s[i]->n_past += n_tokens ? n_tokens[i] : 1;
     }
     return NX_OK;
 }
 
+nx_status nx_batch_forward(nx_batch *b, nx_session *const *s, const int32_t *ids, const int *n_tokens, int n,
+                           float *logits) {
+    if (!n_tokens) return nx__error(NX_ERR_INVALID_ARG, "nx_batch_forward: NULL argument");
+    return batch_run(b, s, ids, n_tokens, n, logits, "nx_batch_forward");
+}
+
 nx_status nx_batch_decode(nx_batch *b, nx_session *const *s, const int32_t *ids, int n, float *logits) {
-    NX_TRY(batch_check(b, s, ids, n));
-    const nx_model *m = b->m;
-    int H = m->H, V = m->V;
-    fw_pass f = {m, s[0]->vt, s[0]->pool, s[0]->n_threads, s, n, n, b->x, b->u, b->qkv, b->att, b->a, b->h, b->xq};
-    forward_rows(&f, ids);
-    float *out = logits ? logits : b->logits;
-    nx__layernorm_ref(b->u, b->x, m->lnf_w, m->lnf_b, n, H, m->cfg.layer_norm_eps);
-    linear(&f, out, b->u, &m->Whead, m->head_b, H, V);
-    for (int i = 0; i < n; i++) {
-        memcpy(s[i]->logits, out + (size_t)i * V, (size_t)V * sizeof(float));
-        s[i]->has_logits = true;
-        s[i]->n_past++;
-    }
-    return NX_OK;
+    return batch_run(b, s, ids, NULL, n, logits, "nx_batch_decode");
 }

@@ -625,7 +625,7 @@ nx_status srv_engine_start(nx_server_core *c, int n_threads) {
     c->dec_slot = nx__calloc((size_t)c->n_slots, sizeof *c->dec_slot);
     if (!c->slots || !c->dec_s || !c->dec_id || !c->dec_slot)
         return nx__error(NX_ERR_NOMEM, "serve: out of memory for %d slots", c->n_slots);
-    NX_TRY(nx_batch_create(c->model, c->n_slots, &c->batch));
+    NX_TRY(nx_batch_create(c->model, c->n_slots, 0, &c->batch));
     for (int i = 0; i < c->n_slots; i++) {
         nx_session_opts so = {.n_ctx = c->n_ctx, .pool = c->pool};
         NX_TRY(nx_session_create(c->model, &so, &c->slots[i].s));
