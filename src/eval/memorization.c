@@ -7,17 +7,20 @@
  * the sequence is extractable ("memorized").
  *
  * Sequences are spread over the workers in groups of `batch`. A worker owns `batch` sessions
- * (one shared single-thread pool, one KV cache each) and an nx_batch: it prefills each
- * sequence's prompt on its own session, then decodes the whole group together, one
- * nx_batch_decode per step, so the weights are read once per step for the group instead of
- * once per sequence. A batched step equals each session's own decode step bit for bit
- * (tests/test_batch.c), so scores never depend on the batch size or the thread count.
+ * (one shared single-thread pool, one KV cache each) and an nx_batch: it prefills the group's
+ * prompts together (nx_batch_forward, in the chunks a session's own forward would use), then
+ * decodes the group together, one nx_batch_decode per step. The weights are read once per
+ * call for the group instead of once per sequence (on Q8_0/Q4_0 the prefill also dequantizes
+ * each matrix once per group, not per sequence). A batched call equals each session's own
+ * forward bit for bit (tests/test_batch.c), so scores never depend on the batch size or the
+ * thread count.
  */
 #include "eval/eval.h"
 
 #include <string.h>
 
 #define MEM_DEFAULT_BATCH 16
+#define MEM_MAX_ROWS 1024   /* rows per batched prefill call: bounds the batch scratch */
 
 /* Per-worker state (worker ith of nx__eval_run). */
 typedef struct {
@@ -25,6 +28,8 @@ typedef struct {
     nx_session **s;           /* [batch] */
     nx_batch *batch;
     int32_t *seq;             /* [batch][P + K] */
+    int32_t *ids;             /* [max_tokens] a prefill call's tokens */
+    int *nt;                  /* [batch] its tokens per session */
     int32_t *tok;             /* [batch] tokens of the current step */
     int *hits;                /* [batch] */
 } mem_worker;
@@ -33,6 +38,7 @@ typedef struct {
     const nx_indexed *ds;
     uint64_t begin, n;
     int P, K, B;
+    int chunk, max_rows;      /* prompt chunk (the sessions' n_batch), rows per prefill call */
     int32_t banned;   /* eos id masked out of the argmax, or -1 */
     float *scores;
     mem_worker *workers;
@@ -75,11 +81,23 @@ static nx_status mem_group(nx__eval_worker *w, uint64_t g, void *arg) {
     uint64_t i0 = g * (uint64_t)job->B;
     int n = job->n - i0 < (uint64_t)job->B ? (int)(job->n - i0) : job->B;
     for (int i = 0; i < n; i++) {
-        int32_t *seq = mw->seq + (size_t)i * (size_t)(P + K);
-        NX_TRY(mem_read(job, job->begin + i0 + (uint64_t)i, w->V, seq));
+        NX_TRY(mem_read(job, job->begin + i0 + (uint64_t)i, w->V, mw->seq + (size_t)i * (size_t)(P + K)));
         nx_session_reset(mw->s[i]);
-        NX_TRY(nx_session_forward(mw->s[i], seq, P, NULL));
         mw->hits[i] = 0;
+    }
+    /* Prompts in the chunks nx_session_forward(s, seq, P, NULL) would use, as many sessions per
+     * call as max_rows allows. */
+    for (int o = 0; o < P; o += job->chunk) {
+        int len = P - o < job->chunk ? P - o : job->chunk, per = job->max_rows / len;
+        for (int a = 0; a < n; a += per) {
+            int k = n - a < per ? n - a : per;
+            for (int j = 0; j < k; j++) {
+                memcpy(mw->ids + (size_t)j * len, mw->seq + (size_t)(a + j) * (size_t)(P + K) + o,
+                       (size_t)len * sizeof *mw->ids);
+                mw->nt[j] = len;
+            }
+            NX_TRY(nx_batch_forward(mw->batch, mw->s + a, mw->ids, mw->nt, k, NULL));
+        }
     }
     for (int k = 0; k < K; k++) {
         for (int i = 0; i < n; i++) {
@@ -102,11 +120,14 @@ static void mem_workers_free(mem_worker *ws, int nt, int B) {
         nx__free(ws[t].seq);
         nx__free(ws[t].tok);
         nx__free(ws[t].hits);
+        nx__free(ws[t].ids);
+        nx__free(ws[t].nt);
     }
     nx__free(ws);
 }
 
-static nx_status mem_workers_create(const nx_model *m, int nt, int B, int P, int K, mem_worker **out) {
+static nx_status mem_workers_create(const nx_model *m, int nt, const mem_job *job, mem_worker **out) {
+    int B = job->B, P = job->P, K = job->K;
     mem_worker *ws = nx__calloc((size_t)nt, sizeof *ws);
     *out = ws;
     if (!ws) return nx__error(NX_ERR_NOMEM, "memorization: %d workers", nt);
@@ -117,11 +138,13 @@ static nx_status mem_workers_create(const nx_model *m, int nt, int B, int P, int
         mw->seq = nx__malloc((size_t)B * (size_t)(P + K) * sizeof *mw->seq);
         mw->tok = nx__malloc((size_t)B * sizeof *mw->tok);
         mw->hits = nx__malloc((size_t)B * sizeof *mw->hits);
-        if (!mw->pool || !mw->s || !mw->seq || !mw->tok || !mw->hits)
+        mw->ids = nx__malloc((size_t)job->max_rows * sizeof *mw->ids);
+        mw->nt = nx__malloc((size_t)B * sizeof *mw->nt);
+        if (!mw->pool || !mw->s || !mw->seq || !mw->tok || !mw->hits || !mw->ids || !mw->nt)
             return nx__error(NX_ERR_NOMEM, "memorization: worker state for a batch of %d", B);
-        NX_TRY(nx_batch_create(m, B, 0, &mw->batch));
+        NX_TRY(nx_batch_create(m, B, job->max_rows, &mw->batch));
         for (int i = 0; i < B; i++) {
-            nx_session_opts so = {.n_ctx = P + K, .n_batch = P < 256 ? P : 256, .pool = mw->pool};
+            nx_session_opts so = {.n_ctx = P + K, .n_batch = job->chunk, .pool = mw->pool};
             NX_TRY(nx_session_create(m, &so, &mw->s[i]));
         }
     }
@@ -153,8 +176,12 @@ nx_status nx_eval_memorization(const nx_model *m, const nx_indexed *ds, uint64_t
     if ((uint64_t)B > even) B = (int)even;
     uint64_t n_groups = (n + (uint64_t)B - 1) / (uint64_t)B;
     int nt = nx__eval_n_workers(n_groups, opts);
-    mem_job job = {ds, begin, n, P, K, B, (mopts && mopts->allow_eos) ? -1 : cfg->eos_token_id, sc, NULL};
-    nx_status st = mem_workers_create(m, nt, B, P, K, &job.workers);
+    int chunk = P < 256 ? P : 256;
+    int max_rows = B * chunk < MEM_MAX_ROWS ? B * chunk : MEM_MAX_ROWS;
+    if (max_rows < B) max_rows = B;
+    int32_t banned = (mopts && mopts->allow_eos) ? -1 : cfg->eos_token_id;
+    mem_job job = {ds, begin, n, P, K, B, chunk, max_rows, banned, sc, NULL};
+    nx_status st = mem_workers_create(m, nt, &job, &job.workers);
     if (st == NX_OK) st = nx__eval_run(m, P + K, n_groups, opts, mem_group, &job);
     mem_workers_free(job.workers, nt, B);
     if (st == NX_OK) {
