@@ -515,7 +515,18 @@ static float mem_score_ref(const nx_model *m, const nx_indexed *ds, uint64_t ite
     return (float)hits / (float)K;
 }
 
-/* Batched decoding (any --batch, any thread count, fp32 and q8) gives the unbatched scores. */
+typedef struct {
+    _Atomic uint64_t last, bad;
+} mem_progress_rec;
+
+static void mem_progress_cb(uint64_t done, uint64_t total, void *user) {
+    mem_progress_rec *r = user;
+    if (total != 40 || done > total) atomic_fetch_add(&r->bad, 1);
+    atomic_store(&r->last, done);
+}
+
+/* Batched decoding (any --batch, any thread count, fp32 and q8) gives the unbatched scores,
+ * and progress counts sequences, not groups. */
 static void test_memorization_batched(void) {
     nx_indexed *ds = NULL;
     CHECK_EQ_INT(nx_indexed_open(fixture_path("eval/mem_data"), &ds), NX_OK);
@@ -540,6 +551,11 @@ static void test_memorization_batched(void) {
                 nx_mem_opts mo = {P, K, false, batches[b]};
                 nx_eval_opts o = nx_eval_defaults();
                 o.n_threads = th;
+                mem_progress_rec pr;
+                atomic_init(&pr.last, 0);
+                atomic_init(&pr.bad, 0);
+                o.progress = mem_progress_cb;
+                o.user = &pr;
                 nx_mem_result r;
                 memset(got, 0, sizeof got);
                 nx_status st = nx_eval_memorization(m, ds, 0, N, &mo, &o, got, &r);
@@ -551,6 +567,11 @@ static void test_memorization_batched(void) {
                                     nx_dtype_name(types[t]), batches[b], th, i, got[i], ref[i]);
                             st = NX_ERR_INTERNAL;
                         }
+                if (st == NX_OK && (atomic_load(&pr.bad) || atomic_load(&pr.last) != (uint64_t)N)) {
+                    fprintf(stderr, "batch %d: progress ended at %llu of %d\n", batches[b],
+                            (unsigned long long)atomic_load(&pr.last), N);
+                    st = NX_ERR_INTERNAL;
+                }
                 if (st != NX_OK) nx_model_free(m);
                 CHECK_EQ_INT(st, NX_OK);
             }

@@ -42,6 +42,7 @@ typedef struct {
     int32_t banned;   /* eos id masked out of the argmax, or -1 */
     float *scores;
     mem_worker *workers;
+    const nx_eval_opts *opts;   /* the caller's, for its progress callback */
 } mem_job;
 
 /* argmax over row[0, V) skipping `banned`; lowest id on ties (torch.argmax). */
@@ -109,6 +110,13 @@ static nx_status mem_group(nx__eval_worker *w, uint64_t g, void *arg) {
     }
     for (int i = 0; i < n; i++) job->scores[i0 + (uint64_t)i] = (float)mw->hits[i] / (float)K;
     return NX_OK;
+}
+
+/* nx__eval_run counts groups; the caller's progress counts sequences. Until the last group is
+ * in, every finished group is a full one. */
+static void mem_progress(uint64_t done, uint64_t total, void *user) {
+    const mem_job *job = user;
+    job->opts->progress(done == total ? job->n : done * (uint64_t)job->B, job->n, job->opts->user);
 }
 
 static void mem_workers_free(mem_worker *ws, int nt, int B) {
@@ -180,9 +188,14 @@ nx_status nx_eval_memorization(const nx_model *m, const nx_indexed *ds, uint64_t
     int max_rows = B * chunk < MEM_MAX_ROWS ? B * chunk : MEM_MAX_ROWS;
     if (max_rows < B) max_rows = B;
     int32_t banned = (mopts && mopts->allow_eos) ? -1 : cfg->eos_token_id;
-    mem_job job = {ds, begin, n, P, K, B, chunk, max_rows, banned, sc, NULL};
+    mem_job job = {ds, begin, n, P, K, B, chunk, max_rows, banned, sc, NULL, opts};
+    nx_eval_opts eo = opts ? *opts : nx_eval_defaults();
+    if (eo.progress) {
+        eo.progress = mem_progress;
+        eo.user = &job;
+    }
     nx_status st = mem_workers_create(m, nt, &job, &job.workers);
-    if (st == NX_OK) st = nx__eval_run(m, P + K, n_groups, opts, mem_group, &job);
+    if (st == NX_OK) st = nx__eval_run(m, P + K, n_groups, &eo, mem_group, &job);
     mem_workers_free(job.workers, nt, B);
     if (st == NX_OK) {
         double sum = 0.0;
