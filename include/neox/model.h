@@ -125,9 +125,9 @@ NX_API void nx_session_reset(nx_session *s);
 /* ---- batched forward ------------------------------------------------------------------------ */
 /* Decoding is memory-bound: one token's step streams every weight once. A batch runs the new
  * tokens of n sessions in one pass (continuous batching, as vLLM's and llama.cpp's servers
- * do): the linear layers run as one matmul over all their rows, so the weights are read once
- * per call instead of once per session, while attention runs per session over its own KV
- * cache and positions.
+ * do): the linear layers run over all their rows together (decode steps in groups of up to
+ * 8 rows, prompt chunks in one GEMM), so the weights are read once per group instead of once
+ * per session, while attention runs per session over its own KV cache and positions.
  *
  *   nx_batch *b;  NX_TRY(nx_batch_create(m, 16, 0, &b));        // up to 16 sessions, 1 token each
  *   nx_session *s[3] = {s0, s1, s2};  int32_t ids[3] = {t0, t1, t2};

@@ -10,8 +10,8 @@
  * (one shared single-thread pool, one KV cache each) and an nx_batch: it prefills the group's
  * prompts together (nx_batch_forward, in the chunks a session's own forward would use), then
  * decodes the group together, one nx_batch_decode per step. The weights are read once per
- * call for the group instead of once per sequence (on Q8_0/Q4_0 the prefill also dequantizes
- * each matrix once per group, not per sequence). A batched call equals each session's own
+ * prefill call for the group and once per 8 sequences in a decode step, instead of once per
+ * sequence. A batched call equals each session's own
  * forward bit for bit (tests/test_batch.c), so scores never depend on the batch size or the
  * thread count.
  */

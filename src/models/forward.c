@@ -15,6 +15,9 @@
  *
  * Cache layout: K and V are [L][NH][n_ctx][HS], so one head's keys are contiguous for the
  * decode-time dot products. Keys are stored after rotation, as HF does.
+ *
+ * A batch (nx_batch_forward) runs the new tokens of many sessions through the same pass, one
+ * row per token, each row with its own session's cache and position.
  */
 #include "models/models.h"
 
