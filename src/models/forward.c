@@ -168,22 +168,25 @@ static void attn_worker(int ith, int nth, void *arg) {
 
 /* ---- linear layers ------------------------------------------------------------------------ */
 
+/* Rows [r0, r1) of a product. */
+static nx_matmul_args rows_of(const nx_matmul_args *a, int r0, int r1) {
+    nx_matmul_args r = *a;
+    r.y += (size_t)r0 * a->OUT;
+    r.x += (size_t)r0 * a->IN;
+    r.T = r1 - r0;
+    return r;
+}
+
 /* Rows [r0, r1) of one product (and of a second, independent one, when b is not NULL, in the
  * same hand-off to the threads). */
 static void matmul_rows(nx_pool *pool, const nx_matmul_args *a, const nx_matmul_args *b, int r0, int r1) {
-    nx_matmul_args ra = *a;
-    ra.y += (size_t)r0 * a->OUT;
-    ra.x += (size_t)r0 * a->IN;
-    ra.T = r1 - r0;
-    if (!b) {
+    nx_matmul_args ra = rows_of(a, r0, r1);
+    if (b) {
+        nx_matmul_args rb = rows_of(b, r0, r1);
+        nx__matmul_w2(pool, &ra, &rb);
+    } else {
         nx__matmul_w(pool, ra.y, ra.x, ra.W, ra.b, ra.T, ra.IN, ra.OUT);
-        return;
     }
-    nx_matmul_args rb = *b;
-    rb.y += (size_t)r0 * b->OUT;
-    rb.x += (size_t)r0 * b->IN;
-    rb.T = r1 - r0;
-    nx__matmul_w2(pool, &ra, &rb);
 }
 
 /* y = x·Wᵀ + b over a->T rows (b: a second product over the same rows, or NULL). A row's bits
