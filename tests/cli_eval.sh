@@ -58,6 +58,15 @@ check "held-out sequence 19 does not" test "$(grep '^19,' "$TMP/scores.csv" | cu
 "$NEOX" eval memorization -m "$FIX/memrun/step200" --data "$FIX/mem_data" --range 14:18 -t 1 > "$TMP/mem2.out"
 check "--range 14:18: 2 memorized of 4" grep -qE '"memorized":2,.*"sequences":4' "$TMP/mem2.out"
 
+# --batch changes the speed, never the scores (the step50 checkpoint has partial scores too)
+"$NEOX" eval memorization -m "$FIX/memrun/step50" --data "$FIX/mem_data" --samples 40 --batch 1 -t 1 -q --scores "$TMP/b1.csv" > "$TMP/b1.out"
+"$NEOX" eval memorization -m "$FIX/memrun/step50" --data "$FIX/mem_data" --samples 40 --batch 7 -t 2 -q --scores "$TMP/b7.csv" > "$TMP/b7.out"
+check "--batch 7 -t 2 scores equal --batch 1 -t 1 scores" cmp -s "$TMP/b1.csv" "$TMP/b7.csv"
+check "--batch 7 is reported" contains "$TMP/b7.out" '"batch":7'
+check "partial scores among them" grep -qE ',0\.[0-9]*[1-9]' "$TMP/b1.csv"
+"$NEOX" eval memorization -m "$FIX/memrun/step50" --data "$FIX/mem_data" --samples 4 --batch 0 > /dev/null 2> "$TMP/b0.err"
+check "--batch 0 is a usage error" test $? -eq 2
+
 "$NEOX" eval memorization -m "$FIX/memrun/step200" --data "$FIX/mem_data" --seen-by 2 --global-batch 8 -t 2 > "$TMP/mem3.out"
 check "--seen-by 2 x 8: sequences 0..15, all memorized" grep -qE '"range":\[0,16\].*"memorized":16,.*"sequences":16' "$TMP/mem3.out"
 

@@ -6,6 +6,7 @@
  *   - rolling perplexity (word/byte perplexity, bits per byte, per-document loglikelihood) vs
  *     lm-eval at max_length 256 and 64;
  *   - memorization scores vs HF generate at two checkpoints: memorized sequences 1.0, held-out not;
+ *     batched decoding (any batch size, 1-2 threads, fp32 and q8) vs the unbatched scan;
  *   - thread-count invariance, and errors on bad input.
  * Fixtures: tools/fixtures/make_eval_fixtures.py -> tests/fixtures/eval. */
 #include "neox.h"
@@ -370,7 +371,7 @@ static void test_memorization_matches_hf(void) {
         if (nx_eval_memorization(m, ds, 3, 4, NULL, &o, &one, &r2) != NX_OK || one != sc[3]) st = NX_ERR_INTERNAL;
         if (nx_eval_memorization(m, ds, 10, 65, NULL, &o, NULL, &r2) != NX_ERR_RANGE) st = NX_ERR_INTERNAL;
         if (nx_eval_memorization(m, ds, 5, 5, NULL, &o, NULL, &r2) != NX_ERR_RANGE) st = NX_ERR_INTERNAL;
-        nx_mem_opts big = {40, 40, false};   /* 80 tokens > the 64-token sequences and context */
+        nx_mem_opts big = {40, 40, false, 0};   /* 80 tokens > the 64-token sequences and context */
         if (nx_eval_memorization(m, ds, 0, 2, &big, &o, NULL, &r2) != NX_ERR_RANGE) st = NX_ERR_INTERNAL;
     }
     nx_model_free(m);
@@ -501,6 +502,99 @@ static void test_oom(void) {
     CHECK(failures > 10);
 }
 
+/* The unbatched scan, written out here as the oracle: one session per sequence, prefill, then
+ * greedy steps of nx_session_forward with eos masked (lowest id on ties). */
+static float mem_score_ref(const nx_model *m, const nx_indexed *ds, uint64_t item, int P, int K) {
+    const nx_model_config *cfg = nx_model_get_config(m);
+    int V = cfg->vocab_size;
+    int32_t seq[64];
+    nx_session_opts so = {.n_ctx = P + K, .n_threads = 1};
+    nx_session *s = NULL;
+    if (P + K > 64 || nx_indexed_read(ds, item, 0, (uint64_t)(P + K), seq) != NX_OK ||
+        nx_session_create(m, &so, &s) != NX_OK || nx_session_forward(s, seq, P, NULL) != NX_OK) {
+        nx_session_free(s);
+        return -1.0f;
+    }
+    int hits = 0;
+    for (int k = 0; k < K; k++) {
+        const float *row = nx_session_logits(s);
+        int32_t best = -1;
+        for (int v = 0; v < V; v++)
+            if (v != cfg->eos_token_id && (best < 0 || row[v] > row[best])) best = v;
+        hits += best == seq[P + k];
+        if (k + 1 < K && nx_session_forward(s, &best, 1, NULL) != NX_OK) hits = -1000;
+    }
+    nx_session_free(s);
+    return (float)hits / (float)K;
+}
+
+typedef struct {
+    _Atomic uint64_t last, bad;
+} mem_progress_rec;
+
+static void mem_progress_cb(uint64_t done, uint64_t total, void *user) {
+    mem_progress_rec *r = user;
+    if (total != 40 || done > total) atomic_fetch_add(&r->bad, 1);
+    atomic_store(&r->last, done);
+}
+
+/* Batched decoding (any --batch, any thread count, fp32 and q8) gives the unbatched scores,
+ * and progress counts sequences, not groups. */
+static void test_memorization_batched(void) {
+    nx_indexed *ds = NULL;
+    CHECK_EQ_INT(nx_indexed_open(fixture_path("eval/mem_data"), &ds), NX_OK);
+    /* 1 thread and batch 64: one group of 40 prompts x 30 tokens, more rows than one prefill
+     * call takes (1024), so the prefill is split */
+    const int P = 30, K = 30, N = 40;
+    static const nx_dtype types[] = {NX_F32, NX_Q8_0};
+    for (size_t t = 0; t < 2 && !t_current_failed; t++) {
+        nx_model *m = NULL;
+        CHECK_EQ_INT(nx_model_load(fixture_path("eval/memrun/step50"), NULL, &m), NX_OK);
+        CHECK_EQ_INT(nx_model_convert(m, types[t]), NX_OK);
+        float ref[40], got[40];
+        int n_full = 0, n_zero = 0;
+        for (int i = 0; i < N; i++) {
+            ref[i] = mem_score_ref(m, ds, (uint64_t)i, P, K);
+            n_full += ref[i] == 1.0f;
+            n_zero += ref[i] < 0.5f;
+        }
+        static const int batches[] = {1, 3, 7, 16, 64};
+        for (size_t b = 0; b < 5; b++)
+            for (int th = 1; th <= 2; th++) {
+                nx_mem_opts mo = {P, K, false, batches[b]};
+                nx_eval_opts o = nx_eval_defaults();
+                o.n_threads = th;
+                mem_progress_rec pr;
+                atomic_init(&pr.last, 0);
+                atomic_init(&pr.bad, 0);
+                o.progress = mem_progress_cb;
+                o.user = &pr;
+                nx_mem_result r;
+                memset(got, 0, sizeof got);
+                nx_status st = nx_eval_memorization(m, ds, 0, N, &mo, &o, got, &r);
+                if (st != NX_OK) fprintf(stderr, "%s\n", nx_last_error());
+                if (st == NX_OK)
+                    for (int i = 0; i < N; i++)
+                        if (got[i] != ref[i]) {
+                            fprintf(stderr, "%s batch %d, %d threads: sequence %d scores %g, unbatched %g\n",
+                                    nx_dtype_name(types[t]), batches[b], th, i, got[i], ref[i]);
+                            st = NX_ERR_INTERNAL;
+                        }
+                if (st == NX_OK && (atomic_load(&pr.bad) || atomic_load(&pr.last) != (uint64_t)N)) {
+                    fprintf(stderr, "batch %d: progress ended at %llu of %d\n", batches[b],
+                            (unsigned long long)atomic_load(&pr.last), N);
+                    st = NX_ERR_INTERNAL;
+                }
+                if (st != NX_OK) nx_model_free(m);
+                CHECK_EQ_INT(st, NX_OK);
+            }
+        nx_model_free(m);
+        /* a mix of memorized and not, so equal scores mean equal decisions all along */
+        CHECK(n_full > 0 && n_zero > 0);
+    }
+    nx_indexed_free(ds);
+}
+
 int main(void) {
     TEST_RUN(test_rolling_windows);
     TEST_RUN(test_python_string_rules);
@@ -514,6 +608,7 @@ int main(void) {
     TEST_RUN(test_ppl_matches_lm_eval);
     TEST_RUN(test_ppl_stride);
     TEST_RUN(test_memorization_matches_hf);
+    TEST_RUN(test_memorization_batched);
     TEST_RUN(test_oom);
     nx_tokenizer_free(lm_tok);
     nx_model_free(lm);

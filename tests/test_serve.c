@@ -504,6 +504,55 @@ static void test_concurrent_streams(void) {
     }
 }
 
+/* Prompts longer than a prefill chunk (64) arriving together: their chunks and the decode
+ * steps of the others share batched rounds. Each result must equal the same request run
+ * while the server is otherwise idle (one whole-prompt prefill, then decode alone). */
+typedef struct long_job {
+    int idx;
+    char body[2048];
+    char text[2048];
+    int status;
+} long_job;
+
+static void *long_worker(void *arg) {
+    long_job *lj = arg;
+    int st;
+    json_t *j = post_json("/v1/completions", lj->body, &st);
+    lj->status = st;
+    const char *t = j ? choice_text(j, 0) : NULL;
+    snprintf(lj->text, sizeof lj->text, "%s", t ? t : "");
+    json_decref(j);
+    return NULL;
+}
+
+static void test_concurrent_long_prompts(void) {
+    enum { NP = 3, N = 7 };
+    long_job jobs[N];
+    char want[NP][2048];
+    for (int i = 0; i < N; i++) {
+        int len = 70 + 40 * (i % NP), n = 0;   /* 70, 110, 150 tokens */
+        memset(&jobs[i], 0, sizeof jobs[i]);
+        n += snprintf(jobs[i].body + n, sizeof jobs[i].body - (size_t)n, "{\"prompt\": [");
+        for (int t = 0; t < len; t++)
+            n += snprintf(jobs[i].body + n, sizeof jobs[i].body - (size_t)n, "%s%d", t ? "," : "", 40 + (t * 7 + i % NP * 13) % 200);
+        snprintf(jobs[i].body + n, sizeof jobs[i].body - (size_t)n,
+                 "], \"max_tokens\": 12, \"temperature\": 0, \"ignore_eos\": true}");
+    }
+    for (int i = 0; i < NP; i++) {   /* alone */
+        long_worker(&jobs[i]);
+        CHECK_EQ_INT(jobs[i].status, 200);
+        CHECK(jobs[i].text[0]);
+        snprintf(want[i], sizeof want[i], "%s", jobs[i].text);
+    }
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) pthread_create(&th[i], NULL, long_worker, &jobs[i]);
+    for (int i = 0; i < N; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ_INT(jobs[i].status, 200);
+        CHECK_MSG(!strcmp(jobs[i].text, want[i % NP]), "job %d: '%s' vs alone '%s'", i, jobs[i].text, want[i % NP]);
+    }
+}
+
 /* A client that leaves mid-stream or mid-request must not hurt the server. */
 static void test_disconnects(void) {
     for (int k = 0; k < 6; k++) {
@@ -701,6 +750,7 @@ int main(void) {
     TEST_RUN(test_stop_strings);
     TEST_RUN(test_errors);
     TEST_RUN(test_concurrent_streams);
+    TEST_RUN(test_concurrent_long_prompts);
     TEST_RUN(test_disconnects);
     TEST_RUN(test_slow_client);
     TEST_RUN(test_api_key_and_limits);

@@ -158,6 +158,8 @@ typedef struct nx_mem_opts {
     int prompt_len;         /* tokens of the sequence fed as the prompt; 0 = 32 */
     int continuation_len;   /* greedy tokens compared with the truth; 0 = 32 */
     bool allow_eos;         /* false (default): eos can't be picked, as Pythia's min_length run */
+    int batch;              /* sequences each worker decodes together (nx_batch_decode); 0 = 16.
+                             * Scores do not depend on it (nor on n_threads), only speed does. */
 } nx_mem_opts;
 
 typedef struct nx_mem_result {

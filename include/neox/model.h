@@ -8,6 +8,8 @@
  *   nx_session  one sequence: the KV cache (allocated once, at creation, for n_ctx tokens),
  *               activation scratch, the token history and a thread pool. Not thread-safe; use
  *               one session per concurrent sequence.
+ *   nx_batch    scratch for running the new tokens of many sessions in one pass
+ *               (nx_batch_forward, nx_batch_decode).
  *   nx_sampler  turns a logits row into a token id (greedy, temperature, top-k/p, min-p,
  *               repetition penalty), with its own seeded RNG.
  *
@@ -35,6 +37,7 @@ extern "C" {
 typedef struct nx_model nx_model;
 typedef struct nx_session nx_session;
 typedef struct nx_sampler nx_sampler;
+typedef struct nx_batch nx_batch;
 
 /* ---- model ----------------------------------------------------------------------------- */
 typedef struct nx_model_opts {
@@ -118,6 +121,46 @@ NX_API const int32_t *nx_session_tokens(const nx_session *s);
 /* Drops cached tokens from position n on (0 = reset). n > n_past is NX_ERR_RANGE. */
 NX_API nx_status nx_session_truncate(nx_session *s, int n);
 NX_API void nx_session_reset(nx_session *s);
+
+/* ---- batched forward ------------------------------------------------------------------------ */
+/* Decoding is memory-bound: one token's step streams every weight once. A batch runs the new
+ * tokens of n sessions in one pass (continuous batching, as vLLM's and llama.cpp's servers
+ * do): the linear layers run over all their rows together (decode steps in groups of up to
+ * 8 rows, prompt chunks in one GEMM), so the weights are read once per group instead of once
+ * per session, while attention runs per session over its own KV cache and positions.
+ *
+ *   nx_batch *b;  NX_TRY(nx_batch_create(m, 16, 0, &b));        // up to 16 sessions, 1 token each
+ *   nx_session *s[3] = {s0, s1, s2};  int32_t ids[3] = {t0, t1, t2};
+ *   NX_TRY(nx_batch_decode(b, s, ids, 3, NULL));                 // each s[i] advanced by ids[i]
+ *   const float *row = nx_session_logits(s[1]);
+ *
+ * Exactness: session i ends in exactly the state nx_session_forward(s[i], its tokens,
+ * n_tokens[i], NULL) would leave it in (cache, n_past, token history, last logits), bit for
+ * bit, for every run type, batch composition and thread count. So a sequence's output never
+ * depends on what else is in the batch; sessions join and leave between calls freely. */
+
+/* Scratch for calls of up to max_seqs sessions and max_tokens tokens in all (0 = max_seqs:
+ * decode only; otherwise >= max_seqs): about max_tokens x (10·H + I) + max_seqs x V floats. No
+ * KV cache: each session has its own. m is borrowed and must outlive the batch. *out is owned
+ * by the caller (nx_batch_free). Not thread-safe: one call at a time per batch. */
+NX_API nx_status nx_batch_create(const nx_model *m, int max_seqs, int max_tokens, nx_batch **out);
+NX_API void nx_batch_free(nx_batch *b);   /* NULL is fine */
+NX_API int nx_batch_max_seqs(const nx_batch *b);
+NX_API int nx_batch_max_tokens(const nx_batch *b);
+/* Appends n_tokens[i] tokens to session s[i] (i < n) at positions n_past.. and computes the
+ * logits after its last one, kept in the session (nx_session_logits) and, when logits is not
+ * NULL, also written to caller memory of n·V floats (row i for s[i]). ids holds session 0's
+ * tokens, then session 1's, and so on (Σ n_tokens ids). Prefill chunks and decode steps may be
+ * mixed in one call. The sessions must be distinct, run the batch's model and share one thread
+ * pool (nx_session_opts.pool; the call runs on it); each keeps its own n_ctx. Errors (no
+ * session is changed): NX_ERR_INVALID_ARG for n outside [1, max_seqs], Σ n_tokens above
+ * max_tokens, n_tokens[i] outside [1, the session's n_batch], a NULL or repeated session,
+ * another model or another pool; NX_ERR_RANGE for tokens past a session's n_ctx or an id
+ * outside [0, V). */
+NX_API nx_status nx_batch_forward(nx_batch *b, nx_session *const *s, const int32_t *ids, const int *n_tokens, int n,
+                                  float *logits);
+/* nx_batch_forward with one token per session (ids[i] for s[i]): one decode step of each. */
+NX_API nx_status nx_batch_decode(nx_batch *b, nx_session *const *s, const int32_t *ids, int n, float *logits);
 
 /* ---- sampler ------------------------------------------------------------------------------ */
 typedef struct nx_sampler_params {

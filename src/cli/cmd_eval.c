@@ -2,7 +2,7 @@
  *
  *   neox eval ppl -m DIR (--text FILE | --data PREFIX) [--ctx N] [--stride S]
  *   neox eval lambada -m DIR [--data FILE] [--limit N]
- *   neox eval memorization -m DIR --data PREFIX [--samples N | --range A:B] [--prompt 32 --continuation 32]
+ *   neox eval memorization -m DIR --data PREFIX [--samples N | --range A:B] [--prompt 32 --continuation 32] [--batch 16]
  *   neox eval sweep RUN_DIR_OR_LIST --task lambada|ppl|memorization [task options] [-o TABLE] [--plot FILE]
  *
  * Every evaluation prints one JSON line on stdout: {"neox_version", "task", "model", "step",
@@ -46,7 +46,8 @@ static void usage(FILE *f) {
             "               --per-example FILE (CSV: index,loglikelihood,is_greedy,context_tokens,target_tokens)\n"
             "memorization:  --data PREFIX (one item per training sequence), --samples N (first N) | --range A:B |\n"
             "               --seen-by STEP (the STEP x --global-batch (1024) sequences trained on by STEP),\n"
-            "               --prompt N (32), --continuation N (32), --scores FILE (CSV: index,score), --allow-eos\n"
+            "               --prompt N (32), --continuation N (32), --scores FILE (CSV: index,score), --allow-eos,\n"
+            "               --batch N (16: sequences each thread decodes together; scores do not depend on it)\n"
             "sweep:         RUN_DIR (subdirectories step<N>, global_step<N>, iter_<N>, checkpoint-<N>) or a file\n"
             "               listing model directories; --task T plus that task's options; -o TABLE (.csv or\n"
             "               .jsonl; default RUN_DIR/eval_<task>.csv), --plot FILE.svg, --metric NAME (plotted),\n"
@@ -57,7 +58,7 @@ static void usage(FILE *f) {
 typedef struct {
     const char *task, *model, *tokenizer, *output, *text, *data, *key, *per_doc, *per_example, *scores;
     const char *sweep_src, *plot, *metric;
-    long threads, ctx, stride, limit, prompt, cont;
+    long threads, ctx, stride, limit, prompt, cont, batch;
     nx_dtype dtype;   /* --dtype: run dtype of the matrices (0 = as stored) */
     long seen_by, global_batch;
     bool has_range, has_samples, allow_eos, quiet, seen_by_ckpt;
@@ -124,6 +125,8 @@ static int parse_args(int argc, char **argv, int first, eval_args *a, bool sweep
             NUM(a->prompt, 1, 2048);
         } else if (!strcmp(o, "--continuation")) {
             NUM(a->cont, 1, 2048);
+        } else if (!strcmp(o, "--batch")) {
+            NUM(a->batch, 1, 1024);
         } else if (!strcmp(o, "-o") || !strcmp(o, "--output")) {
             VAL();
             a->output = v;
@@ -481,7 +484,7 @@ static int run_task(const eval_args *a, const char *model_dir, metrics *res, jso
                     (unsigned long long)b1, a->data, (unsigned long long)N);
             goto done;
         }
-        nx_mem_opts mo = {(int)a->prompt, (int)a->cont, a->allow_eos};
+        nx_mem_opts mo = {(int)a->prompt, (int)a->cont, a->allow_eos, (int)a->batch};
         float *scores = calloc(b1 - b0, sizeof *scores);
         nx_mem_result mr;
         if (!scores) goto done;
@@ -496,6 +499,7 @@ static int run_task(const eval_args *a, const char *model_dir, metrics *res, jso
         json_object_set_new(settings, "prompt", json_integer(a->prompt ? a->prompt : 32));
         json_object_set_new(settings, "continuation", json_integer(a->cont ? a->cont : 32));
         json_object_set_new(settings, "allow_eos", json_boolean(a->allow_eos));
+        json_object_set_new(settings, "batch", json_integer(a->batch ? a->batch : 16));
         put(res, "mean_score", mr.mean_score);
         put_int(res, "memorized", (double)mr.n_memorized);
         put(res, "memorized_fraction", (double)mr.n_memorized / (double)mr.n);

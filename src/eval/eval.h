@@ -33,6 +33,10 @@ typedef nx_status (*nx__eval_item_fn)(nx__eval_worker *w, uint64_t i, void *arg)
 nx_status nx__eval_run(const nx_model *m, int n_ctx, uint64_t n_items, const nx_eval_opts *opts,
                        nx__eval_item_fn fn, void *arg);
 
+/* Number of workers nx__eval_run starts for n_items items (worker ith is 0 .. this - 1), for
+ * tasks that keep per-worker state of their own. */
+int nx__eval_n_workers(uint64_t n_items, const nx_eval_opts *opts);
+
 /* Resets the worker's session, feeds seq[0, n_input) and scores the last n_score rows: row r
  * predicts seq[r + 1], so the targets are seq[n_input - n_score + 1 .. n_input]. seq thus
  * holds n_input + 1 tokens. *ll = sum of log-softmax at the targets (double), *greedy =

@@ -82,11 +82,16 @@ static void run_thread(int ith, int nth, void *p) {
     }
 }
 
-nx_status nx__eval_run(const nx_model *m, int n_ctx, uint64_t n_items, const nx_eval_opts *opts,
-                       nx__eval_item_fn fn, void *arg) {
+int nx__eval_n_workers(uint64_t n_items, const nx_eval_opts *opts) {
     int nt = opts && opts->n_threads > 0 ? opts->n_threads : nx__cpu_count();
     if (nt < 1) nt = 1;
     if ((uint64_t)nt > n_items) nt = n_items ? (int)n_items : 1;
+    return nt;
+}
+
+nx_status nx__eval_run(const nx_model *m, int n_ctx, uint64_t n_items, const nx_eval_opts *opts,
+                       nx__eval_item_fn fn, void *arg) {
+    int nt = nx__eval_n_workers(n_items, opts);
     int V = nx_model_get_config(m)->vocab_size;
     nx_status st = NX_OK;
     nx_pool *pool = NULL;

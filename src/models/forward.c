@@ -15,6 +15,9 @@
  *
  * Cache layout: K and V are [L][NH][n_ctx][HS], so one head's keys are contiguous for the
  * decode-time dot products. Keys are stored after rotation, as HF does.
+ *
+ * A batch (nx_batch_forward) runs the new tokens of many sessions through the same pass, one
+ * row per token, each row with its own session's cache and position.
  */
 #include "models/models.h"
 
@@ -106,37 +109,100 @@ void nx_session_reset(nx_session *s) {
     s->has_logits = false;
 }
 
+/* ---- one pass over a set of rows ---------------------------------------------------------- */
+
+/* The rows of one pass: T consecutive tokens of one session (`one`: prefill or decode), or the
+ * rows of a batch (row r belongs to session row_s[r] at position row_p[r]). Every per-row
+ * operation (LayerNorm, rotary, attention over the row's own cache, activation) is the same code
+ * in both cases and never mixes rows. The matmuls do not mix rows either, but their bits depend
+ * on which path a row takes (decode kernels up to NX_MV_MAX_T rows, the GEMM beyond), so a batch
+ * keeps the rows of sessions whose own call is that short apart from the others; see linear(). */
+typedef struct {
+    const nx_model *m;
+    const nx_kernel_vt *vt;
+    nx_pool *pool;
+    int n_threads;
+    int T;
+    nx_session *one;                    /* single-session pass, else NULL */
+    nx_session *const *row_s;           /* batched pass: [T] session of each row */
+    const int *row_p;                   /* [T] its position */
+    int n_short;                        /* rows [0, n_short) belong to calls of <= NX_MV_MAX_T tokens (0 for one session) */
+    float *x, *u, *qkv, *att, *a, *h;   /* scratch, T rows each */
+} fw_pass;
+
+static inline nx_session *row_session(const fw_pass *f, int r) { return f->one ? f->one : f->row_s[r]; }
+static inline int row_pos(const fw_pass *f, int r) { return f->one ? f->one->n_past + r : f->row_p[r]; }
+
 /* ---- attention ---------------------------------------------------------------------------- */
 
 typedef struct {
-    nx_session *s;
+    const fw_pass *f;
     const nx_layer *ly;
-    int l, T, P;
+    int l;
 } attn_job;
 
-/* Work items are (head, token) pairs split statically across threads. */
+/* Work items are (head, row) pairs split statically across threads; each row attends over its
+ * own session's cache with that session's per-thread score scratch (all sessions of a pass
+ * share one pool, so every one has a row for each ith). */
 static void attn_worker(int ith, int nth, void *arg) {
     const attn_job *j = arg;
-    nx_session *s = j->s;
-    const nx_model *m = s->m;
-    const nx_kernel_vt *vt = s->vt;
+    const fw_pass *f = j->f;
+    const nx_model *m = f->m;
+    const nx_kernel_vt *vt = f->vt;
     int HS = m->HS, NH = m->NH, H = m->H;
-    int total = NH * j->T;
+    int total = NH * f->T;
     int per = (total + nth - 1) / nth;
     int i0 = ith * per, i1 = i0 + per < total ? i0 + per : total;
-    float *scores = s->scores + (size_t)ith * (size_t)s->n_ctx;
     for (int i = i0; i < i1; i++) {
-        int h = i / j->T, t = i % j->T;
-        int p = j->P + t;
+        int h = i / f->T, t = i % f->T;
+        const nx_session *s = row_session(f, t);
+        int p = row_pos(f, t);
+        float *scores = s->scores + (size_t)ith * (size_t)s->n_ctx;
         int k0 = j->ly->local ? (p - m->window + 1 > 0 ? p - m->window + 1 : 0) : 0;
-        const float *q = s->qkv + (size_t)t * 3 * (size_t)H + (size_t)h * 3 * HS;
+        const float *q = f->qkv + (size_t)t * 3 * (size_t)H + (size_t)h * 3 * HS;
         size_t base = ((size_t)j->l * NH + (size_t)h) * (size_t)s->n_ctx * HS;
-        vt->attention(s->att + (size_t)t * H + (size_t)h * HS, q, s->kc + base, s->vc + base, HS, HS, k0, p + 1,
+        vt->attention(f->att + (size_t)t * H + (size_t)h * HS, q, s->kc + base, s->vc + base, HS, HS, k0, p + 1,
                       m->attn_scale, scores);
     }
 }
 
-/* ---- one chunk ------------------------------------------------------------------------------- */
+/* ---- linear layers ------------------------------------------------------------------------ */
+
+/* Rows [r0, r1) of a product. */
+static nx_matmul_args rows_of(const nx_matmul_args *a, int r0, int r1) {
+    nx_matmul_args r = *a;
+    r.y += (size_t)r0 * a->OUT;
+    r.x += (size_t)r0 * a->IN;
+    r.T = r1 - r0;
+    return r;
+}
+
+/* Rows [r0, r1) of one product (and of a second, independent one, when b is not NULL, in the
+ * same hand-off to the threads). */
+static void matmul_rows(nx_pool *pool, const nx_matmul_args *a, const nx_matmul_args *b, int r0, int r1) {
+    nx_matmul_args ra = rows_of(a, r0, r1);
+    if (b) {
+        nx_matmul_args rb = rows_of(b, r0, r1);
+        nx__matmul_w2(pool, &ra, &rb);
+    } else {
+        nx__matmul_w(pool, ra.y, ra.x, ra.W, ra.b, ra.T, ra.IN, ra.OUT);
+    }
+}
+
+/* y = x·Wᵀ + b over a->T rows (b: a second product over the same rows, or NULL). A row's bits
+ * depend only on the path that computes it: the decode kernels (at most NX_MV_MAX_T rows per
+ * call) or the GEMM (more), never on the other rows of the call. Rows [0, n_short) stand for
+ * sessions' calls of at most NX_MV_MAX_T tokens, so they go to the decode kernels in groups of
+ * NX_MV_MAX_T (the weights stream once per group, not once per session); the rest belong to
+ * longer calls (each more than NX_MV_MAX_T rows, so their union is too) and go to the GEMM
+ * together, as each session's own call would. */
+static void linear(nx_pool *pool, int n_short, const nx_matmul_args *a, const nx_matmul_args *b) {
+    for (int r = 0; r < n_short; r += NX_MV_MAX_T)
+        matmul_rows(pool, a, b, r, r + NX_MV_MAX_T < n_short ? r + NX_MV_MAX_T : n_short);
+    if (a->T > n_short) matmul_rows(pool, a, b, n_short, a->T);
+}
+
+/* ---- the layers ---------------------------------------------------------------------------- */
 
 static void add_rows(float *x, const float *a, const float *b, size_t n) {
     if (b)
@@ -145,45 +211,54 @@ static void add_rows(float *x, const float *a, const float *b, size_t n) {
         for (size_t i = 0; i < n; i++) x[i] = a[i] + x[i];
 }
 
-static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logits) {
-    const nx_model *m = s->m;
+/* Embeds ids[0..T-1] (row r at its session's next position), runs every layer, appends each
+ * row's k, v and token to its session, and leaves the final hidden rows in f->x. n_past is not
+ * advanced here (the callers do it after the head). */
+static void forward_rows(const fw_pass *f, const int32_t *ids) {
+    const nx_model *m = f->m;
     const nx_model_config *c = &m->cfg;
-    int H = m->H, HS = m->HS, NH = m->NH, I = m->I, P = s->n_past;
+    int H = m->H, HS = m->HS, NH = m->NH, I = m->I, T = f->T;
     size_t TH = (size_t)T * H;
     float eps = c->layer_norm_eps;
 
+    size_t att_work = 0;   /* Σ keys over rows: decides whether attention is worth a hand-off */
     for (int t = 0; t < T; t++) {
-        nx__wmat_row(&m->Wte, H, ids[t], s->x + (size_t)t * H);
+        nx_session *s = row_session(f, t);
+        int p = row_pos(f, t);
+        float *xt = f->x + (size_t)t * H;
+        nx__wmat_row(&m->Wte, H, ids[t], xt);
         if (m->wpe) {
-            const float *pe = m->wpe + (size_t)(P + t) * H;
-            float *xt = s->x + (size_t)t * H;
+            const float *pe = m->wpe + (size_t)p * H;
             for (int i = 0; i < H; i++) xt[i] += pe[i];
         }
-        s->tokens[P + t] = ids[t];
+        s->tokens[p] = ids[t];
+        att_work += (size_t)p + 1;
     }
 
     for (int l = 0; l < m->L; l++) {
         const nx_layer *ly = &m->layers[l];
-        nx__layernorm_ref(s->u, s->x, ly->ln1_w, ly->ln1_b, T, H, eps);
+        nx__layernorm_ref(f->u, f->x, ly->ln1_w, ly->ln1_b, T, H, eps);
+        nx_matmul_args qkv = {f->qkv, f->u, &ly->Wqkv, ly->bqkv, T, H, 3 * H};
         if (m->parallel) {
             /* The MLP reads the block input too, so its first product shares the qkv hand-off to
-             * the threads (s->a is free until the attention output projection). */
-            const float *mlp_in = s->u;
+             * the threads (f->a is free until the attention output projection). */
+            const float *mlp_in = f->u;
             if (!m->shared_ln) {
-                nx__layernorm_ref(s->a, s->x, ly->ln2_w, ly->ln2_b, T, H, eps);
-                mlp_in = s->a;
+                nx__layernorm_ref(f->a, f->x, ly->ln2_w, ly->ln2_b, T, H, eps);
+                mlp_in = f->a;
             }
-            nx_matmul_args qkv = {s->qkv, s->u, &ly->Wqkv, ly->bqkv, T, H, 3 * H}, up = {s->h, mlp_in, &ly->W1, ly->b1, T, H, I};
-            nx__matmul_w2(s->pool, &qkv, &up);
-            nx__act(s->pool, s->h, (size_t)T * I, m->act);
+            nx_matmul_args up = {f->h, mlp_in, &ly->W1, ly->b1, T, H, I};
+            linear(f->pool, f->n_short, &qkv, &up);
+            nx__act(f->pool, f->h, (size_t)T * I, m->act);
         } else {
-            nx__matmul_w(s->pool, s->qkv, s->u, &ly->Wqkv, ly->bqkv, T, H, 3 * H);
+            linear(f->pool, f->n_short, &qkv, NULL);
         }
-        size_t base = (size_t)l * NH * (size_t)s->n_ctx;
         for (int t = 0; t < T; t++) {
-            int p = P + t;
+            nx_session *s = row_session(f, t);
+            int p = row_pos(f, t);
+            size_t base = (size_t)l * NH * (size_t)s->n_ctx;
             for (int h = 0; h < NH; h++) {
-                float *q = s->qkv + (size_t)t * 3 * H + (size_t)h * 3 * HS, *k = q + HS, *v = q + 2 * HS;
+                float *q = f->qkv + (size_t)t * 3 * H + (size_t)h * 3 * HS, *k = q + HS, *v = q + 2 * HS;
                 if (m->rot) {
                     const float *cs = m->rope_cos + (size_t)p * (m->rot / 2), *sn = m->rope_sin + (size_t)p * (m->rot / 2);
                     nx__rotary_ref(q, m->rot, cs, sn, m->rot_interleaved);
@@ -194,29 +269,40 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
                 memcpy(s->vc + dst, v, (size_t)HS * sizeof(float));
             }
         }
-        attn_job aj = {s, ly, l, T, P};
+        attn_job aj = {f, ly, l};
         /* Same reasoning as the matmul threshold: only hand off real work. */
-        if (NH * T >= 2 && s->n_threads > 1 && (size_t)NH * T * (size_t)(P + T) * HS >= 65536)
-            nx_pool_run(s->pool, attn_worker, &aj);
+        if (NH * T >= 2 && f->n_threads > 1 && (size_t)NH * att_work * HS >= 65536)
+            nx_pool_run(f->pool, attn_worker, &aj);
         else
             attn_worker(0, 1, &aj);
-        float *mlp_out = s->qkv;   /* q|k|v are dead once attention is done */
+        float *mlp_out = f->qkv;   /* q|k|v are dead once attention is done */
+        nx_matmul_args o = {f->a, f->att, &ly->Wo, ly->bo, T, H, H};
         if (m->parallel) {
             /* attention output and MLP down projection: independent, one hand-off */
-            nx_matmul_args o = {s->a, s->att, &ly->Wo, ly->bo, T, H, H}, down = {mlp_out, s->h, &ly->W2, ly->b2, T, I, H};
-            nx__matmul_w2(s->pool, &o, &down);
-            add_rows(s->x, s->a, mlp_out, TH);
+            nx_matmul_args down = {mlp_out, f->h, &ly->W2, ly->b2, T, I, H};
+            linear(f->pool, f->n_short, &o, &down);
+            add_rows(f->x, f->a, mlp_out, TH);
         } else {
-            nx__matmul_w(s->pool, s->a, s->att, &ly->Wo, ly->bo, T, H, H);
-            add_rows(s->x, s->a, NULL, TH);
-            nx__layernorm_ref(s->u, s->x, ly->ln2_w, ly->ln2_b, T, H, eps);
-            nx__matmul_w(s->pool, s->h, s->u, &ly->W1, ly->b1, T, H, I);
-            nx__act(s->pool, s->h, (size_t)T * I, m->act);
-            nx__matmul_w(s->pool, mlp_out, s->h, &ly->W2, ly->b2, T, I, H);
-            add_rows(s->x, mlp_out, NULL, TH);
+            linear(f->pool, f->n_short, &o, NULL);
+            add_rows(f->x, f->a, NULL, TH);
+            nx__layernorm_ref(f->u, f->x, ly->ln2_w, ly->ln2_b, T, H, eps);
+            nx_matmul_args up = {f->h, f->u, &ly->W1, ly->b1, T, H, I};
+            linear(f->pool, f->n_short, &up, NULL);
+            nx__act(f->pool, f->h, (size_t)T * I, m->act);
+            nx_matmul_args down = {mlp_out, f->h, &ly->W2, ly->b2, T, I, H};
+            linear(f->pool, f->n_short, &down, NULL);
+            add_rows(f->x, mlp_out, NULL, TH);
         }
     }
+}
 
+/* One chunk of T <= n_batch tokens of session s. */
+static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logits) {
+    const nx_model *m = s->m;
+    int H = m->H;
+    float eps = m->cfg.layer_norm_eps;
+    fw_pass f = {m, s->vt, s->pool, s->n_threads, T, s, NULL, NULL, 0, s->x, s->u, s->qkv, s->att, s->a, s->h};
+    forward_rows(&f, ids);
     /* Only the rows somebody reads go through the (large) head. */
     if (logits) {
         nx__layernorm_ref(s->u, s->x, m->lnf_w, m->lnf_b, T, H, eps);
@@ -247,4 +333,162 @@ nx_status nx_session_forward(nx_session *s, const int32_t *ids, int n, float *lo
         forward_chunk(s, ids + i, T, logits ? logits + (size_t)i * m->V : NULL);
     }
     return NX_OK;
+}
+
+/* ---- batched forward ---------------------------------------------------------------------- */
+
+struct nx_batch {
+    const nx_model *m;
+    int max_seqs, max_tokens;
+    float *x, *u, *qkv, *att, *a, *h;   /* max_tokens rows each */
+    float *logits;                      /* [max_seqs][V] when the caller passes none */
+    int32_t *ids;                       /* [max_tokens] the tokens in row order */
+    nx_session **row_s;                 /* [max_tokens] */
+    int *row_p;                         /* [max_tokens] */
+    int *last;                          /* [max_seqs] row of each session's last token */
+};
+
+nx_status nx_batch_create(const nx_model *m, int max_seqs, int max_tokens, nx_batch **out) {
+    if (!m || !out) return nx__error(NX_ERR_INVALID_ARG, "nx_batch_create: NULL argument");
+    *out = NULL;
+    if (max_seqs < 1) return nx__error(NX_ERR_INVALID_ARG, "nx_batch_create: max_seqs %d < 1", max_seqs);
+    if (max_tokens == 0) max_tokens = max_seqs;
+    if (max_tokens < max_seqs)
+        return nx__error(NX_ERR_INVALID_ARG, "nx_batch_create: max_tokens %d < max_seqs %d", max_tokens, max_seqs);
+    nx_batch *b = nx__calloc(1, sizeof *b);
+    if (!b) return nx__error(NX_ERR_NOMEM, "out of memory");
+    b->m = m;
+    b->max_seqs = max_seqs;
+    b->max_tokens = max_tokens;
+    size_t R = (size_t)max_tokens, H = (size_t)m->H, I = (size_t)m->I;
+    b->x = nx__malloc_aligned(R * H * sizeof(float));
+    b->u = nx__malloc_aligned(R * H * sizeof(float));
+    b->qkv = nx__malloc_aligned(R * 3 * H * sizeof(float));
+    b->att = nx__malloc_aligned(R * H * sizeof(float));
+    b->a = nx__malloc_aligned(R * H * sizeof(float));
+    b->h = nx__malloc_aligned(R * I * sizeof(float));
+    b->logits = nx__malloc_aligned((size_t)max_seqs * (size_t)m->V * sizeof(float));
+    b->ids = nx__malloc(R * sizeof *b->ids);
+    b->row_s = nx__malloc(R * sizeof *b->row_s);
+    b->row_p = nx__malloc(R * sizeof *b->row_p);
+    b->last = nx__malloc((size_t)max_seqs * sizeof *b->last);
+    if (!b->x || !b->u || !b->qkv || !b->att || !b->a || !b->h || !b->logits || !b->ids || !b->row_s ||
+        !b->row_p || !b->last) {
+        nx_batch_free(b);
+        return nx__error(NX_ERR_NOMEM, "out of memory allocating a batch of %d sequences, %d tokens", max_seqs,
+                         max_tokens);
+    }
+    *out = b;
+    return NX_OK;
+}
+
+void nx_batch_free(nx_batch *b) {
+    if (!b) return;
+    nx__free_aligned(b->x);
+    nx__free_aligned(b->u);
+    nx__free_aligned(b->qkv);
+    nx__free_aligned(b->att);
+    nx__free_aligned(b->a);
+    nx__free_aligned(b->h);
+    nx__free_aligned(b->logits);
+    nx__free(b->ids);
+    nx__free(b->row_s);
+    nx__free(b->row_p);
+    nx__free(b->last);
+    nx__free(b);
+}
+
+int nx_batch_max_seqs(const nx_batch *b) { return b->max_seqs; }
+int nx_batch_max_tokens(const nx_batch *b) { return b->max_tokens; }
+
+/* Everything that would make the call wrong is checked before anything is written, so on
+ * error every session is unchanged. n_tokens NULL: one token per session. */
+static nx_status batch_check(const nx_batch *b, nx_session *const *s, const int32_t *ids, const int *n_tokens, int n,
+                             const char *fn) {
+    if (!b || !s || !ids) return nx__error(NX_ERR_INVALID_ARG, "%s: NULL argument", fn);
+    if (n < 1 || n > b->max_seqs)
+        return nx__error(NX_ERR_INVALID_ARG, "%s: %d sessions (need 1 .. max_seqs = %d)", fn, n, b->max_seqs);
+    const nx_model *m = b->m;
+    long total = 0;
+    for (int i = 0; i < n; i++) {
+        int k = n_tokens ? n_tokens[i] : 1;
+        if (!s[i]) return nx__error(NX_ERR_INVALID_ARG, "%s: session %d is NULL", fn, i);
+        if (s[i]->m != m) return nx__error(NX_ERR_INVALID_ARG, "%s: session %d runs a different model than the batch", fn, i);
+        if (s[i]->pool != s[0]->pool)
+            return nx__error(NX_ERR_INVALID_ARG,
+                             "%s: session %d uses a different thread pool than session 0 "
+                             "(create the sessions with one shared nx_session_opts.pool)",
+                             fn, i);
+        for (int j = 0; j < i; j++)
+            if (s[j] == s[i]) return nx__error(NX_ERR_INVALID_ARG, "%s: sessions %d and %d are the same session", fn, j, i);
+        if (k < 1 || k > s[i]->n_batch)
+            return nx__error(NX_ERR_INVALID_ARG, "%s: session %d: %d tokens (need 1 .. the session's n_batch = %d)", fn, i,
+                             k, s[i]->n_batch);
+        if (k > s[i]->n_ctx - s[i]->n_past)
+            return nx__error(NX_ERR_RANGE, "%s: session %d: context full (%d cached + %d new tokens exceed %d positions)", fn,
+                             i, s[i]->n_past, k, s[i]->n_ctx);
+        for (int t = 0; t < k; t++)
+            if (ids[total + t] < 0 || ids[total + t] >= m->V)
+                return nx__error(NX_ERR_RANGE, "%s: token %d (session %d, index %d) outside the vocabulary [0, %d)", fn,
+                                 (int)ids[total + t], i, t, m->V);
+        total += k;
+    }
+    if (total > b->max_tokens)
+        return nx__error(NX_ERR_INVALID_ARG, "%s: %ld tokens in all exceed the batch's max_tokens %d", fn, total,
+                         b->max_tokens);
+    return NX_OK;
+}
+
+static nx_status batch_run(nx_batch *b, nx_session *const *s, const int32_t *ids, const int *n_tokens, int n,
+                           float *logits, const char *fn) {
+    NX_TRY(batch_check(b, s, ids, n_tokens, n, fn));
+    const nx_model *m = b->m;
+    int H = m->H, V = m->V;
+    /* Rows in two runs: sessions with decode-sized calls first, then the longer ones (see
+     * linear()); within each run in the caller's order. */
+    int T = 0, n_short = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        long off = 0;
+        for (int i = 0; i < n; i++) {
+            int k = n_tokens ? n_tokens[i] : 1;
+            if ((k <= NX_MV_MAX_T) == (pass == 0)) {
+                memcpy(b->ids + T, ids + off, (size_t)k * sizeof *ids);
+                for (int t = 0; t < k; t++) {
+                    b->row_s[T + t] = s[i];
+                    b->row_p[T + t] = s[i]->n_past + t;
+                }
+                T += k;
+                b->last[i] = T - 1;
+            }
+            off += k;
+        }
+        if (pass == 0) n_short = T;
+    }
+    fw_pass f = {m, s[0]->vt, s[0]->pool, s[0]->n_threads, T, NULL, b->row_s, b->row_p, n_short,
+                 b->x, b->u, b->qkv, b->att, b->a, b->h};
+    forward_rows(&f, b->ids);
+    /* The head sees each session's last row only, as nx_session_forward(..., NULL) does: n rows
+     * of one token each. */
+    for (int i = 0; i < n; i++)
+        nx__layernorm_ref(b->u + (size_t)i * H, b->x + (size_t)b->last[i] * H, m->lnf_w, m->lnf_b, 1, H,
+                          m->cfg.layer_norm_eps);
+    float *out = logits ? logits : b->logits;
+    nx_matmul_args head = {out, b->u, &m->Whead, m->head_b, n, H, V};
+    linear(f.pool, n, &head, NULL);
+    for (int i = 0; i < n; i++) {
+        memcpy(s[i]->logits, out + (size_t)i * V, (size_t)V * sizeof(float));
+        s[i]->has_logits = true;
+        s[i]->n_past += n_tokens ? n_tokens[i] : 1;
+    }
+    return NX_OK;
+}
+
+nx_status nx_batch_forward(nx_batch *b, nx_session *const *s, const int32_t *ids, const int *n_tokens, int n,
+                           float *logits) {
+    if (!n_tokens) return nx__error(NX_ERR_INVALID_ARG, "nx_batch_forward: NULL argument");
+    return batch_run(b, s, ids, n_tokens, n, logits, "nx_batch_forward");
+}
+
+nx_status nx_batch_decode(nx_batch *b, nx_session *const *s, const int32_t *ids, int n, float *logits) {
+    return batch_run(b, s, ids, NULL, n, logits, "nx_batch_decode");
 }

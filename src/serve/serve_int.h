@@ -144,6 +144,11 @@ struct nx_server_core {
     nx_pool *pool;
     int n_slots;
     struct srv_slot *slots;
+    nx_batch *batch;          /* one batched forward of the busy slots' tokens per round */
+    nx_session **fwd_s;       /* [n_slots] this round's sessions, */
+    int *fwd_n;               /* their token counts, */
+    int *fwd_slot;            /* slot indices, */
+    int32_t *fwd_ids;         /* [n_slots + prompt rows] and tokens */
     int max_queue, n_waiting;
     srv_req *qhead, *qtail;
     pthread_mutex_t mu;
