@@ -11,7 +11,8 @@
  * matmuls and attention to the pool. Decode kernels and GEMM give different bits, and the batch
  * must keep every row on its own session's path: B = 11 decode rows span two groups of
  * NX_MV_MAX_T, and the mixed calls put chunks of 8 and 9 tokens (both sides of NX_MV_MAX_T)
- * next to decode steps.
+ * next to decode steps. Sessions of one batch hold different KV cache types (session i: auto,
+ * f16, bf16, f32 by i % 4), so every run type meets every cache type and batches mix them.
  */
 #include "neox.h"
 #include "test.h"
@@ -39,6 +40,11 @@ static void small_config(const char *preset, nx_model_config *cfg) {
 /* Prompt length of session i in a batch of B: 0 for session 2 (a fresh cache), else 50..86. */
 static int prompt_len(int i, int B) { return i == 2 ? 0 : 50 + (7 * i + 3 * B) % 37; }
 static int32_t token_at(int i, int t, int V) { return (int32_t)((t * 131 + i * 17 + 5) % V); }
+/* KV cache type of session i (0: the model's default). */
+static nx_dtype kv_of(int i) {
+    static const nx_dtype k[] = {NX_DTYPE_INVALID, NX_F16, NX_BF16, NX_F32};
+    return k[i % 4];
+}
 
 /* One family, one run type, one thread count: B = 1..8 and 11 with joins and leaves. */
 static void check_batch(const nx_model *m, int n_threads, const char *what) {
@@ -52,7 +58,8 @@ static void check_batch(const nx_model *m, int n_threads, const char *what) {
         nx_session *ref[MAX_B] = {0}, *bat[MAX_B] = {0};
         int32_t prompt[128];
         for (int i = 0; i < B; i++) {
-            nx_session_opts ro = {.n_ctx = 160, .n_threads = 1}, bo = {.n_ctx = 160, .pool = pool};
+            nx_session_opts ro = {.n_ctx = 160, .n_threads = 1, .kv_type = kv_of(i)},
+                            bo = {.n_ctx = 160, .pool = pool, .kv_type = kv_of(i)};
             CHECK(nx_session_create(m, &ro, &ref[i]) == NX_OK);
             CHECK(nx_session_create(m, &bo, &bat[i]) == NX_OK);
             int n = prompt_len(i, B);
@@ -114,7 +121,8 @@ static void check_mixed(const nx_model *m, int n_threads, const char *what) {
     CHECK_EQ_INT(nx_batch_max_tokens(b), NS * 12);
     nx_session *ref[NS] = {0}, *bat[NS] = {0};
     for (int i = 0; i < NS; i++) {
-        nx_session_opts ro = {.n_ctx = 160, .n_threads = 1}, bo = {.n_ctx = 160, .pool = pool};
+        nx_session_opts ro = {.n_ctx = 160, .n_threads = 1, .kv_type = kv_of(i)},
+                        bo = {.n_ctx = 160, .pool = pool, .kv_type = kv_of(i)};
         CHECK(nx_session_create(m, &ro, &ref[i]) == NX_OK);
         CHECK(nx_session_create(m, &bo, &bat[i]) == NX_OK);
     }

@@ -238,7 +238,9 @@ static void test_softmax_rotary_attention(void) {
     float q[3] = {0.1f, -0.4f, 0.9f}, K[12], V[12], out[3], sc[4];
     fill(K, 12);
     fill(V, 12);
-    nx__attention_ref(out, q, K, V, 3, 3, 1, 4, 0.5f, sc);
+    nx_attn_args at = {.G = 1, .d = 3, .q = q, .out = out, .K = K, .V = V, .kv_type = NX_F32, .ld = 3,
+                       .k0 = {1}, .k1 = {4}, .scale = 0.5f, .scores = sc, .lds = 4};
+    nx__attention_ref(&at);
     double w[3], tot = 0;
     for (int k = 1; k < 4; k++) {
         w[k - 1] = exp(0.5 * (q[0] * K[k * 3] + q[1] * K[k * 3 + 1] + q[2] * K[k * 3 + 2]));
@@ -251,34 +253,95 @@ static void test_softmax_rotary_attention(void) {
     }
 }
 
-/* Every variant's single-query attention against the reference: head sizes on and off the
- * AVX-512 register tile (multiples of 16 up to 256), key counts around the 16-key blocks, a
- * window that starts past key 0 and a row stride wider than the head. */
+/* A cache of n rows of ld elements in type t, from values in [-1, 1) (16-bit: rounded). */
+static void *make_cache(nx_dtype t, size_t n) {
+    float *f = malloc(n * sizeof(float));
+    void *c = malloc(n * nx_dtype_size(t));
+    fill(f, n);
+    nx__kv_store(c, t, f, (int)n);
+    free(f);
+    return c;
+}
+
+/* Every variant's attention against the reference (which widens each cached element and runs
+ * the fp32 math) for fp32, f16 and bf16 caches: head sizes on and off the vector widths (3, 8,
+ * 20, 80 are not multiples of 16; 272 is past the register tile), key counts around the 8- and
+ * 16-key blocks, a window that starts past key 0, a row stride wider than the head, and groups
+ * of G causal rows (row g sees one more key than row g-1), also with GPT-Neo-style local windows
+ * (each row's k0 moves with it). Each row of a group must equal, bit for bit, the same row
+ * computed alone: grouping never changes results. */
 static void test_attention_variants(void) {
-    const int ds[] = {3, 16, 64, 80, 128, 272};
-    const int ns[] = {1, 15, 16, 17, 100};
+    const int ds[] = {3, 8, 16, 20, 64, 80, 128, 256, 272};
+    const int ns[] = {1, 7, 15, 16, 17, 100};
+    const int gs[] = {1, 3, NX_ATTN_MAX_G};
+    const nx_dtype types[] = {NX_F32, NX_F16, NX_BF16};
     int tested = 0;
     for (size_t v = 0; v < NX_ARRAY_LEN(k_variants); v++) {
         const nx_kernel_vt *vt = nx__kernels_variant(k_variants[v]);
         if (!vt) continue;
         tested++;
-        for (size_t di = 0; di < NX_ARRAY_LEN(ds); di++)
-            for (size_t ni = 0; ni < NX_ARRAY_LEN(ns); ni++) {
-                int d = ds[di], ld = d + 5, k0 = 3, k1 = k0 + ns[ni];
-                float *K = malloc(sizeof(float) * k1 * ld), *V = malloc(sizeof(float) * k1 * ld), *q = malloc(sizeof(float) * d);
-                float *o = malloc(sizeof(float) * d), *r = malloc(sizeof(float) * d), *sc = malloc(sizeof(float) * k1);
-                fill(K, (size_t)k1 * ld);
-                fill(V, (size_t)k1 * ld);
-                fill(q, (size_t)d);
-                nx__attention_ref(r, q, K, V, ld, d, k0, k1, 0.7f, sc);
-                vt->attention(o, q, K, V, ld, d, k0, k1, 0.7f, sc);
-                double mx = 0;
-                for (int e = 0; e < d; e++) mx = fmax(mx, fabs(o[e] - r[e]));
-                CHECK_MSG(mx <= 2e-6, "%s d=%d n=%d: max diff %g", vt->name, d, ns[ni], mx);
-                free(K); free(V); free(q); free(o); free(r); free(sc);
-            }
+        for (size_t ti = 0; ti < NX_ARRAY_LEN(types); ti++)
+            for (size_t di = 0; di < NX_ARRAY_LEN(ds); di++)
+                for (size_t ni = 0; ni < NX_ARRAY_LEN(ns); ni++)
+                    for (size_t gi = 0; gi < NX_ARRAY_LEN(gs); gi++)
+                        for (int local = 0; local < 2; local++) {
+                            int d = ds[di], ld = d + 5, G = gs[gi], n = ns[ni], rows = 3 + n + G;
+                            nx_dtype t = types[ti];
+                            void *K = make_cache(t, (size_t)rows * ld), *V = make_cache(t, (size_t)rows * ld);
+                            float *q = malloc(sizeof(float) * G * ld), *o = malloc(sizeof(float) * G * d);
+                            float *r = malloc(sizeof(float) * G * d), *one = malloc(sizeof(float) * d);
+                            float *sc = malloc(sizeof(float) * NX_ATTN_MAX_G * rows);
+                            fill(q, (size_t)G * ld);
+                            nx_attn_args a = {.G = G, .d = d, .q = q, .ldq = (size_t)ld, .out = r, .ldo = (size_t)d,
+                                              .K = K, .V = V, .kv_type = t, .ld = ld, .scale = 0.7f, .scores = sc,
+                                              .lds = (size_t)rows};
+                            for (int g = 0; g < G; g++) {   /* row g at position 3 + n - 1 + g */
+                                a.k1[g] = 3 + n + g;
+                                a.k0[g] = local ? 3 + g : 3;
+                            }
+                            nx__attention_ref(&a);
+                            a.out = o;
+                            vt->attention(&a);
+                            double mx = 0;
+                            for (int e = 0; e < G * d; e++) mx = fmax(mx, fabs(o[e] - r[e]));
+                            /* the scores' rounding grows with the length of the dot products */
+                            double tol = 2e-6 * fmax(1.0, sqrt(d / 64.0));
+                            CHECK_MSG(mx <= tol, "%s %s d=%d n=%d G=%d local=%d: max diff %g", vt->name,
+                                      nx_dtype_name(t), d, n, G, local, mx);
+                            int same = 1;
+                            for (int g = 0; g < G; g++) {
+                                nx_attn_args a1 = a;
+                                a1.G = 1;
+                                a1.q = q + (size_t)g * ld;
+                                a1.out = one;
+                                a1.k0[0] = a.k0[g];
+                                a1.k1[0] = a.k1[g];
+                                vt->attention(&a1);
+                                same &= memcmp(one, o + (size_t)g * d, sizeof(float) * d) == 0;
+                            }
+                            CHECK_MSG(same, "%s %s d=%d n=%d G=%d local=%d: a grouped row differs from the row alone",
+                                      vt->name, nx_dtype_name(t), d, n, G, local);
+                            free(K); free(V); free(q); free(o); free(r); free(one); free(sc);
+                        }
     }
     CHECK(tested >= 1);
+}
+
+/* The cache conversions: f16/bf16 round to nearest even and widen exactly (fp32 is a copy). */
+static void test_kv_store(void) {
+    const float x[4] = {1.0f, 1.0f + 1.0f / 256.0f + 1.0f / 4096.0f, -3.14159265f, 65504.0f};
+    uint16_t h[4];
+    float back[4];
+    for (int ti = 0; ti < 2; ti++) {
+        nx_dtype t = ti ? NX_BF16 : NX_F16;
+        nx__kv_store(h, t, x, 4);
+        nx__kv_widen(back, h, t, 4);
+        for (int i = 0; i < 4; i++) {
+            float e = t == NX_BF16 ? nx_bf16_to_f32(nx_f32_to_bf16(x[i])) : nx_f16_to_f32(nx_f32_to_f16(x[i]));
+            CHECK(back[i] == e);
+        }
+    }
+    CHECK(nx_bf16_to_f32(h[1]) == 1.0f + 1.0f / 128.0f);   /* 1 + 2^-8 + 2^-12 rounds up to 8 mantissa bits */
 }
 
 int main(void) {
@@ -291,5 +354,6 @@ int main(void) {
     TEST_RUN(test_act_exp_variants);
     TEST_RUN(test_softmax_rotary_attention);
     TEST_RUN(test_attention_variants);
+    TEST_RUN(test_kv_store);
     TEST_END();
 }

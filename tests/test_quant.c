@@ -269,6 +269,7 @@ static void run_model_(const char *dir, nx_dtype dt, int threads, run_t *r) {
     nx_session_opts so = {0};
     so.n_threads = threads;
     so.n_ctx = 64;
+    so.kv_type = NX_F32;   /* the weights' error alone (the 16-bit caches: test_kv) */
     nx_session *s = NULL;
     CHECK(nx_session_create(m, &so, &s) == NX_OK);
     r->T = T;

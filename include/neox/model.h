@@ -44,8 +44,9 @@ typedef struct nx_model_opts {
     /* Run dtype of the linear-layer matrices (qkv, attention out, MLP, head): NX_F32, NX_BF16,
      * NX_F16, NX_Q8_0 or NX_Q4_0. A safetensors matrix already stored in that type is used in
      * place (no copy), others are converted once at load. 0 (NX_DTYPE_INVALID) = the type a
-     * `neox quantize` directory was written in, else F32. LayerNorms, biases, attention and
-     * the KV cache stay fp32; the input embedding keeps its stored float type. */
+     * `neox quantize` directory was written in, else F32. LayerNorms, biases and attention
+     * math stay fp32 (the KV cache type is a session option, nx_session_opts.kv_type); the
+     * input embedding keeps its stored float type. */
     nx_dtype dtype;
 } nx_model_opts;
 
@@ -99,7 +100,18 @@ typedef struct nx_session_opts {
     int n_batch;        /* most tokens computed per internal step (scratch size); 0 = 512 */
     int n_threads;      /* threads of the session's own pool; 0 = number of CPUs */
     nx_pool *pool;      /* or a caller pool (borrowed; must outlive the session); overrides n_threads */
+    /* Element type of the KV cache: NX_F32, NX_F16 or NX_BF16 (anything else is
+     * NX_ERR_INVALID_ARG). 0 (NX_DTYPE_INVALID) = auto: NX_F32 when the model's matrices run in
+     * fp32, NX_BF16 for every other run type (a 16-bit cache halves the bytes decode reads
+     * from it and the session's memory; docs/QUANT.md). Keys are rounded after the rotary
+     * embedding; every attention, the current token's own key and value included, reads the
+     * rounded values, so prefill and token-by-token decode see the same cache. */
+    nx_dtype kv_type;
 } nx_session_opts;
+
+/* Parses a KV cache type name as the CLI's --kv-type takes it: f32, f16, bf16 (case-insensitive);
+ * NX_DTYPE_INVALID when unknown. */
+NX_API nx_dtype nx_kv_type_from_name(const char *name);
 
 /* Allocates everything the session will ever need. opts may be NULL. The model is
  * borrowed and must outlive the session. *out is owned by the caller (nx_session_free). */
@@ -118,6 +130,13 @@ NX_API int nx_session_n_past(const nx_session *s);
 NX_API int nx_session_n_ctx(const nx_session *s);
 /* Token ids in the cache (n_past of them), borrowed until the next call on s. */
 NX_API const int32_t *nx_session_tokens(const nx_session *s);
+/* Element type of the session's KV cache (auto resolved: NX_F32, NX_F16 or NX_BF16). */
+NX_API nx_dtype nx_session_kv_type(const nx_session *s);
+/* Bytes of the KV cache (K and V for n_ctx positions), allocated at creation. */
+NX_API size_t nx_session_kv_bytes(const nx_session *s);
+/* Bytes of K and V that the attention of one token reads when it sees n_keys positions (local
+ * attention layers read at most their window): the cache's share of a decode step's traffic. */
+NX_API size_t nx_session_kv_read_bytes(const nx_session *s, int n_keys);
 /* Drops cached tokens from position n on (0 = reset). n > n_past is NX_ERR_RANGE. */
 NX_API nx_status nx_session_truncate(nx_session *s, int n);
 NX_API void nx_session_reset(nx_session *s);

@@ -3,7 +3,7 @@
  *
  * Every op has a readable scalar reference (`_ref`, ref.c) that is the oracle for the fast paths.
  * The hot ops (the matrix products used by every linear layer, and the dot/axpy pair used by
- * attention) also have AVX2+FMA and AVX-512 variants (x86.c, gemm_x86.c), compiled with
+ * attention) also have AVX2+FMA and AVX-512 variants (x86.c, attn_x86.c, gemm_x86.c), compiled with
  * __attribute__((target)) so one portable binary picks the best one at run time from CPUID
  * (dispatch.c). Setting NX_KERNELS=ref|avx2|avx512 in the environment forces a variant.
  *
@@ -53,11 +53,31 @@ void nx__softmax_ref(float *x, int n);
 /* Rotates the first `rot` dims of one head vector at the angles whose cos/sin are given
  * (rot/2 values each). interleaved: GPT-J pairs (2j, 2j+1); otherwise NeoX pairs (j, j+rot/2). */
 void nx__rotary_ref(float *x, int rot, const float *cos, const float *sin, int interleaved);
-/* One query against keys k0..k1-1 (inclusive range [k0, k1)) of one head:
- * out[d] = Σ softmax(scale · q·K[k])_k · V[k]; K, V are [*][d] rows with stride ld.
- * `scores` is caller scratch of at least k1 floats. */
-void nx__attention_ref(float *out, const float *q, const float *K, const float *V, int ld, int d, int k0, int k1,
-                       float scale, float *scores);
+/* Attention of a group of G query rows of one head over one session's cache (the decode step is
+ * G = 1; prefill passes groups of consecutive rows so each cached K/V row is read once per group).
+ * Row g: out_g[e] = Σ_k softmax_k(scale · q_g·K[k]) · V[k][e] over keys k in [k0[g], k1[g]).
+ * K and V hold cache rows in kv_type (F32, F16 or BF16): row k is d elements at element k·ld.
+ * Every variant widens each cached element exactly to fp32 and computes each row with the same
+ * arithmetic whatever G and the other rows are, so a row's bits never depend on its group. */
+#define NX_ATTN_MAX_G 8
+typedef struct nx_attn_args {
+    int G, d;               /* rows (1 .. NX_ATTN_MAX_G), head size */
+    const float *q;         /* row g at q + g·ldq */
+    float *out;             /* row g at out + g·ldo */
+    size_t ldq, ldo;
+    const void *K, *V;      /* the head's cache rows */
+    nx_dtype kv_type;
+    int ld;                 /* elements between cache rows */
+    int k0[NX_ATTN_MAX_G], k1[NX_ATTN_MAX_G];   /* 0 <= k0 < k1 */
+    float scale;
+    float *scores;          /* scratch: row g's score of key k at scores[g·lds + k] */
+    size_t lds;             /* >= every k1 */
+} nx_attn_args;
+void nx__attention_ref(const nx_attn_args *a);
+/* Cache element type t to fp32, n values (exact). */
+void nx__kv_widen(float *dst, const void *src, nx_dtype t, int n);
+/* n fp32 values to cache type t (round to nearest even for F16/BF16). */
+void nx__kv_store(void *dst, nx_dtype t, const float *src, int n);
 float nx__dot_ref(const float *a, const float *b, int n);
 float nx__exp_sum_ref(float *x, int n, float mx);
 void nx__axpy_ref(float *y, float a, const float *x, int n);   /* y += a·x */
@@ -138,10 +158,9 @@ typedef struct nx_kernel_vt {
     void (*act)(float *x, size_t n, nx_kact act);
     /* x[i] = exp(x[i] - mx) for i < n; returns their sum (softmax numerators). */
     float (*exp_sum)(float *x, int n, float mx);
-    /* One query against keys k0..k1-1 of one head, as nx__attention_ref (the decode step's
-     * attention: scores, softmax and the weighted sum of values in one pass over the cache). */
-    void (*attention)(float *out, const float *q, const float *K, const float *V, int ld, int d, int k0, int k1,
-                      float scale, float *scores);
+    /* Attention of 1 .. NX_ATTN_MAX_G query rows over a 16-bit or fp32 cache, as
+     * nx__attention_ref (attn_x86.c for the SIMD variants). */
+    void (*attention)(const nx_attn_args *a);
     /* Decode: rows r0..r1-1 of every token of y = x·Wᵀ + b, T <= NX_MV_MAX_T, W row-major F32, F16
      * or BF16 (wt). Each weight is widened to fp32 exactly; each row is read once for all T
      * tokens. Sums are fp32 in any order (the reference: index order). */
@@ -170,6 +189,9 @@ void nx__act(nx_pool *pool, float *x, size_t n, nx_kact act);
 extern const nx_kernel_vt nx__kernels_ref_vt;
 extern const nx_kernel_vt nx__kernels_avx2_vt;
 extern const nx_kernel_vt nx__kernels_avx512_vt;
+/* The attention of the x86 variants (attn_x86.c). */
+void nx__attention_avx2(const nx_attn_args *a);
+void nx__attention_avx512(const nx_attn_args *a);
 int nx__cpu_has_avx2(void);
 int nx__cpu_has_avx512(void);
 

@@ -6,6 +6,7 @@
 #include "kernels/kernels.h"
 
 #include <math.h>
+#include <string.h>
 
 void nx__matmul_ref(float *y, const float *x, const float *W, const float *b, int T, int IN, int OUT) {
     for (int t = 0; t < T; t++) {
@@ -105,13 +106,58 @@ void nx__axpy_ref(float *y, float a, const float *x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-void nx__attention_ref(float *out, const float *q, const float *K, const float *V, int ld, int d, int k0, int k1,
-                       float scale, float *scores) {
-    int n = k1 - k0;
-    for (int k = 0; k < n; k++) scores[k] = nx__dot_ref(q, K + (size_t)(k0 + k) * ld, d) * scale;
-    nx__softmax_ref(scores, n);
-    for (int e = 0; e < d; e++) out[e] = 0.0f;
-    for (int k = 0; k < n; k++) nx__axpy_ref(out, scores[k], V + (size_t)(k0 + k) * ld, d);
+void nx__kv_widen(float *dst, const void *src, nx_dtype t, int n) {
+    const uint16_t *h = src;
+    if (t == NX_F32)
+        memcpy(dst, src, (size_t)n * sizeof(float));
+    else if (t == NX_BF16)
+        for (int i = 0; i < n; i++) dst[i] = nx_bf16_to_f32(h[i]);
+    else
+        for (int i = 0; i < n; i++) dst[i] = nx_f16_to_f32(h[i]);
+}
+
+void nx__kv_store(void *dst, nx_dtype t, const float *src, int n) {
+    uint16_t *h = dst;
+    if (t == NX_F32)
+        memcpy(dst, src, (size_t)n * sizeof(float));
+    else if (t == NX_BF16)
+        for (int i = 0; i < n; i++) h[i] = nx_f32_to_bf16(src[i]);
+    else
+        for (int i = 0; i < n; i++) h[i] = nx_f32_to_f16(src[i]);
+}
+
+/* Each row on its own: widen every key and value exactly, then the fp32 math in index order
+ * (scores, max-subtracted softmax, weighted sum of values). A head has at most a few hundred
+ * dims, so the widened rows fit a stack buffer; larger heads are widened in pieces. */
+void nx__attention_ref(const nx_attn_args *a) {
+    enum { CHUNK = 256 };
+    float kr[CHUNK];
+    size_t es = nx_dtype_size(a->kv_type);
+    for (int g = 0; g < a->G; g++) {
+        const float *q = a->q + (size_t)g * a->ldq;
+        float *out = a->out + (size_t)g * a->ldo, *sc = a->scores + (size_t)g * a->lds + a->k0[g];
+        int n = a->k1[g] - a->k0[g];
+        for (int k = 0; k < n; k++) {
+            const uint8_t *row = (const uint8_t *)a->K + (size_t)(a->k0[g] + k) * a->ld * es;
+            float s = 0.0f;
+            for (int e0 = 0; e0 < a->d; e0 += CHUNK) {
+                int m = a->d - e0 < CHUNK ? a->d - e0 : CHUNK;
+                nx__kv_widen(kr, row + (size_t)e0 * es, a->kv_type, m);
+                for (int e = 0; e < m; e++) s += q[e0 + e] * kr[e];
+            }
+            sc[k] = s * a->scale;
+        }
+        nx__softmax_ref(sc, n);
+        for (int e = 0; e < a->d; e++) out[e] = 0.0f;
+        for (int k = 0; k < n; k++) {
+            const uint8_t *row = (const uint8_t *)a->V + (size_t)(a->k0[g] + k) * a->ld * es;
+            for (int e0 = 0; e0 < a->d; e0 += CHUNK) {
+                int m = a->d - e0 < CHUNK ? a->d - e0 : CHUNK;
+                nx__kv_widen(kr, row + (size_t)e0 * es, a->kv_type, m);
+                nx__axpy_ref(out + e0, sc[k], kr, m);
+            }
+        }
+    }
 }
 
 /* Weight k of a row-major F32/F16/BF16 row, widened exactly. */

@@ -32,22 +32,6 @@ int nx__cpu_has_avx512(void) {
 
 #define AI __attribute__((always_inline))
 
-/* Single-query attention from a variant's dot, exp_sum and axpy (the AVX2 kernel, and the
- * AVX-512 one for head sizes its register tile does not cover). */
-static inline AI void attention_with(float *out, const float *q, const float *K, const float *V, int ld, int d, int k0,
-                                     int k1, float scale, float *scores, float (*dot)(const float *, const float *, int),
-                                     float (*exp_sum)(float *, int, float), void (*axpy)(float *, float, const float *, int)) {
-    int n = k1 - k0;
-    float mx = -INFINITY;
-    for (int k = 0; k < n; k++) {
-        scores[k] = dot(q, K + (size_t)(k0 + k) * ld, d) * scale;
-        mx = scores[k] > mx ? scores[k] : mx;
-    }
-    float inv = 1.0f / exp_sum(scores, n, mx);
-    memset(out, 0, (size_t)d * sizeof(float));
-    for (int k = 0; k < n; k++) axpy(out, scores[k] * inv, V + (size_t)(k0 + k) * ld, d);
-}
-
 /* 16 weights at element idx of a row: fp32, or 16-bit widened exactly (bf16 is the top half of
  * an fp32; IEEE half via vcvtph2ps). wt is a compile-time constant in every caller. */
 static inline T512 AI __m512 wload512(const void *W, size_t idx, const nx_dtype wt) {
@@ -240,65 +224,6 @@ static T512 float exp_sum_avx512(float *x, int n, float mx) {
     return _mm512_reduce_add_ps(acc);
 }
 
-/* Σ of each of 16 vectors, as the 16 lanes of one: pairs of vectors are added lane-interleaved,
- * then pairs of pairs, then the four 128-bit quarters (45 operations for 16 sums). */
-static inline T512 AI __m512 hsum16x16(const __m512 *a) {
-    __m512 b[8], c[4];
-    for (int i = 0; i < 8; i++)
-        b[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
-    for (int i = 0; i < 4; i++) {
-        __m512d u = _mm512_castps_pd(b[2 * i]), v = _mm512_castps_pd(b[2 * i + 1]);
-        c[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(u, v)), _mm512_castpd_ps(_mm512_unpackhi_pd(u, v)));
-    }
-    /* c[i]'s quarter L holds quarter-L partial sums of vectors 4i..4i+3 */
-    __m512 e01 = _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], 0x44), _mm512_shuffle_f32x4(c[0], c[1], 0xEE));
-    __m512 e23 = _mm512_add_ps(_mm512_shuffle_f32x4(c[2], c[3], 0x44), _mm512_shuffle_f32x4(c[2], c[3], 0xEE));
-    return _mm512_add_ps(_mm512_shuffle_f32x4(e01, e23, 0x88), _mm512_shuffle_f32x4(e01, e23, 0xDD));
-}
-
-/* Head sizes that are multiples of 16 up to 256 keep the query and the output in registers:
- * scores of 16 keys at a time (one accumulator per key, summed across lanes together), then
- * the values weighted into register accumulators, stored once. */
-static T512 void attention_avx512(float *out, const float *q, const float *K, const float *V, int ld, int d, int k0,
-                                  int k1, float scale, float *scores) {
-    if (d % 16 != 0 || d > 256) {
-        attention_with(out, q, K, V, ld, d, k0, k1, scale, scores, dot_avx512, exp_sum_avx512, axpy_avx512);
-        return;
-    }
-    int nv = d / 16, n = k1 - k0;
-    __m512 qv[16], o[16];
-    for (int v = 0; v < nv; v++) qv[v] = _mm512_loadu_ps(q + 16 * v);
-    __m512 mxv = _mm512_set1_ps(-INFINITY), sv = _mm512_set1_ps(scale);
-    int k = 0;
-    for (; k + 16 <= n; k += 16) {
-        __m512 acc[16];
-        for (int j = 0; j < 16; j++) {
-            const float *kr = K + (size_t)(k0 + k + j) * ld;
-            acc[j] = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
-            for (int v = 1; v < nv; v++) acc[j] = _mm512_fmadd_ps(qv[v], _mm512_loadu_ps(kr + 16 * v), acc[j]);
-        }
-        __m512 sc = _mm512_mul_ps(hsum16x16(acc), sv);
-        _mm512_storeu_ps(scores + k, sc);
-        mxv = _mm512_max_ps(mxv, sc);
-    }
-    float mx = _mm512_reduce_max_ps(mxv);
-    for (; k < n; k++) {
-        const float *kr = K + (size_t)(k0 + k) * ld;
-        __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kr));
-        for (int v = 1; v < nv; v++) acc = _mm512_fmadd_ps(qv[v], _mm512_loadu_ps(kr + 16 * v), acc);
-        scores[k] = _mm512_reduce_add_ps(acc) * scale;
-        mx = scores[k] > mx ? scores[k] : mx;
-    }
-    float inv = 1.0f / exp_sum_avx512(scores, n, mx);
-    for (int v = 0; v < nv; v++) o[v] = _mm512_setzero_ps();
-    for (k = 0; k < n; k++) {
-        const float *vr = V + (size_t)(k0 + k) * ld;
-        __m512 w = _mm512_set1_ps(scores[k] * inv);
-        for (int v = 0; v < nv; v++) o[v] = _mm512_fmadd_ps(w, _mm512_loadu_ps(vr + 16 * v), o[v]);
-    }
-    for (int v = 0; v < nv; v++) _mm512_storeu_ps(out + 16 * v, o[v]);
-}
-
 /* ---- AVX2 + FMA ---------------------------------------------------------------------------- */
 #define T256 __attribute__((target("avx2,fma,f16c")))
 
@@ -418,14 +343,9 @@ static T256 void axpy_avx2(float *y, float a, const float *x, int n) {
     for (; k < n; k++) y[k] = __builtin_fmaf(a, x[k], y[k]);
 }
 
-static T256 void attention_avx2(float *out, const float *q, const float *K, const float *V, int ld, int d, int k0,
-                                int k1, float scale, float *scores) {
-    attention_with(out, q, K, V, ld, d, k0, k1, scale, scores, dot_avx2, nx__exp_sum_ref, axpy_avx2);
-}
-
 /* AVX2 keeps the scalar activation and exp (libm): correct everywhere, only slower. */
 const nx_kernel_vt nx__kernels_avx2_vt = {"avx2",         dot_avx2,       axpy_avx2,    nx__act_ref,    nx__exp_sum_ref,
-                                          attention_avx2, mv_rows_avx2, qdot_rows_avx2, nx__quantize_row_q8_0};
+                                          nx__attention_avx2, mv_rows_avx2, qdot_rows_avx2, nx__quantize_row_q8_0};
 
 /* ---- AVX-512 VNNI (after the AVX2 kernels it falls back to) ---------------------------- */
 #define TVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
@@ -572,7 +492,7 @@ static TVNNI void qdot_rows_avx512(float *y, const nx_block_q8_0 *xq, const void
 }
 
 const nx_kernel_vt nx__kernels_avx512_vt = {"avx512",         dot_avx512,       axpy_avx512,      act_avx512,
-                                            exp_sum_avx512,   attention_avx512, mv_rows_avx512,   qdot_rows_avx512,
+                                            exp_sum_avx512,   nx__attention_avx512, mv_rows_avx512,   qdot_rows_avx512,
                                             quantize_q8_avx512};
 
 #else /* not x86-64: only the reference exists; the tables alias it so callers need no #ifdef. */

@@ -14,7 +14,12 @@
  *   logits = LNf(x)·Wheadᵀ (+b)     (all rows, or only the last)
  *
  * Cache layout: K and V are [L][NH][n_ctx][HS], so one head's keys are contiguous for the
- * decode-time dot products. Keys are stored after rotation, as HF does.
+ * decode-time dot products. Keys are stored after rotation, as HF does, in the session's cache
+ * type (fp32, f16 or bf16): a row's k and v are rounded when appended and every attention reads
+ * the rounded values, its own row's included, so a token sees the same cache whether it was
+ * prefilled or decoded. Attention runs per head over groups of up to NX_ATTN_MAX_G consecutive
+ * rows of one session (kernels.h nx_attn_args: each K/V row is read once per group); a row's
+ * result does not depend on its group, so neither the grouping nor the thread split changes bits.
  *
  * A batch (nx_batch_forward) runs the new tokens of many sessions through the same pass, one
  * row per token, each row with its own session's cache and position.
@@ -33,6 +38,10 @@ nx_status nx_session_create(const nx_model *m, const nx_session_opts *opts, nx_s
         return nx__error(NX_ERR_RANGE, "nx_session_create: n_ctx %d outside [1, max_position_embeddings = %d]", o.n_ctx,
                          m->maxpos);
     if (o.n_batch < 0) return nx__error(NX_ERR_INVALID_ARG, "nx_session_create: n_batch %d < 0", o.n_batch);
+    if (o.kv_type == NX_DTYPE_INVALID) o.kv_type = m->wtype == NX_F32 ? NX_F32 : NX_BF16;
+    if (o.kv_type != NX_F32 && o.kv_type != NX_F16 && o.kv_type != NX_BF16)
+        return nx__error(NX_ERR_INVALID_ARG, "nx_session_create: kv_type %s is not F32, F16 or BF16",
+                         nx_dtype_name(o.kv_type));
     nx_session *s = nx__calloc(1, sizeof *s);
     if (!s) return nx__error(NX_ERR_NOMEM, "out of memory");
     s->m = m;
@@ -51,10 +60,12 @@ nx_status nx_session_create(const nx_model *m, const nx_session_opts *opts, nx_s
         }
     }
     s->n_threads = nx_pool_size(s->pool);
+    s->kv_type = o.kv_type;
+    s->kv_es = nx_dtype_size(o.kv_type);
     size_t kv = (size_t)m->L * (size_t)m->NH * (size_t)s->n_ctx * (size_t)m->HS;
     size_t B = (size_t)s->n_batch, H = (size_t)m->H;
-    s->kc = nx__malloc_aligned(kv * sizeof(float));
-    s->vc = nx__malloc_aligned(kv * sizeof(float));
+    s->kc = nx__malloc_aligned(kv * s->kv_es);
+    s->vc = nx__malloc_aligned(kv * s->kv_es);
     s->tokens = nx__calloc((size_t)s->n_ctx, sizeof(int32_t));
     s->x = nx__malloc_aligned(B * H * sizeof(float));
     s->u = nx__malloc_aligned(B * H * sizeof(float));
@@ -62,13 +73,14 @@ nx_status nx_session_create(const nx_model *m, const nx_session_opts *opts, nx_s
     s->att = nx__malloc_aligned(B * H * sizeof(float));
     s->a = nx__malloc_aligned(B * H * sizeof(float));
     s->h = nx__malloc_aligned(B * (size_t)m->I * sizeof(float));
-    s->scores = nx__malloc_aligned((size_t)s->n_threads * (size_t)s->n_ctx * sizeof(float));
+    s->scores = nx__malloc_aligned((size_t)s->n_threads * NX_ATTN_MAX_G * (size_t)s->n_ctx * sizeof(float));
     s->logits = nx__malloc_aligned((size_t)m->V * sizeof(float));
     if (!s->kc || !s->vc || !s->tokens || !s->x || !s->u || !s->qkv || !s->att || !s->a || !s->h || !s->scores ||
         !s->logits) {
         nx_session_free(s);
-        return nx__error(NX_ERR_NOMEM, "out of memory allocating a session (KV cache %.1f MiB for %d tokens)",
-                         2.0 * (double)kv * 4.0 / 1048576.0, o.n_ctx ? o.n_ctx : m->maxpos);
+        return nx__error(NX_ERR_NOMEM, "out of memory allocating a session (%s KV cache %.1f MiB for %d tokens)",
+                         nx_dtype_name(o.kv_type), 2.0 * (double)kv * (double)nx_dtype_size(o.kv_type) / 1048576.0,
+                         o.n_ctx ? o.n_ctx : m->maxpos);
     }
     *out = s;
     return NX_OK;
@@ -89,6 +101,25 @@ void nx_session_free(nx_session *s) {
     nx__free_aligned(s->scores);
     nx__free_aligned(s->logits);
     nx__free(s);
+}
+
+nx_dtype nx_kv_type_from_name(const char *name) {
+    nx_dtype t = nx_run_dtype_from_name(name);
+    return t == NX_F32 || t == NX_F16 || t == NX_BF16 ? t : NX_DTYPE_INVALID;
+}
+
+nx_dtype nx_session_kv_type(const nx_session *s) { return s->kv_type; }
+
+size_t nx_session_kv_bytes(const nx_session *s) {
+    const nx_model *m = s->m;
+    return 2 * (size_t)m->L * (size_t)m->NH * (size_t)s->n_ctx * (size_t)m->HS * s->kv_es;
+}
+
+size_t nx_session_kv_read_bytes(const nx_session *s, int n_keys) {
+    const nx_model *m = s->m;
+    size_t keys = 0;
+    for (int l = 0; l < m->L; l++) keys += (size_t)(m->layers[l].local && m->window < n_keys ? m->window : n_keys);
+    return 2 * keys * (size_t)m->NH * (size_t)m->HS * s->kv_es;
 }
 
 const float *nx_session_logits(const nx_session *s) { return s->has_logits ? s->logits : NULL; }
@@ -141,28 +172,49 @@ typedef struct {
     int l;
 } attn_job;
 
-/* Work items are (head, row) pairs split statically across threads; each row attends over its
- * own session's cache with that session's per-thread score scratch (all sessions of a pass
- * share one pool, so every one has a row for each ith). */
+/* Rows [r, r+n) of one session at consecutive positions, head h. Scores go to the session's
+ * scratch of thread ith (all sessions of a pass share one pool, so every one has a slot for
+ * each ith). */
+static void attend(const attn_job *j, int h, int r, int n, int ith) {
+    const fw_pass *f = j->f;
+    const nx_model *m = f->m;
+    const nx_session *s = row_session(f, r);
+    int HS = m->HS, H = m->H;
+    size_t base = ((size_t)j->l * m->NH + (size_t)h) * (size_t)s->n_ctx * HS * s->kv_es;
+    nx_attn_args a = {.G = n, .d = HS,
+                      .q = f->qkv + (size_t)r * 3 * H + (size_t)h * 3 * HS, .ldq = 3 * (size_t)H,
+                      .out = f->att + (size_t)r * H + (size_t)h * HS, .ldo = (size_t)H,
+                      .K = (const uint8_t *)s->kc + base, .V = (const uint8_t *)s->vc + base,
+                      .kv_type = s->kv_type, .ld = HS, .scale = m->attn_scale,
+                      .scores = s->scores + (size_t)ith * NX_ATTN_MAX_G * s->n_ctx, .lds = (size_t)s->n_ctx};
+    for (int g = 0; g < n; g++) {
+        int p = row_pos(f, r + g);
+        a.k0[g] = j->ly->local && p - m->window + 1 > 0 ? p - m->window + 1 : 0;
+        a.k1[g] = p + 1;
+    }
+    f->vt->attention(&a);
+}
+
+/* Work items are (head, block of NX_ATTN_MAX_G rows) pairs split statically across threads;
+ * a block is cut where the session (or position run) changes, so each kernel call sees the
+ * consecutive rows of one session. */
 static void attn_worker(int ith, int nth, void *arg) {
     const attn_job *j = arg;
     const fw_pass *f = j->f;
-    const nx_model *m = f->m;
-    const nx_kernel_vt *vt = f->vt;
-    int HS = m->HS, NH = m->NH, H = m->H;
-    int total = NH * f->T;
+    int nb = (f->T + NX_ATTN_MAX_G - 1) / NX_ATTN_MAX_G;
+    int total = f->m->NH * nb;
     int per = (total + nth - 1) / nth;
     int i0 = ith * per, i1 = i0 + per < total ? i0 + per : total;
     for (int i = i0; i < i1; i++) {
-        int h = i / f->T, t = i % f->T;
-        const nx_session *s = row_session(f, t);
-        int p = row_pos(f, t);
-        float *scores = s->scores + (size_t)ith * (size_t)s->n_ctx;
-        int k0 = j->ly->local ? (p - m->window + 1 > 0 ? p - m->window + 1 : 0) : 0;
-        const float *q = f->qkv + (size_t)t * 3 * (size_t)H + (size_t)h * 3 * HS;
-        size_t base = ((size_t)j->l * NH + (size_t)h) * (size_t)s->n_ctx * HS;
-        vt->attention(f->att + (size_t)t * H + (size_t)h * HS, q, s->kc + base, s->vc + base, HS, HS, k0, p + 1,
-                      m->attn_scale, scores);
+        int h = i / nb, b = i % nb;
+        int r1 = (b + 1) * NX_ATTN_MAX_G < f->T ? (b + 1) * NX_ATTN_MAX_G : f->T;
+        for (int r = b * NX_ATTN_MAX_G; r < r1;) {
+            int n = 1;
+            while (r + n < r1 && row_session(f, r + n) == row_session(f, r) && row_pos(f, r + n) == row_pos(f, r) + n)
+                n++;
+            attend(j, h, r, n, ith);
+            r += n;
+        }
     }
 }
 
@@ -264,9 +316,9 @@ static void forward_rows(const fw_pass *f, const int32_t *ids) {
                     nx__rotary_ref(q, m->rot, cs, sn, m->rot_interleaved);
                     nx__rotary_ref(k, m->rot, cs, sn, m->rot_interleaved);
                 }
-                size_t dst = ((base + (size_t)h * s->n_ctx) + (size_t)p) * HS;
-                memcpy(s->kc + dst, k, (size_t)HS * sizeof(float));
-                memcpy(s->vc + dst, v, (size_t)HS * sizeof(float));
+                size_t dst = ((base + (size_t)h * s->n_ctx) + (size_t)p) * HS * s->kv_es;
+                nx__kv_store((uint8_t *)s->kc + dst, s->kv_type, k, HS);
+                nx__kv_store((uint8_t *)s->vc + dst, s->kv_type, v, HS);
             }
         }
         attn_job aj = {f, ly, l};

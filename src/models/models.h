@@ -70,10 +70,12 @@ struct nx_session {
     nx_pool *pool;
     bool own_pool;
     int n_threads;
-    float *kc, *vc;        /* [L][NH][n_ctx][HS] */
+    void *kc, *vc;         /* [L][NH][n_ctx][HS] in kv_type */
+    nx_dtype kv_type;      /* NX_F32, NX_F16 or NX_BF16 */
+    size_t kv_es;          /* bytes per cache element */
     int32_t *tokens;       /* [n_ctx] */
     float *x, *u, *qkv, *att, *a, *h;   /* scratch rows (n_batch each) */
-    float *scores;         /* [n_threads][n_ctx] */
+    float *scores;         /* [n_threads][NX_ATTN_MAX_G][n_ctx] attention scratch */
     float *logits;         /* [V], last row */
     bool has_logits;
 };

@@ -1,0 +1,301 @@
+/*
+ * attn_x86.c - AVX-512 and AVX2 attention over an fp32, f16 or bf16 KV cache (kernels.h
+ * nx_attn_args): G <= NX_ATTN_MAX_G query rows of one head per call, in three steps.
+ *
+ *  1. Scores, keys in blocks of 16 (AVX-512) or 8 (AVX2). Each (row, key) dot product is one
+ *     vector accumulator, fma over the head in 16- or 8-lane chunks, then summed across lanes by
+ *     a transpose-add that treats every key of the block alike; so a score depends only on the
+ *     query and that key, never on which block or group it falls in. With G > 1 and a 16-bit
+ *     cache, a block of keys is widened once into an fp32 tile (L1) that every row reuses.
+ *  2. Softmax numerators per row with the variant's exp_sum.
+ *  3. Values: each V row is widened once and added, in ascending key order, into the
+ *     accumulators of every row of a register group that sees that key.
+ *
+ * Every row therefore gets the bits it would get alone (G = 1): grouping rows, and splitting
+ * the groups over threads, never changes a result. Elements are widened exactly: bf16 is the
+ * top half of an fp32, f16 goes through vcvtph2ps. Heads of more than 256 dims (no released
+ * checkpoint has one) take the scalar reference.
+ */
+#include "kernels/kernels.h"
+
+#include <math.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#define AI __attribute__((always_inline))
+#define T512 __attribute__((target("avx512f,avx2,fma,f16c")))
+#define T256 __attribute__((target("avx2,fma,f16c")))
+
+enum { MAXD = 256 };   /* largest head kept in vector registers / key tiles */
+
+static inline int imin(int a, int b) { return a < b ? a : b; }
+static inline int imax(int a, int b) { return a > b ? a : b; }
+
+/* The union of the rows' key ranges. */
+static void key_span(const nx_attn_args *a, int g0, int g1, int *lo, int *hi) {
+    *lo = a->k0[g0];
+    *hi = a->k1[g0];
+    for (int g = g0 + 1; g < g1; g++) {
+        *lo = imin(*lo, a->k0[g]);
+        *hi = imax(*hi, a->k1[g]);
+    }
+}
+
+/* ---- AVX-512 ------------------------------------------------------------------------------ */
+
+/* 16 elements of a cache row from element e, widened exactly; n < 16 reads only the first n
+ * (the head's last chunk) and zeroes the other lanes. */
+static inline T512 AI __m512 kv512(const void *row, int e, int n, const nx_dtype t) {
+    if (t == NX_F32) {
+        const float *p = (const float *)row + e;
+        return n >= 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
+    }
+    __m256i h;
+    if (n >= 16) {
+        h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + e));
+    } else {   /* 16-bit masked loads need AVX512BW: copy the tail instead */
+        uint16_t tmp[16] = {0};
+        memcpy(tmp, (const uint16_t *)row + e, (size_t)n * sizeof(uint16_t));
+        h = _mm256_loadu_si256((const __m256i *)tmp);
+    }
+    if (t == NX_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+/* Σ of each of 16 vectors, as the 16 lanes of one: pairs of vectors are added lane-interleaved,
+ * then pairs of pairs, then the four 128-bit quarters (45 operations for 16 sums). */
+static inline T512 AI __m512 hsum16x16(const __m512 *a) {
+    __m512 b[8], c[4];
+    for (int i = 0; i < 8; i++)
+        b[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+    for (int i = 0; i < 4; i++) {
+        __m512d u = _mm512_castps_pd(b[2 * i]), v = _mm512_castps_pd(b[2 * i + 1]);
+        c[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(u, v)), _mm512_castpd_ps(_mm512_unpackhi_pd(u, v)));
+    }
+    /* c[i]'s quarter L holds quarter-L partial sums of vectors 4i..4i+3 */
+    __m512 e01 = _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], 0x44), _mm512_shuffle_f32x4(c[0], c[1], 0xEE));
+    __m512 e23 = _mm512_add_ps(_mm512_shuffle_f32x4(c[2], c[3], 0x44), _mm512_shuffle_f32x4(c[2], c[3], 0xEE));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(e01, e23, 0x88), _mm512_shuffle_f32x4(e01, e23, 0xDD));
+}
+
+/* The kernel for cache type t and NV = ceil(d / 16) chunks (compile-time constants in the
+ * common cases, so the query, the key accumulators and the output rows live in registers). */
+static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, const int NV) {
+    const int G = a->G, dl = a->d - 16 * (NV - 1);   /* lanes of the last chunk */
+    const __mmask16 mlast = (__mmask16)(dl >= 16 ? 0xFFFFu : (1u << dl) - 1u);
+    const size_t rowb = (size_t)a->ld * (t == NX_F32 ? 4 : 2);
+    const uint8_t *K = a->K, *V = a->V;
+    const bool tiled = t != NX_F32 && G > 1;
+    /* Register groups for the value pass: NV accumulators per row plus NV value vectors. */
+    const int RG = NV <= 2 ? 8 : NV <= 4 ? 4 : NV <= 8 ? 2 : 1;
+    const __m512 sv = _mm512_set1_ps(a->scale);
+    float mx[NX_ATTN_MAX_G], inv[NX_ATTN_MAX_G];
+    _Alignas(64) float tile[16 * MAXD];
+    int kmin, kmax;
+    key_span(a, 0, G, &kmin, &kmax);
+    for (int g = 0; g < G; g++) mx[g] = -INFINITY;
+
+    for (int kb = kmin; kb < kmax; kb += 16) {
+        int nk = imin(16, kmax - kb);
+        if (tiled)
+            for (int j = 0; j < nk; j++)
+                for (int v = 0; v < NV; v++)
+                    _mm512_store_ps(tile + (j * NV + v) * 16, kv512(K + (size_t)(kb + j) * rowb, 16 * v, v == NV - 1 ? dl : 16, t));
+        for (int g = 0; g < G; g++) {
+            int lo = imax(kb, a->k0[g]), hi = imin(kb + nk, a->k1[g]);
+            if (lo >= hi) continue;
+            const float *q = a->q + (size_t)g * a->ldq;
+            __m512 qv[16], acc[16];
+            for (int v = 0; v < NV; v++) qv[v] = _mm512_maskz_loadu_ps(v == NV - 1 ? mlast : (__mmask16)0xFFFF, q + 16 * v);
+            for (int j = 0; j < 16; j++) {
+                int k = kb + j;
+                if (k < lo || k >= hi) {
+                    acc[j] = _mm512_setzero_ps();
+                } else if (tiled) {
+                    const float *kr = tile + j * NV * 16;
+                    acc[j] = _mm512_mul_ps(qv[0], _mm512_load_ps(kr));
+                    for (int v = 1; v < NV; v++) acc[j] = _mm512_fmadd_ps(qv[v], _mm512_load_ps(kr + 16 * v), acc[j]);
+                } else {
+                    const uint8_t *kr = K + (size_t)k * rowb;
+                    acc[j] = _mm512_mul_ps(qv[0], kv512(kr, 0, NV == 1 ? dl : 16, t));
+                    for (int v = 1; v < NV; v++)
+                        acc[j] = _mm512_fmadd_ps(qv[v], kv512(kr, 16 * v, v == NV - 1 ? dl : 16, t), acc[j]);
+                }
+            }
+            __m512 sc = _mm512_mul_ps(hsum16x16(acc), sv);
+            __mmask16 m = (__mmask16)(((1u << (hi - lo)) - 1u) << (lo - kb));
+            _mm512_mask_storeu_ps(a->scores + (size_t)g * a->lds + kb, m, sc);
+            float bm = _mm512_mask_reduce_max_ps(m, sc);
+            mx[g] = bm > mx[g] ? bm : mx[g];
+        }
+    }
+
+    for (int g = 0; g < G; g++)
+        inv[g] = 1.0f / nx__kernels_avx512_vt.exp_sum(a->scores + (size_t)g * a->lds + a->k0[g], a->k1[g] - a->k0[g], mx[g]);
+
+    for (int g0 = 0; g0 < G; g0 += RG) {
+        int nr = imin(RG, G - g0), lo, hi;
+        key_span(a, g0, g0 + nr, &lo, &hi);
+        __m512 o[8][16], vv[16];
+        for (int r = 0; r < RG; r++)
+            for (int v = 0; v < NV; v++) o[r][v] = _mm512_setzero_ps();
+        for (int k = lo; k < hi; k++) {
+            const uint8_t *vr = V + (size_t)k * rowb;
+            for (int v = 0; v < NV; v++) vv[v] = kv512(vr, 16 * v, v == NV - 1 ? dl : 16, t);
+            for (int r = 0; r < RG; r++) {
+                int g = g0 + r;
+                if (r >= nr || k < a->k0[g] || k >= a->k1[g]) continue;
+                __m512 w = _mm512_set1_ps(a->scores[(size_t)g * a->lds + k] * inv[g]);
+                for (int v = 0; v < NV; v++) o[r][v] = _mm512_fmadd_ps(w, vv[v], o[r][v]);
+            }
+        }
+        for (int r = 0; r < nr; r++) {
+            float *out = a->out + (size_t)(g0 + r) * a->ldo;
+            for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(out + 16 * v, v == NV - 1 ? mlast : (__mmask16)0xFFFF, o[r][v]);
+        }
+    }
+}
+
+static inline T512 AI void attn512_nv(const nx_attn_args *a, const nx_dtype t) {
+    switch ((a->d + 15) / 16) {
+    case 4: attn512(a, t, 4); break;     /* head size 64: Pythia up to 410M, GPT-Neo */
+    case 8: attn512(a, t, 8); break;     /* 128: Pythia 1.4B+ */
+    case 16: attn512(a, t, 16); break;   /* 256: Pythia 1B, GPT-J */
+    default: attn512(a, t, (a->d + 15) / 16); break;
+    }
+}
+
+T512 void nx__attention_avx512(const nx_attn_args *a) {
+    if (a->d > MAXD) {
+        nx__attention_ref(a);
+        return;
+    }
+    switch (a->kv_type) {
+    case NX_F32: attn512_nv(a, NX_F32); break;
+    case NX_BF16: attn512_nv(a, NX_BF16); break;
+    default: attn512_nv(a, NX_F16); break;
+    }
+}
+
+/* ---- AVX2 + FMA ---------------------------------------------------------------------------- */
+
+/* 8 elements of a cache row from element e, widened exactly; n < 8: the first n, others 0. */
+static inline T256 AI __m256 kv256(const void *row, int e, int n, const nx_dtype t) {
+    if (t == NX_F32) {
+        if (n >= 8) return _mm256_loadu_ps((const float *)row + e);
+        float tmp[8] = {0};
+        memcpy(tmp, (const float *)row + e, (size_t)n * sizeof(float));
+        return _mm256_loadu_ps(tmp);
+    }
+    __m128i h;
+    if (n >= 8) {
+        h = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + e));
+    } else {
+        uint16_t tmp[8] = {0};
+        memcpy(tmp, (const uint16_t *)row + e, (size_t)n * sizeof(uint16_t));
+        h = _mm_loadu_si128((const __m128i *)tmp);
+    }
+    if (t == NX_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+
+/* Σ of each of 8 vectors as the 8 lanes of one (hsum16x16's scheme on 256 bits). */
+static inline T256 AI __m256 hsum8x8(const __m256 *a) {
+    __m256 b[4], c[2];
+    for (int i = 0; i < 4; i++)
+        b[i] = _mm256_add_ps(_mm256_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm256_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+    for (int i = 0; i < 2; i++) {
+        __m256d u = _mm256_castps_pd(b[2 * i]), v = _mm256_castps_pd(b[2 * i + 1]);
+        c[i] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(u, v)), _mm256_castpd_ps(_mm256_unpackhi_pd(u, v)));
+    }
+    /* c[i]'s half L holds half-L partial sums of vectors 4i..4i+3 */
+    return _mm256_add_ps(_mm256_permute2f128_ps(c[0], c[1], 0x20), _mm256_permute2f128_ps(c[0], c[1], 0x31));
+}
+
+/* As attn512 with 8 lanes; the output rows accumulate in memory (16 registers do not hold a
+ * group of them), with the same per-row operation order. */
+static inline T256 AI void attn256(const nx_attn_args *a, const nx_dtype t, const int NV) {
+    const int G = a->G, dl = a->d - 8 * (NV - 1);
+    const size_t rowb = (size_t)a->ld * (t == NX_F32 ? 4 : 2);
+    const uint8_t *K = a->K, *V = a->V;
+    const bool tiled = t != NX_F32 && G > 1;
+    const __m256 sv = _mm256_set1_ps(a->scale);
+    float mx[NX_ATTN_MAX_G], inv[NX_ATTN_MAX_G];
+    _Alignas(32) float tile[8 * MAXD], sc[8];
+    int kmin, kmax;
+    key_span(a, 0, G, &kmin, &kmax);
+    for (int g = 0; g < G; g++) mx[g] = -INFINITY;
+
+    for (int kb = kmin; kb < kmax; kb += 8) {
+        int nk = imin(8, kmax - kb);
+        if (tiled)
+            for (int j = 0; j < nk; j++)
+                for (int v = 0; v < NV; v++)
+                    _mm256_store_ps(tile + (j * NV + v) * 8, kv256(K + (size_t)(kb + j) * rowb, 8 * v, v == NV - 1 ? dl : 8, t));
+        for (int g = 0; g < G; g++) {
+            int lo = imax(kb, a->k0[g]), hi = imin(kb + nk, a->k1[g]);
+            if (lo >= hi) continue;
+            const float *q = a->q + (size_t)g * a->ldq;
+            __m256 qv[32], acc[8];
+            for (int v = 0; v < NV; v++) qv[v] = kv256(q, 8 * v, v == NV - 1 ? dl : 8, NX_F32);
+            for (int j = 0; j < 8; j++) {
+                int k = kb + j;
+                if (k < lo || k >= hi) {
+                    acc[j] = _mm256_setzero_ps();
+                } else if (tiled) {
+                    const float *kr = tile + j * NV * 8;
+                    acc[j] = _mm256_mul_ps(qv[0], _mm256_load_ps(kr));
+                    for (int v = 1; v < NV; v++) acc[j] = _mm256_fmadd_ps(qv[v], _mm256_load_ps(kr + 8 * v), acc[j]);
+                } else {
+                    const uint8_t *kr = K + (size_t)k * rowb;
+                    acc[j] = _mm256_mul_ps(qv[0], kv256(kr, 0, NV == 1 ? dl : 8, t));
+                    for (int v = 1; v < NV; v++)
+                        acc[j] = _mm256_fmadd_ps(qv[v], kv256(kr, 8 * v, v == NV - 1 ? dl : 8, t), acc[j]);
+                }
+            }
+            _mm256_store_ps(sc, _mm256_mul_ps(hsum8x8(acc), sv));
+            float *dst = a->scores + (size_t)g * a->lds;
+            for (int k = lo; k < hi; k++) {
+                dst[k] = sc[k - kb];
+                mx[g] = dst[k] > mx[g] ? dst[k] : mx[g];
+            }
+        }
+    }
+
+    for (int g = 0; g < G; g++) {
+        inv[g] = 1.0f / nx__exp_sum_ref(a->scores + (size_t)g * a->lds + a->k0[g], a->k1[g] - a->k0[g], mx[g]);
+        memset(a->out + (size_t)g * a->ldo, 0, (size_t)a->d * sizeof(float));
+    }
+
+    __m256 vv[32];
+    for (int k = kmin; k < kmax; k++) {
+        const uint8_t *vr = V + (size_t)k * rowb;
+        for (int v = 0; v < NV; v++) vv[v] = kv256(vr, 8 * v, v == NV - 1 ? dl : 8, t);
+        for (int g = 0; g < G; g++) {
+            if (k < a->k0[g] || k >= a->k1[g]) continue;
+            __m256 w = _mm256_set1_ps(a->scores[(size_t)g * a->lds + k] * inv[g]);
+            float *out = a->out + (size_t)g * a->ldo;
+            for (int v = 0; v < NV - 1; v++)
+                _mm256_storeu_ps(out + 8 * v, _mm256_fmadd_ps(w, vv[v], _mm256_loadu_ps(out + 8 * v)));
+            float last[8];   /* the last chunk may be partial */
+            _mm256_storeu_ps(last, _mm256_fmadd_ps(w, vv[NV - 1], kv256(out, 8 * (NV - 1), dl, NX_F32)));
+            memcpy(out + 8 * (NV - 1), last, (size_t)dl * sizeof(float));
+        }
+    }
+}
+
+T256 void nx__attention_avx2(const nx_attn_args *a) {
+    if (a->d > MAXD) {
+        nx__attention_ref(a);
+        return;
+    }
+    int nv = (a->d + 7) / 8;
+    switch (a->kv_type) {
+    case NX_F32: nv == 8 ? attn256(a, NX_F32, 8) : attn256(a, NX_F32, nv); break;
+    case NX_BF16: nv == 8 ? attn256(a, NX_BF16, 8) : attn256(a, NX_BF16, nv); break;
+    default: nv == 8 ? attn256(a, NX_F16, 8) : attn256(a, NX_F16, nv); break;
+    }
+}
+
+#endif
