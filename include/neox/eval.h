@@ -42,6 +42,7 @@ typedef struct nx_eval_opts {
     int n_threads;            /* worker threads, each with one session; 0 = number of CPUs */
     int max_length;           /* model context (lm-eval max_length); 0 = max_position_embeddings */
     int32_t prefix_token;     /* rolling-window / empty-context prefix; -1 = tokenizer bos, else eos, else 0 */
+    nx_dtype kv_type;         /* KV cache type of the sessions (nx_session_opts.kv_type); 0 = auto */
     nx_eval_progress_fn progress;   /* may be NULL */
     void *user;
 } nx_eval_opts;

@@ -33,6 +33,7 @@ typedef struct nx_server_opts {
     int n_threads;            /* compute threads; 0 = number of CPUs */
     int n_parallel;           /* slots: sequences computed concurrently; 0 = 4 */
     int n_ctx;                /* context per slot; 0 = the model's max_position_embeddings */
+    nx_dtype kv_type;         /* KV cache type of the slots (nx_session_opts.kv_type); 0 = auto */
     const char *api_key;      /* when set, every route but /health needs "Authorization: Bearer KEY" */
     size_t max_body;          /* largest request body in bytes; 0 = 16 MiB */
     int max_queue;            /* sequences waiting for a slot before 503; 0 = 256 */

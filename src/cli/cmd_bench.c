@@ -3,7 +3,9 @@
  * starts from an empty cache, prefills P random ids, then decodes N tokens one at a time
  * (greedy); medians over the repetitions are reported, with the load time, the time to the
  * first token (load + session + the first prefill), the bytes used in place from the mapped
- * file, and the resident memory after the last token and at its peak. */
+ * file, and the resident memory after the last token and at its peak. decode_read_mb is the
+ * weights one decoded token streams; kv_read_mb the KV cache bytes its attention reads, averaged
+ * over the N decoded tokens (token k sees P + k + 1 positions); kv_mb the cache allocated. */
 #include "cli.h"
 
 #include <ctype.h>
@@ -23,7 +25,8 @@ static void usage(FILE *f) {
             "  -t, --threads N        threads (default: all CPUs)\n"
             "  -r, --reps R           repetitions; medians are reported (default 3)\n"
             "  --dtype T              run dtype of the matrices: f32, bf16, f16, q8, q4 (default: as stored;\n"
-            "                         a random model is generated in fp32, then converted)\n");
+            "                         a random model is generated in fp32, then converted)\n"
+            CLI_KV_TYPE_HELP);
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -51,6 +54,7 @@ int cmd_bench(int argc, char **argv) {
     const char *cmd = "bench", *dir = NULL, *shape = NULL;
     long P = 512, N = 128, threads = 0, reps = 3;
     nx_model_opts mopts = {0};
+    nx_dtype kv_type = NX_DTYPE_INVALID;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (cli_is_help(a)) {
@@ -73,6 +77,8 @@ int cmd_bench(int argc, char **argv) {
             if (!(v = cli_next_arg(cmd, argc, argv, &i))) return 2;
             if ((mopts.dtype = nx_run_dtype_from_name(v)) == NX_DTYPE_INVALID)
                 return cli_usage_error(cmd, "--dtype: '%s' is not one of f32, bf16, f16, q8, q4", v);
+        } else if (!strcmp(a, "--kv-type")) {
+            if (!(v = cli_next_arg(cmd, argc, argv, &i)) || !cli_parse_kv_type(cmd, v, &kv_type)) return 2;
         } else if (!strcmp(a, "-r") || !strcmp(a, "--reps")) {
             if (!(v = cli_next_arg(cmd, argc, argv, &i))) return 2;
             if (!cli_parse_long(v, 1, 100, &reps)) return cli_usage_error(cmd, "-r: '%s' is not in [1, 100]", v);
@@ -111,6 +117,7 @@ int cmd_bench(int argc, char **argv) {
     nx_session_opts so = {0};
     so.n_threads = (int)threads;
     so.n_ctx = (int)(P + N);
+    so.kv_type = kv_type;
     st = nx_session_create(m, &so, &s);
     if (st != NX_OK) {
         rc = cli_fail(cmd, st, "creating a session");
@@ -149,15 +156,23 @@ int cmd_bench(int argc, char **argv) {
     char dtname[16];   /* lower case, as --dtype takes it: f32, bf16, f16, q8_0, q4_0 */
     snprintf(dtname, sizeof dtname, "%s", nx_dtype_name(nx_model_weight_dtype(m)));
     for (char *c = dtname; *c; c++) *c = (char)tolower((unsigned char)*c);
+    double kv_read = 0.0;
+    for (long k = 0; k < N; k++) kv_read += (double)nx_session_kv_read_bytes(s, (int)(P + k + 1));
+    kv_read = N ? kv_read / (double)N : (double)nx_session_kv_read_bytes(s, (int)P);
+    char kvname[8];
+    snprintf(kvname, sizeof kvname, "%s", nx_dtype_name(nx_session_kv_type(s)));
+    for (char *c = kvname; *c; c++) *c = (char)tolower((unsigned char)*c);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"model\": \"%s%s\", \"arch\": \"%s\", \"dtype\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, "
-           "\"weights_mb\": %.1f, \"mapped_mb\": %.1f, \"decode_read_mb\": %.1f, \"prompt_tokens\": %ld, "
+           "\"weights_mb\": %.1f, \"mapped_mb\": %.1f, \"decode_read_mb\": %.1f, \"kv_type\": \"%s\", \"kv_mb\": %.1f, "
+           "\"kv_read_mb\": %.1f, \"prompt_tokens\": %ld, "
            "\"prompt_tok_s\": %.2f, \"gen_tokens\": %ld, \"gen_tok_s\": %.2f, \"reps\": %ld, \"load_s\": %.3f, "
            "\"ttft_s\": %.3f, \"rss_mb\": %.1f, \"peak_rss_mb\": %.1f}\n",
            dir ? dir : shape, dir ? "" : " (random)", cfg->model_type, dtname, nx_kernels_name(),
            threads ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN), (double)nx_model_weight_bytes(m) / 1e6,
-           (double)nx_model_mapped_bytes(m) / 1e6, (double)nx_model_decode_bytes(m) / 1e6, P, median(pp, (int)reps), N,
+           (double)nx_model_mapped_bytes(m) / 1e6, (double)nx_model_decode_bytes(m) / 1e6, kvname,
+           (double)nx_session_kv_bytes(s) / 1e6, kv_read / 1e6, P, median(pp, (int)reps), N,
            median(tg, (int)reps), reps, t_load, ttft, rss_mb(), (double)ru.ru_maxrss / 1024.0);
     rc = 0;
 done:

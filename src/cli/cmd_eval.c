@@ -36,6 +36,7 @@ static void usage(FILE *f) {
             "  -t, --threads N       worker threads, one session each (default: all CPUs)\n"
             "  --ctx N               context length (lm-eval max_length; default max_position_embeddings)\n"
             "  --dtype T             run dtype of the matrices: f32, bf16, f16, q8, q4 (default: as stored)\n"
+            "  --kv-type T           KV cache type: f32, f16, bf16 (default: f32 for fp32 weights, else bf16)\n"
             "  -o, --output FILE     also write the JSON result line to FILE (sweep: the table, .csv or .jsonl)\n"
             "  -q, --quiet           no progress bar\n"
             "ppl:           --text FILE (.jsonl/.json: one {\"text\": ...} per line; else the whole file) | --data PREFIX\n"
@@ -60,6 +61,7 @@ typedef struct {
     const char *sweep_src, *plot, *metric;
     long threads, ctx, stride, limit, prompt, cont, batch;
     nx_dtype dtype;   /* --dtype: run dtype of the matrices (0 = as stored) */
+    nx_dtype kv_type; /* --kv-type (0 = auto) */
     long seen_by, global_batch;
     bool has_range, has_samples, allow_eos, quiet, seen_by_ckpt;
     unsigned long long range_a, range_b, samples;
@@ -117,6 +119,9 @@ static int parse_args(int argc, char **argv, int first, eval_args *a, bool sweep
             VAL();
             if ((a->dtype = nx_run_dtype_from_name(v)) == NX_DTYPE_INVALID)
                 return cli_usage_error(CMD, "--dtype: '%s' is not one of f32, bf16, f16, q8, q4", v);
+        } else if (!strcmp(o, "--kv-type")) {
+            VAL();
+            if (!cli_parse_kv_type(CMD, v, &a->kv_type)) return 2;
         } else if (!strcmp(o, "--stride")) {
             NUM(a->stride, 1, 1 << 20);
         } else if (!strcmp(o, "--limit")) {
@@ -284,6 +289,7 @@ static int run_task(const eval_args *a, const char *model_dir, metrics *res, jso
     nx_eval_opts eo = nx_eval_defaults();
     eo.n_threads = (int)a->threads;
     eo.max_length = (int)a->ctx;
+    eo.kv_type = a->kv_type;
     if (!a->quiet && isatty(2)) {
         eo.progress = progress;
         eo.user = &ps;

@@ -46,6 +46,7 @@ static void usage(FILE *f) {
             "  -c, --ctx N            context size (default max_position_embeddings)\n"
             "  -t, --threads N        threads (default: all CPUs)\n"
             "  --dtype T              run dtype of the matrices: f32, bf16, f16, q8, q4 (default: as stored)\n"
+            CLI_KV_TYPE_HELP
             "  --echo                 print the prompt before the continuation\n"
             "  --print-ids            print token ids instead of text\n"
             "  -v, --verbose          timings on stderr\n",
@@ -169,6 +170,7 @@ static char *read_stream(FILE *f, size_t *len) {
 int cmd_generate(int argc, char **argv) {
     const char *cmd = "generate", *dir = NULL, *prompt = NULL, *file = NULL, *ids_s = NULL, *tok_path = NULL;
     nx_model_opts mopts = {0};
+    nx_dtype kv_type = NX_DTYPE_INVALID;   /* --kv-type (0: auto) */
     long n_predict = 128, top_k = 0, seed = 0, threads = 0, n_ctx = 0, repeat_last_n = 0;
     double temperature = 0.0, top_p = 1.0, min_p = 0.0, repeat_penalty = 1.0;
     bool echo = false, print_ids = false, ignore_eos = false, context_shift = false, verbose = false;
@@ -228,6 +230,9 @@ int cmd_generate(int argc, char **argv) {
             VAL();
             if ((mopts.dtype = nx_run_dtype_from_name(v)) == NX_DTYPE_INVALID)
                 return cli_usage_error(cmd, "--dtype: '%s' is not one of f32, bf16, f16, q8, q4", v);
+        } else if (!strcmp(a, "--kv-type")) {
+            VAL();
+            if (!cli_parse_kv_type(cmd, v, &kv_type)) return 2;
         } else if (!strcmp(a, "--echo")) {
             echo = true;
         } else if (!strcmp(a, "--print-ids")) {
@@ -353,6 +358,7 @@ int cmd_generate(int argc, char **argv) {
     nx_session_opts so = {0};
     so.n_ctx = (int)n_ctx;
     so.n_threads = (int)threads;
+    so.kv_type = kv_type;
     st = nx_session_create(m, &so, &s);
     if (st != NX_OK) {
         rc = cli_fail(cmd, st, "creating a session");

@@ -17,7 +17,8 @@ static void usage(FILE *f) {
             "  -o, --output OUT    output file ('-' for stdout): T x vocab_size float32, little-endian\n"
             "  --incremental       feed the ids one at a time through the KV cache\n"
             "  -t, --threads N     threads (default: all CPUs)\n"
-            "  --dtype T           run dtype of the matrices: f32, bf16, f16, q8, q4 (default: as stored)\n");
+            "  --dtype T           run dtype of the matrices: f32, bf16, f16, q8, q4 (default: as stored)\n"
+            CLI_KV_TYPE_HELP);
 }
 
 /* Parses "1 2, 3" into a malloc'd array. Returns the count, or -1 on a bad token. */
@@ -79,6 +80,7 @@ static int is_little_endian(void) {
 int cmd_logits(int argc, char **argv) {
     const char *cmd = "logits", *dir = NULL, *ids_s = NULL, *out = NULL;
     bool incremental = false;
+    nx_dtype kv_type = NX_DTYPE_INVALID;
     nx_model_opts mopts = {0};
     long threads = 0;
     for (int i = 1; i < argc; i++) {
@@ -99,6 +101,9 @@ int cmd_logits(int argc, char **argv) {
             if (!v) return 2;
             if ((mopts.dtype = nx_run_dtype_from_name(v)) == NX_DTYPE_INVALID)
                 return cli_usage_error(cmd, "--dtype: '%s' is not one of f32, bf16, f16, q8, q4", v);
+        } else if (!strcmp(a, "--kv-type")) {
+            const char *v = cli_next_arg(cmd, argc, argv, &i);
+            if (!v || !cli_parse_kv_type(cmd, v, &kv_type)) return 2;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             const char *v = cli_next_arg(cmd, argc, argv, &i);
             if (!v) return 2;
@@ -129,6 +134,7 @@ int cmd_logits(int argc, char **argv) {
     int V = nx_model_get_config(m)->vocab_size;
     nx_session_opts so = {0};
     so.n_threads = (int)threads;
+    so.kv_type = kv_type;
     st = nx_session_create(m, &so, &s);
     if (st != NX_OK) {
         rc = cli_fail(cmd, st, "creating a session");

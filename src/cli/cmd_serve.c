@@ -21,7 +21,8 @@ static void usage(FILE *f) {
             "  --api-key KEY          require \"Authorization: Bearer KEY\" (or $NEOX_API_KEY)\n"
             "  --max-body BYTES       largest request body (default 16777216)\n"
             "  --max-queue N          sequences waiting for a slot before 503 (default 256)\n"
-            "  --name NAME            model id reported to clients (default: the directory name)\n");
+            "  --name NAME            model id reported to clients (default: the directory name)\n"
+            CLI_KV_TYPE_HELP);
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -58,6 +59,9 @@ int cmd_serve(int argc, char **argv) {
             LONG_OPT(max_queue, 1, 1 << 20);
         } else if (!strcmp(a, "--name")) {
             VAL(); o.model_name = v;
+        } else if (!strcmp(a, "--kv-type")) {
+            VAL();
+            if (!cli_parse_kv_type(cmd, v, &o.kv_type)) return 2;
         } else {
             return cli_usage_error(cmd, "unknown option '%s'", a);
         }

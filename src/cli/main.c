@@ -66,6 +66,12 @@ bool cli_parse_double(const char *s, double *out) {
     return true;
 }
 
+bool cli_parse_kv_type(const char *cmd, const char *v, nx_dtype *out) {
+    if ((*out = nx_kv_type_from_name(v)) != NX_DTYPE_INVALID) return true;
+    cli_usage_error(cmd, "--kv-type: '%s' is not one of f32, f16, bf16", v);
+    return false;
+}
+
 const char *cli_next_arg(const char *cmd, int argc, char **argv, int *i) {
     if (*i + 1 >= argc) {
         cli_usage_error(cmd, "option %s needs a value", argv[*i]);

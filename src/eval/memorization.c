@@ -152,7 +152,7 @@ static nx_status mem_workers_create(const nx_model *m, int nt, const mem_job *jo
             return nx__error(NX_ERR_NOMEM, "memorization: worker state for a batch of %d", B);
         NX_TRY(nx_batch_create(m, B, job->max_rows, &mw->batch));
         for (int i = 0; i < B; i++) {
-            nx_session_opts so = {.n_ctx = P + K, .n_batch = job->chunk, .pool = mw->pool};
+            nx_session_opts so = {.n_ctx = P + K, .n_batch = job->chunk, .pool = mw->pool, .kv_type = job->opts ? job->opts->kv_type : NX_DTYPE_INVALID};
             NX_TRY(nx_session_create(m, &so, &mw->s[i]));
         }
     }

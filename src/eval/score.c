@@ -100,7 +100,8 @@ nx_status nx__eval_run(const nx_model *m, int n_ctx, uint64_t n_items, const nx_
     for (int t = 0; t < nt; t++) {
         workers[t].ith = t;
         workers[t].V = V;
-        nx_session_opts so = {.n_ctx = n_ctx, .n_batch = NX_MIN(n_ctx, 256), .n_threads = 1};
+        nx_session_opts so = {.n_ctx = n_ctx, .n_batch = NX_MIN(n_ctx, 256), .n_threads = 1,
+                              .kv_type = opts ? opts->kv_type : NX_DTYPE_INVALID};
         st = nx_session_create(m, &so, &workers[t].session);
         if (st != NX_OK) goto done;
         workers[t].logits = nx__malloc((size_t)NX_EVAL_CHUNK * (size_t)V * sizeof(float));

@@ -666,7 +666,7 @@ nx_status srv_engine_start(nx_server_core *c, int n_threads) {
         return nx__error(NX_ERR_NOMEM, "serve: out of memory for %d slots", c->n_slots);
     NX_TRY(nx_batch_create(c->model, c->n_slots, max_rows, &c->batch));
     for (int i = 0; i < c->n_slots; i++) {
-        nx_session_opts so = {.n_ctx = c->n_ctx, .pool = c->pool};
+        nx_session_opts so = {.n_ctx = c->n_ctx, .pool = c->pool, .kv_type = c->kv_type};
         NX_TRY(nx_session_create(c->model, &so, &c->slots[i].s));
         c->slots[i].logits = nx__malloc((size_t)SRV_CHUNK * (size_t)c->V * sizeof(float));
         if (!c->slots[i].logits) return nx__error(NX_ERR_NOMEM, "serve: out of memory for slot logits");

@@ -138,6 +138,7 @@ struct nx_server_core {
     int V;                    /* logits row length */
     int32_t n_vocab;          /* ids the tokenizer knows (<= V is not required; min taken) */
     int n_ctx;
+    nx_dtype kv_type;         /* KV cache type of the slots' sessions (0 = auto) */
     int32_t eos_id;
     char **tokstr;            /* [n_vocab] lossy UTF-8 text of each id ("" for unused ids) */
     nx_text *tokraw;          /* [n_vocab] raw bytes of each id */

@@ -665,6 +665,7 @@ nx_status nx_server_start(const nx_server_opts *opts, nx_server **out) {
     if (c->n_vocab > c->V) c->n_vocab = c->V;   /* ids past the embedding cannot be run */
     int maxpos = (int)cfg->max_position_embeddings;
     c->n_ctx = opts->n_ctx ? opts->n_ctx : maxpos;
+    c->kv_type = opts->kv_type;
     if (c->n_ctx > maxpos) {
         st = nx__error(NX_ERR_INVALID_ARG, "serve: context %d exceeds the model's max_position_embeddings %d", opts->n_ctx, maxpos);
         goto fail;
