@@ -107,10 +107,40 @@ check "bench prints one line" one_line "$TMP/bench.json"
 for k in '"model": "pythia-14m (random)"' '"dtype": "f32"' '"threads": 2' '"prompt_tok_s": ' '"gen_tok_s": ' '"peak_rss_mb": ' '"load_s": ' '"ttft_s": ' '"rss_mb": ' '"mapped_mb": '; do
   check "bench JSON has $k" contains "$TMP/bench.json" "$k"
 done
+check "bench JSON: fp32 weights keep an fp32 KV cache" contains "$TMP/bench.json" '"kv_type": "f32"'
+# pythia-14m: 6 layers x 4 heads x 32 dims x 2 (K, V); 12 positions of fp32, 8.5 on average read
+check "bench JSON: kv_mb of 12 positions" contains "$TMP/bench.json" '"kv_mb": 0.1, '
+check "bench JSON: kv_read_mb" contains "$TMP/bench.json" '"kv_read_mb": 0.1, '
+"$NEOX" bench --random-shape pythia-160m -p 500 -n 12 -r 1 -t 2 --kv-type bf16 > "$TMP/bench16.json" 2> "$TMP/bench.err"
+# 12 layers x 12 heads x 64 dims x 2 x 2 bytes: 36864 B per position; 512 positions, 506.5 read on average
+check "bench --kv-type bf16: kv_type, kv_mb, kv_read_mb" contains "$TMP/bench16.json" '"kv_type": "bf16", "kv_mb": 18.9, "kv_read_mb": 18.7, '
 "$NEOX" bench -m "$FIX/neox_a" -p 16 -n 8 -r 1 > "$TMP/bench2.json"
 check "bench on a model directory" contains "$TMP/bench2.json" '"arch": "gpt_neox"'
 "$NEOX" bench --random-shape pythia-9000b 2> "$TMP/bench.err"
 check "unknown shape exits 1" test $? -eq 1
+
+# --kv-type: a 16-bit cache changes the logits by its rounding only (tolerances: test_kv.c), and
+# every command that creates sessions refuses other types with one line and exit 2.
+ids=$(ref neox_a logits_ids)
+for kv in f16 bf16; do
+  "$NEOX" logits -m "$FIX/neox_a" --ids "$ids" -o "$TMP/kv_$kv.bin" -t 2 --kv-type $kv 2> "$TMP/kv.err"
+  check "logits --kv-type $kv exits 0" test $? -eq 0
+  d=$(maxdiff "$TMP/kv_$kv.bin" "$TMP/neox_a.bin")
+  check "logits --kv-type $kv: within 0.05 of the fp32 cache and not equal (max diff $d)" awk -v d="$d" 'BEGIN{exit !(d > 0 && d <= 0.05)}'
+done
+"$NEOX" logits -m "$FIX/neox_a" --ids "$ids" -o "$TMP/kv_f32.bin" -t 2 --kv-type f32
+check "logits --kv-type f32 is the default on fp32 weights" cmp -s "$TMP/kv_f32.bin" "$TMP/neox_a.bin"
+for cmd in "logits -m $FIX/neox_a --ids 1 -o $TMP/kv_bad.bin" "generate -m $FIX/neox_a --ids 1 -n 1" \
+           "bench --random-shape pythia-14m -p 4 -n 1" "serve -m $FIX/neox_a" "eval ppl -m $FIX/neox_a --text /dev/null"; do
+  for bad in q8 int8 ""; do
+    $NEOX $cmd --kv-type "$bad" > "$TMP/kv_bad.out" 2> "$TMP/kv_bad.err"
+    rc=$?
+    sub=${cmd%% *}
+    check "$sub --kv-type '$bad': exit 2, one line naming the flag" \
+      sh -c "test $rc -eq 2 && test \$(wc -l < '$TMP/kv_bad.err') -eq 1 && grep -qF -- \"--kv-type: '$bad' is not one of f32, f16, bf16\" '$TMP/kv_bad.err'"
+  done
+done
+check "a refused --kv-type writes no logits" test ! -e "$TMP/kv_bad.bin"
 
 # Text mode, end to end through the tokenizer (always built in):
 # a 280-entry byte-level BPE; HF's 24 greedy tokens with ids >= 280 suppressed, as raw bytes.

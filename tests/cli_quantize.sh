@@ -28,9 +28,10 @@ for spec in "q8 Q8_0 2e-2" "q4 Q4_0 0.1" "bf16 BF16 5e-3" "f16 F16 1e-3"; do
   check "quantize --type $t exits 0" test $? -eq 0
   check "quantize $t wrote model, config and tokenizer" test -s "$TMP/$t/model.safetensors" -a -s "$TMP/$t/config.json" -a -s "$TMP/$t/tokenizer.json"
   check "quantize $t: the file says $name" grep -qF "\"neox.dtype\":\"$name\"" "$TMP/$t/model.safetensors"
-  "$NEOX" logits -m "$TMP/$t" --ids "$IDS" -o "$TMP/$t.file.bin" -t 2 2> "$TMP/err"
+  # the fp32 KV cache: these tolerances are the weights' own (16-bit caches: cli_generate.sh, test_kv)
+  "$NEOX" logits -m "$TMP/$t" --ids "$IDS" -o "$TMP/$t.file.bin" -t 2 --kv-type f32 2> "$TMP/err"
   check "logits on the $t directory exit 0" test $? -eq 0
-  "$NEOX" logits -m "$LM" --dtype $t --ids "$IDS" -o "$TMP/$t.load.bin" -t 1 2> "$TMP/err"
+  "$NEOX" logits -m "$LM" --dtype $t --ids "$IDS" -o "$TMP/$t.load.bin" -t 1 --kv-type f32 2> "$TMP/err"
   check "logits --dtype $t exit 0" test $? -eq 0
   check "$t: file == load-time conversion (bytes)" cmp -s "$TMP/$t.file.bin" "$TMP/$t.load.bin"
   d=$(reldiff "$TMP/$t.load.bin" "$TMP/f32.bin")
@@ -40,6 +41,7 @@ for spec in "q8 Q8_0 2e-2" "q4 Q4_0 0.1" "bf16 BF16 5e-3" "f16 F16 1e-3"; do
 done
 "$NEOX" bench -m "$TMP/q4" -p 16 -n 4 -r 1 -t 1 > "$TMP/bench.out" 2> "$TMP/err"
 check "bench reports the run dtype" contains "$TMP/bench.out" '"dtype": "q4_0"'
+check "bench: a q4 model's KV cache defaults to bf16" contains "$TMP/bench.out" '"kv_type": "bf16"'
 "$NEOX" bench --random-shape pythia-14m --dtype q8 -p 8 -n 2 -r 1 -t 1 > "$TMP/bench.out" 2> "$TMP/err"
 check "bench --random-shape --dtype q8" contains "$TMP/bench.out" '"dtype": "q8_0"'
 
