@@ -97,6 +97,16 @@ kill -INT "$PID"
 wait "$PID"; rc=$?
 [ $rc = 0 ] || fail "exit status $rc after SIGINT"
 
+# --kv-type: the slots' sessions use it; greedy text equals neox generate with the same cache type
+start_server "$TMP/log3" --kv-type bf16
+URL=http://127.0.0.1:$PORT
+want=$("$NEOX" generate -m "$MODEL" -p "The quick brown fox" -n 16 -t 1 --ignore-eos --kv-type bf16 2>/dev/null | iconv -c -f utf-8 -t utf-8)
+got=$(post "$URL/v1/completions" -d '{"prompt":"The quick brown fox","max_tokens":16,"temperature":0,"ignore_eos":true}' \
+      | jq -j '.choices[0].text' | sed 's/\xef\xbf\xbd//g')
+[ -n "$want" ] && [ "$got" = "$want" ] || fail "--kv-type bf16: greedy text '$got' != neox generate --kv-type bf16 '$want'"
+kill -TERM "$PID"
+wait "$PID" || fail "exit status after SIGTERM (--kv-type bf16)"
+
 # usage errors
 "$NEOX" serve 2>/dev/null; [ $? = 2 ] || fail "missing -m not a usage error"
 "$NEOX" serve -m "$MODEL" --port 99999 2>/dev/null; [ $? = 2 ] || fail "bad port not a usage error"
