@@ -12,12 +12,16 @@
  *    the matmul paths differ), on a model big enough that attention is handed to the pool;
  *  - auto picks f32 for fp32 weights and bf16 otherwise, the cache takes half the memory, and
  *    other types are refused with a clear error.
+ * All of it runs again under every other kernel variant the CPU has (child processes).
  * test_batch.c covers batches of sessions with mixed cache types, test_kernels.c the kernels.
  */
+#include "kernels/kernels.h"
 #include "neox.h"
 #include "test.h"
 
 #include <stdint.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define NLEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -192,10 +196,36 @@ static void test_kv_read_bytes_local(void) {
     nx_model_free(m);
 }
 
-int main(void) {
+/* The variant is picked once per process from NX_KERNELS, so each runs in a child process. */
+static const char *g_self;
+static void test_other_kernel_variants(void) {
+    const char *names[] = {"ref", "avx2", "avx512"};
+    int ran = 0;
+    for (int i = 0; i < 3; i++) {
+        if (!nx__kernels_variant(names[i]) || !strcmp(names[i], nx__kernels()->name)) continue;
+        fflush(stdout);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            setenv("NX_KERNELS", names[i], 1);
+            execl(g_self, g_self, "--one-variant", (char *)NULL);
+            _exit(127);
+        }
+        int status = 0;
+        CHECK(waitpid(pid, &status, 0) == pid);
+        CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "test_kv under NX_KERNELS=%s failed", names[i]);
+        ran++;
+    }
+    printf("     re-run under %d other kernel variant(s)\n", ran);
+}
+
+int main(int argc, char **argv) {
+    g_self = argv[0];
+    printf("kernel variant: %s\n", nx__kernels()->name);
     TEST_RUN(test_kv_vs_f32);
     TEST_RUN(test_kv_determinism);
     TEST_RUN(test_kv_auto_and_errors);
     TEST_RUN(test_kv_read_bytes_local);
+    if (argc == 1) TEST_RUN(test_other_kernel_variants);
     TEST_END();
 }
