@@ -28,6 +28,7 @@
 #define T256 __attribute__((target("avx2,fma,f16c")))
 
 enum { MAXD = 256 };   /* largest head kept in vector registers / key tiles */
+enum { PF_ROWS = 32 }; /* decode prefetch distance in cache rows (bench_attn: 16, 32 and 64 within 10%) */
 
 static inline int imin(int a, int b) { return a < b ? a : b; }
 static inline int imax(int a, int b) { return a > b ? a : b; }
@@ -87,7 +88,7 @@ static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, cons
     const size_t rowb = (size_t)a->ld * (t == NX_F32 ? 4 : 2);
     const uint8_t *K = a->K, *V = a->V;
     const bool tiled = t != NX_F32 && G > 1;
-    /* A decode step (G = 1) streams the head's cache from memory once: prefetch 16 rows ahead.
+    /* A decode step (G = 1) streams the head's cache from memory once: prefetch PF_ROWS ahead.
      * Prefill groups find it in L1/L2 (the earlier groups of the head read it), where the hint
      * only costs issue slots. */
     /* Register groups for the value pass: NV accumulators per row plus NV value vectors. */
@@ -121,7 +122,7 @@ static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, cons
                     for (int v = 1; v < NV; v++) acc[j] = _mm512_fmadd_ps(qv[v], _mm512_load_ps(kr + 16 * v), acc[j]);
                 } else {
                     const uint8_t *kr = K + (size_t)k * rowb;
-                    if (G == 1) _mm_prefetch((const char *)(kr + 16 * rowb), _MM_HINT_T0);
+                    if (G == 1) _mm_prefetch((const char *)(kr + PF_ROWS * rowb), _MM_HINT_T0);
                     acc[j] = _mm512_mul_ps(qv[0], kv512(kr, 0, NV == 1 ? dl : 16, t));
                     for (int v = 1; v < NV; v++)
                         acc[j] = _mm512_fmadd_ps(qv[v], kv512(kr, 16 * v, v == NV - 1 ? dl : 16, t), acc[j]);
@@ -146,7 +147,7 @@ static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, cons
             for (int v = 0; v < NV; v++) o[r][v] = _mm512_setzero_ps();
         for (int k = lo; k < hi; k++) {
             const uint8_t *vr = V + (size_t)k * rowb;
-            if (G == 1) _mm_prefetch((const char *)(vr + 16 * rowb), _MM_HINT_T0);
+            if (G == 1) _mm_prefetch((const char *)(vr + PF_ROWS * rowb), _MM_HINT_T0);
             for (int v = 0; v < NV; v++) vv[v] = kv512(vr, 16 * v, v == NV - 1 ? dl : 16, t);
             for (int r = 0; r < RG; r++) {
                 int g = g0 + r;
