@@ -2,9 +2,9 @@
  * kernels.h - the compute kernels of the forward pass, fp32.
  *
  * Every op has a readable scalar reference (`_ref`, ref.c) that is the oracle for the fast paths.
- * The hot ops (the matrix products used by every linear layer, and the dot/axpy pair used by
- * attention) also have AVX2+FMA and AVX-512 variants (x86.c, attn_x86.c, gemm_x86.c), compiled with
- * __attribute__((target)) so one portable binary picks the best one at run time from CPUID
+ * The hot ops (the matrix products used by every linear layer, and attention over the fp32 or
+ * 16-bit KV cache) also have AVX2+FMA and AVX-512 variants (x86.c, gemm_x86.c, attn_x86.c),
+ * compiled with __attribute__((target)) so one portable binary picks the best one at run time from CPUID
  * (dispatch.c). Setting NX_KERNELS=ref|avx2|avx512 in the environment forces a variant.
  *
  * Weights (nx_wmat) are row-major W[OUT][IN] in their run type, exactly as nn.Linear stores them
