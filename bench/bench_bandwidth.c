@@ -1,10 +1,17 @@
-/* bench_bandwidth.c - the memory-read bandwidth of this machine, which bounds fp32 decoding:
- * every generated token streams all weights once, so tokens/s <= bandwidth / weight bytes.
+/* bench_bandwidth.c - the memory-read bandwidth of this machine, which bounds decoding: every
+ * generated token streams all weights once, so tokens/s <= bandwidth / weight bytes.
  *
  * usage: bench_bandwidth [THREADS=2] [MIB=1024] [REPS=7] [MODEL_MB...]
  * Reads a MIB buffer (much larger than the caches) with THREADS threads (static split, the
- * library's pool), REPS times, and prints the median GB/s and, for each MODEL_MB given
- * (e.g. 649.3 for Pythia-160M fp32, as `neox bench` reports weights_mb), the decode bound. */
+ * library's pool), REPS times per access pattern, and prints the median GB/s of each pattern
+ * and, for each MODEL_MB given (e.g. 494.8 for Pythia-160M fp32, as `neox bench` reports
+ * decode_read_mb), the decode bound at the best pattern's rate.
+ *
+ * Patterns: each thread reads its half either as one sequential stream, or as 4 streams far
+ * apart, visited in turn 8 KiB at a time. A core keeps more reads in flight with several
+ * streams (each gets its own hardware prefetcher), and on this machine kind that reads up to
+ * ~40% faster; the bound must be the best rate the memory delivers, so it is the best median.
+ * The patterns are interleaved within each repetition, so noise hits all of them alike. */
 #include "kernels/kernels.h"
 
 #include <stdio.h>
@@ -34,18 +41,32 @@ static double sum_plain(const float *p, size_t n) {
 typedef struct {
     const float *buf;
     size_t n;
+    int streams;
     double sums[1024];
 } job;
 
+enum { GRAIN = 2048 };   /* floats per visit of a stream (8 KiB) */
+
 static void worker(int ith, int nth, void *arg) {
     job *j = arg;
-    size_t per = j->n / (size_t)nth / 64 * 64;
+    size_t per = j->n / (size_t)nth / ((size_t)GRAIN * 4) * ((size_t)GRAIN * 4);
     const float *p = j->buf + (size_t)ith * per;
+    size_t part = per / (size_t)j->streams;
+    double s = 0;
+    for (size_t k = 0; k < part; k += GRAIN)
+        for (int i = 0; i < j->streams; i++) {
+            const float *q = p + (size_t)i * part + k;
 #if defined(__x86_64__)
-    j->sums[ith] = nx__cpu_has_avx512() ? sum512(p, per) : sum_plain(p, per);
+            s += nx__cpu_has_avx512() ? sum512(q, GRAIN) : sum_plain(q, GRAIN);
 #else
-    j->sums[ith] = sum_plain(p, per);
+            s += sum_plain(q, GRAIN);
 #endif
+        }
+    j->sums[ith] = s;
+}
+
+static size_t bytes_read(size_t n, int threads) {
+    return n / (size_t)threads / ((size_t)GRAIN * 4) * ((size_t)GRAIN * 4) * (size_t)threads * sizeof(float);
 }
 
 static int cmp(const void *a, const void *b) {
@@ -66,23 +87,34 @@ int main(int argc, char **argv) {
     if (!buf) return 1;
     for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 1023) * 1e-3f;   /* touch every page */
     nx_pool *pool = nx_pool_create(threads);
-    job j = {buf, n, {0}};
-    double gbs[100], check = 0;
-    nx_pool_run(pool, worker, &j);   /* warm-up */
-    for (int r = 0; r < reps; r++) {
-        double t0 = nx_time_s();
+    enum { NPAT = 2 };
+    const int streams[NPAT] = {1, 4};
+    double gbs[NPAT][100], med[NPAT], check = 0;
+    for (int p = 0; p < NPAT; p++) {   /* warm-up */
+        job j = {buf, n, streams[p], {0}};
         nx_pool_run(pool, worker, &j);
-        double t1 = nx_time_s();
-        gbs[r] = (double)(n / (size_t)threads / 64 * 64 * (size_t)threads) * sizeof(float) / (t1 - t0) / 1e9;
-        check += j.sums[0];
     }
-    qsort(gbs, (size_t)reps, sizeof *gbs, cmp);
-    double med = gbs[reps / 2];
-    printf("{\"threads\": %d, \"buffer_mib\": %zu, \"reps\": %d, \"read_gb_s_median\": %.2f, \"min\": %.2f, "
-           "\"max\": %.2f, \"checksum\": %.3g", threads, mib, reps, med, gbs[0], gbs[reps - 1], check);
+    for (int r = 0; r < reps; r++)
+        for (int p = 0; p < NPAT; p++) {
+            job j = {buf, n, streams[p], {0}};
+            double t0 = nx_time_s();
+            nx_pool_run(pool, worker, &j);
+            double t1 = nx_time_s();
+            gbs[p][r] = (double)bytes_read(n, threads) / (t1 - t0) / 1e9;
+            check += j.sums[0];
+        }
+    int best = 0;
+    for (int p = 0; p < NPAT; p++) {
+        qsort(gbs[p], (size_t)reps, sizeof **gbs, cmp);
+        med[p] = gbs[p][reps / 2];
+        if (med[p] > med[best]) best = p;
+    }
+    printf("{\"threads\": %d, \"buffer_mib\": %zu, \"reps\": %d, \"read_gb_s_median\": %.2f, "
+           "\"one_stream_gb_s\": %.2f, \"four_streams_gb_s\": %.2f, \"min\": %.2f, \"max\": %.2f, \"checksum\": %.3g",
+           threads, mib, reps, med[best], med[0], med[1], gbs[best][0], gbs[best][reps - 1], check);
     for (int i = 4; i < argc; i++) {
         double mb = atof(argv[i]);
-        if (mb > 0) printf(", \"bound_tok_s_%s_mb\": %.2f", argv[i], med * 1e3 / mb);
+        if (mb > 0) printf(", \"bound_tok_s_%s_mb\": %.2f", argv[i], med[best] * 1e3 / mb);
     }
     printf("}\n");
     nx_pool_free(pool);

@@ -23,6 +23,8 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
+#include "kernels/simd_x86.h"
+
 #define AI __attribute__((always_inline))
 #define T512 __attribute__((target("avx512f,avx2,fma,f16c")))
 #define T256 __attribute__((target("avx2,fma,f16c")))
@@ -62,22 +64,6 @@ static inline T512 AI __m512 kv512(const void *row, int e, int n, const nx_dtype
     }
     if (t == NX_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     return _mm512_cvtph_ps(h);
-}
-
-/* Σ of each of 16 vectors, as the 16 lanes of one: pairs of vectors are added lane-interleaved,
- * then pairs of pairs, then the four 128-bit quarters (45 operations for 16 sums). */
-static inline T512 AI __m512 hsum16x16(const __m512 *a) {
-    __m512 b[8], c[4];
-    for (int i = 0; i < 8; i++)
-        b[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]), _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
-    for (int i = 0; i < 4; i++) {
-        __m512d u = _mm512_castps_pd(b[2 * i]), v = _mm512_castps_pd(b[2 * i + 1]);
-        c[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(u, v)), _mm512_castpd_ps(_mm512_unpackhi_pd(u, v)));
-    }
-    /* c[i]'s quarter L holds quarter-L partial sums of vectors 4i..4i+3 */
-    __m512 e01 = _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], 0x44), _mm512_shuffle_f32x4(c[0], c[1], 0xEE));
-    __m512 e23 = _mm512_add_ps(_mm512_shuffle_f32x4(c[2], c[3], 0x44), _mm512_shuffle_f32x4(c[2], c[3], 0xEE));
-    return _mm512_add_ps(_mm512_shuffle_f32x4(e01, e23, 0x88), _mm512_shuffle_f32x4(e01, e23, 0xDD));
 }
 
 /* The kernel for cache type t and NV = ceil(d / 16) chunks (compile-time constants in the

@@ -16,12 +16,13 @@
  *    block types with VNNI, keeps as int8) micro-panels of weights as it goes (compute-bound;
  *    the packing is amortized over the T tokens).
  *
- * Invariant: the split of the work over threads is static (whole row ranges decided by the
- * thread index and count only) and no output element is ever summed by two threads, so results
- * do not depend on scheduling: equal inputs and thread counts give equal bits, and so does any
- * thread count for one kernel path. The decode and prefill paths sum in different orders, so a
- * row decoded token by token matches its prefill row within fp32 rounding (and, for block types,
- * within the activation quantization bound), not bit for bit.
+ * Invariant: no output element is ever summed by two threads, and its arithmetic depends only
+ * on its row and token (and, in the GEMM, the fixed blocking of gemm.c), never on which thread
+ * computes it, so results do not depend on scheduling: equal inputs and thread counts give
+ * equal bits, and so does any thread count for one kernel path. (Decode hands out 64-row
+ * chunks dynamically, which is safe for that reason.) The decode and prefill paths sum in
+ * different orders, so a row decoded token by token matches its prefill row within fp32
+ * rounding (and, for block types, within the activation quantization bound), not bit for bit.
  *
  * Shapes: T tokens, IN/OUT features; y[T][OUT] = x[T][IN]·Wᵀ + b.
  * Depends on core only.
@@ -119,7 +120,7 @@ typedef struct nx_wmat {
 size_t nx__wmat_bytes(nx_dtype t, int OUT, int IN);
 /* Row o of W as fp32 (embedding lookups). */
 void nx__wmat_row(const nx_wmat *W, int IN, int o, float *dst);
-/* y = x·Wᵀ + b for any weight type, threaded by static splits of OUT (64-row groups). Up to
+/* y = x·Wᵀ + b for any weight type, threaded over 64-row chunks of OUT. Up to
  * NX_MV_MAX_T tokens: the decode kernels (block types with activations quantized to Q8_0); more:
  * the packed prefill GEMM (nx__gemm_w below) on the same row-major weights. */
 #define NX_MV_MAX_T 8

@@ -18,6 +18,8 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
+#include "kernels/simd_x86.h"
+
 int nx__cpu_has_avx2(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -39,6 +41,18 @@ static inline T512 AI __m512 wload512(const void *W, size_t idx, const nx_dtype 
     __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)W + idx));
     if (wt == NX_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     return _mm512_cvtph_ps(h);
+}
+
+/* s[i] = Σ a[i] for n <= 16 vectors, by hsum16x16 with the rest padded with zeros. Each vector
+ * goes through the same fixed tree wherever it sits, so a decode output's bits never depend on
+ * which tile it shared the reduction with; one call costs about what three separate
+ * _mm512_reduce_add_ps do. */
+static inline T512 AI void hsum_n(const __m512 *a, const int n, float *s) {
+    __m512 v[16];
+    float all[16];
+    for (int i = 0; i < 16; i++) v[i] = i < n ? a[i] : _mm512_setzero_ps();
+    _mm512_storeu_ps(all, hsum16x16(v));
+    memcpy(s, all, (size_t)n * sizeof(float));
 }
 
 /* Decode on row-major float rows: NR rows x NT tokens of 16-lane accumulators (NR·NT <= 16),
@@ -63,9 +77,14 @@ static inline T512 AI void mv512_tile(float *y, const float *x, const uint8_t *W
             for (int r = 0; r < NR; r++) acc[r][t] = _mm512_fmadd_ps(w[r], xv, acc[r][t]);
         }
     }
+    __m512 flat[16];
+    float sums[16];
+    for (int r = 0; r < NR; r++)
+        for (int t = 0; t < NT; t++) flat[r * NT + t] = acc[r][t];
+    hsum_n(flat, NR * NT, sums);
     for (int r = 0; r < NR; r++)
         for (int t = 0; t < NT; t++) {
-            float s = _mm512_reduce_add_ps(acc[r][t]);
+            float s = sums[r * NT + t];
             const uint8_t *wr = row + (size_t)r * rb;
             for (int i = k; i < IN; i++) {
                 float wv = wt == NX_F32    ? ((const float *)wr)[i]
@@ -362,48 +381,86 @@ static inline TVNNI AI float ldf(const void *p) {   /* a block's scale: rows nee
     return f;
 }
 
-/* Blocks 2p and 2p+1 as one 64-byte vector in element order, with their scales as [d x8, d' x8];
- * full == 0 loads block 2p only (an odd count's last block) and zeroes the other half. */
-static inline TVNNI AI __m512i qpair_x(const nx_block_q8_0 *x, int p, int full, __m512 *d) {
-    __m256i lo = _mm256_loadu_si256((const __m256i *)x[2 * p].q);
-    if (!full) {
-        *d = _mm512_maskz_mov_ps(0x00FF, _mm512_set1_ps(x[2 * p].d));
-        return _mm512_zextsi256_si512(lo);
-    }
-    *d = _mm512_insertf32x8(_mm512_set1_ps(x[2 * p].d), _mm256_set1_ps(x[2 * p + 1].d), 1);
-    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), _mm256_loadu_si256((const __m256i *)x[2 * p + 1].q), 1);
-}
+/* Decode on Q8_0/Q4_0 rows, two 32-blocks (a "pair", 64 weights) per step. vpdpbusd multiplies
+ * unsigned by signed bytes and sums groups of 4 into 16 int32 lanes, so each side of a pair is
+ * laid out to make the weight side cheap: it is loaded once per row for all tokens, while the
+ * activation side is built once per token for all rows of a tile. Per row and pair the weights
+ * cost one broadcast load, one masked broadcast load and one logic op, then per (row, token)
+ * one vpdpbusd, one scale multiply, one convert and one fma - about half the work of
+ * unpacking the weights into element order.
+ *
+ * Lane layouts (int32 lane L sums bytes 4L..4L+3; "a" = block 2p, "c" = block 2p+1):
+ *  Q8_0: bytes [a.q 0..31 | c.q 0..31]. Weights become unsigned as w+128 (xor 0x80), and the
+ *        lane sums start at -128·Σx over the lane's four activations: Σ(w+128)x - 128Σx = Σwx.
+ *  Q4_0: bytes [a.qs | c.qs | a.qs | c.qs] & [0x0F x32 | 0xF0 x32]: the low 32 bytes hold the
+ *        codes of elements 0..15 of each block, the high 32 bytes 16 times the codes of elements
+ *        16..31. The activations are [a.q 0..15 | c.q 0..15 | a.q 16..31 | c.q 16..31], the
+ *        lane sums start at -8·Σx (low half) or -128·Σx (high half), and the high half's
+ *        activation scale is divided by 16. Scaling by 16 and 1/16 is exact in fp32 (the int32
+ *        sums stay far below 2^24 and the scales are normal numbers), so every lane's float
+ *        product equals the one of the plain layout: Σ(c-8)x = Σcx - 8Σx.
+ * Each (row, token) accumulates its pairs in order into one 16-lane fp32 vector, reduced at the
+ * end, so the bits depend only on the row and the token, not on the tile or the thread split. */
+typedef struct {
+    __m512i x;     /* signed activation bytes, in the weight side's order */
+    __m512i off;   /* each int32 lane's starting value (the offset correction) */
+    __m512 d;      /* the activation scale of each lane's block */
+} qx512;
 
-/* The weights of blocks 2p, 2p+1 of a row likewise: Q8_0 as signed bytes; Q4_0 as its unsigned
- * codes 0..15 (the -8 is applied through the activations' sums), nibbles unpacked so that byte i
- * is element i of the pair. */
-static inline TVNNI AI __m512i qpair_w(const uint8_t *row, int p, int full, const nx_dtype wt, __m512 *d) {
-    const size_t bs = wt == NX_Q8_0 ? sizeof(nx_block_q8_0) : sizeof(nx_block_q4_0);
-    const uint8_t *b0 = row + (size_t)2 * p * bs, *b1 = b0 + bs;
-    *d = full ? _mm512_insertf32x8(_mm512_set1_ps(ldf(b0)), _mm256_set1_ps(ldf(b1)), 1)
-              : _mm512_maskz_mov_ps(0x00FF, _mm512_set1_ps(ldf(b0)));
+/* The activation side of pair p of one token's Q8_0 row; full == 0: block 2p only (the last of
+ * an odd count), the other half's bytes, offsets and scales being zero. */
+static inline TVNNI AI qx512 qx_pair(const nx_block_q8_0 *xq, int p, int full, const nx_dtype wt) {
+    const nx_block_q8_0 *a = xq + 2 * p, *c = a + 1;
+    __m256i lo = _mm256_loadu_si256((const __m256i *)a->q);
+    __m256i hi = full ? _mm256_loadu_si256((const __m256i *)c->q) : _mm256_setzero_si256();
+    __m512 da = _mm512_set1_ps(a->d), dc = full ? _mm512_set1_ps(c->d) : _mm512_setzero_ps();
+    qx512 r;
     if (wt == NX_Q8_0) {
-        __m512i lo = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 4)));
-        return full ? _mm512_inserti64x4(lo, _mm256_loadu_si256((const __m256i *)(b1 + 4)), 1) : lo;
+        r.x = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        r.d = _mm512_mask_blend_ps(0xFF00, da, dc);
+        r.off = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), r.x);
+    } else {
+        r.x = _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo), _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0),
+                                        _mm512_castsi256_si512(hi));
+        r.d = _mm512_mul_ps(_mm512_mask_blend_ps(0xF0F0, da, dc),
+                            _mm512_set_ps(0.0625f, 0.0625f, 0.0625f, 0.0625f, 0.0625f, 0.0625f, 0.0625f, 0.0625f, 1, 1, 1,
+                                          1, 1, 1, 1, 1));
+        __m512i k = _mm512_inserti64x4(_mm512_set1_epi8(8), _mm256_set1_epi8((char)0x80), 1);
+        r.off = _mm512_dpbusd_epi32(_mm512_setzero_si512(), k, r.x);
     }
-    __m256i v = full ? _mm256_loadu2_m128i((const __m128i *)(b1 + 4), (const __m128i *)(b0 + 4))
-                     : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(b0 + 4)));
-    __m256i m4 = _mm256_set1_epi8(15);
-    __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-    /* lo = [low nibbles of 2p | of 2p+1], hi likewise: interleave the 16-byte halves */
-    return _mm512_permutex2var_epi64(_mm512_castsi256_si512(lo), _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0),
-                                     _mm512_castsi256_si512(hi));
+    r.off = _mm512_sub_epi32(_mm512_setzero_si512(), r.off);
+    return r;
 }
 
-/* NR rows x NT tokens; per block pair: one vpdpbusd per (row, token) gives 16 int32 partial sums
- * (lanes 0-7 block 2p, 8-15 block 2p+1), converted and scaled by d_w·d_x into fp32 accumulators.
- * vpdpbusd multiplies unsigned by signed bytes: Q4_0 codes c are unsigned and Σ(c-8)x comes from
- * starting the sum at -8·Σx; Q8_0 activations are offset to x+128 (unsigned) and the sum starts at
- * -128·Σw. Both are exact integer identities, so the result equals the reference's integers. */
+/* The weight side of pair p of a row: unsigned bytes in the lane layout above, and the weight
+ * scale of each lane's block. */
+static inline TVNNI AI __m512i qw_pair(const uint8_t *row, int p, int full, const nx_dtype wt, __m512 *d) {
+    const size_t bs = wt == NX_Q8_0 ? sizeof(nx_block_q8_0) : sizeof(nx_block_q4_0);
+    const uint8_t *a = row + (size_t)2 * p * bs, *c = a + bs;
+    __m512 da = _mm512_set1_ps(ldf(a));
+    if (wt == NX_Q8_0) {
+        __m512i w = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a + 4)));
+        if (full) {
+            w = _mm512_mask_broadcast_i64x4(w, 0xF0, _mm256_loadu_si256((const __m256i *)(c + 4)));
+            da = _mm512_mask_broadcastss_ps(da, 0xFF00, _mm_load_ss((const float *)(const void *)c));
+        }
+        *d = da;
+        return _mm512_xor_si512(w, _mm512_set1_epi8((char)0x80));
+    }
+    __m512i w = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(a + 4)));
+    if (full) {
+        w = _mm512_mask_broadcast_i32x4(w, 0xF0F0, _mm_loadu_si128((const __m128i *)(c + 4)));
+        da = _mm512_mask_broadcastss_ps(da, 0xF0F0, _mm_load_ss((const float *)(const void *)c));
+    }
+    *d = da;
+    return _mm512_and_si512(w, _mm512_inserti64x4(_mm512_set1_epi8(0x0F), _mm256_set1_epi8((char)0xF0), 1));
+}
+
+/* NR rows x NT tokens of y = x·Wᵀ + b over block pairs. */
 static inline TVNNI AI void qtile512(float *y, const nx_block_q8_0 *xq, const uint8_t *W, size_t rb, const float *b,
                                      int IN, int OUT, int o, const int NR, const int NT, const nx_dtype wt) {
     int nb = IN / NX_QBLOCK, np = (nb + 1) / 2;
-    __m512 acc[4][8];
+    __m512 acc[8][8];
     for (int r = 0; r < NR; r++)
         for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
     const uint8_t *row = W + (size_t)o * rb;
@@ -412,39 +469,35 @@ static inline TVNNI AI void qtile512(float *y, const nx_block_q8_0 *xq, const ui
     const size_t ps = 2 * (wt == NX_Q8_0 ? sizeof(nx_block_q8_0) : sizeof(nx_block_q4_0)), ahead = 16 * rb;
     for (int p = 0; p < np; p++) {
         int full = 2 * p + 1 < nb;
-        __m512i w[4], w0[4];
-        __m512 dw[4];
+        __m512i w[8];
+        __m512 dw[8];
         for (int r = 0; r < NR; r++) {
             _mm_prefetch((const char *)row + (size_t)r * rb + ahead + (size_t)p * ps, _MM_HINT_T0);
-            w[r] = qpair_w(row + (size_t)r * rb, p, full, wt, &dw[r]);
-            if (wt == NX_Q8_0)
-                w0[r] = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                         _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), w[r]));
+            w[r] = qw_pair(row + (size_t)r * rb, p, full, wt, &dw[r]);
         }
         for (int t = 0; t < NT; t++) {
-            __m512 dx;
-            __m512i xv = qpair_x(xq + (size_t)t * nb, p, full, &dx), x0 = _mm512_setzero_si512();
-            if (wt == NX_Q8_0)
-                xv = _mm512_xor_si512(xv, _mm512_set1_epi8((char)0x80));
-            else
-                x0 = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                      _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(8), xv));
+            qx512 xv = qx_pair(xq + (size_t)t * nb, p, full, wt);
             for (int r = 0; r < NR; r++) {
-                __m512i s = wt == NX_Q8_0 ? _mm512_dpbusd_epi32(w0[r], xv, w[r]) : _mm512_dpbusd_epi32(x0, w[r], xv);
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[r], dx), acc[r][t]);
+                __m512i s = _mm512_dpbusd_epi32(xv.off, w[r], xv.x);
+                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[r], xv.d), acc[r][t]);
             }
         }
     }
+    __m512 flat[16];
+    float sums[16];
     for (int r = 0; r < NR; r++)
-        for (int t = 0; t < NT; t++)
-            y[(size_t)t * OUT + o + r] = _mm512_reduce_add_ps(acc[r][t]) + (b ? b[o + r] : 0.0f);
+        for (int t = 0; t < NT; t++) flat[r * NT + t] = acc[r][t];
+    hsum_n(flat, NR * NT, sums);
+    for (int r = 0; r < NR; r++)
+        for (int t = 0; t < NT; t++) y[(size_t)t * OUT + o + r] = sums[r * NT + t] + (b ? b[o + r] : 0.0f);
 }
 
 static inline TVNNI AI void q512(float *y, const nx_block_q8_0 *xq, const void *W, const float *b, int T, int IN,
                                  int OUT, int r0, int r1, const nx_dtype wt) {
     size_t rb = nx__row_bytes(wt, IN);
     const uint8_t *w = W;
-    /* 4 rows for one token, 2 for up to 4, 1 for more: <= 8 accumulators plus the operands. */
+    /* 8 rows for one token (the activation side is built once per 8 rows), 4 for up to 4
+     * tokens, 2 for more: at most 16 accumulators plus the operands. */
 #define Q512_T(NR, NT)                                                                                                 \
     do {                                                                                                               \
         int o = r0;                                                                                                    \
@@ -452,14 +505,14 @@ static inline TVNNI AI void q512(float *y, const nx_block_q8_0 *xq, const void *
         for (; o < r1; o++) qtile512(y, xq, w, rb, b, IN, OUT, o, 1, NT, wt);                                         \
     } while (0)
     switch (T) {
-    case 1: Q512_T(4, 1); break;
-    case 2: Q512_T(2, 2); break;
-    case 3: Q512_T(2, 3); break;
-    case 4: Q512_T(2, 4); break;
-    case 5: Q512_T(1, 5); break;
-    case 6: Q512_T(1, 6); break;
-    case 7: Q512_T(1, 7); break;
-    default: Q512_T(1, 8); break;
+    case 1: Q512_T(8, 1); break;
+    case 2: Q512_T(4, 2); break;
+    case 3: Q512_T(4, 3); break;
+    case 4: Q512_T(4, 4); break;
+    case 5: Q512_T(2, 5); break;
+    case 6: Q512_T(2, 6); break;
+    case 7: Q512_T(2, 7); break;
+    default: Q512_T(2, 8); break;
     }
 #undef Q512_T
 }
