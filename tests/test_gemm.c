@@ -1,8 +1,9 @@
 /* test_gemm.c - the prefill GEMM (kernels/gemm.c) for every weight type and variant: against
  * the scalar reference matmul on the widened weights (an independent triple loop), bit for bit
  * against the scalar variant (all variants run the same fma chain), and 1 vs 2 threads
- * bit-identical. Shapes are chosen off the tile sizes (8x48, 6x16, 4x16) and across the K
- * block (128). */
+ * bit-identical. Shapes are chosen off the tile sizes (8x48, 6x16, 4x16), across the K block
+ * (192) and, with T = 520 / IN = 1088 and T = 2100, across the driver's passes over K ranges
+ * and row blocks (running sums parked in the per-thread panel and in y). */
 #include "kernels/gemm.h"
 #include "test.h"
 
@@ -40,7 +41,7 @@ static void test_gemm_types_variants(void) {
     /* {T, IN, OUT}: IN multiple of 32 (block types need it) except where marked by odd IN. */
     const int shapes[][3] = {{1, 32, 1},    {7, 64, 47},   {9, 96, 49},    {17, 160, 100}, {33, 256, 130},
                              {70, 288, 97}, {8, 128, 48},  {50, 416, 200}, {3, 37, 5},     {21, 300, 61},
-                             {16, 257, 95}, {13, 1, 17}};
+                             {16, 257, 95}, {13, 1, 17},   {520, 1088, 17}, {2100, 192, 20}};
     nx_pool *p2 = nx_pool_create(2);
     CHECK(p2);
     int tested = 0;
@@ -122,7 +123,7 @@ static void test_gemm_packers(void) {
  * strips (the row tiles are split too), accumulation onto C; against a double-precision loop,
  * 1 vs 2 threads and every variant vs the scalar one bit for bit. */
 static void test_gemm_general(void) {
-    const int shapes[][3] = {{200, 40, 150}, {33, 130, 64}, {97, 7, 300}};
+    const int shapes[][3] = {{200, 40, 150}, {33, 130, 64}, {97, 7, 300}, {520, 20, 1100}};
     nx_pool *p2 = nx_pool_create(2);
     CHECK(p2);
     for (size_t s = 0; s < NX_ARRAY_LEN(shapes); s++) {
@@ -167,7 +168,7 @@ static void test_gemm_general(void) {
  * the bound activation rounding allows, against fp32 on the dequantized weights; VNNI equal to
  * the scalar one bit for bit; 1 vs 2 threads bit-identical. */
 static void test_gemm_int8(void) {
-    const int shapes[][3] = {{1, 32, 1}, {5, 64, 47}, {9, 224, 49}, {33, 416, 100}, {70, 192, 97}};
+    const int shapes[][3] = {{1, 32, 1}, {5, 64, 47}, {9, 224, 49}, {33, 416, 100}, {70, 192, 97}, {520, 1088, 17}};
     const nx_dtype types[] = {NX_Q8_0, NX_Q4_0};
     const nx_gemm_vt *vnni = nx__gemm_variant("avx512-vnni");
     if (!vnni) printf("     AVX-512 VNNI not supported by this CPU: the VNNI variant is not tested\n");

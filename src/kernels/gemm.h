@@ -21,11 +21,12 @@
 typedef struct nx_gemm_vt {
     const char *name;   /* "ref", "avx2", "avx512" */
     int mr, nr;         /* register tile: mr tokens x nr outputs */
-    /* One tile: for i < m, j < n: acc = first ? 0 : C[i][j]; acc = fma(Ap[k][i], Bp[k][j], acc)
-     * for k = 0..kc-1 in order; C[i][j] = bias ? acc + bias[j] : acc. Ap is [kc][mr], Bp is
-     * [kc][nr] (both packed, zero-padded); only the m x n valid corner of C is touched. */
-    void (*tile)(const float *Ap, const float *Bp, int kc, float *C, long ldc, int m, int n, int first,
-                 const float *bias);
+    /* One tile: for i < m, j < n: acc = Ci ? Ci[i][j] : 0; acc = fma(Ap[k][i], Bp[k][j], acc)
+     * for k = 0..kc-1 in order; Co[i][j] = bias ? acc + bias[j] : acc. Ap is [kc][mr], Bp is
+     * [kc][nr] (both packed, zero-padded); Ci and Co (row strides ldi, ldo; they may be the same
+     * matrix) are read and written only in their m x n valid corner. */
+    void (*tile)(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo, int m,
+                 int n, const float *bias);
     /* Ap[k][i] = A[i·sam + (k0 + k)·sak] for k < kc <= NX_GEMM_KC, i < mr; rows i >= m are
      * zero. Ap and Bp (below) are 64-byte aligned. */
     void (*pack_a)(float *Ap, const float *A, long sam, long sak, int m, int k0, int kc);

@@ -26,16 +26,16 @@
 
 static const int32_t k_lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
-static T256 void tile_avx2(const float *Ap, const float *Bp, int kc, float *C, long ldc, int m, int n, int first,
-                           const float *bias) {
+static T256 void tile_avx2(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo,
+                           int m, int n, const float *bias) {
     __m256i m0 = _mm256_loadu_si256((const __m256i *)(k_lanes + 8 - NX_MIN(n, 8)));
     __m256i m1 = _mm256_loadu_si256((const __m256i *)(k_lanes + 8 - (n > 8 ? n - 8 : 0)));
     __m256 c[MR2][2];
     for (int i = 0; i < MR2; i++) {
         c[i][0] = c[i][1] = _mm256_setzero_ps();
-        if (!first && i < m) {
-            c[i][0] = _mm256_maskload_ps(C + (long)i * ldc, m0);
-            c[i][1] = _mm256_maskload_ps(C + (long)i * ldc + 8, m1);
+        if (Ci && i < m) {
+            c[i][0] = _mm256_maskload_ps(Ci + (long)i * ldi, m0);
+            c[i][1] = _mm256_maskload_ps(Ci + (long)i * ldi + 8, m1);
         }
     }
     for (int k = 0; k < kc; k++) {
@@ -51,8 +51,8 @@ static T256 void tile_avx2(const float *Ap, const float *Bp, int kc, float *C, l
     for (int i = 0; i < MR2; i++) {
         if (i >= m) break;
         __m256 v0 = bias ? _mm256_add_ps(c[i][0], bb0) : c[i][0], v1 = bias ? _mm256_add_ps(c[i][1], bb1) : c[i][1];
-        _mm256_maskstore_ps(C + (long)i * ldc, m0, v0);
-        _mm256_maskstore_ps(C + (long)i * ldc + 8, m1, v1);
+        _mm256_maskstore_ps(Co + (long)i * ldo, m0, v0);
+        _mm256_maskstore_ps(Co + (long)i * ldo + 8, m1, v1);
     }
 }
 
@@ -76,13 +76,13 @@ static inline T512 AI __mmask16 lanes16(int n) {
     return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
 }
 
-static T512 void tile_avx512(const float *Ap, const float *Bp, int kc, float *C, long ldc, int m, int n, int first,
-                             const float *bias) {
+static T512 void tile_avx512(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo,
+                             int m, int n, const float *bias) {
     const __mmask16 mk[3] = {lanes16(n), lanes16(n - 16), lanes16(n - 32)};
     __m512 c[MR5][3];
     for (int i = 0; i < MR5; i++)
         for (int j = 0; j < 3; j++)
-            c[i][j] = !first && i < m ? _mm512_maskz_loadu_ps(mk[j], C + (long)i * ldc + 16 * j) : _mm512_setzero_ps();
+            c[i][j] = Ci && i < m ? _mm512_maskz_loadu_ps(mk[j], Ci + (long)i * ldi + 16 * j) : _mm512_setzero_ps();
 #pragma GCC unroll 2
     for (int k = 0; k < kc; k++) {
         const float *b = Bp + (size_t)k * NR5;
@@ -98,7 +98,7 @@ static T512 void tile_avx512(const float *Ap, const float *Bp, int kc, float *C,
         __m512 bj = bias ? _mm512_maskz_loadu_ps(mk[j], bias + 16 * j) : _mm512_setzero_ps();
         for (int i = 0; i < MR5; i++) {
             if (i >= m) break;
-            _mm512_mask_storeu_ps(C + (long)i * ldc + 16 * j, mk[j], bias ? _mm512_add_ps(c[i][j], bj) : c[i][j]);
+            _mm512_mask_storeu_ps(Co + (long)i * ldo + 16 * j, mk[j], bias ? _mm512_add_ps(c[i][j], bj) : c[i][j]);
         }
     }
 }
@@ -246,9 +246,11 @@ const nx_gemm_vt nx__gemm_avx512_vt = {"avx512", MR5, NR5, tile_avx512, pack_a_a
  * offset by +128 (unsigned), so each block's dot is Σ(x + 128)·w - 128·Σw, the second term
  * precomputed per output while packing; both are exact integers, equal to the scalar
  * variant's Σ x·w. Per 32-block, packed A holds d_x[4] then 8 quads [8][4 tokens] of u8x4;
- * packed B holds d_w[48], 128·Σw[48] (int32), then 8 quads [8][48 outputs] of i8x4. The tile
- * keeps 12 int32 and 12 fp32 accumulators; after each block the integer sums are scaled into
- * the fp32 ones exactly as the scalar variant does (fma with d_w·d_x). */
+ * packed B holds d_w[48], -128·Σw[48] (int32), then 8 quads [8][48 outputs] of i8x4. The tile
+ * keeps 12 int32 and 12 fp32 accumulators. The integer sums start each block at -128·Σw (so
+ * the correction costs no instruction), and after the block are scaled into the fp32 ones
+ * exactly as the scalar variant does (fma with d_w·d_x): per accumulator 8 vpdpbusd and 3
+ * scaling operations (convert, product of scales, fma) share the two vector ports. */
 #define TVNNI5 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 #define MRQ 4
 #define QA_BLK (MRQ * 4 + 8 * MRQ * 4)     /* bytes of packed A per 32-block */
@@ -260,19 +262,22 @@ int nx__cpu_has_avx512vnni(void) {
            __builtin_cpu_supports("avx512vl");
 }
 
-static TVNNI5 void tile_vnni(const float *Ap, const float *Bp, int kc, float *C, long ldc, int m, int n, int first,
-                             const float *bias) {
+static TVNNI5 void tile_vnni(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo,
+                             int m, int n, const float *bias) {
     const __mmask16 mk[3] = {lanes16(n), lanes16(n - 16), lanes16(n - 32)};
     __m512 f[MRQ][3];
     for (int i = 0; i < MRQ; i++)
         for (int j = 0; j < 3; j++)
-            f[i][j] = !first && i < m ? _mm512_maskz_loadu_ps(mk[j], C + (long)i * ldc + 16 * j) : _mm512_setzero_ps();
+            f[i][j] = Ci && i < m ? _mm512_maskz_loadu_ps(mk[j], Ci + (long)i * ldi + 16 * j) : _mm512_setzero_ps();
     for (int b = 0; b < kc / NX_QBLOCK; b++) {
         const uint8_t *a = (const uint8_t *)Ap + (size_t)b * QA_BLK, *w = (const uint8_t *)Bp + (size_t)b * QB_BLK;
         const int32_t *aq = (const int32_t *)(a + MRQ * 4);
         const int32_t *wq = (const int32_t *)(w + NR5 * 8);
         __m512i s[MRQ][3];
-        for (int i = 0; i < MRQ; i++) s[i][0] = s[i][1] = s[i][2] = _mm512_setzero_si512();
+        for (int j = 0; j < 3; j++) {
+            __m512i corr = _mm512_load_si512((const int32_t *)(w + NR5 * 4) + 16 * j);
+            for (int i = 0; i < MRQ; i++) s[i][j] = corr;
+        }
         for (int q = 0; q < 8; q++) {
             __m512i b0 = _mm512_load_si512(wq + q * NR5), b1 = _mm512_load_si512(wq + q * NR5 + 16),
                     b2 = _mm512_load_si512(wq + q * NR5 + 32);
@@ -285,10 +290,9 @@ static TVNNI5 void tile_vnni(const float *Ap, const float *Bp, int kc, float *C,
         }
         for (int j = 0; j < 3; j++) {
             __m512 dw = _mm512_load_ps((const float *)w + 16 * j);
-            __m512i corr = _mm512_load_si512((const int32_t *)(w + NR5 * 4) + 16 * j);
             for (int i = 0; i < MRQ; i++) {
                 __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(((const float *)a)[i]));
-                f[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(s[i][j], corr)), sc, f[i][j]);
+                f[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i][j]), sc, f[i][j]);
             }
         }
     }
@@ -296,7 +300,7 @@ static TVNNI5 void tile_vnni(const float *Ap, const float *Bp, int kc, float *C,
         __m512 bj = bias ? _mm512_maskz_loadu_ps(mk[j], bias + 16 * j) : _mm512_setzero_ps();
         for (int i = 0; i < MRQ; i++) {
             if (i >= m) break;
-            _mm512_mask_storeu_ps(C + (long)i * ldc + 16 * j, mk[j], bias ? _mm512_add_ps(f[i][j], bj) : f[i][j]);
+            _mm512_mask_storeu_ps(Co + (long)i * ldo + 16 * j, mk[j], bias ? _mm512_add_ps(f[i][j], bj) : f[i][j]);
         }
     }
 }
@@ -347,7 +351,7 @@ static inline TVNNI5 AI __m256i wcodes32(nx_dtype t, const uint8_t *row, int b, 
 }
 
 /* 16 rows at a time: their 8 code quads form a 16x8 dword block, transposed into the quad
- * rows; 128·Σw comes from vpdpbusd against ones on the transposed quads. */
+ * rows; -128·Σw comes from vpdpbusd against ones on the transposed quads. */
 static inline TVNNI5 AI void pack_b_vnni_typed(float *Bp, nx_dtype t, const void *W, size_t rb, int n, int k0,
                                                 int kc) {
     for (int b = 0; b < kc / NX_QBLOCK; b++) {
@@ -371,7 +375,7 @@ static inline TVNNI5 AI void pack_b_vnni_typed(float *Bp, nx_dtype t, const void
                 sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8(1), v);
                 _mm512_store_si512(wq + qd * NR5 + g * 16, v);
             }
-            _mm512_store_si512(corr + g * 16, _mm512_slli_epi32(sum, 7));
+            _mm512_store_si512(corr + g * 16, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 7)));
         }
     }
 }
