@@ -168,7 +168,9 @@ static void test_gemm_general(void) {
  * the bound activation rounding allows, against fp32 on the dequantized weights; VNNI equal to
  * the scalar one bit for bit; 1 vs 2 threads bit-identical. */
 static void test_gemm_int8(void) {
-    const int shapes[][3] = {{1, 32, 1}, {5, 64, 47}, {9, 224, 49}, {33, 416, 100}, {70, 192, 97}, {520, 1088, 17}};
+    /* IN = 416 and 1088: two and three of VNNI's 384-wide K blocks in one pass; T = 520: passes. */
+    const int shapes[][3] = {{1, 32, 1},     {5, 64, 47},     {9, 224, 49},   {33, 416, 100},
+                             {70, 192, 97},  {520, 1088, 17}, {33, 1088, 60}};
     const nx_dtype types[] = {NX_Q8_0, NX_Q4_0};
     const nx_gemm_vt *vnni = nx__gemm_variant("avx512-vnni");
     if (!vnni) printf("     AVX-512 VNNI not supported by this CPU: the VNNI variant is not tested\n");

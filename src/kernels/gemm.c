@@ -6,7 +6,7 @@
  * Design (GotoBLAS-style). A (x) is packed into row tiles of mr tokens, [K][mr] each, shared by
  * all threads (the packing itself is split over the threads), in passes of rows x K range
  * whose packed copy stays under 1.5 MiB, i.e. in L2. The threads then take nr-wide output
- * strips one at a time from a shared counter. For each K block of NX_GEMM_KC inputs of its
+ * strips one at a time from a shared counter. For each K block (vt->kc inputs) of its
  * strip, a thread converts the strip's weights (fp32 as is, 16-bit widened exactly, block
  * types dequantized; or, for the integer variants, repacked as int8 quads) into a micro-panel
  * on its stack - small enough to stay in L1 - and sweeps the pass's row tiles past it with the
@@ -69,7 +69,7 @@ static void pack_b_ref(float *Bp, nx_dtype t, const void *W, size_t rb, int n, i
     nx__gemm_pack_b_generic(Bp, REF_NR, t, W, rb, n, k0, kc);
 }
 
-const nx_gemm_vt nx__gemm_ref_vt = {"ref", REF_MR, REF_NR, tile_ref, pack_a_ref, pack_b_ref};
+const nx_gemm_vt nx__gemm_ref_vt = {"ref", REF_MR, REF_NR, NX_GEMM_KC, tile_ref, pack_a_ref, pack_b_ref};
 
 /* ---- Q8_0 activations x Q8_0/Q4_0 weights (integer dot per block) -------------------------- */
 /* The oracle of the integer variants (gemm_x86.c): activations quantized to Q8_0 blocks with
@@ -149,7 +149,7 @@ static void pack_b_q8ref(float *Bp, nx_dtype t, const void *W, size_t rb, int n,
         }
 }
 
-const nx_gemm_vt nx__gemm_q8ref_vt = {"ref-q8", Q8REF_MR, Q8REF_NR, tile_q8ref, pack_a_q8ref, pack_b_q8ref};
+const nx_gemm_vt nx__gemm_q8ref_vt = {"ref-q8", Q8REF_MR, Q8REF_NR, NX_GEMM_KC, tile_q8ref, pack_a_q8ref, pack_b_q8ref};
 
 /* ---- variant choice --------------------------------------------------------------------- */
 
@@ -240,9 +240,9 @@ static void pack_a_worker(int ith, int nth, void *arg) {
     for (int ti = j->tiles * ith / nth; ti < j->tiles * (ith + 1) / nth; ti++) {
         int i0 = ti * mr, m = NX_MIN(mr, a->M - i0);
         float *dst = j->Ap + (size_t)ti * (size_t)(j->kb1 - j->kb0) * mr;
-        for (int k0 = j->kb0; k0 < j->kb1; k0 += NX_GEMM_KC)
+        for (int k0 = j->kb0; k0 < j->kb1; k0 += j->vt->kc)
             j->vt->pack_a(dst + (size_t)(k0 - j->kb0) * mr, a->A + (long)i0 * a->sam, a->sam, a->sak, m, k0,
-                          NX_MIN(NX_GEMM_KC, j->kb1 - k0));
+                          NX_MIN(j->vt->kc, j->kb1 - k0));
     }
 }
 
@@ -250,7 +250,7 @@ static void pack_a_worker(int ith, int nth, void *arg) {
  * lines, `stride` bytes apart (weight rows for typed W, k rows for a k-major B). */
 static const uint8_t *panel_source(const gemm_job *j, int s, int k0, size_t *stride, size_t *rows, size_t *lines) {
     const nx_gemm_args *a = j->a;
-    int nr = j->vt->nr, n = NX_MIN(nr, a->N - s * nr), kc = NX_MIN(NX_GEMM_KC, a->K - k0);
+    int nr = j->vt->nr, n = NX_MIN(nr, a->N - s * nr), kc = NX_MIN(j->vt->kc, a->K - k0);
     if (a->W) {
         *stride = nx__row_bytes(a->wtype, a->K);
         *rows = (size_t)n;
@@ -280,8 +280,8 @@ static void gemm_worker(int ith, int nth, void *arg) {
         int j0 = s * nr, n = NX_MIN(nr, a->N - j0);
         for (int tb = t0; tb < t1; tb += TILE_BLOCK) {
             int te = NX_MIN(tb + TILE_BLOCK, t1);
-            for (int k0 = j->kb0; k0 < j->kb1; k0 += NX_GEMM_KC) {
-                int kc = NX_MIN(NX_GEMM_KC, j->kb1 - k0), first = k0 == 0 && !a->accumulate, last = k0 + kc == K;
+            for (int k0 = j->kb0; k0 < j->kb1; k0 += vt->kc) {
+                int kc = NX_MIN(vt->kc, j->kb1 - k0), first = k0 == 0 && !a->accumulate, last = k0 + kc == K;
                 /* Between the pass's first and last K block the running sums live in Cs, a
                  * contiguous panel: C's rows are often a multiple of 4 KiB apart, and a tile's
                  * 8 rows would then share one L1 set with the B micro-panel. */
@@ -341,7 +341,7 @@ static void gemm_pass(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a
 }
 
 void nx__gemm(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a) {
-    NX_ASSERT(vt->mr <= NX_GEMM_MR_MAX && vt->nr <= NX_GEMM_NR_MAX);
+    NX_ASSERT(vt->mr <= NX_GEMM_MR_MAX && vt->nr <= NX_GEMM_NR_MAX && vt->kc % NX_QBLOCK == 0);
     NX_ASSERT(!a->W || !(a->wtype == NX_Q8_0 || a->wtype == NX_Q4_0) || a->K % NX_QBLOCK == 0);
     if (a->M <= 0 || a->N <= 0) return;
     NX_ASSERT(a->K > 0);
@@ -350,9 +350,9 @@ void nx__gemm(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a) {
     /* A is packed and multiplied in passes of (rows, K range) whose packed copy stays under
      * NX_GEMM_PACK_MAX, so every strip re-reads it from L2 rather than from memory (a pass
      * still holds all of a 512-token prompt: all of K up to 768, larger K in ranges). */
-    int mr = vt->mr, tiles = (a->M + mr - 1) / mr;
-    int block = (int)NX_MAX((size_t)1, NX_MIN((size_t)tiles, NX_GEMM_PACK_MAX / ((size_t)mr * NX_GEMM_KC)));
-    int kb = (int)NX_MIN((size_t)a->K, NX_GEMM_PACK_MAX / ((size_t)block * mr) / NX_GEMM_KC * NX_GEMM_KC);
+    int mr = vt->mr, kc = vt->kc, tiles = (a->M + mr - 1) / mr;
+    int block = (int)NX_MAX((size_t)1, NX_MIN((size_t)tiles, NX_GEMM_PACK_MAX / ((size_t)mr * kc)));
+    int kb = (int)NX_MIN((size_t)a->K, NX_GEMM_PACK_MAX / ((size_t)block * mr) / kc * kc);
     /* The buffer holds the packed A, then each thread's running-sum panel. */
     size_t apn = (size_t)block * (size_t)mr * (size_t)kb;
     size_t csn = (size_t)TILE_BLOCK * (size_t)mr * (size_t)vt->nr * (size_t)(inline_run ? 1 : nx_pool_size(pool));
