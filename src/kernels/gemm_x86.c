@@ -311,35 +311,43 @@ static TVNNI5 void tile_vnni(const float *Ap, const float *Bp, int kc, const flo
     }
 }
 
-/* Q8_0 quantization of 32 activations, as nx__quantize_row_q8_0 computes it (d = amax/127,
- * q = round-to-nearest-even(x/d) through the same reciprocal), offset to unsigned. */
-static inline TVNNI5 AI __m256i quant32(const float *x, float *d) {
-    __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
-    float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-    float dd = amax / 127.0f, id = dd > 0.0f ? 1.0f / dd : 0.0f;
-    *d = dd;
-    __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, _mm512_set1_ps(id)));
-    __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, _mm512_set1_ps(id)));
-    __m256i q = _mm256_set_m128i(_mm512_cvtepi32_epi8(q1), _mm512_cvtepi32_epi8(q0));
-    return _mm256_add_epi8(q, _mm256_set1_epi8((char)128));
+/* Q8_0 quantization of one 32-block of each of the tile's 4 rows (zero rows past m), as
+ * nx__quantize_row_q8_0 computes it (d = amax/127, q = round-to-nearest-even(x/d) through the
+ * same reciprocal; IEEE division, so the scales are the scalar ones bit for bit), codes offset
+ * to unsigned and stored as the tile wants them: quad qd of row i at dword 4·qd + i. The four
+ * rows share the divisions, and two two-register permutes replace per-row scatters. */
+static inline TVNNI5 AI void quant_block4(uint8_t *p, const float *x, long sam, int m) {
+    __m512 v[MRQ][2];
+    float amax[MRQ];
+    for (int i = 0; i < MRQ; i++) {
+        v[i][0] = i < m ? _mm512_loadu_ps(x + (long)i * sam) : _mm512_setzero_ps();
+        v[i][1] = i < m ? _mm512_loadu_ps(x + (long)i * sam + 16) : _mm512_setzero_ps();
+        amax[i] = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[i][0]), _mm512_abs_ps(v[i][1])));
+    }
+    __m128 d = _mm_div_ps(_mm_loadu_ps(amax), _mm_set1_ps(127.0f));
+    __m128 id = _mm_and_ps(_mm_cmpgt_ps(d, _mm_setzero_ps()), _mm_div_ps(_mm_set1_ps(1.0f), d));
+    _mm_storeu_ps((float *)p, d);
+    __m256i q[MRQ];
+    for (int i = 0; i < MRQ; i++) {
+        __m512 s = _mm512_permutexvar_ps(_mm512_set1_epi32(i), _mm512_castps128_ps512(id));
+        __m128i lo = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v[i][0], s)));
+        __m128i hi = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v[i][1], s)));
+        q[i] = _mm256_add_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8((char)128));
+    }
+    /* rows 0|1 and 2|3 side by side; output dword 4·qd + i is dword qd of row i */
+    __m512i r01 = _mm512_inserti64x4(_mm512_castsi256_si512(q[0]), q[1], 1);
+    __m512i r23 = _mm512_inserti64x4(_mm512_castsi256_si512(q[2]), q[3], 1);
+    const __m512i lo = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+    const __m512i hi = _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
+    _mm512_storeu_si512(p + MRQ * 4, _mm512_permutex2var_epi32(r01, lo, r23));
+    _mm512_storeu_si512(p + MRQ * 4 + 64, _mm512_permutex2var_epi32(r01, hi, r23));
 }
 
 static TVNNI5 void pack_a_vnni(float *Ap, const float *A, long sam, long sak, int m, int k0, int kc) {
     NX_ASSERT(sak == 1 && k0 % NX_QBLOCK == 0 && kc % NX_QBLOCK == 0);
-    for (int b = 0; b < kc / NX_QBLOCK; b++) {
-        uint8_t *p = (uint8_t *)Ap + (size_t)b * QA_BLK;
-        int32_t *qq = (int32_t *)(p + MRQ * 4);
-        for (int i = 0; i < MRQ; i++) {
-            float d = 0.0f;
-            /* a zero row (past m) is code 128 with d = 0: it contributes nothing */
-            __m256i q = _mm256_set1_epi8((char)128);
-            if (i < m) q = quant32(A + (long)i * sam + k0 + b * NX_QBLOCK, &d);
-            memcpy(p + i * 4, &d, 4);
-            _Alignas(32) int32_t w[8];
-            _mm256_store_si256((__m256i *)w, q);
-            for (int qd = 0; qd < 8; qd++) qq[qd * MRQ + i] = w[qd];
-        }
-    }
+    /* a zero row (past m) gets code 128 with d = 0: it contributes nothing */
+    for (int b = 0; b < kc / NX_QBLOCK; b++)
+        quant_block4((uint8_t *)Ap + (size_t)b * QA_BLK, A + k0 + b * NX_QBLOCK, sam, m);
 }
 
 /* 32 signed codes of block b of a weight row (Q4_0 nibbles unpacked and recentred). */
