@@ -9,7 +9,7 @@
  * strips one at a time from a shared counter. For each K block (vt->kc inputs) of its
  * strip, a thread converts the strip's weights (fp32 as is, 16-bit widened exactly, block
  * types dequantized; or, for the integer variants, repacked as int8 quads) into a micro-panel
- * on its stack - small enough to stay in L1 - and sweeps the pass's row tiles past it with the
+ * of its own - in L1 or L2, per variant - and sweeps the pass's row tiles past it with the
  * register-tile kernel. Each weight is read and converted once per pass, and each packed x
  * element is reused nr times per load.
  *
@@ -22,10 +22,10 @@
  * takes it and the ISA (scalar fmaf, AVX2, AVX-512, VNNI) never change a bit: 1 and N threads
  * agree, and each fast variant agrees with its scalar oracle.
  *
- * Memory: the packed A and the threads' running-sum panels live in a buffer kept between
- * calls (a few cached spares, taken and returned atomically, so concurrent callers never share
- * one); B micro-panels live on the workers' stacks. If the buffer cannot be allocated, each
- * thread packs tiles on its stack as it goes and parks its sums in y (same bits).
+ * Memory: the packed A and each thread's B micro-panel and running sums live in a buffer kept
+ * between calls (a few cached spares, taken and returned atomically, so concurrent callers
+ * never share one). If the buffer cannot be allocated, each thread packs tiles and
+ * NX_GEMM_KC-wide micro-panels on its stack as it goes and parks its sums in y (same bits).
  */
 #include "kernels/gemm.h"
 
@@ -222,7 +222,11 @@ typedef struct {
     const nx_gemm_vt *vt;
     const nx_gemm_args *a;
     float *Ap;   /* packed A[kb0, kb1): tile i at Ap + i·(kb1 - kb0)·mr; NULL = pack on the fly */
-    float *Cs;   /* per thread TILE_BLOCK·mr·nr floats of running sums, or NULL (park them in C) */
+    /* per thread, work_floats floats at work + ith·work_floats: the B micro-panel (kc·nr),
+     * then TILE_BLOCK·mr·nr running sums; NULL: a NX_GEMM_KC panel on the stack, sums in C */
+    float *work;
+    size_t work_floats;
+    int kc;   /* K block: vt->kc, or NX_GEMM_KC without the work buffer */
     int strips, tiles, groups;
     int kb0, kb1;        /* the K range of this pass */
     atomic_long claimed; /* units handed out so far */
@@ -240,9 +244,9 @@ static void pack_a_worker(int ith, int nth, void *arg) {
     for (int ti = j->tiles * ith / nth; ti < j->tiles * (ith + 1) / nth; ti++) {
         int i0 = ti * mr, m = NX_MIN(mr, a->M - i0);
         float *dst = j->Ap + (size_t)ti * (size_t)(j->kb1 - j->kb0) * mr;
-        for (int k0 = j->kb0; k0 < j->kb1; k0 += j->vt->kc)
+        for (int k0 = j->kb0; k0 < j->kb1; k0 += j->kc)
             j->vt->pack_a(dst + (size_t)(k0 - j->kb0) * mr, a->A + (long)i0 * a->sam, a->sam, a->sak, m, k0,
-                          NX_MIN(j->vt->kc, j->kb1 - k0));
+                          NX_MIN(j->kc, j->kb1 - k0));
     }
 }
 
@@ -250,7 +254,7 @@ static void pack_a_worker(int ith, int nth, void *arg) {
  * lines, `stride` bytes apart (weight rows for typed W, k rows for a k-major B). */
 static const uint8_t *panel_source(const gemm_job *j, int s, int k0, size_t *stride, size_t *rows, size_t *lines) {
     const nx_gemm_args *a = j->a;
-    int nr = j->vt->nr, n = NX_MIN(nr, a->N - s * nr), kc = NX_MIN(j->vt->kc, a->K - k0);
+    int nr = j->vt->nr, n = NX_MIN(nr, a->N - s * nr), kc = NX_MIN(j->kc, a->K - k0);
     if (a->W) {
         *stride = nx__row_bytes(a->wtype, a->K);
         *rows = (size_t)n;
@@ -269,9 +273,10 @@ static void gemm_worker(int ith, int nth, void *arg) {
     const nx_gemm_args *a = j->a;
     const nx_gemm_vt *vt = j->vt;
     int mr = vt->mr, nr = vt->nr, K = a->K;
-    _Alignas(64) float Bp[NX_GEMM_KC * NX_GEMM_NR_MAX];
+    _Alignas(64) float Bs[NX_GEMM_KC * NX_GEMM_NR_MAX];
     _Alignas(64) float Al[NX_GEMM_KC * NX_GEMM_MR_MAX];
-    float *Cs = j->Cs ? j->Cs + (size_t)ith * TILE_BLOCK * mr * nr : NULL;
+    float *Bp = j->work ? j->work + (size_t)ith * j->work_floats : Bs;
+    float *Cs = j->work ? Bp + (size_t)j->kc * nr : NULL;
     long units = (long)j->strips * j->groups;
     for (long u = claim_unit(j), un; u < units; u = un) {
         int s = (int)(u / j->groups), g = (int)(u % j->groups);
@@ -280,11 +285,11 @@ static void gemm_worker(int ith, int nth, void *arg) {
         int j0 = s * nr, n = NX_MIN(nr, a->N - j0);
         for (int tb = t0; tb < t1; tb += TILE_BLOCK) {
             int te = NX_MIN(tb + TILE_BLOCK, t1);
-            for (int k0 = j->kb0; k0 < j->kb1; k0 += vt->kc) {
-                int kc = NX_MIN(vt->kc, j->kb1 - k0), first = k0 == 0 && !a->accumulate, last = k0 + kc == K;
+            for (int k0 = j->kb0; k0 < j->kb1; k0 += j->kc) {
+                int kc = NX_MIN(j->kc, j->kb1 - k0), first = k0 == 0 && !a->accumulate, last = k0 + kc == K;
                 /* Between the pass's first and last K block the running sums live in Cs, a
                  * contiguous panel: C's rows are often a multiple of 4 KiB apart, and a tile's
-                 * 8 rows would then share one L1 set with the B micro-panel. */
+                 * 8 rows would then all fall in one L1 set. */
                 bool from_c = k0 == j->kb0 || !Cs, to_c = k0 + kc == j->kb1 || !Cs;
                 if (a->W)
                     vt->pack_b(Bp, a->wtype, (const uint8_t *)a->W + (size_t)j0 * nx__row_bytes(a->wtype, K),
@@ -325,10 +330,11 @@ static void gemm_worker(int ith, int nth, void *arg) {
 }
 
 /* One pass: rows of a (all of its M) times the K range [kb0, kb1), into C. */
-static void gemm_pass(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a, float *Ap, float *Cs, int kb0,
-                      int kb1, bool inline_run) {
+static void gemm_pass(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a, float *Ap, float *work,
+                      size_t work_floats, int kb0, int kb1, bool inline_run) {
     int nth = inline_run ? 1 : nx_pool_size(pool);
-    gemm_job j = {vt, a, Ap, Cs, (a->N + vt->nr - 1) / vt->nr, (a->M + vt->mr - 1) / vt->mr, 1, kb0, kb1, 0};
+    gemm_job j = {vt,  a, Ap, work, work_floats, work ? vt->kc : NX_GEMM_KC, (a->N + vt->nr - 1) / vt->nr,
+                  (a->M + vt->mr - 1) / vt->mr, 1, kb0, kb1, 0};
     /* Too few strips to share out evenly: split the row tiles too. */
     if (j.strips < 4 * nth) j.groups = NX_MIN(nth, j.tiles);
     if (inline_run) {
@@ -341,7 +347,7 @@ static void gemm_pass(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a
 }
 
 void nx__gemm(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a) {
-    NX_ASSERT(vt->mr <= NX_GEMM_MR_MAX && vt->nr <= NX_GEMM_NR_MAX && vt->kc % NX_QBLOCK == 0);
+    NX_ASSERT(vt->mr <= NX_GEMM_MR_MAX && vt->nr <= NX_GEMM_NR_MAX && vt->kc % NX_GEMM_KC == 0);
     NX_ASSERT(!a->W || !(a->wtype == NX_Q8_0 || a->wtype == NX_Q4_0) || a->K % NX_QBLOCK == 0);
     if (a->M <= 0 || a->N <= 0) return;
     NX_ASSERT(a->K > 0);
@@ -353,10 +359,11 @@ void nx__gemm(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a) {
     int mr = vt->mr, kc = vt->kc, tiles = (a->M + mr - 1) / mr;
     int block = (int)NX_MAX((size_t)1, NX_MIN((size_t)tiles, NX_GEMM_PACK_MAX / ((size_t)mr * kc)));
     int kb = (int)NX_MIN((size_t)a->K, NX_GEMM_PACK_MAX / ((size_t)block * mr) / kc * kc);
-    /* The buffer holds the packed A, then each thread's running-sum panel. */
-    size_t apn = (size_t)block * (size_t)mr * (size_t)kb;
-    size_t csn = (size_t)TILE_BLOCK * (size_t)mr * (size_t)vt->nr * (size_t)(inline_run ? 1 : nx_pool_size(pool));
-    void *buf = scratch_take(apn + csn);
+    /* The buffer holds the packed A, then each thread's B micro-panel and running sums (each
+     * a multiple of 16 floats, so every region stays 64-byte aligned). */
+    size_t apn = ((size_t)block * (size_t)mr * (size_t)kb + 15) & ~(size_t)15;
+    size_t wn = ((size_t)kc + TILE_BLOCK * (size_t)mr) * (size_t)vt->nr;
+    void *buf = scratch_take(apn + wn * (size_t)(inline_run ? 1 : nx_pool_size(pool)));
     float *Ap = buf ? (float *)((char *)buf + 64) : NULL;
     for (int t0 = 0; t0 < tiles; t0 += block) {
         nx_gemm_args sub = *a;
@@ -364,7 +371,7 @@ void nx__gemm(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a) {
         sub.A = a->A + (long)t0 * mr * a->sam;
         sub.C = a->C + (long)t0 * mr * a->ldc;
         for (int kb0 = 0; kb0 < a->K; kb0 += kb)
-            gemm_pass(vt, pool, &sub, Ap, Ap ? Ap + apn : NULL, kb0, NX_MIN(kb0 + kb, a->K), inline_run);
+            gemm_pass(vt, pool, &sub, Ap, Ap ? Ap + apn : NULL, wn, kb0, NX_MIN(kb0 + kb, a->K), inline_run);
     }
     if (buf) scratch_give(buf);
 }

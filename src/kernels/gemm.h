@@ -10,11 +10,10 @@
 
 #include "kernels/kernels.h"
 
-/* K block of the fp32 variants: the packed B micro-panel (NX_GEMM_KC x nr floats, 36 KiB for
- * AVX-512) stays in L1 (48 KiB) while every row tile of the token block streams past it. A
- * multiple of 32, so block-quantized rows are cut on block boundaries. It also bounds every
- * variant's packed data: per K block, a tile's packed A never exceeds NX_GEMM_KC x mr floats
- * and a strip's packed B NX_GEMM_KC x nr floats (stack buffers are sized so). */
+/* The K block unit: a multiple of 32, so block-quantized rows are cut on block boundaries.
+ * Every variant's K block (vt->kc) is a multiple of it, and the driver falls back to it when
+ * its working buffer cannot be allocated (its stack buffers are sized for it). Per 32 inputs,
+ * a tile's packed A never exceeds 32 x mr floats and a strip's packed B 32 x nr floats. */
 #define NX_GEMM_KC 192
 /* Largest tile among the variants (stack buffers are sized for it). */
 #define NX_GEMM_MR_MAX 8
@@ -23,7 +22,7 @@
 typedef struct nx_gemm_vt {
     const char *name;   /* "ref", "avx2", "avx512" */
     int mr, nr;         /* register tile: mr tokens x nr outputs */
-    int kc;             /* K block, a multiple of 32 (int8 panels are 4x denser, so longer) */
+    int kc;             /* K block, a multiple of NX_GEMM_KC */
     /* One tile: for i < m, j < n: acc = Ci ? Ci[i][j] : 0; acc = fma(Ap[k][i], Bp[k][j], acc)
      * for k = 0..kc-1 in order; Co[i][j] = bias ? acc + bias[j] : acc. Ap is [kc][mr], Bp is
      * [kc][nr] (both packed, zero-padded); Ci and Co (row strides ldi, ldo; they may be the same
