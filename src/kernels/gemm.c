@@ -325,7 +325,7 @@ static void gemm_worker(int ith, int nth, void *arg) {
                 }
             }
         }
-        if (un < 0) un = claim_unit(j);
+        NX_DASSERT(un >= 0);   /* every unit has a last K block of a last tile block */
     }
 }
 
