@@ -1,8 +1,10 @@
 /* test_gemm.c - the prefill GEMM (kernels/gemm.c) for every weight type and variant: against
  * the scalar reference matmul on the widened weights (an independent triple loop), bit for bit
  * against the scalar variant (all variants run the same fma chain), and 1 vs 2 threads
- * bit-identical. Shapes are chosen off the tile sizes (8x48, 6x16, 4x16) and across the K
- * block (128). */
+ * bit-identical. Shapes are chosen off the tile sizes (8x48, 6x16, 4x16), across the K blocks
+ * (192; 768 for AVX-512, IN = 2400 putting four in one pass) and, with T = 520 / IN = 1088 and
+ * T = 2100, across the driver's passes over K ranges and row blocks (running sums parked in the
+ * per-thread panel and in y). */
 #include "kernels/gemm.h"
 #include "test.h"
 
@@ -40,7 +42,8 @@ static void test_gemm_types_variants(void) {
     /* {T, IN, OUT}: IN multiple of 32 (block types need it) except where marked by odd IN. */
     const int shapes[][3] = {{1, 32, 1},    {7, 64, 47},   {9, 96, 49},    {17, 160, 100}, {33, 256, 130},
                              {70, 288, 97}, {8, 128, 48},  {50, 416, 200}, {3, 37, 5},     {21, 300, 61},
-                             {16, 257, 95}, {13, 1, 17}};
+                             {16, 257, 95}, {13, 1, 17},   {520, 1088, 17}, {2100, 192, 20},
+                             {33, 2400, 60}};
     nx_pool *p2 = nx_pool_create(2);
     CHECK(p2);
     int tested = 0;
@@ -122,7 +125,7 @@ static void test_gemm_packers(void) {
  * strips (the row tiles are split too), accumulation onto C; against a double-precision loop,
  * 1 vs 2 threads and every variant vs the scalar one bit for bit. */
 static void test_gemm_general(void) {
-    const int shapes[][3] = {{200, 40, 150}, {33, 130, 64}, {97, 7, 300}};
+    const int shapes[][3] = {{200, 40, 150}, {33, 130, 64}, {97, 7, 300}, {520, 20, 1100}};
     nx_pool *p2 = nx_pool_create(2);
     CHECK(p2);
     for (size_t s = 0; s < NX_ARRAY_LEN(shapes); s++) {
@@ -167,7 +170,9 @@ static void test_gemm_general(void) {
  * the bound activation rounding allows, against fp32 on the dequantized weights; VNNI equal to
  * the scalar one bit for bit; 1 vs 2 threads bit-identical. */
 static void test_gemm_int8(void) {
-    const int shapes[][3] = {{1, 32, 1}, {5, 64, 47}, {9, 224, 49}, {33, 416, 100}, {70, 192, 97}};
+    /* IN = 416 and 1088: two and three of VNNI's 384-wide K blocks in one pass; T = 520: passes. */
+    const int shapes[][3] = {{1, 32, 1},     {5, 64, 47},     {9, 224, 49},   {33, 416, 100},
+                             {70, 192, 97},  {520, 1088, 17}, {33, 1088, 60}};
     const nx_dtype types[] = {NX_Q8_0, NX_Q4_0};
     const nx_gemm_vt *vnni = nx__gemm_variant("avx512-vnni");
     if (!vnni) printf("     AVX-512 VNNI not supported by this CPU: the VNNI variant is not tested\n");
@@ -218,6 +223,49 @@ static void test_gemm_int8(void) {
     nx_pool_free(p2);
 }
 
+/* Without its working buffer (allocation failed) the driver packs A tile by tile on the stack,
+ * uses NX_GEMM_KC-wide K blocks and parks the running sums in y: the same bits as with it.
+ * Runs first, while no cached buffer exists, under hooks that refuse large allocations. */
+static void *refuse_large(size_t n, void *user) { return n >= ((size_t)64 << 10) ? NULL : malloc(n); }
+static void *realloc_large(void *p, size_t n, void *user) { return n >= ((size_t)64 << 10) ? NULL : realloc(p, n); }
+static void free_hook(void *p, void *user) { free(p); }
+
+static void test_gemm_no_buffer(void) {
+    const char *names[] = {"ref", "avx2", "avx512", "ref-q8", "avx512-vnni"};
+    const int T = 70, IN = 800, OUT = 100;
+    nx_pool *p2 = nx_pool_create(2);
+    CHECK(p2);
+    float *x = malloc(sizeof(float) * T * IN), *W = malloc(sizeof(float) * OUT * IN), *Wd = malloc(sizeof(float) * OUT * IN);
+    float *b = malloc(sizeof(float) * OUT), *y[2][NX_ARRAY_LEN(names)], *yb = malloc(sizeof(float) * T * OUT);
+    for (int i = 0; i < T * IN; i++) x[i] = frand();
+    for (int i = 0; i < OUT * IN; i++) W[i] = frand();
+    for (int o = 0; o < OUT; o++) b[o] = frand();
+    void *Wq = make_weights(NX_Q8_0, W, OUT, IN, Wd);
+    nx_wmat Wf = {NX_F32, W}, Wm = {NX_Q8_0, Wq};
+    nx_alloc_hooks h = {refuse_large, realloc_large, free_hook, NULL};
+    nx_alloc_set_hooks(&h);
+    for (size_t v = 0; v < NX_ARRAY_LEN(names); v++) {
+        const nx_gemm_vt *vt = nx__gemm_variant(names[v]);
+        for (int th = 0; th < 2; th++) {
+            y[th][v] = malloc(sizeof(float) * T * OUT);
+            if (vt) nx__gemm_w_vt(vt, th ? p2 : NULL, y[th][v], x, v < 3 ? &Wf : &Wm, b, T, IN, OUT);
+        }
+    }
+    nx_alloc_set_hooks(NULL);
+    for (size_t v = 0; v < NX_ARRAY_LEN(names); v++) {
+        const nx_gemm_vt *vt = nx__gemm_variant(names[v]);
+        if (vt) {
+            nx__gemm_w_vt(vt, p2, yb, x, v < 3 ? &Wf : &Wm, b, T, IN, OUT);
+            for (int th = 0; th < 2; th++)
+                CHECK_MSG(memcmp(y[th][v], yb, sizeof(float) * T * OUT) == 0, "%s without its buffer (%d threads) differs",
+                          names[v], th + 1);
+        }
+        free(y[0][v]); free(y[1][v]);
+    }
+    free(x); free(W); free(Wd); free(b); free(yb); free(Wq);
+    nx_pool_free(p2);
+}
+
 /* The matmul driver sends block weights with more than NX_MV_MAX_T tokens to the GEMM. */
 static void test_matmul_w_dispatch(void) {
     int T = NX_MV_MAX_T + 1, IN = 64, OUT = 33;
@@ -234,6 +282,7 @@ static void test_matmul_w_dispatch(void) {
 }
 
 int main(void) {
+    TEST_RUN(test_gemm_no_buffer);   /* first: no cached buffer exists yet */
     TEST_RUN(test_gemm_types_variants);
     TEST_RUN(test_gemm_packers);
     TEST_RUN(test_gemm_general);

@@ -5,26 +5,27 @@
  *
  * Design (GotoBLAS-style). A (x) is packed into row tiles of mr tokens, [K][mr] each, shared by
  * all threads (the packing itself is split over the threads), in passes of rows x K range
- * whose packed copy stays under 1 MiB, i.e. in L2. Each thread then owns a static range of
- * nr-wide output strips. For each K block of NX_GEMM_KC inputs and each of its strips, it
- * converts the strip's weights (fp32 as is, 16-bit widened exactly, block types dequantized;
- * or, for the integer variants, repacked as int8 quads) into a micro-panel on its stack -
- * small enough to stay in L1 - and sweeps the pass's row tiles past it with the register-tile
- * kernel. Each weight is read and converted once per pass, and each packed x element is
- * reused nr times per load.
+ * whose packed copy stays under 1.5 MiB, i.e. in L2. The threads then take nr-wide output
+ * strips one at a time from a shared counter. For each K block (vt->kc inputs) of its
+ * strip, a thread converts the strip's weights (fp32 as is, 16-bit widened exactly, block
+ * types dequantized; or, for the integer variants, repacked as int8 quads) into a micro-panel
+ * of its own - in L1 or L2, per variant - and sweeps the pass's row tiles past it with the
+ * register-tile kernel. Each weight is read and converted once per pass, and each packed x
+ * element is reused nr times per load.
  *
  * Order of the sums (the invariant the tests check). fp32 variants: every y element is one
  * fused multiply-add chain over k = 0..IN-1 ascending, started at 0 (or at C when
- * accumulating), with the bias added last; between K blocks the running sum is parked in y and
- * reloaded, which is exact. Integer variants (Q8_0/Q4_0 weights, Q8_0 activations): an exact
- * integer dot per 32-block, then one fma chain over the blocks. So the blocking, the tile an
- * element falls in, the thread split and the ISA (scalar fmaf, AVX2, AVX-512, VNNI) never
- * change a bit: 1 and N threads agree, and each fast variant agrees with its scalar oracle.
+ * accumulating), with the bias added last; between K blocks the running sum is parked (in a
+ * per-thread panel within a pass, in y between passes) and reloaded, which is exact. Integer
+ * variants (Q8_0/Q4_0 weights, Q8_0 activations): an exact integer dot per 32-block, then one
+ * fma chain over the blocks. So the blocking, the tile an element falls in, the thread that
+ * takes it and the ISA (scalar fmaf, AVX2, AVX-512, VNNI) never change a bit: 1 and N threads
+ * agree, and each fast variant agrees with its scalar oracle.
  *
- * Memory: the packed A lives in a buffer kept between calls (a few cached spares, taken and
- * returned atomically, so concurrent callers never share one); B micro-panels live on the
- * workers' stacks. If the buffer cannot be allocated, each thread packs tiles on its stack as
- * it goes (same bits).
+ * Memory: the packed A and each thread's B micro-panel and running sums live in a buffer kept
+ * between calls (a few cached spares, taken and returned atomically, so concurrent callers
+ * never share one). If the buffer cannot be allocated, each thread packs tiles and
+ * NX_GEMM_KC-wide micro-panels on its stack as it goes and parks its sums in y (same bits).
  */
 #include "kernels/gemm.h"
 
@@ -50,13 +51,13 @@ void nx__gemm_pack_b_generic(float *Bp, int nr, nx_dtype t, const void *W, size_
 #define REF_MR 4
 #define REF_NR 16
 
-static void tile_ref(const float *Ap, const float *Bp, int kc, float *C, long ldc, int m, int n, int first,
-                     const float *bias) {
+static void tile_ref(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo, int m,
+                     int n, const float *bias) {
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) {
-            float acc = first ? 0.0f : C[(long)i * ldc + j];
+            float acc = Ci ? Ci[(long)i * ldi + j] : 0.0f;
             for (int k = 0; k < kc; k++) acc = fmaf(Ap[(size_t)k * REF_MR + i], Bp[(size_t)k * REF_NR + j], acc);
-            C[(long)i * ldc + j] = bias ? acc + bias[j] : acc;
+            Co[(long)i * ldo + j] = bias ? acc + bias[j] : acc;
         }
 }
 
@@ -68,7 +69,7 @@ static void pack_b_ref(float *Bp, nx_dtype t, const void *W, size_t rb, int n, i
     nx__gemm_pack_b_generic(Bp, REF_NR, t, W, rb, n, k0, kc);
 }
 
-const nx_gemm_vt nx__gemm_ref_vt = {"ref", REF_MR, REF_NR, tile_ref, pack_a_ref, pack_b_ref};
+const nx_gemm_vt nx__gemm_ref_vt = {"ref", REF_MR, REF_NR, NX_GEMM_KC, tile_ref, pack_a_ref, pack_b_ref};
 
 /* ---- Q8_0 activations x Q8_0/Q4_0 weights (integer dot per block) -------------------------- */
 /* The oracle of the integer variants (gemm_x86.c): activations quantized to Q8_0 blocks with
@@ -105,13 +106,13 @@ void nx__gemm_weight_block(nx_dtype t, const uint8_t *row, int b, float *d, int8
     }
 }
 
-static void tile_q8ref(const float *Ap, const float *Bp, int kc, float *C, long ldc, int m, int n, int first,
-                       const float *bias) {
+static void tile_q8ref(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo,
+                       int m, int n, const float *bias) {
     int nb = kc / NX_QBLOCK;
     size_t ablk = Q8REF_MR * (4 + NX_QBLOCK), bblk = Q8REF_NR * (4 + NX_QBLOCK);   /* bytes per block */
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) {
-            float acc = first ? 0.0f : C[(long)i * ldc + j];
+            float acc = Ci ? Ci[(long)i * ldi + j] : 0.0f;
             for (int b = 0; b < nb; b++) {
                 const uint8_t *a = (const uint8_t *)Ap + b * ablk, *w = (const uint8_t *)Bp + b * bblk;
                 const int8_t *qa = (const int8_t *)(a + Q8REF_MR * 4) + i * NX_QBLOCK;
@@ -120,7 +121,7 @@ static void tile_q8ref(const float *Ap, const float *Bp, int kc, float *C, long 
                 for (int e = 0; e < NX_QBLOCK; e++) isum += (int32_t)qa[e] * qw[e];
                 acc = fmaf((float)isum, ((const float *)w)[j] * ((const float *)a)[i], acc);
             }
-            C[(long)i * ldc + j] = bias ? acc + bias[j] : acc;
+            Co[(long)i * ldo + j] = bias ? acc + bias[j] : acc;
         }
 }
 
@@ -148,7 +149,7 @@ static void pack_b_q8ref(float *Bp, nx_dtype t, const void *W, size_t rb, int n,
         }
 }
 
-const nx_gemm_vt nx__gemm_q8ref_vt = {"ref-q8", Q8REF_MR, Q8REF_NR, tile_q8ref, pack_a_q8ref, pack_b_q8ref};
+const nx_gemm_vt nx__gemm_q8ref_vt = {"ref-q8", Q8REF_MR, Q8REF_NR, NX_GEMM_KC, tile_q8ref, pack_a_q8ref, pack_b_q8ref};
 
 /* ---- variant choice --------------------------------------------------------------------- */
 
@@ -197,8 +198,9 @@ static void scratch_give(void *p) {
     nx__free_aligned(p);   /* more concurrent callers than slots */
 }
 
-/* Largest packed block of A, in floats (1 MiB: half of a core's L2). */
-#define NX_GEMM_PACK_MAX ((size_t)256 << 10)
+/* Largest packed block of A, in floats (1.5 MiB of a core's 2 MiB L2): a 512-token prompt's
+ * 768-wide activations in one pass, so C is written once; larger K in few passes. */
+#define NX_GEMM_PACK_MAX ((size_t)384 << 10)
 
 /* ---- driver ------------------------------------------------------------------------------ */
 
@@ -212,13 +214,28 @@ static void pack_b_kmajor(float *Bp, int nr, const float *B, long ldb, int n, in
     }
 }
 
+/* Row tiles per pass over the K blocks: the pass's slice of C (64 x 8 rows x nr) stays in L2
+ * while its K blocks are summed, however tall A is. */
+#define TILE_BLOCK 64
+
 typedef struct {
     const nx_gemm_vt *vt;
     const nx_gemm_args *a;
     float *Ap;   /* packed A[kb0, kb1): tile i at Ap + i·(kb1 - kb0)·mr; NULL = pack on the fly */
+    /* per thread, work_floats floats at work + ith·work_floats: the B micro-panel (kc·nr),
+     * then TILE_BLOCK·mr·nr running sums; NULL: a NX_GEMM_KC panel on the stack, sums in C */
+    float *work;
+    size_t work_floats;
+    int kc;   /* K block: vt->kc, or NX_GEMM_KC without the work buffer */
     int strips, tiles, groups;
-    int kb0, kb1;   /* the K range of this pass */
+    int kb0, kb1;        /* the K range of this pass */
+    atomic_long claimed; /* units handed out so far */
 } gemm_job;
+
+/* Units are (strip, tile group) pairs in strip-major order, handed out one at a time: on a
+ * shared machine a thread that loses its core for a while leaves its share to the others
+ * instead of holding up the barrier. Which thread computes a unit never changes its bits. */
+static long claim_unit(gemm_job *j) { return atomic_fetch_add_explicit(&j->claimed, 1, memory_order_relaxed); }
 
 static void pack_a_worker(int ith, int nth, void *arg) {
     const gemm_job *j = arg;
@@ -227,9 +244,9 @@ static void pack_a_worker(int ith, int nth, void *arg) {
     for (int ti = j->tiles * ith / nth; ti < j->tiles * (ith + 1) / nth; ti++) {
         int i0 = ti * mr, m = NX_MIN(mr, a->M - i0);
         float *dst = j->Ap + (size_t)ti * (size_t)(j->kb1 - j->kb0) * mr;
-        for (int k0 = j->kb0; k0 < j->kb1; k0 += NX_GEMM_KC)
+        for (int k0 = j->kb0; k0 < j->kb1; k0 += j->kc)
             j->vt->pack_a(dst + (size_t)(k0 - j->kb0) * mr, a->A + (long)i0 * a->sam, a->sam, a->sak, m, k0,
-                          NX_MIN(NX_GEMM_KC, j->kb1 - k0));
+                          NX_MIN(j->kc, j->kb1 - k0));
     }
 }
 
@@ -237,7 +254,7 @@ static void pack_a_worker(int ith, int nth, void *arg) {
  * lines, `stride` bytes apart (weight rows for typed W, k rows for a k-major B). */
 static const uint8_t *panel_source(const gemm_job *j, int s, int k0, size_t *stride, size_t *rows, size_t *lines) {
     const nx_gemm_args *a = j->a;
-    int nr = j->vt->nr, n = NX_MIN(nr, a->N - s * nr), kc = NX_MIN(NX_GEMM_KC, a->K - k0);
+    int nr = j->vt->nr, n = NX_MIN(nr, a->N - s * nr), kc = NX_MIN(j->kc, a->K - k0);
     if (a->W) {
         *stride = nx__row_bytes(a->wtype, a->K);
         *rows = (size_t)n;
@@ -250,27 +267,30 @@ static const uint8_t *panel_source(const gemm_job *j, int s, int k0, size_t *str
     return (const uint8_t *)(a->B + (long)k0 * a->ldb + (long)s * nr);
 }
 
-/* Row tiles per pass over the K blocks: the pass's slice of C (64 x 8 rows x nr) stays in L2
- * while its K blocks are summed, however tall A is. */
-#define TILE_BLOCK 64
-
 static void gemm_worker(int ith, int nth, void *arg) {
-    const gemm_job *j = arg;
+    (void)nth;
+    gemm_job *j = arg;
     const nx_gemm_args *a = j->a;
     const nx_gemm_vt *vt = j->vt;
     int mr = vt->mr, nr = vt->nr, K = a->K;
-    _Alignas(64) float Bp[NX_GEMM_KC * NX_GEMM_NR_MAX];
+    _Alignas(64) float Bs[NX_GEMM_KC * NX_GEMM_NR_MAX];
     _Alignas(64) float Al[NX_GEMM_KC * NX_GEMM_MR_MAX];
-    /* Units are (strip, tile group) pairs in strip-major order, split statically. */
-    long units = (long)j->strips * j->groups, u1 = units * (ith + 1) / nth;
-    for (long u = units * ith / nth; u < u1; u++) {
+    float *Bp = j->work ? j->work + (size_t)ith * j->work_floats : Bs;
+    float *Cs = j->work ? Bp + (size_t)j->kc * nr : NULL;
+    long units = (long)j->strips * j->groups;
+    for (long u = claim_unit(j), un; u < units; u = un) {
         int s = (int)(u / j->groups), g = (int)(u % j->groups);
+        un = -1;   /* the next unit, claimed during this one's last K block */
         int t0 = j->tiles * g / j->groups, t1 = j->tiles * (g + 1) / j->groups;
         int j0 = s * nr, n = NX_MIN(nr, a->N - j0);
         for (int tb = t0; tb < t1; tb += TILE_BLOCK) {
             int te = NX_MIN(tb + TILE_BLOCK, t1);
-            for (int k0 = j->kb0; k0 < j->kb1; k0 += NX_GEMM_KC) {
-                int kc = NX_MIN(NX_GEMM_KC, j->kb1 - k0), first = k0 == 0 && !a->accumulate, last = k0 + kc == K;
+            for (int k0 = j->kb0; k0 < j->kb1; k0 += j->kc) {
+                int kc = NX_MIN(j->kc, j->kb1 - k0), first = k0 == 0 && !a->accumulate, last = k0 + kc == K;
+                /* Between the pass's first and last K block the running sums live in Cs, a
+                 * contiguous panel: C's rows are often a multiple of 4 KiB apart, and a tile's
+                 * 8 rows would then all fall in one L1 set. */
+                bool from_c = k0 == j->kb0 || !Cs, to_c = k0 + kc == j->kb1 || !Cs;
                 if (a->W)
                     vt->pack_b(Bp, a->wtype, (const uint8_t *)a->W + (size_t)j0 * nx__row_bytes(a->wtype, K),
                                nx__row_bytes(a->wtype, K), n, k0, kc);
@@ -282,9 +302,13 @@ static void gemm_worker(int ith, int nth, void *arg) {
                  * short runs at once, which the hardware prefetcher does not cover. */
                 size_t stride = 0, rows = 0, lines = 1, per = 0, row = 0, line = 0;
                 const uint8_t *next = NULL;
-                if (k0 + kc < j->kb1) next = panel_source(j, s, k0 + kc, &stride, &rows, &lines);
-                else if (te == t1 && u + 1 < u1 && (int)((u + 1) / j->groups) != s)
-                    next = panel_source(j, s + 1, j->kb0, &stride, &rows, &lines);
+                if (k0 + kc < j->kb1) {
+                    next = panel_source(j, s, k0 + kc, &stride, &rows, &lines);
+                } else if (te == t1) {
+                    un = claim_unit(j);
+                    if (un < units && (int)(un / j->groups) != s)
+                        next = panel_source(j, (int)(un / j->groups), j->kb0, &stride, &rows, &lines);
+                }
                 if (next) per = (rows * lines + (size_t)(te - tb) - 1) / (size_t)(te - tb);
                 for (int ti = tb; ti < te; ti++) {
                     int i0 = ti * mr, m = NX_MIN(mr, a->M - i0);
@@ -295,18 +319,22 @@ static void gemm_worker(int ith, int nth, void *arg) {
                     const float *Ap =
                         j->Ap ? j->Ap + ((size_t)ti * (size_t)(j->kb1 - j->kb0) + (size_t)(k0 - j->kb0)) * mr : Al;
                     if (!j->Ap) vt->pack_a(Al, a->A + (long)i0 * a->sam, a->sam, a->sak, m, k0, kc);
-                    vt->tile(Ap, Bp, kc, a->C + (long)i0 * a->ldc + j0, a->ldc, m, n, first, bias);
+                    float *Ct = a->C + (long)i0 * a->ldc + j0, *St = Cs ? Cs + (size_t)(ti - tb) * mr * nr : NULL;
+                    const float *Ci = first ? NULL : from_c ? Ct : St;
+                    vt->tile(Ap, Bp, kc, Ci, from_c ? a->ldc : nr, to_c ? Ct : St, to_c ? a->ldc : nr, m, n, bias);
                 }
             }
         }
+        NX_DASSERT(un >= 0);   /* every unit has a last K block of a last tile block */
     }
 }
 
 /* One pass: rows of a (all of its M) times the K range [kb0, kb1), into C. */
-static void gemm_pass(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a, float *Ap, int kb0, int kb1,
-                      bool inline_run) {
+static void gemm_pass(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a, float *Ap, float *work,
+                      size_t work_floats, int kb0, int kb1, bool inline_run) {
     int nth = inline_run ? 1 : nx_pool_size(pool);
-    gemm_job j = {vt, a, Ap, (a->N + vt->nr - 1) / vt->nr, (a->M + vt->mr - 1) / vt->mr, 1, kb0, kb1};
+    gemm_job j = {vt,  a, Ap, work, work_floats, work ? vt->kc : NX_GEMM_KC, (a->N + vt->nr - 1) / vt->nr,
+                  (a->M + vt->mr - 1) / vt->mr, 1, kb0, kb1, 0};
     /* Too few strips to share out evenly: split the row tiles too. */
     if (j.strips < 4 * nth) j.groups = NX_MIN(nth, j.tiles);
     if (inline_run) {
@@ -319,7 +347,7 @@ static void gemm_pass(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a
 }
 
 void nx__gemm(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a) {
-    NX_ASSERT(vt->mr <= NX_GEMM_MR_MAX && vt->nr <= NX_GEMM_NR_MAX);
+    NX_ASSERT(vt->mr <= NX_GEMM_MR_MAX && vt->nr <= NX_GEMM_NR_MAX && vt->kc % NX_GEMM_KC == 0);
     NX_ASSERT(!a->W || !(a->wtype == NX_Q8_0 || a->wtype == NX_Q4_0) || a->K % NX_QBLOCK == 0);
     if (a->M <= 0 || a->N <= 0) return;
     NX_ASSERT(a->K > 0);
@@ -327,18 +355,23 @@ void nx__gemm(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a) {
     bool inline_run = (double)a->M * a->N * a->K < 262144.0 || nx_pool_size(pool) == 1;
     /* A is packed and multiplied in passes of (rows, K range) whose packed copy stays under
      * NX_GEMM_PACK_MAX, so every strip re-reads it from L2 rather than from memory (a pass
-     * still holds all of a 512-token prompt, in two K ranges). */
-    int mr = vt->mr, tiles = (a->M + mr - 1) / mr;
-    int block = (int)NX_MAX((size_t)1, NX_MIN((size_t)tiles, NX_GEMM_PACK_MAX / ((size_t)mr * NX_GEMM_KC)));
-    int kb = (int)NX_MIN((size_t)a->K, NX_GEMM_PACK_MAX / ((size_t)block * mr) / NX_GEMM_KC * NX_GEMM_KC);
-    void *buf = scratch_take((size_t)block * (size_t)mr * (size_t)kb);
+     * still holds all of a 512-token prompt: all of K up to 768, larger K in ranges). */
+    int mr = vt->mr, kc = vt->kc, tiles = (a->M + mr - 1) / mr;
+    int block = (int)NX_MAX((size_t)1, NX_MIN((size_t)tiles, NX_GEMM_PACK_MAX / ((size_t)mr * kc)));
+    int kb = (int)NX_MIN((size_t)a->K, NX_GEMM_PACK_MAX / ((size_t)block * mr) / kc * kc);
+    /* The buffer holds the packed A, then each thread's B micro-panel and running sums (each
+     * a multiple of 16 floats, so every region stays 64-byte aligned). */
+    size_t apn = ((size_t)block * (size_t)mr * (size_t)kb + 15) & ~(size_t)15;
+    size_t wn = ((size_t)kc + TILE_BLOCK * (size_t)mr) * (size_t)vt->nr;
+    void *buf = scratch_take(apn + wn * (size_t)(inline_run ? 1 : nx_pool_size(pool)));
+    float *Ap = buf ? (float *)((char *)buf + 64) : NULL;
     for (int t0 = 0; t0 < tiles; t0 += block) {
         nx_gemm_args sub = *a;
         sub.M = NX_MIN(block * mr, a->M - t0 * mr);
         sub.A = a->A + (long)t0 * mr * a->sam;
         sub.C = a->C + (long)t0 * mr * a->ldc;
         for (int kb0 = 0; kb0 < a->K; kb0 += kb)
-            gemm_pass(vt, pool, &sub, buf ? (float *)((char *)buf + 64) : NULL, kb0, NX_MIN(kb0 + kb, a->K), inline_run);
+            gemm_pass(vt, pool, &sub, Ap, Ap ? Ap + apn : NULL, wn, kb0, NX_MIN(kb0 + kb, a->K), inline_run);
     }
     if (buf) scratch_give(buf);
 }

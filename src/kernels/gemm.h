@@ -10,26 +10,29 @@
 
 #include "kernels/kernels.h"
 
-/* K block: the packed B micro-panel (NX_GEMM_KC x nr floats, 36 KiB for AVX-512) stays in L1
- * (48 KiB) while every row tile of the token block streams past it. A multiple of 32, so
- * block-quantized rows are cut on block boundaries. */
+/* The K block unit: a multiple of 32, so block-quantized rows are cut on block boundaries.
+ * Every variant's K block (vt->kc) is a multiple of it, and the driver falls back to it when
+ * its working buffer cannot be allocated (its stack buffers are sized for it). Per 32 inputs,
+ * a tile's packed A never exceeds 32 x mr floats and a strip's packed B 32 x nr floats. */
 #define NX_GEMM_KC 192
 /* Largest tile among the variants (stack buffers are sized for it). */
-#define NX_GEMM_MR_MAX 8   /* bytes of packed data per K block never exceed NX_GEMM_KC x mr floats */
+#define NX_GEMM_MR_MAX 8
 #define NX_GEMM_NR_MAX 48
 
 typedef struct nx_gemm_vt {
     const char *name;   /* "ref", "avx2", "avx512" */
     int mr, nr;         /* register tile: mr tokens x nr outputs */
-    /* One tile: for i < m, j < n: acc = first ? 0 : C[i][j]; acc = fma(Ap[k][i], Bp[k][j], acc)
-     * for k = 0..kc-1 in order; C[i][j] = bias ? acc + bias[j] : acc. Ap is [kc][mr], Bp is
-     * [kc][nr] (both packed, zero-padded); only the m x n valid corner of C is touched. */
-    void (*tile)(const float *Ap, const float *Bp, int kc, float *C, long ldc, int m, int n, int first,
-                 const float *bias);
-    /* Ap[k][i] = A[i·sam + (k0 + k)·sak] for k < kc <= NX_GEMM_KC, i < mr; rows i >= m are
+    int kc;             /* K block, a multiple of NX_GEMM_KC */
+    /* One tile: for i < m, j < n: acc = Ci ? Ci[i][j] : 0; acc = fma(Ap[k][i], Bp[k][j], acc)
+     * for k = 0..kc-1 in order; Co[i][j] = bias ? acc + bias[j] : acc. Ap is [kc][mr], Bp is
+     * [kc][nr] (both packed, zero-padded); Ci and Co (row strides ldi, ldo; they may be the same
+     * matrix) are read and written only in their m x n valid corner. */
+    void (*tile)(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo, int m,
+                 int n, const float *bias);
+    /* Ap[k][i] = A[i·sam + (k0 + k)·sak] for k < kc <= vt->kc, i < mr; rows i >= m are
      * zero. Ap and Bp (below) are 64-byte aligned. */
     void (*pack_a)(float *Ap, const float *A, long sam, long sak, int m, int k0, int kc);
-    /* Bp[k][r] = W[r][k0 + k] as fp32 for k < kc <= NX_GEMM_KC, r < nr, W row-major of type t (row stride rb
+    /* Bp[k][r] = W[r][k0 + k] as fp32 for k < kc <= vt->kc, r < nr, W row-major of type t (row stride rb
      * bytes; block types: k0 and kc are multiples of 32 unless kc ends the row); rows r >= n
      * are zero. */
     void (*pack_b)(float *Bp, nx_dtype t, const void *W, size_t rb, int n, int k0, int kc);

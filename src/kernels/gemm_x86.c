@@ -3,7 +3,7 @@
  *
  * AVX-512: 8 tokens x 48 outputs per tile (24 zmm accumulators, 3 weight vectors, one
  * broadcast load per token), so one k step is 3 loads + 8 broadcasts per 24 FMAs. The B
- * micro-panel (192 x 48 floats, 36 KiB) stays in L1. 48 divides every Pythia width but the
+ * micro-panel (768 x 48 floats, 144 KiB) streams from L2. 48 divides every Pythia width but the
  * 1024-based ones; 8 divides the usual prompt lengths, so padding is rare. Both packers are
  * register transposes (16x16 for weights, converting 16-bit and block types on the way; 8x8
  * for activations), so packing stays a few percent of the multiply.
@@ -26,16 +26,16 @@
 
 static const int32_t k_lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
-static T256 void tile_avx2(const float *Ap, const float *Bp, int kc, float *C, long ldc, int m, int n, int first,
-                           const float *bias) {
+static T256 void tile_avx2(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo,
+                           int m, int n, const float *bias) {
     __m256i m0 = _mm256_loadu_si256((const __m256i *)(k_lanes + 8 - NX_MIN(n, 8)));
     __m256i m1 = _mm256_loadu_si256((const __m256i *)(k_lanes + 8 - (n > 8 ? n - 8 : 0)));
     __m256 c[MR2][2];
     for (int i = 0; i < MR2; i++) {
         c[i][0] = c[i][1] = _mm256_setzero_ps();
-        if (!first && i < m) {
-            c[i][0] = _mm256_maskload_ps(C + (long)i * ldc, m0);
-            c[i][1] = _mm256_maskload_ps(C + (long)i * ldc + 8, m1);
+        if (Ci && i < m) {
+            c[i][0] = _mm256_maskload_ps(Ci + (long)i * ldi, m0);
+            c[i][1] = _mm256_maskload_ps(Ci + (long)i * ldi + 8, m1);
         }
     }
     for (int k = 0; k < kc; k++) {
@@ -51,8 +51,8 @@ static T256 void tile_avx2(const float *Ap, const float *Bp, int kc, float *C, l
     for (int i = 0; i < MR2; i++) {
         if (i >= m) break;
         __m256 v0 = bias ? _mm256_add_ps(c[i][0], bb0) : c[i][0], v1 = bias ? _mm256_add_ps(c[i][1], bb1) : c[i][1];
-        _mm256_maskstore_ps(C + (long)i * ldc, m0, v0);
-        _mm256_maskstore_ps(C + (long)i * ldc + 8, m1, v1);
+        _mm256_maskstore_ps(Co + (long)i * ldo, m0, v0);
+        _mm256_maskstore_ps(Co + (long)i * ldo + 8, m1, v1);
     }
 }
 
@@ -64,7 +64,7 @@ static void pack_b_avx2(float *Bp, nx_dtype t, const void *W, size_t rb, int n, 
     nx__gemm_pack_b_generic(Bp, NR2, t, W, rb, n, k0, kc);
 }
 
-const nx_gemm_vt nx__gemm_avx2_vt = {"avx2", MR2, NR2, tile_avx2, pack_a_avx2, pack_b_avx2};
+const nx_gemm_vt nx__gemm_avx2_vt = {"avx2", MR2, NR2, NX_GEMM_KC, tile_avx2, pack_a_avx2, pack_b_avx2};
 
 /* ---- AVX-512: 8 x 48 ------------------------------------------------------------------------ */
 #define T512 __attribute__((target("avx512f,avx2,fma,f16c")))
@@ -76,13 +76,13 @@ static inline T512 AI __mmask16 lanes16(int n) {
     return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
 }
 
-static T512 void tile_avx512(const float *Ap, const float *Bp, int kc, float *C, long ldc, int m, int n, int first,
-                             const float *bias) {
+static T512 void tile_avx512(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo,
+                             int m, int n, const float *bias) {
     const __mmask16 mk[3] = {lanes16(n), lanes16(n - 16), lanes16(n - 32)};
     __m512 c[MR5][3];
     for (int i = 0; i < MR5; i++)
         for (int j = 0; j < 3; j++)
-            c[i][j] = !first && i < m ? _mm512_maskz_loadu_ps(mk[j], C + (long)i * ldc + 16 * j) : _mm512_setzero_ps();
+            c[i][j] = Ci && i < m ? _mm512_maskz_loadu_ps(mk[j], Ci + (long)i * ldi + 16 * j) : _mm512_setzero_ps();
 #pragma GCC unroll 2
     for (int k = 0; k < kc; k++) {
         const float *b = Bp + (size_t)k * NR5;
@@ -98,7 +98,7 @@ static T512 void tile_avx512(const float *Ap, const float *Bp, int kc, float *C,
         __m512 bj = bias ? _mm512_maskz_loadu_ps(mk[j], bias + 16 * j) : _mm512_setzero_ps();
         for (int i = 0; i < MR5; i++) {
             if (i >= m) break;
-            _mm512_mask_storeu_ps(C + (long)i * ldc + 16 * j, mk[j], bias ? _mm512_add_ps(c[i][j], bj) : c[i][j]);
+            _mm512_mask_storeu_ps(Co + (long)i * ldo + 16 * j, mk[j], bias ? _mm512_add_ps(c[i][j], bj) : c[i][j]);
         }
     }
 }
@@ -239,20 +239,31 @@ static T512 void pack_b_avx512(float *Bp, nx_dtype t, const void *W, size_t rb, 
     }
 }
 
-const nx_gemm_vt nx__gemm_avx512_vt = {"avx512", MR5, NR5, tile_avx512, pack_a_avx512, pack_b_avx512};
+/* K block 768 (a 144 KiB B panel, in L2): the tile's 3 B loads per 24 FMAs stream from L2
+ * fast enough, and a 768-wide pass (all of K for the 160M projections) then needs no running
+ * sums parked between K blocks - reloading them at each tile's start cost ~7% with the 192
+ * block and its L1-resident panel (measured 2-5% faster on the Pythia linear layers). */
+const nx_gemm_vt nx__gemm_avx512_vt = {"avx512", MR5, NR5, 4 * NX_GEMM_KC, tile_avx512, pack_a_avx512, pack_b_avx512};
 
 /* ---- AVX-512 VNNI: 4 x 48 on Q8_0 activations and Q8_0/Q4_0 weights ------------------------- */
 /* vpdpbusd multiplies unsigned by signed bytes, four per 32-bit lane: activations are stored
  * offset by +128 (unsigned), so each block's dot is Σ(x + 128)·w - 128·Σw, the second term
  * precomputed per output while packing; both are exact integers, equal to the scalar
  * variant's Σ x·w. Per 32-block, packed A holds d_x[4] then 8 quads [8][4 tokens] of u8x4;
- * packed B holds d_w[48], 128·Σw[48] (int32), then 8 quads [8][48 outputs] of i8x4. The tile
- * keeps 12 int32 and 12 fp32 accumulators; after each block the integer sums are scaled into
- * the fp32 ones exactly as the scalar variant does (fma with d_w·d_x). */
+ * packed B holds d_w[48], -128·Σw[48] (int32), then 8 quads [8][48 outputs] of i8x4. The tile
+ * keeps 12 int32 and 12 fp32 accumulators. The integer sums start each block at -128·Σw (so
+ * the correction costs no instruction), and after the block are scaled into the fp32 ones
+ * exactly as the scalar variant does (fma with d_w·d_x): per accumulator 8 vpdpbusd and 3
+ * scaling operations (convert, product of scales, fma) share the two vector ports. */
 #define TVNNI5 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 #define MRQ 4
 #define QA_BLK (MRQ * 4 + 8 * MRQ * 4)     /* bytes of packed A per 32-block */
 #define QB_BLK (NR5 * 4 * 2 + 8 * NR5 * 4) /* bytes of packed B per 32-block */
+/* K block: 12 blocks (a 23 KiB B panel). Twice the fp32 unit halves the tile calls, each of
+ * which loads and stores its 12 fp32 accumulators: measured 5-9% faster than 192 on the
+ * Pythia shapes, 576 no better. */
+#define KCQ 384
+_Static_assert(QA_BLK <= NX_QBLOCK * MRQ * 4 && QB_BLK <= NX_QBLOCK * NR5 * 4, "packed int8 exceeds the bounds");
 
 int nx__cpu_has_avx512vnni(void) {
     __builtin_cpu_init();
@@ -260,19 +271,22 @@ int nx__cpu_has_avx512vnni(void) {
            __builtin_cpu_supports("avx512vl");
 }
 
-static TVNNI5 void tile_vnni(const float *Ap, const float *Bp, int kc, float *C, long ldc, int m, int n, int first,
-                             const float *bias) {
+static TVNNI5 void tile_vnni(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo,
+                             int m, int n, const float *bias) {
     const __mmask16 mk[3] = {lanes16(n), lanes16(n - 16), lanes16(n - 32)};
     __m512 f[MRQ][3];
     for (int i = 0; i < MRQ; i++)
         for (int j = 0; j < 3; j++)
-            f[i][j] = !first && i < m ? _mm512_maskz_loadu_ps(mk[j], C + (long)i * ldc + 16 * j) : _mm512_setzero_ps();
+            f[i][j] = Ci && i < m ? _mm512_maskz_loadu_ps(mk[j], Ci + (long)i * ldi + 16 * j) : _mm512_setzero_ps();
     for (int b = 0; b < kc / NX_QBLOCK; b++) {
         const uint8_t *a = (const uint8_t *)Ap + (size_t)b * QA_BLK, *w = (const uint8_t *)Bp + (size_t)b * QB_BLK;
         const int32_t *aq = (const int32_t *)(a + MRQ * 4);
         const int32_t *wq = (const int32_t *)(w + NR5 * 8);
         __m512i s[MRQ][3];
-        for (int i = 0; i < MRQ; i++) s[i][0] = s[i][1] = s[i][2] = _mm512_setzero_si512();
+        for (int j = 0; j < 3; j++) {
+            __m512i corr = _mm512_load_si512((const int32_t *)(w + NR5 * 4) + 16 * j);
+            for (int i = 0; i < MRQ; i++) s[i][j] = corr;
+        }
         for (int q = 0; q < 8; q++) {
             __m512i b0 = _mm512_load_si512(wq + q * NR5), b1 = _mm512_load_si512(wq + q * NR5 + 16),
                     b2 = _mm512_load_si512(wq + q * NR5 + 32);
@@ -285,10 +299,9 @@ static TVNNI5 void tile_vnni(const float *Ap, const float *Bp, int kc, float *C,
         }
         for (int j = 0; j < 3; j++) {
             __m512 dw = _mm512_load_ps((const float *)w + 16 * j);
-            __m512i corr = _mm512_load_si512((const int32_t *)(w + NR5 * 4) + 16 * j);
             for (int i = 0; i < MRQ; i++) {
                 __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(((const float *)a)[i]));
-                f[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(s[i][j], corr)), sc, f[i][j]);
+                f[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[i][j]), sc, f[i][j]);
             }
         }
     }
@@ -296,40 +309,48 @@ static TVNNI5 void tile_vnni(const float *Ap, const float *Bp, int kc, float *C,
         __m512 bj = bias ? _mm512_maskz_loadu_ps(mk[j], bias + 16 * j) : _mm512_setzero_ps();
         for (int i = 0; i < MRQ; i++) {
             if (i >= m) break;
-            _mm512_mask_storeu_ps(C + (long)i * ldc + 16 * j, mk[j], bias ? _mm512_add_ps(f[i][j], bj) : f[i][j]);
+            _mm512_mask_storeu_ps(Co + (long)i * ldo + 16 * j, mk[j], bias ? _mm512_add_ps(f[i][j], bj) : f[i][j]);
         }
     }
 }
 
-/* Q8_0 quantization of 32 activations, as nx__quantize_row_q8_0 computes it (d = amax/127,
- * q = round-to-nearest-even(x/d) through the same reciprocal), offset to unsigned. */
-static inline TVNNI5 AI __m256i quant32(const float *x, float *d) {
-    __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
-    float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-    float dd = amax / 127.0f, id = dd > 0.0f ? 1.0f / dd : 0.0f;
-    *d = dd;
-    __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, _mm512_set1_ps(id)));
-    __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, _mm512_set1_ps(id)));
-    __m256i q = _mm256_set_m128i(_mm512_cvtepi32_epi8(q1), _mm512_cvtepi32_epi8(q0));
-    return _mm256_add_epi8(q, _mm256_set1_epi8((char)128));
+/* Q8_0 quantization of one 32-block of each of the tile's 4 rows (zero rows past m), as
+ * nx__quantize_row_q8_0 computes it (d = amax/127, q = round-to-nearest-even(x/d) through the
+ * same reciprocal; IEEE division, so the scales are the scalar ones bit for bit), codes offset
+ * to unsigned and stored as the tile wants them: quad qd of row i at dword 4·qd + i. The four
+ * rows share the divisions, and two two-register permutes replace per-row scatters. */
+static inline TVNNI5 AI void quant_block4(uint8_t *p, const float *x, long sam, int m) {
+    __m512 v[MRQ][2];
+    float amax[MRQ];
+    for (int i = 0; i < MRQ; i++) {
+        v[i][0] = i < m ? _mm512_loadu_ps(x + (long)i * sam) : _mm512_setzero_ps();
+        v[i][1] = i < m ? _mm512_loadu_ps(x + (long)i * sam + 16) : _mm512_setzero_ps();
+        amax[i] = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[i][0]), _mm512_abs_ps(v[i][1])));
+    }
+    __m128 d = _mm_div_ps(_mm_loadu_ps(amax), _mm_set1_ps(127.0f));
+    __m128 id = _mm_and_ps(_mm_cmpgt_ps(d, _mm_setzero_ps()), _mm_div_ps(_mm_set1_ps(1.0f), d));
+    _mm_storeu_ps((float *)p, d);
+    __m256i q[MRQ];
+    for (int i = 0; i < MRQ; i++) {
+        __m512 s = _mm512_permutexvar_ps(_mm512_set1_epi32(i), _mm512_castps128_ps512(id));
+        __m128i lo = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v[i][0], s)));
+        __m128i hi = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v[i][1], s)));
+        q[i] = _mm256_add_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8((char)128));
+    }
+    /* rows 0|1 and 2|3 side by side; output dword 4·qd + i is dword qd of row i */
+    __m512i r01 = _mm512_inserti64x4(_mm512_castsi256_si512(q[0]), q[1], 1);
+    __m512i r23 = _mm512_inserti64x4(_mm512_castsi256_si512(q[2]), q[3], 1);
+    const __m512i lo = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+    const __m512i hi = _mm512_setr_epi32(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
+    _mm512_storeu_si512(p + MRQ * 4, _mm512_permutex2var_epi32(r01, lo, r23));
+    _mm512_storeu_si512(p + MRQ * 4 + 64, _mm512_permutex2var_epi32(r01, hi, r23));
 }
 
 static TVNNI5 void pack_a_vnni(float *Ap, const float *A, long sam, long sak, int m, int k0, int kc) {
     NX_ASSERT(sak == 1 && k0 % NX_QBLOCK == 0 && kc % NX_QBLOCK == 0);
-    for (int b = 0; b < kc / NX_QBLOCK; b++) {
-        uint8_t *p = (uint8_t *)Ap + (size_t)b * QA_BLK;
-        int32_t *qq = (int32_t *)(p + MRQ * 4);
-        for (int i = 0; i < MRQ; i++) {
-            float d = 0.0f;
-            /* a zero row (past m) is code 128 with d = 0: it contributes nothing */
-            __m256i q = _mm256_set1_epi8((char)128);
-            if (i < m) q = quant32(A + (long)i * sam + k0 + b * NX_QBLOCK, &d);
-            memcpy(p + i * 4, &d, 4);
-            _Alignas(32) int32_t w[8];
-            _mm256_store_si256((__m256i *)w, q);
-            for (int qd = 0; qd < 8; qd++) qq[qd * MRQ + i] = w[qd];
-        }
-    }
+    /* a zero row (past m) gets code 128 with d = 0: it contributes nothing */
+    for (int b = 0; b < kc / NX_QBLOCK; b++)
+        quant_block4((uint8_t *)Ap + (size_t)b * QA_BLK, A + k0 + b * NX_QBLOCK, sam, m);
 }
 
 /* 32 signed codes of block b of a weight row (Q4_0 nibbles unpacked and recentred). */
@@ -347,7 +368,7 @@ static inline TVNNI5 AI __m256i wcodes32(nx_dtype t, const uint8_t *row, int b, 
 }
 
 /* 16 rows at a time: their 8 code quads form a 16x8 dword block, transposed into the quad
- * rows; 128·Σw comes from vpdpbusd against ones on the transposed quads. */
+ * rows; -128·Σw comes from vpdpbusd against ones on the transposed quads. */
 static inline TVNNI5 AI void pack_b_vnni_typed(float *Bp, nx_dtype t, const void *W, size_t rb, int n, int k0,
                                                 int kc) {
     for (int b = 0; b < kc / NX_QBLOCK; b++) {
@@ -371,7 +392,7 @@ static inline TVNNI5 AI void pack_b_vnni_typed(float *Bp, nx_dtype t, const void
                 sum = _mm512_dpbusd_epi32(sum, _mm512_set1_epi8(1), v);
                 _mm512_store_si512(wq + qd * NR5 + g * 16, v);
             }
-            _mm512_store_si512(corr + g * 16, _mm512_slli_epi32(sum, 7));
+            _mm512_store_si512(corr + g * 16, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sum, 7)));
         }
     }
 }
@@ -381,13 +402,13 @@ static TVNNI5 void pack_b_vnni(float *Bp, nx_dtype t, const void *W, size_t rb, 
     else pack_b_vnni_typed(Bp, NX_Q4_0, W, rb, n, k0, kc);
 }
 
-const nx_gemm_vt nx__gemm_vnni_vt = {"avx512-vnni", MRQ, NR5, tile_vnni, pack_a_vnni, pack_b_vnni};
+const nx_gemm_vt nx__gemm_vnni_vt = {"avx512-vnni", MRQ, NR5, KCQ, tile_vnni, pack_a_vnni, pack_b_vnni};
 
 #else /* not x86-64: the tables alias the scalar variant so callers need no #ifdef. */
 
-const nx_gemm_vt nx__gemm_avx2_vt = {"avx2-unavailable", 4, 16, NULL, NULL, NULL};
-const nx_gemm_vt nx__gemm_avx512_vt = {"avx512-unavailable", 4, 16, NULL, NULL, NULL};
-const nx_gemm_vt nx__gemm_vnni_vt = {"avx512-vnni-unavailable", 4, 16, NULL, NULL, NULL};
+const nx_gemm_vt nx__gemm_avx2_vt = {"avx2-unavailable", 4, 16, NX_GEMM_KC, NULL, NULL, NULL};
+const nx_gemm_vt nx__gemm_avx512_vt = {"avx512-unavailable", 4, 16, NX_GEMM_KC, NULL, NULL, NULL};
+const nx_gemm_vt nx__gemm_vnni_vt = {"avx512-vnni-unavailable", 4, 16, NX_GEMM_KC, NULL, NULL, NULL};
 int nx__cpu_has_avx512vnni(void) { return 0; }
 
 #endif
