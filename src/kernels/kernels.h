@@ -183,6 +183,9 @@ const nx_kernel_vt *nx__kernels(void);
 /* A named variant, or NULL when unknown or not supported by this CPU (tests). */
 const nx_kernel_vt *nx__kernels_variant(const char *name);
 
+/* Threaded nx__layernorm_ref (static split of the rows; the reference's bits). */
+void nx__layernorm(nx_pool *pool, float *y, const float *x, const float *w, const float *b, int T, int C, float eps);
+
 /* Threaded in-place activation (static split of the n values). */
 void nx__act(nx_pool *pool, float *x, size_t n, nx_kact act);
 

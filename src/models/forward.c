@@ -289,14 +289,14 @@ static void forward_rows(const fw_pass *f, const int32_t *ids) {
 
     for (int l = 0; l < m->L; l++) {
         const nx_layer *ly = &m->layers[l];
-        nx__layernorm_ref(f->u, f->x, ly->ln1_w, ly->ln1_b, T, H, eps);
+        nx__layernorm(f->pool, f->u, f->x, ly->ln1_w, ly->ln1_b, T, H, eps);
         nx_matmul_args qkv = {f->qkv, f->u, &ly->Wqkv, ly->bqkv, T, H, 3 * H};
         if (m->parallel) {
             /* The MLP reads the block input too, so its first product shares the qkv hand-off to
              * the threads (f->a is free until the attention output projection). */
             const float *mlp_in = f->u;
             if (!m->shared_ln) {
-                nx__layernorm_ref(f->a, f->x, ly->ln2_w, ly->ln2_b, T, H, eps);
+                nx__layernorm(f->pool, f->a, f->x, ly->ln2_w, ly->ln2_b, T, H, eps);
                 mlp_in = f->a;
             }
             nx_matmul_args up = {f->h, mlp_in, &ly->W1, ly->b1, T, H, I};
@@ -337,7 +337,7 @@ static void forward_rows(const fw_pass *f, const int32_t *ids) {
         } else {
             linear(f->pool, f->n_short, &o, NULL);
             add_rows(f->x, f->a, NULL, TH);
-            nx__layernorm_ref(f->u, f->x, ly->ln2_w, ly->ln2_b, T, H, eps);
+            nx__layernorm(f->pool, f->u, f->x, ly->ln2_w, ly->ln2_b, T, H, eps);
             nx_matmul_args up = {f->h, f->u, &ly->W1, ly->b1, T, H, I};
             linear(f->pool, f->n_short, &up, NULL);
             nx__act(f->pool, f->h, (size_t)T * I, m->act);
@@ -357,7 +357,7 @@ static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logit
     forward_rows(&f, ids);
     /* Only the rows somebody reads go through the (large) head. */
     if (logits) {
-        nx__layernorm_ref(s->u, s->x, m->lnf_w, m->lnf_b, T, H, eps);
+        nx__layernorm(s->pool, s->u, s->x, m->lnf_w, m->lnf_b, T, H, eps);
         nx__matmul_w(s->pool, logits, s->u, &m->Whead, m->head_b, T, H, m->V);
         memcpy(s->logits, logits + (size_t)(T - 1) * m->V, (size_t)m->V * sizeof(float));
     } else {
