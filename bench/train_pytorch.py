@@ -7,6 +7,12 @@ cross-entropy, backward, global-norm clipping and AdamW with the no-decay group.
 
 Prints the median wall time per step and tokens/s, plus the process CPU time per step
 (on a shared machine, wall time alone mostly measures the neighbours).
+
+Compare against a well-configured PyTorch: with the stock glibc allocator small steps spend
+much of their time freeing and re-faulting memory, so preload an allocator that keeps freed
+memory (Debian libtcmalloc-minimal4):
+
+  LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 python3 bench/train_pytorch.py ...
 """
 import argparse
 import json
