@@ -63,6 +63,16 @@ void *nx__malloc_aligned(size_t n);
 void nx__free_aligned(void *p);
 
 /* Checked size arithmetic: return false on overflow. */
+/* nx_f32_to_bf16 inline (round to nearest even, NaN kept NaN), so loops that convert whole rows
+ * (KV cache stores) vectorize instead of calling out per element. */
+static inline uint16_t nx__f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
 static inline bool nx__mul_ok(size_t a, size_t b, size_t *out) { return !__builtin_mul_overflow(a, b, out); }
 static inline bool nx__add_ok(size_t a, size_t b, size_t *out) { return !__builtin_add_overflow(a, b, out); }
 

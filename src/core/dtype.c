@@ -39,12 +39,7 @@ static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 
 float nx_bf16_to_f32(uint16_t h) { return u2f((uint32_t)h << 16); }
 
-uint16_t nx_f32_to_bf16(float f) {
-    uint32_t u = f2u(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
+uint16_t nx_f32_to_bf16(float f) { return nx__f32_to_bf16(f); }
 
 float nx_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;

@@ -121,7 +121,7 @@ void nx__kv_store(void *dst, nx_dtype t, const float *src, int n) {
     if (t == NX_F32)
         memcpy(dst, src, (size_t)n * sizeof(float));
     else if (t == NX_BF16)
-        for (int i = 0; i < n; i++) h[i] = nx_f32_to_bf16(src[i]);
+        for (int i = 0; i < n; i++) h[i] = nx__f32_to_bf16(src[i]);
     else
         for (int i = 0; i < n; i++) h[i] = nx_f32_to_f16(src[i]);
 }
