@@ -6,7 +6,7 @@
 # q8, q4) is the run type; default: f32 for a shape, as stored for a directory. KV (f32, f16,
 # bf16) is the KV cache type; default: neox's (f32 for fp32 weights, else bf16). Prints one JSON
 # line per round and a summary line with medians: prompt tok/s, generation tok/s, bandwidth,
-# bound = bandwidth / decode_read_mb (the weights only, as the issue defines it), generation as
+# bound = bandwidth / decode_read_mb (the weights only, the usual definition), generation as
 # a fraction of the bound, and the same with the KV cache a token reads at the mean context
 # (bound_kv = bandwidth / (decode_read_mb + kv_read_mb)).
 set -eu
