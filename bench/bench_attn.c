@@ -38,7 +38,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *variants[] = {"ref", "avx2", "avx512"};
-    const nx_dtype types[] = {NX_F32, NX_F16, NX_BF16};
+    const nx_dtype types[] = {NX_F32, NX_F16, NX_BF16, NX_Q8_0};
     size_t n = (size_t)L * NH * ctx * HS;
     float *src = malloc(n * sizeof(float)), *q = malloc(sizeof(float) * (size_t)ctx * HS);
     float *out = malloc(sizeof(float) * (size_t)ctx * HS), *sc = malloc(sizeof(float) * NX_ATTN_MAX_G * (size_t)ctx);
@@ -53,12 +53,12 @@ int main(int argc, char **argv) {
     for (size_t v = 0; v < 3; v++) {
         const nx_kernel_vt *vt = nx__kernels_variant(variants[v]);
         if (!vt) continue;
-        for (size_t ti = 0; ti < 3; ti++) {
+        for (size_t ti = 0; ti < NX_ARRAY_LEN(types); ti++) {
             nx_dtype t = types[ti];
             nx__kv_store(K, t, src, (int)n);
             nx__kv_store(V, t, src, (int)n);
-            size_t es = nx_dtype_size(t), head = (size_t)ctx * HS * es;
-            nx_attn_args a = {.G = 1, .d = HS, .q = q, .ldq = HS, .out = out, .ldo = HS, .kv_type = t, .ld = HS,
+            size_t rb = nx__row_bytes(t, HS), head = (size_t)ctx * rb;
+            nx_attn_args a = {.G = 1, .d = HS, .q = q, .ldq = HS, .out = out, .ldo = HS, .kv_type = t, .row_bytes = rb,
                               .scale = 0.125f, .scores = sc, .lds = (size_t)ctx};
             double dec[100], pre[2][100];
             for (int r = 0; r < reps; r++) {
@@ -93,7 +93,7 @@ int main(int argc, char **argv) {
             }
             double d = median(dec, reps);
             printf("{\"variant\": \"%s\", \"kv_type\": \"%s\", \"ctx\": %d, \"decode_ms\": %.3f, \"decode_gb_s\": %.2f",
-                   vt->name, nx_dtype_name(t), ctx, 1e3 * d, 2.0 * (double)n * (double)es / d / 1e9);
+                   vt->name, nx_dtype_name(t), ctx, 1e3 * d, 2.0 * (double)head * L * NH / d / 1e9);
             if (v > 0)
                 printf(", \"prefill_head_ms_g1\": %.3f, \"prefill_head_ms_g%d\": %.3f", 1e3 * median(pre[0], reps),
                        NX_ATTN_MAX_G, 1e3 * median(pre[1], reps));

@@ -132,15 +132,21 @@ done
 check "logits --kv-type f32 is the default on fp32 weights" cmp -s "$TMP/kv_f32.bin" "$TMP/neox_a.bin"
 for cmd in "logits -m $FIX/neox_a --ids 1 -o $TMP/kv_bad.bin" "generate -m $FIX/neox_a --ids 1 -n 1" \
            "bench --random-shape pythia-14m -p 4 -n 1" "serve -m $FIX/neox_a" "eval ppl -m $FIX/neox_a --text /dev/null"; do
-  for bad in q8 int8 ""; do
+  for bad in q4 int8 ""; do
     $NEOX $cmd --kv-type "$bad" > "$TMP/kv_bad.out" 2> "$TMP/kv_bad.err"
     rc=$?
     sub=${cmd%% *}
     check "$sub --kv-type '$bad': exit 2, one line naming the flag" \
-      sh -c "test $rc -eq 2 && test \$(wc -l < '$TMP/kv_bad.err') -eq 1 && grep -qF -- \"--kv-type: '$bad' is not one of f32, f16, bf16\" '$TMP/kv_bad.err'"
+      sh -c "test $rc -eq 2 && test \$(wc -l < '$TMP/kv_bad.err') -eq 1 && grep -qF -- \"--kv-type: '$bad' is not one of f32, f16, bf16, q8\" '$TMP/kv_bad.err'"
   done
 done
 check "a refused --kv-type writes no logits" test ! -e "$TMP/kv_bad.bin"
+# q8 needs heads that are multiples of 32 (this fixture's are 16): one line, non-zero exit.
+"$NEOX" logits -m "$FIX/neox_a" --ids 1 -o "$TMP/kv_bad.bin" --kv-type q8 > /dev/null 2> "$TMP/kv_q8.err"
+rc=$?
+check "logits --kv-type q8 on 16-dim heads: refused in one line (exit $rc)" \
+  sh -c "test $rc -ne 0 && test \$(wc -l < '$TMP/kv_q8.err') -eq 1 && grep -q 'multiple of 32' '$TMP/kv_q8.err'"
+check "a refused q8 cache writes no logits" test ! -e "$TMP/kv_bad.bin"
 
 # Text mode, end to end through the tokenizer (always built in):
 # a 280-entry byte-level BPE; HF's 24 greedy tokens with ids >= 280 suppressed, as raw bytes.

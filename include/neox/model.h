@@ -100,16 +100,18 @@ typedef struct nx_session_opts {
     int n_batch;        /* most tokens computed per internal step (scratch size); 0 = 512 */
     int n_threads;      /* threads of the session's own pool; 0 = number of CPUs */
     nx_pool *pool;      /* or a caller pool (borrowed; must outlive the session); overrides n_threads */
-    /* Element type of the KV cache: NX_F32, NX_F16 or NX_BF16 (anything else is
-     * NX_ERR_INVALID_ARG). 0 (NX_DTYPE_INVALID) = auto: NX_F32 when the model's matrices run in
-     * fp32, NX_BF16 for every other run type (a 16-bit cache halves the bytes decode reads
-     * from it and the session's memory; docs/QUANT.md). Keys are rounded after the rotary
-     * embedding; every attention, the current token's own key and value included, reads the
-     * rounded values, so prefill and token-by-token decode see the same cache. */
+    /* Element type of the KV cache: NX_F32, NX_F16, NX_BF16, or NX_Q8_0 (32-element blocks
+     * along each head vector, as the weight format; the head size must be a multiple of 32, else
+     * NX_ERR_UNSUPPORTED; anything else is NX_ERR_INVALID_ARG). 0 (NX_DTYPE_INVALID) = auto:
+     * NX_F32 when the model's matrices run in fp32, NX_BF16 for every other run type (a 16-bit
+     * cache halves the bytes decode reads from it and the session's memory, Q8_0 takes 0.28 of
+     * fp32; docs/QUANT.md). Keys are rounded after the rotary embedding; every attention, the
+     * current token's own key and value included, reads the rounded values, so prefill and
+     * token-by-token decode see the same cache. */
     nx_dtype kv_type;
 } nx_session_opts;
 
-/* Parses a KV cache type name as the CLI's --kv-type takes it: f32, f16, bf16 (case-insensitive);
+/* Parses a KV cache type name as the CLI's --kv-type takes it: f32, f16, bf16, q8 (case-insensitive);
  * NX_DTYPE_INVALID when unknown. */
 NX_API nx_dtype nx_kv_type_from_name(const char *name);
 

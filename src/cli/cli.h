@@ -26,10 +26,10 @@ bool cli_parse_long(const char *s, long min, long max, long *out);
 bool cli_parse_double(const char *s, double *out);
 /* Fetches the value after a flag (argv[*i + 1]) or reports a usage error. */
 const char *cli_next_arg(const char *cmd, int argc, char **argv, int *i);
-/* --kv-type's value (f32, f16, bf16) into *out; false after a usage error naming it. */
+/* --kv-type's value (f32, f16, bf16, q8) into *out; false after a usage error naming it. */
 bool cli_parse_kv_type(const char *cmd, const char *v, nx_dtype *out);
 /* The usage line of --kv-type, shared by the commands that create sessions. */
 #define CLI_KV_TYPE_HELP \
-    "  --kv-type T            KV cache type: f32, f16, bf16 (default: f32 for fp32 weights, else bf16)\n"
+    "  --kv-type T            KV cache type: f32, f16, bf16, q8 (default: f32 for fp32 weights, else bf16)\n"
 
 #endif

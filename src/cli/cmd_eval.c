@@ -36,7 +36,7 @@ static void usage(FILE *f) {
             "  -t, --threads N       worker threads, one session each (default: all CPUs)\n"
             "  --ctx N               context length (lm-eval max_length; default max_position_embeddings)\n"
             "  --dtype T             run dtype of the matrices: f32, bf16, f16, q8, q4 (default: as stored)\n"
-            "  --kv-type T           KV cache type: f32, f16, bf16 (default: f32 for fp32 weights, else bf16)\n"
+            "  --kv-type T           KV cache type: f32, f16, bf16, q8 (default: f32 for fp32 weights, else bf16)\n"
             "  -o, --output FILE     also write the JSON result line to FILE (sweep: the table, .csv or .jsonl)\n"
             "  -q, --quiet           no progress bar\n"
             "ppl:           --text FILE (.jsonl/.json: one {\"text\": ...} per line; else the whole file) | --data PREFIX\n"

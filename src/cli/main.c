@@ -68,7 +68,7 @@ bool cli_parse_double(const char *s, double *out) {
 
 bool cli_parse_kv_type(const char *cmd, const char *v, nx_dtype *out) {
     if ((*out = nx_kv_type_from_name(v)) != NX_DTYPE_INVALID) return true;
-    cli_usage_error(cmd, "--kv-type: '%s' is not one of f32, f16, bf16", v);
+    cli_usage_error(cmd, "--kv-type: '%s' is not one of f32, f16, bf16, q8", v);
     return false;
 }
 

@@ -1,5 +1,5 @@
 /*
- * attn_x86.c - AVX-512 and AVX2 attention over an fp32, f16 or bf16 KV cache (kernels.h
+ * attn_x86.c - AVX-512 and AVX2 attention over an fp32, f16, bf16 or Q8_0 KV cache (kernels.h
  * nx_attn_args): G <= NX_ATTN_MAX_G query rows of one head per call, in three steps.
  *
  *  1. Scores, keys in blocks of 16 (AVX-512) or 8 (AVX2). Each (row, key) dot product is one
@@ -13,8 +13,9 @@
  *
  * Every row therefore gets the bits it would get alone (G = 1): grouping rows, and splitting
  * the groups over threads, never changes a result. Elements are widened exactly: bf16 is the
- * top half of an fp32, f16 goes through vcvtph2ps. Heads of more than 256 dims (no released
- * checkpoint has one) take the scalar reference.
+ * top half of an fp32, f16 goes through vcvtph2ps, a Q8_0 element is d·q in fp32 (Q8_0 caches
+ * need head sizes that are multiples of 32, so every 16- or 8-element chunk lies in one block).
+ * Heads of more than 256 dims (no released checkpoint has one) take the scalar reference.
  */
 #include "kernels/kernels.h"
 
@@ -50,6 +51,13 @@ static void key_span(const nx_attn_args *a, int g0, int g1, int *lo, int *hi) {
 /* 16 elements of a cache row from element e, widened exactly; n < 16 reads only the first n
  * (the head's last chunk) and zeroes the other lanes. */
 static inline T512 AI __m512 kv512(const void *row, int e, int n, const nx_dtype t) {
+    if (t == NX_Q8_0) {   /* d a multiple of 32: whole 16-element halves of a block */
+        const nx_block_q8_0 *b = (const nx_block_q8_0 *)row + e / NX_QBLOCK;
+        float d;
+        memcpy(&d, &b->d, sizeof d);
+        __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b->q + e % NX_QBLOCK)));
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(d));
+    }
     if (t == NX_F32) {
         const float *p = (const float *)row + e;
         return n >= 16 ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
@@ -71,7 +79,7 @@ static inline T512 AI __m512 kv512(const void *row, int e, int n, const nx_dtype
 static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, const int NV) {
     const int G = a->G, dl = a->d - 16 * (NV - 1);   /* lanes of the last chunk */
     const __mmask16 mlast = (__mmask16)(dl >= 16 ? 0xFFFFu : (1u << dl) - 1u);
-    const size_t rowb = (size_t)a->ld * (t == NX_F32 ? 4 : 2);
+    const size_t rowb = a->row_bytes;
     const uint8_t *K = a->K, *V = a->V;
     const bool tiled = t != NX_F32 && G > 1;
     /* A decode step (G = 1) streams the head's cache from memory once: prefetch PF_ROWS ahead.
@@ -166,6 +174,7 @@ T512 void nx__attention_avx512(const nx_attn_args *a) {
     switch (a->kv_type) {
     case NX_F32: attn512_nv(a, NX_F32); break;
     case NX_BF16: attn512_nv(a, NX_BF16); break;
+    case NX_Q8_0: attn512_nv(a, NX_Q8_0); break;
     default: attn512_nv(a, NX_F16); break;
     }
 }
@@ -174,6 +183,13 @@ T512 void nx__attention_avx512(const nx_attn_args *a) {
 
 /* 8 elements of a cache row from element e, widened exactly; n < 8: the first n, others 0. */
 static inline T256 AI __m256 kv256(const void *row, int e, int n, const nx_dtype t) {
+    if (t == NX_Q8_0) {   /* d a multiple of 32: whole 8-element quarters of a block */
+        const nx_block_q8_0 *b = (const nx_block_q8_0 *)row + e / NX_QBLOCK;
+        float d;
+        memcpy(&d, &b->d, sizeof d);
+        __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b->q + e % NX_QBLOCK)));
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(d));
+    }
     if (t == NX_F32) {
         if (n >= 8) return _mm256_loadu_ps((const float *)row + e);
         float tmp[8] = {0};
@@ -209,7 +225,7 @@ static inline T256 AI __m256 hsum8x8(const __m256 *a) {
  * group of them), with the same per-row operation order. */
 static inline T256 AI void attn256(const nx_attn_args *a, const nx_dtype t, const int NV) {
     const int G = a->G, dl = a->d - 8 * (NV - 1);
-    const size_t rowb = (size_t)a->ld * (t == NX_F32 ? 4 : 2);
+    const size_t rowb = a->row_bytes;
     const uint8_t *K = a->K, *V = a->V;
     const bool tiled = t != NX_F32 && G > 1;
     const __m256 sv = _mm256_set1_ps(a->scale);
@@ -286,6 +302,7 @@ T256 void nx__attention_avx2(const nx_attn_args *a) {
     switch (a->kv_type) {
     case NX_F32: nv == 8 ? attn256(a, NX_F32, 8) : attn256(a, NX_F32, nv); break;
     case NX_BF16: nv == 8 ? attn256(a, NX_BF16, 8) : attn256(a, NX_BF16, nv); break;
+    case NX_Q8_0: nv == 8 ? attn256(a, NX_Q8_0, 8) : attn256(a, NX_Q8_0, nv); break;
     default: nv == 8 ? attn256(a, NX_F16, 8) : attn256(a, NX_F16, nv); break;
     }
 }

@@ -57,8 +57,9 @@ void nx__rotary_ref(float *x, int rot, const float *cos, const float *sin, int i
 /* Attention of a group of G query rows of one head over one session's cache (the decode step is
  * G = 1; prefill passes groups of consecutive rows so each cached K/V row is read once per group).
  * Row g: out_g[e] = Σ_k softmax_k(scale · q_g·K[k]) · V[k][e] over keys k in [k0[g], k1[g]).
- * K and V hold cache rows in kv_type (F32, F16 or BF16): row k is d elements at element k·ld.
- * Every variant widens each cached element exactly to fp32 and computes each row with the same
+ * K and V hold cache rows in kv_type (F32, F16, BF16, or Q8_0 when d is a multiple of 32): row k
+ * is d elements at byte k·row_bytes. Every variant widens each cached element exactly to fp32 (a
+ * Q8_0 element as d·q, the product nx__dequantize_row computes) and computes each row with the same
  * arithmetic whatever G and the other rows are, so a row's bits never depend on its group. */
 #define NX_ATTN_MAX_G 8
 typedef struct nx_attn_args {
@@ -68,16 +69,17 @@ typedef struct nx_attn_args {
     size_t ldq, ldo;
     const void *K, *V;      /* the head's cache rows */
     nx_dtype kv_type;
-    int ld;                 /* elements between cache rows */
+    size_t row_bytes;       /* bytes between cache rows */
     int k0[NX_ATTN_MAX_G], k1[NX_ATTN_MAX_G];   /* 0 <= k0 < k1 */
     float scale;
     float *scores;          /* scratch: row g's score of key k at scores[g·lds + k] */
     size_t lds;             /* >= every k1 */
 } nx_attn_args;
 void nx__attention_ref(const nx_attn_args *a);
-/* Cache element type t to fp32, n values (exact). */
+/* n cached values of type t to fp32 (exact); Q8_0: n a multiple of 32, src at a block. */
 void nx__kv_widen(float *dst, const void *src, nx_dtype t, int n);
-/* n fp32 values to cache type t (round to nearest even for F16/BF16). */
+/* n fp32 values to cache type t (round to nearest even for F16/BF16; Q8_0 as
+ * nx__quantize_row_q8_0, n a multiple of 32). */
 void nx__kv_store(void *dst, nx_dtype t, const float *src, int n);
 float nx__dot_ref(const float *a, const float *b, int n);
 float nx__exp_sum_ref(float *x, int n, float mx);

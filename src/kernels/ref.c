@@ -108,7 +108,9 @@ void nx__axpy_ref(float *y, float a, const float *x, int n) {
 
 void nx__kv_widen(float *dst, const void *src, nx_dtype t, int n) {
     const uint16_t *h = src;
-    if (t == NX_F32)
+    if (t == NX_Q8_0)
+        nx__dequantize_row(t, src, dst, n);
+    else if (t == NX_F32)
         memcpy(dst, src, (size_t)n * sizeof(float));
     else if (t == NX_BF16)
         for (int i = 0; i < n; i++) dst[i] = nx_bf16_to_f32(h[i]);
@@ -118,7 +120,9 @@ void nx__kv_widen(float *dst, const void *src, nx_dtype t, int n) {
 
 void nx__kv_store(void *dst, nx_dtype t, const float *src, int n) {
     uint16_t *h = dst;
-    if (t == NX_F32)
+    if (t == NX_Q8_0)
+        nx__quantize_row_q8_0(dst, src, n);
+    else if (t == NX_F32)
         memcpy(dst, src, (size_t)n * sizeof(float));
     else if (t == NX_BF16)
         for (int i = 0; i < n; i++) h[i] = nx__f32_to_bf16(src[i]);
@@ -132,17 +136,16 @@ void nx__kv_store(void *dst, nx_dtype t, const float *src, int n) {
 void nx__attention_ref(const nx_attn_args *a) {
     enum { CHUNK = 256 };
     float kr[CHUNK];
-    size_t es = nx_dtype_size(a->kv_type);
     for (int g = 0; g < a->G; g++) {
         const float *q = a->q + (size_t)g * a->ldq;
         float *out = a->out + (size_t)g * a->ldo, *sc = a->scores + (size_t)g * a->lds + a->k0[g];
         int n = a->k1[g] - a->k0[g];
         for (int k = 0; k < n; k++) {
-            const uint8_t *row = (const uint8_t *)a->K + (size_t)(a->k0[g] + k) * a->ld * es;
+            const uint8_t *row = (const uint8_t *)a->K + (size_t)(a->k0[g] + k) * a->row_bytes;
             float s = 0.0f;
             for (int e0 = 0; e0 < a->d; e0 += CHUNK) {
                 int m = a->d - e0 < CHUNK ? a->d - e0 : CHUNK;
-                nx__kv_widen(kr, row + (size_t)e0 * es, a->kv_type, m);
+                nx__kv_widen(kr, row + nx__row_bytes(a->kv_type, e0), a->kv_type, m);
                 for (int e = 0; e < m; e++) s += q[e0 + e] * kr[e];
             }
             sc[k] = s * a->scale;
@@ -150,10 +153,10 @@ void nx__attention_ref(const nx_attn_args *a) {
         nx__softmax_ref(sc, n);
         for (int e = 0; e < a->d; e++) out[e] = 0.0f;
         for (int k = 0; k < n; k++) {
-            const uint8_t *row = (const uint8_t *)a->V + (size_t)(a->k0[g] + k) * a->ld * es;
+            const uint8_t *row = (const uint8_t *)a->V + (size_t)(a->k0[g] + k) * a->row_bytes;
             for (int e0 = 0; e0 < a->d; e0 += CHUNK) {
                 int m = a->d - e0 < CHUNK ? a->d - e0 : CHUNK;
-                nx__kv_widen(kr, row + (size_t)e0 * es, a->kv_type, m);
+                nx__kv_widen(kr, row + nx__row_bytes(a->kv_type, e0), a->kv_type, m);
                 nx__axpy_ref(out + e0, sc[k], kr, m);
             }
         }

@@ -39,9 +39,13 @@ nx_status nx_session_create(const nx_model *m, const nx_session_opts *opts, nx_s
                          m->maxpos);
     if (o.n_batch < 0) return nx__error(NX_ERR_INVALID_ARG, "nx_session_create: n_batch %d < 0", o.n_batch);
     if (o.kv_type == NX_DTYPE_INVALID) o.kv_type = m->wtype == NX_F32 ? NX_F32 : NX_BF16;
-    if (o.kv_type != NX_F32 && o.kv_type != NX_F16 && o.kv_type != NX_BF16)
-        return nx__error(NX_ERR_INVALID_ARG, "nx_session_create: kv_type %s is not F32, F16 or BF16",
+    if (o.kv_type != NX_F32 && o.kv_type != NX_F16 && o.kv_type != NX_BF16 && o.kv_type != NX_Q8_0)
+        return nx__error(NX_ERR_INVALID_ARG, "nx_session_create: kv_type %s is not F32, F16, BF16 or Q8_0",
                          nx_dtype_name(o.kv_type));
+    if (o.kv_type == NX_Q8_0 && m->HS % NX_QBLOCK != 0)
+        return nx__error(NX_ERR_UNSUPPORTED,
+                         "nx_session_create: kv_type Q8_0 needs a head size that is a multiple of %d (this model's: %d)",
+                         NX_QBLOCK, m->HS);
     nx_session *s = nx__calloc(1, sizeof *s);
     if (!s) return nx__error(NX_ERR_NOMEM, "out of memory");
     s->m = m;
@@ -61,11 +65,11 @@ nx_status nx_session_create(const nx_model *m, const nx_session_opts *opts, nx_s
     }
     s->n_threads = nx_pool_size(s->pool);
     s->kv_type = o.kv_type;
-    s->kv_es = nx_dtype_size(o.kv_type);
-    size_t kv = (size_t)m->L * (size_t)m->NH * (size_t)s->n_ctx * (size_t)m->HS;
+    s->kv_rb = nx__row_bytes(o.kv_type, m->HS);
+    size_t kv = (size_t)m->L * (size_t)m->NH * (size_t)s->n_ctx;   /* cache rows */
     size_t B = (size_t)s->n_batch, H = (size_t)m->H;
-    s->kc = nx__malloc_aligned(kv * s->kv_es);
-    s->vc = nx__malloc_aligned(kv * s->kv_es);
+    s->kc = nx__malloc_aligned(kv * s->kv_rb);
+    s->vc = nx__malloc_aligned(kv * s->kv_rb);
     s->tokens = nx__calloc((size_t)s->n_ctx, sizeof(int32_t));
     s->x = nx__malloc_aligned(B * H * sizeof(float));
     s->u = nx__malloc_aligned(B * H * sizeof(float));
@@ -79,7 +83,7 @@ nx_status nx_session_create(const nx_model *m, const nx_session_opts *opts, nx_s
         !s->logits) {
         nx_session_free(s);
         return nx__error(NX_ERR_NOMEM, "out of memory allocating a session (%s KV cache %.1f MiB for %d tokens)",
-                         nx_dtype_name(o.kv_type), 2.0 * (double)kv * (double)nx_dtype_size(o.kv_type) / 1048576.0,
+                         nx_dtype_name(o.kv_type), 2.0 * (double)kv * (double)s->kv_rb / 1048576.0,
                          o.n_ctx ? o.n_ctx : m->maxpos);
     }
     *out = s;
@@ -105,21 +109,21 @@ void nx_session_free(nx_session *s) {
 
 nx_dtype nx_kv_type_from_name(const char *name) {
     nx_dtype t = nx_run_dtype_from_name(name);
-    return t == NX_F32 || t == NX_F16 || t == NX_BF16 ? t : NX_DTYPE_INVALID;
+    return t == NX_F32 || t == NX_F16 || t == NX_BF16 || t == NX_Q8_0 ? t : NX_DTYPE_INVALID;
 }
 
 nx_dtype nx_session_kv_type(const nx_session *s) { return s->kv_type; }
 
 size_t nx_session_kv_bytes(const nx_session *s) {
     const nx_model *m = s->m;
-    return 2 * (size_t)m->L * (size_t)m->NH * (size_t)s->n_ctx * (size_t)m->HS * s->kv_es;
+    return 2 * (size_t)m->L * (size_t)m->NH * (size_t)s->n_ctx * s->kv_rb;
 }
 
 size_t nx_session_kv_read_bytes(const nx_session *s, int n_keys) {
     const nx_model *m = s->m;
     size_t keys = 0;
     for (int l = 0; l < m->L; l++) keys += (size_t)(m->layers[l].local && m->window < n_keys ? m->window : n_keys);
-    return 2 * keys * (size_t)m->NH * (size_t)m->HS * s->kv_es;
+    return 2 * keys * (size_t)m->NH * s->kv_rb;
 }
 
 const float *nx_session_logits(const nx_session *s) { return s->has_logits ? s->logits : NULL; }
@@ -180,12 +184,12 @@ static void attend(const attn_job *j, int h, int r, int n, int ith) {
     const nx_model *m = f->m;
     const nx_session *s = row_session(f, r);
     int HS = m->HS, H = m->H;
-    size_t base = ((size_t)j->l * m->NH + (size_t)h) * (size_t)s->n_ctx * HS * s->kv_es;
+    size_t base = ((size_t)j->l * m->NH + (size_t)h) * (size_t)s->n_ctx * s->kv_rb;
     nx_attn_args a = {.G = n, .d = HS,
                       .q = f->qkv + (size_t)r * 3 * H + (size_t)h * 3 * HS, .ldq = 3 * (size_t)H,
                       .out = f->att + (size_t)r * H + (size_t)h * HS, .ldo = (size_t)H,
                       .K = (const uint8_t *)s->kc + base, .V = (const uint8_t *)s->vc + base,
-                      .kv_type = s->kv_type, .ld = HS, .scale = m->attn_scale,
+                      .kv_type = s->kv_type, .row_bytes = s->kv_rb, .scale = m->attn_scale,
                       .scores = s->scores + (size_t)ith * NX_ATTN_MAX_G * s->n_ctx, .lds = (size_t)s->n_ctx};
     for (int g = 0; g < n; g++) {
         int p = row_pos(f, r + g);
@@ -316,7 +320,7 @@ static void forward_rows(const fw_pass *f, const int32_t *ids) {
                     nx__rotary_ref(q, m->rot, cs, sn, m->rot_interleaved);
                     nx__rotary_ref(k, m->rot, cs, sn, m->rot_interleaved);
                 }
-                size_t dst = ((base + (size_t)h * s->n_ctx) + (size_t)p) * HS * s->kv_es;
+                size_t dst = ((base + (size_t)h * s->n_ctx) + (size_t)p) * s->kv_rb;
                 nx__kv_store((uint8_t *)s->kc + dst, s->kv_type, k, HS);
                 nx__kv_store((uint8_t *)s->vc + dst, s->kv_type, v, HS);
             }
