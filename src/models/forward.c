@@ -81,10 +81,10 @@ nx_status nx_session_create(const nx_model *m, const nx_session_opts *opts, nx_s
     s->logits = nx__malloc_aligned((size_t)m->V * sizeof(float));
     if (!s->kc || !s->vc || !s->tokens || !s->x || !s->u || !s->qkv || !s->att || !s->a || !s->h || !s->scores ||
         !s->logits) {
+        double mib = 2.0 * (double)kv * (double)s->kv_rb / 1048576.0;
         nx_session_free(s);
         return nx__error(NX_ERR_NOMEM, "out of memory allocating a session (%s KV cache %.1f MiB for %d tokens)",
-                         nx_dtype_name(o.kv_type), 2.0 * (double)kv * (double)s->kv_rb / 1048576.0,
-                         o.n_ctx ? o.n_ctx : m->maxpos);
+                         nx_dtype_name(o.kv_type), mib, o.n_ctx ? o.n_ctx : m->maxpos);
     }
     *out = s;
     return NX_OK;
