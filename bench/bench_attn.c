@@ -8,28 +8,13 @@
  *    per row; G = 8: what the forward pass does), ms per head.
  * Medians of REPS. usage: bench_attn [CTX=576] [REPS=5] */
 #include "kernels/kernels.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
 enum { L = 12, NH = 12, HS = 64 };
-
-static double cpu_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 int main(int argc, char **argv) {
     int ctx = argc > 1 ? atoi(argv[1]) : 576, reps = argc > 2 ? atoi(argv[2]) : 5;

@@ -13,6 +13,7 @@
  * ~40% faster; the bound must be the best rate the memory delivers, so it is the best median.
  * The patterns are interleaved within each repetition, so noise hits all of them alike. */
 #include "kernels/kernels.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,11 +68,6 @@ static void worker(int ith, int nth, void *arg) {
 
 static size_t bytes_read(size_t n, int threads) {
     return n / (size_t)threads / ((size_t)GRAIN * 4) * ((size_t)GRAIN * 4) * (size_t)threads * sizeof(float);
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 int main(int argc, char **argv) {

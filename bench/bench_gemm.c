@@ -13,6 +13,7 @@
  *   bench_gemm [THREADS=2] [REPS=5] [T=512] [PEAK_GFLOPS=434]
  */
 #include "kernels/gemm.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -21,19 +22,6 @@
 #ifdef NX_HAVE_CBLAS
 #include <cblas.h>
 #endif
-
-/* CPU time of the calling thread: with THREADS=1 it tracks the work done, not the queueing
- * behind other processes on a shared machine. */
-static double cpu_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* ---- the measured peak ---------------------------------------------------------------------- */
 

@@ -3,22 +3,11 @@
  * decode kernel, GB/s of weights streamed). bench_quant covers the other weight types.
  * usage: bench_kernels [THREADS=1] */
 #include "kernels/kernels.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-
-/* CPU time of the calling thread: on a shared machine it tracks the work done, not the queueing. */
-static double cpu_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 1;

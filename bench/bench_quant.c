@@ -2,6 +2,7 @@
  * type and kernel variant on Pythia-160M shapes and one matrix larger than the caches: GB/s of
  * weights streamed (decode) and GFLOP/s (prefill), medians of 5. usage: bench_quant [THREADS=1] */
 #include "kernels/kernels.h"
+#include "bench_util.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,17 +12,6 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static double cpu_s(void) {   /* this thread's CPU time: what a kernel costs, whatever else runs */
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 int main(int argc, char **argv) {

@@ -18,6 +18,7 @@
 #include "kernels/kernels.h"
 #include "neox.h"
 #include "test.h"
+#include "test_variants.h"
 
 #include <stdint.h>
 #include <sys/wait.h>
@@ -231,26 +232,11 @@ static void test_kv_read_bytes_local(void) {
     nx_model_free(m);
 }
 
-/* The variant is picked once per process from NX_KERNELS, so each runs in a child process. */
+/* Everything again under the other kernel variants (test_variants.h). */
 static const char *g_self;
 static void test_other_kernel_variants(void) {
-    const char *names[] = {"ref", "avx2", "avx512"};
     int ran = 0;
-    for (int i = 0; i < 3; i++) {
-        if (!nx__kernels_variant(names[i]) || !strcmp(names[i], nx__kernels()->name)) continue;
-        fflush(stdout);
-        pid_t pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
-            setenv("NX_KERNELS", names[i], 1);
-            execl(g_self, g_self, "--one-variant", (char *)NULL);
-            _exit(127);
-        }
-        int status = 0;
-        CHECK(waitpid(pid, &status, 0) == pid);
-        CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "test_kv under NX_KERNELS=%s failed", names[i]);
-        ran++;
-    }
+    test_rerun_other_variants(g_self, "--one-variant", &ran);
     printf("     re-run under %d other kernel variant(s)\n", ran);
 }
 

@@ -3,6 +3,7 @@
  * GPT-Neo local windows, context limits, thread determinism, loader errors, and the sampler. */
 #include "neox.h"
 #include "test.h"
+#include "test_variants.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -748,27 +749,11 @@ static void test_generate_stops(void) {
     nx_model_free(m);
 }
 
-/* The whole-model parity again under every other kernel variant this CPU has (the variant is
- * picked once per process from NX_KERNELS, so each runs in a child process). */
+/* The whole-model parity again under every other kernel variant this CPU has (test_variants.h). */
 static const char *g_self;
 static void test_other_kernel_variants(void) {
-    const char *names[] = {"ref", "avx2", "avx512"};
     int ran = 0;
-    for (int i = 0; i < 3; i++) {
-        if (!nx__kernels_variant(names[i]) || !strcmp(names[i], nx__kernels()->name)) continue;
-        fflush(stdout);
-        pid_t pid = fork();
-        CHECK(pid >= 0);
-        if (pid == 0) {
-            setenv("NX_KERNELS", names[i], 1);
-            execl(g_self, g_self, "--parity-only", (char *)NULL);
-            _exit(127);
-        }
-        int status = 0;
-        CHECK(waitpid(pid, &status, 0) == pid);
-        CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "parity under NX_KERNELS=%s failed", names[i]);
-        ran++;
-    }
+    test_rerun_other_variants(g_self, "--parity-only", &ran);
     printf("     parity re-run under %d other kernel variant(s)\n", ran);
 }
 
