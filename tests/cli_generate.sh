@@ -101,20 +101,25 @@ check "--top-p 1.5 is a usage error" test $? -eq 2
 check "logits --help" contains "$TMP/help.txt" "--incremental"
 
 # bench: one JSON line with the documented keys
-"$NEOX" bench --random-shape pythia-14m -p 8 -n 4 -r 1 -t 2 > "$TMP/bench.json" 2> "$TMP/bench.err"
+"$NEOX" bench --random-shape pythia-14m -p 8 -n 4 -d 8 -r 1 -t 2 > "$TMP/bench.json" 2> "$TMP/bench.err"
 check "bench exits 0" test $? -eq 0
 check "bench prints one line" one_line "$TMP/bench.json"
-for k in '"model": "pythia-14m (random)"' '"dtype": "f32"' '"threads": 2' '"prompt_tok_s": ' '"gen_tok_s": ' '"peak_rss_mb": ' '"load_s": ' '"ttft_s": ' '"rss_mb": ' '"mapped_mb": '; do
+for k in '"model": "pythia-14m (random)"' '"dtype": "f32"' '"threads": 2' '"prompt_tok_s": ' '"gen_tok_s": ' '"gen_depth": 8, ' '"peak_rss_mb": ' '"load_s": ' '"ttft_s": ' '"rss_mb": ' '"mapped_mb": '; do
   check "bench JSON has $k" contains "$TMP/bench.json" "$k"
 done
 check "bench JSON: fp32 weights keep an fp32 KV cache" contains "$TMP/bench.json" '"kv_type": "f32"'
-# pythia-14m: 6 layers x 4 heads x 32 dims x 2 (K, V); 12 positions of fp32, 8.5 on average read
+# pythia-14m: 6 layers x 4 heads x 32 dims x 2 (K, V); 12 positions of fp32 (generation after 8
+# cached tokens), 10.5 on average read
 check "bench JSON: kv_mb of 12 positions" contains "$TMP/bench.json" '"kv_mb": 0.1, '
 check "bench JSON: kv_read_mb" contains "$TMP/bench.json" '"kv_read_mb": 0.1, '
-"$NEOX" bench --random-shape pythia-160m -p 500 -n 12 -r 1 -t 2 --kv-type bf16 > "$TMP/bench16.json" 2> "$TMP/bench.err"
+"$NEOX" bench --random-shape pythia-160m -p 500 -n 12 -d 500 -r 1 -t 2 --kv-type bf16 > "$TMP/bench16.json" 2> "$TMP/bench.err"
 # 12 layers x 12 heads x 64 dims x 2 x 2 bytes: 36864 B per position; 512 positions, 506.5 read on average
 check "bench --kv-type bf16: kv_type, kv_mb, kv_read_mb" contains "$TMP/bench16.json" '"kv_type": "bf16", "kv_mb": 18.9, "kv_read_mb": 18.7, '
 "$NEOX" bench -m "$FIX/neox_a" -p 16 -n 8 -r 1 > "$TMP/bench2.json"
+check "bench: generation from an empty cache by default" contains "$TMP/bench2.json" '"gen_depth": 0, '
+"$NEOX" bench --random-shape pythia-14m -p 8 -n 8 -d 2045 -r 1 2> "$TMP/bench.err"
+check "bench: -d + -n beyond the context exits 2" test $? -eq 2
+check "bench: -d + -n beyond the context, one line" contains "$TMP/bench.err" "max_position_embeddings 2048"
 check "bench on a model directory" contains "$TMP/bench2.json" '"arch": "gpt_neox"'
 "$NEOX" bench --random-shape pythia-9000b 2> "$TMP/bench.err"
 check "unknown shape exits 1" test $? -eq 1

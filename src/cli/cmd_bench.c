@@ -1,11 +1,13 @@
 /* cmd_bench.c - `neox bench`: prompt (prefill) and generation (decode) speed of a model
- * directory or of a random model with a released shape, as one JSON line. Each repetition
- * starts from an empty cache, prefills P random ids, then decodes N tokens one at a time
- * (greedy); medians over the repetitions are reported, with the load time, the time to the
- * first token (load + session + the first prefill), the bytes used in place from the mapped
- * file, and the resident memory after the last token and at its peak. decode_read_mb is the
- * weights one decoded token streams; kv_read_mb the KV cache bytes its attention reads, averaged
- * over the N decoded tokens (token k sees P + k + 1 positions); kv_mb the cache allocated. */
+ * directory or of a random model with a released shape, as one JSON line. Each repetition runs
+ * two tests, as llama-bench does: prefill of P random ids into an empty cache, then generation
+ * of N tokens one at a time (greedy) after D tokens already in the cache (--depth; default 0,
+ * an empty cache: llama-bench's tg). Medians over the repetitions are reported, with the load
+ * time, the time to the first token (load + session + the first prefill), the bytes used in
+ * place from the mapped file, and the resident memory after the last token and at its peak.
+ * decode_read_mb is the weights one decoded token streams; kv_read_mb the KV cache bytes its
+ * attention reads, averaged over the N decoded tokens (token k sees D + k + 1 positions); kv_mb
+ * the cache allocated. */
 #include "cli.h"
 
 #include <ctype.h>
@@ -16,12 +18,14 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: neox bench (-m DIR | --random-shape NAME) [-p 512] [-n 128] [-t N] [-r 3]\n"
+            "usage: neox bench (-m DIR | --random-shape NAME) [-p 512] [-n 128] [-d 0] [-t N] [-r 3]\n"
             "  -m, --model DIR        model directory\n"
             "  --random-shape NAME    random fp32 weights of a released shape: pythia-14m, pythia-70m,\n"
             "                         pythia-160m, pythia-410m, pythia-1b, pythia-1.4b, gpt-neo-125m, ...\n"
             "  -p, --prompt-tokens P  prefill length (default 512)\n"
             "  -n, --gen-tokens N     decoded tokens (default 128)\n"
+            "  -d, --depth D          tokens in the cache before generation is timed (default 0:\n"
+            "                         an empty cache, as llama-bench's tg; -d 512: after a 512-token prompt)\n"
             "  -t, --threads N        threads (default: all CPUs)\n"
             "  -r, --reps R           repetitions; medians are reported (default 3)\n"
             "  --dtype T              run dtype of the matrices: f32, bf16, f16, q8, q4 (default: as stored;\n"
@@ -52,7 +56,7 @@ static double rss_mb(void) {
 
 int cmd_bench(int argc, char **argv) {
     const char *cmd = "bench", *dir = NULL, *shape = NULL;
-    long P = 512, N = 128, threads = 0, reps = 3;
+    long P = 512, N = 128, D = 0, threads = 0, reps = 3;
     nx_model_opts mopts = {0};
     nx_dtype kv_type = NX_DTYPE_INVALID;
     for (int i = 1; i < argc; i++) {
@@ -70,6 +74,9 @@ int cmd_bench(int argc, char **argv) {
         } else if (!strcmp(a, "-n") || !strcmp(a, "--gen-tokens")) {
             if (!(v = cli_next_arg(cmd, argc, argv, &i))) return 2;
             if (!cli_parse_long(v, 0, 1 << 20, &N)) return cli_usage_error(cmd, "-n: '%s' is not an integer >= 0", v);
+        } else if (!strcmp(a, "-d") || !strcmp(a, "--depth")) {
+            if (!(v = cli_next_arg(cmd, argc, argv, &i))) return 2;
+            if (!cli_parse_long(v, 0, 1 << 20, &D)) return cli_usage_error(cmd, "-d: '%s' is not an integer >= 0", v);
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             if (!(v = cli_next_arg(cmd, argc, argv, &i))) return 2;
             if (!cli_parse_long(v, 1, 1024, &threads)) return cli_usage_error(cmd, "-t: '%s' is not in [1, 1024]", v);
@@ -108,25 +115,26 @@ int cmd_bench(int argc, char **argv) {
     }
     double t_load = nx_time_s() - t0;
     const nx_model_config *cfg = nx_model_get_config(m);
-    if (P + N > cfg->max_position_embeddings) {
-        fprintf(stderr, "neox bench: -p %ld + -n %ld exceed max_position_embeddings %d\n", P, N,
+    if (P > cfg->max_position_embeddings || D + N > cfg->max_position_embeddings) {
+        fprintf(stderr, "neox bench: -p %ld, or -d %ld + -n %ld, exceed max_position_embeddings %d\n", P, D, N,
                 cfg->max_position_embeddings);
         rc = 2;
         goto done;
     }
     nx_session_opts so = {0};
     so.n_threads = (int)threads;
-    so.n_ctx = (int)(P + N);
+    long n_ids = P > D ? P : D;
+    so.n_ctx = (int)(P > D + N ? P : D + N);
     so.kv_type = kv_type;
     st = nx_session_create(m, &so, &s);
     if (st != NX_OK) {
         rc = cli_fail(cmd, st, "creating a session");
         goto done;
     }
-    ids = malloc((size_t)P * sizeof *ids);
+    ids = malloc((size_t)n_ids * sizeof *ids);
     if (!ids) goto done;
     uint64_t x = 88172645463325252ull;
-    for (long i = 0; i < P; i++) {
+    for (long i = 0; i < n_ids; i++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17;
         ids[i] = (int32_t)(x % (uint64_t)cfg->vocab_size);
     }
@@ -138,11 +146,20 @@ int cmd_bench(int argc, char **argv) {
         st = nx_session_forward(s, ids, (int)P, NULL);
         double b = nx_time_s();
         if (r == 0) ttft = b - t0;
+        if (st == NX_OK && N) {   /* generation: a fresh cache with D tokens in it */
+            nx_session_reset(s);
+            if (D) st = nx_session_forward(s, ids, (int)D, NULL);
+        }
+        double b0 = nx_time_s();
         for (long k = 0; k < N && st == NX_OK; k++) {
             const float *lg = nx_session_logits(s);
             int32_t best = 0;
-            for (int j = 1; j < V; j++)
-                if (lg[j] > lg[best]) best = j;
+            if (lg) {
+                for (int j = 1; j < V; j++)
+                    if (lg[j] > lg[best]) best = j;
+            } else {
+                best = ids[0];   /* an empty cache: start from one of the prompt's ids */
+            }
             st = nx_session_forward(s, &best, 1, NULL);
         }
         double c = nx_time_s();
@@ -151,14 +168,14 @@ int cmd_bench(int argc, char **argv) {
             goto done;
         }
         pp[r] = (double)P / (b - a);
-        tg[r] = N ? (double)N / (c - b) : 0.0;
+        tg[r] = N ? (double)N / (c - b0) : 0.0;
     }
     char dtname[16];   /* lower case, as --dtype takes it: f32, bf16, f16, q8_0, q4_0 */
     snprintf(dtname, sizeof dtname, "%s", nx_dtype_name(nx_model_weight_dtype(m)));
     for (char *c = dtname; *c; c++) *c = (char)tolower((unsigned char)*c);
     double kv_read = 0.0;
-    for (long k = 0; k < N; k++) kv_read += (double)nx_session_kv_read_bytes(s, (int)(P + k + 1));
-    kv_read = N ? kv_read / (double)N : (double)nx_session_kv_read_bytes(s, (int)P);
+    for (long k = 0; k < N; k++) kv_read += (double)nx_session_kv_read_bytes(s, (int)(D + k + 1));
+    kv_read = N ? kv_read / (double)N : 0.0;
     char kvname[8];
     snprintf(kvname, sizeof kvname, "%s", nx_dtype_name(nx_session_kv_type(s)));
     for (char *c = kvname; *c; c++) *c = (char)tolower((unsigned char)*c);
@@ -167,12 +184,12 @@ int cmd_bench(int argc, char **argv) {
     printf("{\"model\": \"%s%s\", \"arch\": \"%s\", \"dtype\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, "
            "\"weights_mb\": %.1f, \"mapped_mb\": %.1f, \"decode_read_mb\": %.1f, \"kv_type\": \"%s\", \"kv_mb\": %.1f, "
            "\"kv_read_mb\": %.1f, \"prompt_tokens\": %ld, "
-           "\"prompt_tok_s\": %.2f, \"gen_tokens\": %ld, \"gen_tok_s\": %.2f, \"reps\": %ld, \"load_s\": %.3f, "
+           "\"prompt_tok_s\": %.2f, \"gen_tokens\": %ld, \"gen_depth\": %ld, \"gen_tok_s\": %.2f, \"reps\": %ld, \"load_s\": %.3f, "
            "\"ttft_s\": %.3f, \"rss_mb\": %.1f, \"peak_rss_mb\": %.1f}\n",
            dir ? dir : shape, dir ? "" : " (random)", cfg->model_type, dtname, nx_kernels_name(),
            threads ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN), (double)nx_model_weight_bytes(m) / 1e6,
            (double)nx_model_mapped_bytes(m) / 1e6, (double)nx_model_decode_bytes(m) / 1e6, kvname,
-           (double)nx_session_kv_bytes(s) / 1e6, kv_read / 1e6, P, median(pp, (int)reps), N,
+           (double)nx_session_kv_bytes(s) / 1e6, kv_read / 1e6, P, median(pp, (int)reps), N, D,
            median(tg, (int)reps), reps, t_load, ttft, rss_mb(), (double)ru.ru_maxrss / 1024.0);
     rc = 0;
 done:

@@ -142,6 +142,23 @@ typedef struct nx_matmul_args {
  * twice. Same results as two nx__matmul_w calls, bit for bit. */
 void nx__matmul_w2(nx_pool *pool, const nx_matmul_args *a, const nx_matmul_args *b);
 
+/* One decode product (T <= NX_MV_MAX_T rows) set up once, then computed in row ranges by any
+ * threads in any order, so a caller can hand several products' rows, and work on their output
+ * rows, to the pool at once (models/forward.c: a head's qkv rows and its attention). Each row's
+ * bits are the ones nx__matmul_w gives it. nx__mv_init quantizes a->x to Q8_0 for block weight
+ * types, into stack_xq (NX_MV_STACK_XQ blocks) when it fits, else into a heap buffer
+ * (NX_ERR_NOMEM without one); nx__mv_done releases it. */
+enum { NX_MV_STACK_XQ = 512 };
+typedef struct nx_mv {
+    const nx_kernel_vt *vt;
+    nx_matmul_args a;
+    nx_block_q8_0 *xq;        /* quantized activations (Q8_0/Q4_0 weights), else NULL */
+    nx_block_q8_0 *heap_xq;   /* xq when it is not the caller's buffer */
+} nx_mv;
+nx_status nx__mv_init(nx_mv *mv, const nx_kernel_vt *vt, const nx_matmul_args *a, nx_block_q8_0 *stack_xq);
+void nx__mv_rows(const nx_mv *mv, int r0, int r1);
+void nx__mv_done(nx_mv *mv);
+
 /* ---- prefill matrix multiply (gemm.c) ------------------------------------------------------ */
 /* y[T][OUT] = x[T][IN]·Wᵀ + b (b may be NULL) with W ROW-MAJOR [OUT][IN] in its run type (F32,
  * F16, BF16 rows as shipped; Q8_0/Q4_0 rows of IN/32 blocks, IN a multiple of 32): a blocked,

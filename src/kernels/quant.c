@@ -122,23 +122,38 @@ void nx__wmat_row(const nx_wmat *W, int IN, int o, float *dst) {
 
 /* ---- driver ---------------------------------------------------------------------------------- */
 
-typedef struct {
-    const nx_kernel_vt *vt;
-    float *y;
-    const float *x, *b;
-    const nx_wmat *W;
-    nx_block_q8_0 *xq;   /* quantized activations (block decode) or NULL */
-    bool gemm;           /* T > NX_MV_MAX_T, or no memory for xq: the job goes to nx__gemm_w */
-    int T, IN, OUT, unit;
-} wjob;
-
-static void run_range(const wjob *j, int r0, int r1) {
-    if (r0 >= r1) return;
-    if (j->xq)
-        j->vt->qdot_rows(j->y, j->xq, j->W->data, j->W->type, j->b, j->T, j->IN, j->OUT, r0, r1);
-    else
-        j->vt->mv_rows(j->y, j->x, j->W->data, j->W->type, j->b, j->T, j->IN, j->OUT, r0, r1);
+/* Activations of a block decode are quantized once, for all threads: up to NX_MV_STACK_XQ
+ * blocks (T·IN <= 16384 values) in the caller's buffer, else on the heap. */
+nx_status nx__mv_init(nx_mv *mv, const nx_kernel_vt *vt, const nx_matmul_args *a, nx_block_q8_0 *stack_xq) {
+    *mv = (nx_mv){vt, *a, NULL, NULL};
+    if (a->W->type != NX_Q8_0 && a->W->type != NX_Q4_0) return NX_OK;
+    size_t nb = (size_t)a->IN / NX_QBLOCK, need = (size_t)a->T * nb;
+    mv->xq = need <= NX_MV_STACK_XQ ? stack_xq : nx__malloc(need * sizeof *mv->xq);
+    if (!mv->xq) return NX_ERR_NOMEM;
+    if (mv->xq != stack_xq) mv->heap_xq = mv->xq;
+    for (int t = 0; t < a->T; t++) vt->quantize_q8(mv->xq + (size_t)t * nb, a->x + (size_t)t * a->IN, a->IN);
+    return NX_OK;
 }
+
+void nx__mv_rows(const nx_mv *mv, int r0, int r1) {
+    if (r0 >= r1) return;
+    const nx_matmul_args *a = &mv->a;
+    if (mv->xq)
+        mv->vt->qdot_rows(a->y, mv->xq, a->W->data, a->W->type, a->b, a->T, a->IN, a->OUT, r0, r1);
+    else
+        mv->vt->mv_rows(a->y, a->x, a->W->data, a->W->type, a->b, a->T, a->IN, a->OUT, r0, r1);
+}
+
+void nx__mv_done(nx_mv *mv) {
+    nx__free(mv->heap_xq);
+    mv->heap_xq = mv->xq = NULL;
+}
+
+typedef struct {
+    nx_mv mv;
+    bool gemm;   /* T > NX_MV_MAX_T, or no memory for the quantized activations: nx__gemm_w */
+    int unit;
+} wjob;
 
 /* Up to two independent products handed to the pool at once. Decoding is memory-bound and
  * the two threads of a step rarely stream at the same rate (one of them also runs the serial
@@ -166,46 +181,34 @@ static void wjobs_worker(int ith, int nth, void *arg) {
             c -= js->chunks[0];
             j = &js->j[1];
         }
-        int r0 = c * j->unit, r1 = r0 + j->unit < j->OUT ? r0 + j->unit : j->OUT;
-        run_range(j, r0, r1);
+        int r0 = c * j->unit, r1 = r0 + j->unit < j->mv.a.OUT ? r0 + j->unit : j->mv.a.OUT;
+        nx__mv_rows(&j->mv, r0, r1);
     }
 }
 
-/* Activations of a block decode are quantized once, for all threads: up to 512 blocks
- * (T·IN <= 16384 values) in the caller's stack buffer, else on the heap; without memory for
- * them the job goes to the GEMM, which needs none. */
-enum { STACK_XQ = 512 };
 static void job_init(wjob *j, const nx_kernel_vt *vt, const nx_matmul_args *a, nx_block_q8_0 *stack_xq) {
     /* Whole 64-row groups: a multiple of every decode tile. */
-    *j = (wjob){vt, a->y, a->x, a->b, a->W, NULL, a->T > NX_MV_MAX_T, a->T, a->IN, a->OUT, 64};
-    if (j->gemm || (a->W->type != NX_Q8_0 && a->W->type != NX_Q4_0)) return;
-    size_t nb = (size_t)a->IN / NX_QBLOCK, need = (size_t)a->T * nb;
-    j->xq = need <= STACK_XQ ? stack_xq : nx__malloc(need * sizeof *j->xq);
-    if (!j->xq) {
-        j->gemm = true;
-        return;
-    }
-    for (int t = 0; t < a->T; t++) vt->quantize_q8(j->xq + (size_t)t * nb, a->x + (size_t)t * a->IN, a->IN);
-}
-
-static void job_done(wjob *j, const nx_block_q8_0 *stack_xq) {
-    if (j->xq != stack_xq) nx__free(j->xq);
+    j->unit = 64;
+    j->gemm = a->T > NX_MV_MAX_T;
+    if (j->gemm) j->mv = (nx_mv){vt, *a, NULL, NULL};
+    else j->gemm = nx__mv_init(&j->mv, vt, a, stack_xq) != NX_OK;   /* no memory: the GEMM needs none */
 }
 
 static void run_gemm(nx_pool *pool, const wjob *j) {
-    nx__gemm_w_vt(nx__gemm_for(j->vt, j->W->type), pool, j->y, j->x, j->W, j->b, j->T, j->IN, j->OUT);
+    const nx_matmul_args *a = &j->mv.a;
+    nx__gemm_w_vt(nx__gemm_for(j->mv.vt, a->W->type), pool, a->y, a->x, a->W, a->b, a->T, a->IN, a->OUT);
 }
 
 static void run_jobs(nx_pool *pool, wjob *j, int n) {
     size_t work = 0;
-    for (int i = 0; i < n; i++) work += (size_t)j[i].T * (size_t)j[i].IN * (size_t)j[i].OUT;
+    for (int i = 0; i < n; i++) work += (size_t)j[i].mv.a.T * (size_t)j[i].mv.a.IN * (size_t)j[i].mv.a.OUT;
     /* Below ~256K FMAs (tens of microseconds) a hand-off to the workers costs more than it
      * saves, and on a busy machine each hand-off can wait a whole scheduler slice. */
     if (work < 262144 || nx_pool_size(pool) == 1) {
-        for (int i = 0; i < n; i++) run_range(&j[i], 0, j[i].OUT);
+        for (int i = 0; i < n; i++) nx__mv_rows(&j[i].mv, 0, j[i].mv.a.OUT);
     } else {
         wjobs js = {j, n, {0, 0}, 0};
-        for (int i = 0; i < n; i++) js.chunks[i] = (j[i].OUT + j[i].unit - 1) / j[i].unit;
+        for (int i = 0; i < n; i++) js.chunks[i] = (j[i].mv.a.OUT + j[i].unit - 1) / j[i].unit;
         atomic_init(&js.next, 0);
         nx_pool_run(pool, wjobs_worker, &js);
     }
@@ -213,7 +216,7 @@ static void run_jobs(nx_pool *pool, wjob *j, int n) {
 
 void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
                      int T, int IN, int OUT) {
-    nx_block_q8_0 stack_xq[STACK_XQ];
+    nx_block_q8_0 stack_xq[NX_MV_STACK_XQ];
     nx_matmul_args a = {y, x, W, b, T, IN, OUT};
     wjob j;
     job_init(&j, vt, &a, stack_xq);
@@ -221,12 +224,12 @@ void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const floa
         run_gemm(pool, &j);
     else
         run_jobs(pool, &j, 1);
-    job_done(&j, stack_xq);
+    nx__mv_done(&j.mv);
 }
 
 void nx__matmul_w2(nx_pool *pool, const nx_matmul_args *a, const nx_matmul_args *b) {
     const nx_kernel_vt *vt = nx__kernels();
-    nx_block_q8_0 stack_xq[2][STACK_XQ];
+    nx_block_q8_0 stack_xq[2][NX_MV_STACK_XQ];
     wjob j[2];
     job_init(&j[0], vt, a, stack_xq[0]);
     job_init(&j[1], vt, b, stack_xq[1]);
@@ -236,7 +239,7 @@ void nx__matmul_w2(nx_pool *pool, const nx_matmul_args *a, const nx_matmul_args 
     } else {
         run_jobs(pool, j, 2);
     }
-    for (int i = 0; i < 2; i++) job_done(&j[i], stack_xq[i]);
+    for (int i = 0; i < 2; i++) nx__mv_done(&j[i].mv);
 }
 
 void nx__matmul_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT) {

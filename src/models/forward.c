@@ -27,6 +27,7 @@
 #include "models/models.h"
 
 #include <math.h>
+#include <stdatomic.h>
 
 
 nx_status nx_session_create(const nx_model *m, const nx_session_opts *opts, nx_session **out) {
@@ -258,6 +259,99 @@ static void linear(nx_pool *pool, int n_short, const nx_matmul_args *a, const nx
     if (a->T > n_short) matmul_rows(pool, a, b, n_short, a->T);
 }
 
+/* ---- decode: the attention block in one hand-off ------------------------------------------- */
+
+/* When every row belongs to a short call (rows <= NX_MV_MAX_T: the decode kernels), a layer's
+ * attention block is one hand-off of items the threads take from a shared counter:
+ *   head h:     the head's 3·HS rows of the qkv product, then, per row, rotary and the cache
+ *               append, then the attention of the head's rows;
+ *   MLP chunk:  (parallel blocks) 64 rows of the MLP's first product, activated at once.
+ * Token generation is bandwidth-bound. Staged (the products, then rotary and the cache stores,
+ * the attention and the activation while the other thread waits, or a hand-off of its own), a
+ * token left memory idle for ~10% of its time. Every item does the staged path's arithmetic on
+ * the same rows, so the bits do not change. */
+typedef struct {
+    const fw_pass *f;
+    const nx_layer *ly;
+    int l;
+    nx_mv qkv, up;   /* up.a.OUT == 0: no MLP chunks in this hand-off */
+    int n_items;
+    atomic_int next;
+} block_job;
+
+static void head_item(const block_job *j, int h, int ith) {
+    const fw_pass *f = j->f;
+    const nx_model *m = f->m;
+    int H = m->H, HS = m->HS, NH = m->NH, T = f->T;
+    nx__mv_rows(&j->qkv, h * 3 * HS, (h + 1) * 3 * HS);
+    for (int t = 0; t < T; t++) {
+        nx_session *s = row_session(f, t);
+        int p = row_pos(f, t);
+        float *q = f->qkv + (size_t)t * 3 * H + (size_t)h * 3 * HS, *k = q + HS, *v = q + 2 * HS;
+        if (m->rot) {
+            const float *cs = m->rope_cos + (size_t)p * (m->rot / 2), *sn = m->rope_sin + (size_t)p * (m->rot / 2);
+            nx__rotary_ref(q, m->rot, cs, sn, m->rot_interleaved);
+            nx__rotary_ref(k, m->rot, cs, sn, m->rot_interleaved);
+        }
+        size_t dst = (((size_t)j->l * NH + (size_t)h) * (size_t)s->n_ctx + (size_t)p) * s->kv_rb;
+        nx__kv_store((uint8_t *)s->kc + dst, s->kv_type, k, HS);
+        nx__kv_store((uint8_t *)s->vc + dst, s->kv_type, v, HS);
+    }
+    attn_job aj = {f, j->ly, j->l};
+    for (int r = 0; r < T;) {
+        int n = 1;
+        while (r + n < T && n < NX_ATTN_MAX_G && row_session(f, r + n) == row_session(f, r) &&
+               row_pos(f, r + n) == row_pos(f, r) + n)
+            n++;
+        attend(&aj, h, r, n, ith);
+        r += n;
+    }
+}
+
+static void block_worker(int ith, int nth, void *arg) {
+    (void)nth;
+    block_job *j = arg;
+    const fw_pass *f = j->f;
+    int NH = f->m->NH, I = j->up.a.OUT;
+    for (;;) {
+        int i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (i >= j->n_items) break;
+        if (i < NH) {
+            head_item(j, i, ith);
+        } else {
+            int r0 = (i - NH) * 64, r1 = r0 + 64 < I ? r0 + 64 : I;
+            nx__mv_rows(&j->up, r0, r1);
+            for (int t = 0; t < f->T; t++) f->vt->act(f->h + (size_t)t * I + r0, (size_t)(r1 - r0), f->m->act);
+        }
+    }
+}
+
+/* The attention block of layer l (and, when up is not NULL, the MLP's first product and its
+ * activation) over short rows; false when the quantized activations found no memory (the caller
+ * then takes the staged path, which does not need it). */
+static bool decode_block(const fw_pass *f, const nx_layer *ly, int l, const nx_matmul_args *qkv,
+                         const nx_matmul_args *up) {
+    nx_block_q8_0 xq[2][NX_MV_STACK_XQ];
+    block_job j = {.f = f, .ly = ly, .l = l};
+    if (nx__mv_init(&j.qkv, f->vt, qkv, xq[0]) != NX_OK) return false;
+    if (up && nx__mv_init(&j.up, f->vt, up, xq[1]) != NX_OK) {
+        nx__mv_done(&j.qkv);
+        return false;
+    }
+    int n_up = up ? (up->OUT + 63) / 64 : 0;
+    j.n_items = f->m->NH + n_up;
+    atomic_init(&j.next, 0);
+    size_t work = (size_t)f->T * (size_t)qkv->IN * (size_t)(qkv->OUT + (up ? up->OUT : 0));
+    /* As for a lone product: below ~256K FMAs a hand-off costs more than it saves. */
+    if (f->n_threads > 1 && work >= 262144)
+        nx_pool_run(f->pool, block_worker, &j);
+    else
+        block_worker(0, 1, &j);
+    nx__mv_done(&j.qkv);
+    if (up) nx__mv_done(&j.up);
+    return true;
+}
+
 /* ---- the layers ---------------------------------------------------------------------------- */
 
 static void add_rows(float *x, const float *a, const float *b, size_t n) {
@@ -267,13 +361,45 @@ static void add_rows(float *x, const float *a, const float *b, size_t n) {
         for (size_t i = 0; i < n; i++) x[i] = a[i] + x[i];
 }
 
+/* The attention block of layer l (and the parallel MLP's first product, up) in stages: the
+ * products over all rows, rotary and the cache appends, then the attention of every head. */
+static void staged_block(const fw_pass *f, const nx_layer *ly, int l, const nx_matmul_args *qkv,
+                         const nx_matmul_args *up, size_t att_work) {
+    const nx_model *m = f->m;
+    int H = m->H, HS = m->HS, NH = m->NH, T = f->T;
+    linear(f->pool, f->n_short, qkv, up);
+    if (up) nx__act(f->pool, up->y, (size_t)T * (size_t)up->OUT, m->act);
+    for (int t = 0; t < T; t++) {
+        nx_session *s = row_session(f, t);
+        int p = row_pos(f, t);
+        size_t base = (size_t)l * NH * (size_t)s->n_ctx;
+        for (int h = 0; h < NH; h++) {
+            float *q = f->qkv + (size_t)t * 3 * H + (size_t)h * 3 * HS, *k = q + HS, *v = q + 2 * HS;
+            if (m->rot) {
+                const float *cs = m->rope_cos + (size_t)p * (m->rot / 2), *sn = m->rope_sin + (size_t)p * (m->rot / 2);
+                nx__rotary_ref(q, m->rot, cs, sn, m->rot_interleaved);
+                nx__rotary_ref(k, m->rot, cs, sn, m->rot_interleaved);
+            }
+            size_t dst = ((base + (size_t)h * s->n_ctx) + (size_t)p) * s->kv_rb;
+            nx__kv_store((uint8_t *)s->kc + dst, s->kv_type, k, HS);
+            nx__kv_store((uint8_t *)s->vc + dst, s->kv_type, v, HS);
+        }
+    }
+    attn_job aj = {f, ly, l};
+    /* Same reasoning as the matmul threshold: only hand off real work. */
+    if (NH * T >= 2 && f->n_threads > 1 && (size_t)NH * att_work * HS >= 65536)
+        nx_pool_run(f->pool, attn_worker, &aj);
+    else
+        attn_worker(0, 1, &aj);
+}
+
 /* Embeds ids[0..T-1] (row r at its session's next position), runs every layer, appends each
  * row's k, v and token to its session, and leaves the final hidden rows in f->x. n_past is not
  * advanced here (the callers do it after the head). */
 static void forward_rows(const fw_pass *f, const int32_t *ids) {
     const nx_model *m = f->m;
     const nx_model_config *c = &m->cfg;
-    int H = m->H, HS = m->HS, NH = m->NH, I = m->I, T = f->T;
+    int H = m->H, I = m->I, T = f->T;
     size_t TH = (size_t)T * H;
     float eps = c->layer_norm_eps;
 
@@ -294,43 +420,18 @@ static void forward_rows(const fw_pass *f, const int32_t *ids) {
     for (int l = 0; l < m->L; l++) {
         const nx_layer *ly = &m->layers[l];
         nx__layernorm(f->pool, f->u, f->x, ly->ln1_w, ly->ln1_b, T, H, eps);
+        /* The parallel block's MLP reads the block input too, so its first product shares the
+         * qkv hand-off to the threads (f->a is free until the attention output projection). */
+        const float *mlp_in = f->u;
+        if (m->parallel && !m->shared_ln) {
+            nx__layernorm(f->pool, f->a, f->x, ly->ln2_w, ly->ln2_b, T, H, eps);
+            mlp_in = f->a;
+        }
         nx_matmul_args qkv = {f->qkv, f->u, &ly->Wqkv, ly->bqkv, T, H, 3 * H};
-        if (m->parallel) {
-            /* The MLP reads the block input too, so its first product shares the qkv hand-off to
-             * the threads (f->a is free until the attention output projection). */
-            const float *mlp_in = f->u;
-            if (!m->shared_ln) {
-                nx__layernorm(f->pool, f->a, f->x, ly->ln2_w, ly->ln2_b, T, H, eps);
-                mlp_in = f->a;
-            }
-            nx_matmul_args up = {f->h, mlp_in, &ly->W1, ly->b1, T, H, I};
-            linear(f->pool, f->n_short, &qkv, &up);
-            nx__act(f->pool, f->h, (size_t)T * I, m->act);
-        } else {
-            linear(f->pool, f->n_short, &qkv, NULL);
-        }
-        for (int t = 0; t < T; t++) {
-            nx_session *s = row_session(f, t);
-            int p = row_pos(f, t);
-            size_t base = (size_t)l * NH * (size_t)s->n_ctx;
-            for (int h = 0; h < NH; h++) {
-                float *q = f->qkv + (size_t)t * 3 * H + (size_t)h * 3 * HS, *k = q + HS, *v = q + 2 * HS;
-                if (m->rot) {
-                    const float *cs = m->rope_cos + (size_t)p * (m->rot / 2), *sn = m->rope_sin + (size_t)p * (m->rot / 2);
-                    nx__rotary_ref(q, m->rot, cs, sn, m->rot_interleaved);
-                    nx__rotary_ref(k, m->rot, cs, sn, m->rot_interleaved);
-                }
-                size_t dst = ((base + (size_t)h * s->n_ctx) + (size_t)p) * s->kv_rb;
-                nx__kv_store((uint8_t *)s->kc + dst, s->kv_type, k, HS);
-                nx__kv_store((uint8_t *)s->vc + dst, s->kv_type, v, HS);
-            }
-        }
-        attn_job aj = {f, ly, l};
-        /* Same reasoning as the matmul threshold: only hand off real work. */
-        if (NH * T >= 2 && f->n_threads > 1 && (size_t)NH * att_work * HS >= 65536)
-            nx_pool_run(f->pool, attn_worker, &aj);
-        else
-            attn_worker(0, 1, &aj);
+        nx_matmul_args up = {f->h, mlp_in, &ly->W1, ly->b1, T, H, I};
+        const nx_matmul_args *up1 = m->parallel ? &up : NULL;
+        if (!(f->n_short == T && T <= NX_MV_MAX_T && decode_block(f, ly, l, &qkv, up1)))
+            staged_block(f, ly, l, &qkv, up1, att_work);
         float *mlp_out = f->qkv;   /* q|k|v are dead once attention is done */
         nx_matmul_args o = {f->a, f->att, &ly->Wo, ly->bo, T, H, H};
         if (m->parallel) {
@@ -342,7 +443,7 @@ static void forward_rows(const fw_pass *f, const int32_t *ids) {
             linear(f->pool, f->n_short, &o, NULL);
             add_rows(f->x, f->a, NULL, TH);
             nx__layernorm(f->pool, f->u, f->x, ly->ln2_w, ly->ln2_b, T, H, eps);
-            nx_matmul_args up = {f->h, f->u, &ly->W1, ly->b1, T, H, I};
+            up.x = f->u;
             linear(f->pool, f->n_short, &up, NULL);
             nx__act(f->pool, f->h, (size_t)T * I, m->act);
             nx_matmul_args down = {mlp_out, f->h, &ly->W2, ly->b2, T, I, H};
