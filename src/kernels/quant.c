@@ -158,14 +158,14 @@ typedef struct {
 /* Up to two independent products handed to the pool at once. Decoding is memory-bound and
  * the two threads of a step rarely stream at the same rate (one of them also runs the serial
  * parts between steps and wakes the other), so a static half each left the faster one
- * spinning for ~10% of a step. Instead the threads take 64-row chunks (the jobs' chunks in
- * one sequence) from a shared counter until none is left. Every row's arithmetic is the same
+ * spinning for ~10% of a step. Instead the threads take chunks (nx__mv_chunk_rows; the jobs'
+ * chunks in one sequence) from a shared counter until none is left. Every row's arithmetic is the same
  * whichever thread computes it and no output is written twice, so the bits still do not
  * depend on scheduling. */
 typedef struct {
     wjob *j;
     int n;
-    int chunks[2];   /* 64-row chunks of each job */
+    int chunks[2];   /* chunks of each job */
     atomic_int next;
 } wjobs;
 
@@ -186,9 +186,13 @@ static void wjobs_worker(int ith, int nth, void *arg) {
     }
 }
 
+int nx__mv_chunk_rows(nx_dtype t, int IN) {
+    size_t group = 64 * nx__row_bytes(t, IN);
+    return 64 * (int)((65536 + group - 1) / group);
+}
+
 static void job_init(wjob *j, const nx_kernel_vt *vt, const nx_matmul_args *a, nx_block_q8_0 *stack_xq) {
-    /* Whole 64-row groups: a multiple of every decode tile. */
-    j->unit = 64;
+    j->unit = nx__mv_chunk_rows(a->W->type, a->IN);
     j->gemm = a->T > NX_MV_MAX_T;
     if (j->gemm) j->mv = (nx_mv){vt, *a, NULL, NULL};
     else j->gemm = nx__mv_init(&j->mv, vt, a, stack_xq) != NX_OK;   /* no memory: the GEMM needs none */

@@ -265,7 +265,8 @@ static void linear(nx_pool *pool, int n_short, const nx_matmul_args *a, const nx
  * attention block is one hand-off of items the threads take from a shared counter:
  *   head h:     the head's 3·HS rows of the qkv product, then, per row, rotary and the cache
  *               append, then the attention of the head's rows;
- *   MLP chunk:  (parallel blocks) 64 rows of the MLP's first product, activated at once.
+ *   MLP chunk:  (parallel blocks) rows of the MLP's first product (nx__mv_chunk_rows),
+ *               activated at once.
  * Token generation is bandwidth-bound. Staged (the products, then rotary and the cache stores,
  * the attention and the activation while the other thread waits, or a hand-off of its own), a
  * token left memory idle for ~10% of its time. Every item does the staged path's arithmetic on
@@ -275,6 +276,7 @@ typedef struct {
     const nx_layer *ly;
     int l;
     nx_mv qkv, up;   /* up.a.OUT == 0: no MLP chunks in this hand-off */
+    int up_chunk;    /* rows per MLP chunk */
     int n_items;
     atomic_int next;
 } block_job;
@@ -319,7 +321,7 @@ static void block_worker(int ith, int nth, void *arg) {
         if (i < NH) {
             head_item(j, i, ith);
         } else {
-            int r0 = (i - NH) * 64, r1 = r0 + 64 < I ? r0 + 64 : I;
+            int r0 = (i - NH) * j->up_chunk, r1 = r0 + j->up_chunk < I ? r0 + j->up_chunk : I;
             nx__mv_rows(&j->up, r0, r1);
             for (int t = 0; t < f->T; t++) f->vt->act(f->h + (size_t)t * I + r0, (size_t)(r1 - r0), f->m->act);
         }
@@ -338,7 +340,8 @@ static bool decode_block(const fw_pass *f, const nx_layer *ly, int l, const nx_m
         nx__mv_done(&j.qkv);
         return false;
     }
-    int n_up = up ? (up->OUT + 63) / 64 : 0;
+    j.up_chunk = up ? nx__mv_chunk_rows(up->W->type, up->IN) : 64;
+    int n_up = up ? (up->OUT + j.up_chunk - 1) / j.up_chunk : 0;
     j.n_items = f->m->NH + n_up;
     atomic_init(&j.next, 0);
     size_t work = (size_t)f->T * (size_t)qkv->IN * (size_t)(qkv->OUT + (up ? up->OUT : 0));
