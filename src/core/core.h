@@ -127,4 +127,22 @@ void nx__buf_free(nx_buf *b);
 /* Number of online CPUs (>= 1). */
 int nx__cpu_count(void);
 
+/* ---- sharing items between the threads of one nx_pool_run (pool.c) ----
+ * Items [0, n) split into nth contiguous shares; thread ith takes its own share's items in
+ * order, then takes items from the end of the other shares, so every item is handed out exactly
+ * once and a thread that runs slower (or is descheduled) is helped. Contiguous shares matter to
+ * streaming kernels: each thread's reads stay one forward stream that its prefetches run
+ * ahead of, where items dealt round-robin restarted the stream at every item. Which thread
+ * computes an item depends on timing; callers make every item's result independent of that.
+ * Threads beyond NX_SPLIT_MAX share the shares (ith % NX_SPLIT_MAX). */
+#define NX_SPLIT_MAX 64
+typedef struct nx_split {
+    struct {
+        _Alignas(64) _Atomic uint64_t range;   /* next (low 32 bits), end (high 32 bits) */
+    } share[NX_SPLIT_MAX];
+    int n_shares;
+} nx_split;
+void nx__split_init(nx_split *s, int n, int nth);
+int nx__split_next(nx_split *s, int ith);   /* an item, or -1 when none is left */
+
 #endif /* NX_CORE_INTERNAL_H */

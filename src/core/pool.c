@@ -131,3 +131,38 @@ void nx_pool_run(nx_pool *pool, nx_pool_fn fn, void *arg) {
         else sched_yield();
     }
 }
+
+/* ---- nx_split ---------------------------------------------------------------------------- */
+
+static uint64_t split_pack(uint32_t next, uint32_t end) { return (uint64_t)end << 32 | next; }
+
+void nx__split_init(nx_split *s, int n, int nth) {
+    int k = nth < 1 ? 1 : nth > NX_SPLIT_MAX ? NX_SPLIT_MAX : nth;
+    s->n_shares = k;
+    for (int i = 0; i < k; i++) {
+        uint32_t a = (uint32_t)((int64_t)n * i / k), e = (uint32_t)((int64_t)n * (i + 1) / k);
+        atomic_init(&s->share[i].range, split_pack(a, e));
+    }
+}
+
+int nx__split_next(nx_split *s, int ith) {
+    int k = s->n_shares, own = ith % k;
+    /* own share: from the front */
+    uint64_t r = atomic_load_explicit(&s->share[own].range, memory_order_relaxed);
+    while ((uint32_t)r < (uint32_t)(r >> 32))
+        if (atomic_compare_exchange_weak_explicit(&s->share[own].range, &r, r + 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return (int)(uint32_t)r;
+    /* the others': from the back, the next share after ours first */
+    for (int d = 1; d < k; d++) {
+        int v = (own + d) % k;
+        r = atomic_load_explicit(&s->share[v].range, memory_order_relaxed);
+        while ((uint32_t)r < (uint32_t)(r >> 32)) {
+            uint32_t e = (uint32_t)(r >> 32) - 1;
+            if (atomic_compare_exchange_weak_explicit(&s->share[v].range, &r, split_pack((uint32_t)r, e),
+                                                      memory_order_relaxed, memory_order_relaxed))
+                return (int)e;
+        }
+    }
+    return -1;
+}

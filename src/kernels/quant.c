@@ -158,27 +158,23 @@ typedef struct {
 /* Up to two independent products handed to the pool at once. Decoding is memory-bound and
  * the two threads of a step rarely stream at the same rate (one of them also runs the serial
  * parts between steps and wakes the other), so a static half each left the faster one
- * spinning for ~10% of a step. Instead the threads take chunks (nx__mv_chunk_rows; the jobs'
- * chunks in one sequence) from a shared counter until none is left. Every row's arithmetic is the same
- * whichever thread computes it and no output is written twice, so the bits still do not
- * depend on scheduling. */
+ * spinning for ~10% of a step. Instead the jobs' chunks (nx__mv_chunk_rows; job 0's, then job
+ * 1's, as one sequence) are shared with nx_split: each thread streams its own contiguous share
+ * and then helps with the others'. Every row's arithmetic is the same whichever thread
+ * computes it and no output is written twice, so the bits do not depend on scheduling. */
 typedef struct {
     wjob *j;
-    int n;
-    int chunks[2];   /* chunks of each job */
-    atomic_int next;
+    int chunks0;   /* chunks of job 0 */
+    nx_split split;
 } wjobs;
 
 static void wjobs_worker(int ith, int nth, void *arg) {
-    (void)ith, (void)nth;
+    (void)nth;
     wjobs *js = arg;
-    int total = js->chunks[0] + (js->n > 1 ? js->chunks[1] : 0);
-    for (;;) {
-        int c = atomic_fetch_add_explicit(&js->next, 1, memory_order_relaxed);
-        if (c >= total) break;
+    for (int c; (c = nx__split_next(&js->split, ith)) >= 0;) {
         const wjob *j = &js->j[0];
-        if (c >= js->chunks[0]) {
-            c -= js->chunks[0];
+        if (c >= js->chunks0) {
+            c -= js->chunks0;
             j = &js->j[1];
         }
         int r0 = c * j->unit, r1 = r0 + j->unit < j->mv.a.OUT ? r0 + j->unit : j->mv.a.OUT;
@@ -211,9 +207,14 @@ static void run_jobs(nx_pool *pool, wjob *j, int n) {
     if (work < 262144 || nx_pool_size(pool) == 1) {
         for (int i = 0; i < n; i++) nx__mv_rows(&j[i].mv, 0, j[i].mv.a.OUT);
     } else {
-        wjobs js = {j, n, {0, 0}, 0};
-        for (int i = 0; i < n; i++) js.chunks[i] = (j[i].mv.a.OUT + j[i].unit - 1) / j[i].unit;
-        atomic_init(&js.next, 0);
+        wjobs js = {.j = j};
+        int total = 0;
+        for (int i = 0; i < n; i++) {
+            int c = (j[i].mv.a.OUT + j[i].unit - 1) / j[i].unit;
+            if (i == 0) js.chunks0 = c;
+            total += c;
+        }
+        nx__split_init(&js.split, total, nx_pool_size(pool));
         nx_pool_run(pool, wjobs_worker, &js);
     }
 }

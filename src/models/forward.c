@@ -262,7 +262,7 @@ static void linear(nx_pool *pool, int n_short, const nx_matmul_args *a, const nx
 /* ---- decode: the attention block in one hand-off ------------------------------------------- */
 
 /* When every row belongs to a short call (rows <= NX_MV_MAX_T: the decode kernels), a layer's
- * attention block is one hand-off of items the threads take from a shared counter:
+ * attention block is one hand-off of items the threads share (nx_split):
  *   head h:     the head's 3·HS rows of the qkv product, then, per row, rotary and the cache
  *               append, then the attention of the head's rows;
  *   MLP chunk:  (parallel blocks) rows of the MLP's first product (nx__mv_chunk_rows),
@@ -278,7 +278,7 @@ typedef struct {
     nx_mv qkv, up;   /* up.a.OUT == 0: no MLP chunks in this hand-off */
     int up_chunk;    /* rows per MLP chunk */
     int n_items;
-    atomic_int next;
+    nx_split split;
 } block_job;
 
 static void head_item(const block_job *j, int h, int ith) {
@@ -315,9 +315,7 @@ static void block_worker(int ith, int nth, void *arg) {
     block_job *j = arg;
     const fw_pass *f = j->f;
     int NH = f->m->NH, I = j->up.a.OUT;
-    for (;;) {
-        int i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (i >= j->n_items) break;
+    for (int i; (i = nx__split_next(&j->split, ith)) >= 0;) {
         if (i < NH) {
             head_item(j, i, ith);
         } else {
@@ -343,7 +341,7 @@ static bool decode_block(const fw_pass *f, const nx_layer *ly, int l, const nx_m
     j.up_chunk = up ? nx__mv_chunk_rows(up->W->type, up->IN) : 64;
     int n_up = up ? (up->OUT + j.up_chunk - 1) / j.up_chunk : 0;
     j.n_items = f->m->NH + n_up;
-    atomic_init(&j.next, 0);
+    nx__split_init(&j.split, j.n_items, f->n_threads);
     size_t work = (size_t)f->T * (size_t)qkv->IN * (size_t)(qkv->OUT + (up ? up->OUT : 0));
     /* As for a lone product: below ~256K FMAs a hand-off costs more than it saves. */
     if (f->n_threads > 1 && work >= 262144)
