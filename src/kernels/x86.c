@@ -476,6 +476,8 @@ static inline TVNNI AI void qtile512(float *y, const nx_block_q8_0 *xq, const ui
         __m512 dw[8];
         for (int r = 0; r < NR; r++) {
             _mm_prefetch((const char *)row + (size_t)r * rb + ahead + (size_t)p * ps, _MM_HINT_T1);
+            /* A Q8_0 pair is 72 bytes: one prefetch per pair would skip every ninth line. */
+            if (ps > 64) _mm_prefetch((const char *)row + (size_t)r * rb + ahead + (size_t)p * ps + 64, _MM_HINT_T1);
             w[r] = qw_pair(row + (size_t)r * rb, p, full, wt, &dw[r]);
         }
         for (int t = 0; t < NT; t++) {
