@@ -1,7 +1,9 @@
-/* test_core.c - status messages, dtype conversions, allocation hooks, atomic files, pool. */
+/* test_core.c - status messages, dtype conversions, allocation hooks, atomic files, pool,
+ * nx_split (items shared between the threads of a run). */
 #include "core/core.h"
 #include "test.h"
 
+#include <stdatomic.h>
 #include <unistd.h>
 
 static void test_status_and_error(void) {
@@ -113,11 +115,64 @@ static void test_pool(void) {
     nx_pool_free(NULL);
 }
 
+/* Every item of a split handed out exactly once, whatever the thread count (1 to 70: beyond
+ * NX_SPLIT_MAX threads share the shares), item count (0, fewer than the threads, many) and
+ * timing (one thread sleeps before starting, so the others must take its share from the back);
+ * one thread alone gets 0..n-1 in order. */
+typedef struct {
+    nx_split split;
+    _Atomic int taken[3000];
+    int in_order[80];   /* per thread: its items came in increasing order */
+    int slow;
+} split_job;
+
+static void split_fn(int ith, int nth, void *arg) {
+    (void)nth;
+    split_job *j = arg;
+    if (ith == j->slow) usleep(2000);
+    int prev = -1, in_order = 1;
+    for (int i; (i = nx__split_next(&j->split, ith)) >= 0; prev = i) {
+        atomic_fetch_add(&j->taken[i], 1);
+        if (i < prev) in_order = 0;
+    }
+    j->in_order[ith] = in_order;
+}
+
+static void test_split(void) {
+    static split_job j;
+    nx__split_init(&j.split, 5, 1);
+    for (int k = 0; k < 5; k++) CHECK_EQ_INT(nx__split_next(&j.split, 0), k);
+    CHECK_EQ_INT(nx__split_next(&j.split, 0), -1);
+    nx__split_init(&j.split, 0, 3);
+    CHECK_EQ_INT(nx__split_next(&j.split, 2), -1);
+    const int threads[] = {1, 2, 3, 8, 70}, counts[] = {0, 1, 2, 7, 100, 3000};
+    for (size_t a = 0; a < sizeof threads / sizeof *threads; a++) {
+        nx_pool *pool = nx_pool_create(threads[a]);
+        CHECK(pool != NULL);
+        for (size_t b = 0; b < sizeof counts / sizeof *counts; b++)
+            for (int slow = -1; slow < 2; slow++) {
+                int n = counts[b];
+                for (int i = 0; i < n; i++) atomic_init(&j.taken[i], 0);
+                j.slow = slow;
+                nx__split_init(&j.split, n, threads[a]);
+                CHECK(j.split.n_shares == (threads[a] < NX_SPLIT_MAX ? threads[a] : NX_SPLIT_MAX));
+                nx_pool_run(pool, split_fn, &j);
+                int once = 1;
+                for (int i = 0; i < n; i++) once &= atomic_load(&j.taken[i]) == 1;
+                CHECK_MSG(once, "%d threads, %d items, slow thread %d: an item not taken exactly once", threads[a], n,
+                          slow);
+                if (threads[a] == 1) CHECK_EQ_INT(j.in_order[0], 1);
+            }
+        nx_pool_free(pool);
+    }
+}
+
 int main(void) {
     TEST_RUN(test_status_and_error);
     TEST_RUN(test_dtypes);
     TEST_RUN(test_alloc_hooks);
     TEST_RUN(test_atomic_file);
     TEST_RUN(test_pool);
+    TEST_RUN(test_split);
     TEST_END();
 }

@@ -157,9 +157,10 @@ typedef struct nx_mv {
 } nx_mv;
 nx_status nx__mv_init(nx_mv *mv, const nx_kernel_vt *vt, const nx_matmul_args *a, nx_block_q8_0 *stack_xq);
 /* Rows per chunk when threads share a decode product: whole 64-row groups (a multiple of every
- * decode tile) of at least 64 KiB of weights. Smaller chunks streamed worse: Q4_0 rows of 768
- * values in 64-row chunks (27 KiB) ran 10% slower than in 128-row ones, Q8_0 6%; 16-bit rows
- * (96 KiB per 64) gained nothing from larger chunks. */
+ * decode tile) of at least 64 KiB of weights. Smaller chunks streamed worse: dealt round-robin,
+ * Q4_0 rows of 768 values in 64-row chunks (30 KiB) ran 10% slower than in 128-row ones, Q8_0
+ * 6%, while 16-bit rows (96 KiB per 64) gained nothing from larger chunks; shared through
+ * nx_split, 16-row groups were still 2.5% slower for Q4_0. */
 int nx__mv_chunk_rows(nx_dtype t, int IN);
 void nx__mv_rows(const nx_mv *mv, int r0, int r1);
 void nx__mv_done(nx_mv *mv);
