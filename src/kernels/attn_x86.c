@@ -88,7 +88,7 @@ static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, cons
     /* Register groups for the value pass: NV accumulators per row plus NV value vectors. */
     const int RG = NV <= 2 ? 8 : NV <= 4 ? 4 : NV <= 8 ? 2 : 1;
     const __m512 sv = _mm512_set1_ps(a->scale);
-    float mx[NX_ATTN_MAX_G], inv[NX_ATTN_MAX_G];
+    float mx[NX_ATTN_MAX_G];
     _Alignas(64) float tile[16 * MAXD];
     int kmin, kmax;
     key_span(a, 0, G, &kmin, &kmax);
@@ -130,12 +130,29 @@ static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, cons
         }
     }
 
-    for (int g = 0; g < G; g++)
-        inv[g] = 1.0f / nx__kernels_avx512_vt.exp_sum(a->scores + (size_t)g * a->lds + a->k0[g], a->k1[g] - a->k0[g], mx[g]);
+    /* The weights p = e·(1/Σe), in place: the same fp32 products the value pass used to form
+     * one by one, so the value pass only broadcasts them from memory. */
+    for (int g = 0; g < G; g++) {
+        float *p = a->scores + (size_t)g * a->lds;
+        int k0 = a->k0[g], k1 = a->k1[g];
+        const __m512 iv = _mm512_set1_ps(1.0f / nx__kernels_avx512_vt.exp_sum(p + k0, k1 - k0, mx[g]));
+        for (int k = k0; k < k1; k += 16) {
+            __mmask16 m = k1 - k >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (k1 - k)) - 1u);
+            _mm512_mask_storeu_ps(p + k, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p + k), iv));
+        }
+    }
 
     for (int g0 = 0; g0 < G; g0 += RG) {
         int nr = imin(RG, G - g0), lo, hi;
         key_span(a, g0, g0 + nr, &lo, &hi);
+        /* Keys every row of the group attends to: no per-row range checks there (a full group
+         * only; a row's sums run over its keys in the same order either way). */
+        int clo = hi, chi = hi;
+        if (nr == RG) {
+            clo = a->k0[g0], chi = a->k1[g0];
+            for (int r = 1; r < RG; r++) clo = imax(clo, a->k0[g0 + r]), chi = imin(chi, a->k1[g0 + r]);
+            if (clo > chi) clo = chi = hi;
+        }
         __m512 o[8][16], vv[16];
         for (int r = 0; r < RG; r++)
             for (int v = 0; v < NV; v++) o[r][v] = _mm512_setzero_ps();
@@ -143,10 +160,17 @@ static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, cons
             const uint8_t *vr = V + (size_t)k * rowb;
             if (G == 1) _mm_prefetch((const char *)(vr + PF_ROWS * rowb), _MM_HINT_T0);
             for (int v = 0; v < NV; v++) vv[v] = kv512(vr, 16 * v, v == NV - 1 ? dl : 16, t);
+            if (k >= clo && k < chi) {
+                for (int r = 0; r < RG; r++) {
+                    __m512 w = _mm512_set1_ps(a->scores[(size_t)(g0 + r) * a->lds + k]);
+                    for (int v = 0; v < NV; v++) o[r][v] = _mm512_fmadd_ps(w, vv[v], o[r][v]);
+                }
+                continue;
+            }
             for (int r = 0; r < RG; r++) {
                 int g = g0 + r;
                 if (r >= nr || k < a->k0[g] || k >= a->k1[g]) continue;
-                __m512 w = _mm512_set1_ps(a->scores[(size_t)g * a->lds + k] * inv[g]);
+                __m512 w = _mm512_set1_ps(a->scores[(size_t)g * a->lds + k]);
                 for (int v = 0; v < NV; v++) o[r][v] = _mm512_fmadd_ps(w, vv[v], o[r][v]);
             }
         }
