@@ -5,7 +5,8 @@
  * briefly on the counter (token generation issues thousands of short jobs per second,
  * and a futex wake-up costs more than the job), then sleep on a condition variable.
  * The caller runs share 0 itself and spins until every worker has checked in.
- * Splits are by (ith, nth) only, so results never depend on timing.
+ * Splits are by (ith, nth) only, so results never depend on timing. nx_split (below) hands
+ * items out by timing instead; its callers make each item's result independent of the thread.
  */
 #include "core.h"
 

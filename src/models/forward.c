@@ -27,7 +27,6 @@
 #include "models/models.h"
 
 #include <math.h>
-#include <stdatomic.h>
 
 
 nx_status nx_session_create(const nx_model *m, const nx_session_opts *opts, nx_session **out) {
@@ -259,6 +258,23 @@ static void linear(nx_pool *pool, int n_short, const nx_matmul_args *a, const nx
     if (a->T > n_short) matmul_rows(pool, a, b, n_short, a->T);
 }
 
+/* Row t's q and k of head h rotated, and its k and v appended to its session's cache of layer l. */
+static void rotate_append(const fw_pass *f, int l, int t, int h) {
+    const nx_model *m = f->m;
+    int HS = m->HS;
+    nx_session *s = row_session(f, t);
+    int p = row_pos(f, t);
+    float *q = f->qkv + (size_t)t * 3 * m->H + (size_t)h * 3 * HS, *k = q + HS, *v = q + 2 * HS;
+    if (m->rot) {
+        const float *cs = m->rope_cos + (size_t)p * (m->rot / 2), *sn = m->rope_sin + (size_t)p * (m->rot / 2);
+        nx__rotary_ref(q, m->rot, cs, sn, m->rot_interleaved);
+        nx__rotary_ref(k, m->rot, cs, sn, m->rot_interleaved);
+    }
+    size_t dst = (((size_t)l * m->NH + (size_t)h) * (size_t)s->n_ctx + (size_t)p) * s->kv_rb;
+    nx__kv_store((uint8_t *)s->kc + dst, s->kv_type, k, HS);
+    nx__kv_store((uint8_t *)s->vc + dst, s->kv_type, v, HS);
+}
+
 /* ---- decode: the attention block in one hand-off ------------------------------------------- */
 
 /* When every row belongs to a short call (rows <= NX_MV_MAX_T: the decode kernels), a layer's
@@ -283,22 +299,9 @@ typedef struct {
 
 static void head_item(const block_job *j, int h, int ith) {
     const fw_pass *f = j->f;
-    const nx_model *m = f->m;
-    int H = m->H, HS = m->HS, NH = m->NH, T = f->T;
+    int HS = f->m->HS, T = f->T;
     nx__mv_rows(&j->qkv, h * 3 * HS, (h + 1) * 3 * HS);
-    for (int t = 0; t < T; t++) {
-        nx_session *s = row_session(f, t);
-        int p = row_pos(f, t);
-        float *q = f->qkv + (size_t)t * 3 * H + (size_t)h * 3 * HS, *k = q + HS, *v = q + 2 * HS;
-        if (m->rot) {
-            const float *cs = m->rope_cos + (size_t)p * (m->rot / 2), *sn = m->rope_sin + (size_t)p * (m->rot / 2);
-            nx__rotary_ref(q, m->rot, cs, sn, m->rot_interleaved);
-            nx__rotary_ref(k, m->rot, cs, sn, m->rot_interleaved);
-        }
-        size_t dst = (((size_t)j->l * NH + (size_t)h) * (size_t)s->n_ctx + (size_t)p) * s->kv_rb;
-        nx__kv_store((uint8_t *)s->kc + dst, s->kv_type, k, HS);
-        nx__kv_store((uint8_t *)s->vc + dst, s->kv_type, v, HS);
-    }
+    for (int t = 0; t < T; t++) rotate_append(f, j->l, t, h);
     attn_job aj = {f, j->ly, j->l};
     for (int r = 0; r < T;) {
         int n = 1;
@@ -367,25 +370,11 @@ static void add_rows(float *x, const float *a, const float *b, size_t n) {
 static void staged_block(const fw_pass *f, const nx_layer *ly, int l, const nx_matmul_args *qkv,
                          const nx_matmul_args *up, size_t att_work) {
     const nx_model *m = f->m;
-    int H = m->H, HS = m->HS, NH = m->NH, T = f->T;
+    int HS = m->HS, NH = m->NH, T = f->T;
     linear(f->pool, f->n_short, qkv, up);
     if (up) nx__act(f->pool, up->y, (size_t)T * (size_t)up->OUT, m->act);
-    for (int t = 0; t < T; t++) {
-        nx_session *s = row_session(f, t);
-        int p = row_pos(f, t);
-        size_t base = (size_t)l * NH * (size_t)s->n_ctx;
-        for (int h = 0; h < NH; h++) {
-            float *q = f->qkv + (size_t)t * 3 * H + (size_t)h * 3 * HS, *k = q + HS, *v = q + 2 * HS;
-            if (m->rot) {
-                const float *cs = m->rope_cos + (size_t)p * (m->rot / 2), *sn = m->rope_sin + (size_t)p * (m->rot / 2);
-                nx__rotary_ref(q, m->rot, cs, sn, m->rot_interleaved);
-                nx__rotary_ref(k, m->rot, cs, sn, m->rot_interleaved);
-            }
-            size_t dst = ((base + (size_t)h * s->n_ctx) + (size_t)p) * s->kv_rb;
-            nx__kv_store((uint8_t *)s->kc + dst, s->kv_type, k, HS);
-            nx__kv_store((uint8_t *)s->vc + dst, s->kv_type, v, HS);
-        }
-    }
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < NH; h++) rotate_append(f, l, t, h);
     attn_job aj = {f, ly, l};
     /* Same reasoning as the matmul threshold: only hand off real work. */
     if (NH * T >= 2 && f->n_threads > 1 && (size_t)NH * att_work * HS >= 65536)
