@@ -14,7 +14,6 @@
 #include "kernels/gemm.h"
 
 #include <math.h>
-#include <stdatomic.h>
 
 size_t nx__row_bytes(nx_dtype t, int n) {
     switch (t) {
