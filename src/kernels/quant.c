@@ -6,10 +6,10 @@
  * as they stream by; for Q8_0/Q4_0 the activation rows are quantized to Q8_0 once, then each
  * weight row is an integer dot product per block (VNNI where present). Prefill is compute-bound:
  * longer inputs go to the packed GEMM (gemm.c), which reads the same row-major weights in place
- * (widened exactly, or VNNI integer tiles for the block types). Splits are static, so results
- * depend on T and the thread count only through the chosen path, never on timing: equal inputs
- * give equal
- * bits.
+ * (widened exactly, or VNNI integer tiles for the block types). Every output row is computed
+ * by one thread in an order fixed by the row alone (decode hands rows out by timing, the GEMM
+ * splits statically), so results depend on T only through the chosen path, never on timing or
+ * the thread count: equal inputs give equal bits.
  */
 #include "kernels/gemm.h"
 
