@@ -185,7 +185,7 @@ static void test_gemm_int8(void) {
             size_t ny = (size_t)T * OUT, nb = (size_t)IN / NX_QBLOCK, rb = nx__row_bytes(t, IN);
             float *x = malloc(sizeof(float) * T * IN), *W = malloc(sizeof(float) * OUT * IN), *Wd = malloc(sizeof(float) * OUT * IN);
             float *b = malloc(sizeof(float) * OUT), *y = malloc(sizeof(float) * ny), *y2 = malloc(sizeof(float) * ny);
-            nx_block_q8_0 *xq = malloc(sizeof *xq * nb);
+            nx_xq8 *xq = malloc(sizeof *xq * nb);
             for (int i = 0; i < T * IN; i++) x[i] = frand();
             for (int i = 0; i < OUT * IN; i++) W[i] = frand();
             for (int o = 0; o < OUT; o++) b[o] = frand();
@@ -194,7 +194,7 @@ static void test_gemm_int8(void) {
             nx__gemm_w_vt(&nx__gemm_q8ref_vt, NULL, y, x, &Wm, b, T, IN, OUT);
             for (int r = 0; r < T; r++) {
                 const float *xr = x + (size_t)r * IN;
-                nx__quantize_row_q8_0(xq, xr, IN);
+                nx__quantize_row_xq8(xq, xr, IN);
                 for (int o = 0; o < OUT; o++) {
                     double got = y[(size_t)r * OUT + o], dq = nx__qdot_ref(xq, Wq + (size_t)o * rb, t, IN) + b[o];
                     double f = b[o], mag = 0, act = 0;

@@ -29,18 +29,19 @@ static void test_block_formats(void) {
     for (int i = 0; i < 32; i++) x[32 + i] = (float)(i % 2 ? 127 : -(i % 7)) * 0.125f;
     nx_block_q4_0 b4[2];
     nx__quantize_row_q4_0(b4, x, 64);
-    CHECK(b4[0].d == 0.5f);
+    CHECK(nx_f16_to_f32(b4[0].d) == 0.5f);
     CHECK_EQ_INT(b4[0].qs[0] & 15, 0);          /* -4 / 0.5 + 8 = 0 */
     CHECK_EQ_INT(b4[0].qs[0] >> 4, 8);          /* element 16 is 0 */
     nx__dequantize_row(NX_Q4_0, b4, y, 64);
     for (int i = 0; i < 32; i += 2) CHECK(y[i] == x[i]);   /* even offsets are multiples of 0.5 */
     nx_block_q8_0 b8[2];
     nx__quantize_row_q8_0(b8, x, 64);
-    CHECK(b8[1].d == 0.125f);
+    CHECK(nx_f16_to_f32(b8[1].d) == 0.125f);
     CHECK_EQ_INT(b8[1].q[1], 127);
     nx__dequantize_row(NX_Q8_0, b8, y, 64);
     for (int i = 32; i < 64; i++) CHECK(y[i] == x[i]);
-    /* Random rows: |x - deq| <= d/2 (Q8_0), <= |d| (Q4_0: the top code 15 is one step short of +8). */
+    /* Random rows: |x - deq| <= d/2 (Q8_0), <= |d| (Q4_0: the top code 15 is one step short of +8),
+     * plus |q|·|d - fp16(d)| <= |q|·|d|·2^-11 from storing d in fp16 (normal here). */
     enum { N = 4096 };
     static float r[N], d[N];
     static nx_block_q8_0 q8[N / 32];
@@ -49,16 +50,63 @@ static void test_block_formats(void) {
     for (int i = 0; i < N; i += 97) r[i] *= 20.0f;   /* outliers */
     nx__quantize_row_q8_0(q8, r, N);
     nx__dequantize_row(NX_Q8_0, q8, d, N);
-    for (int i = 0; i < N; i++) CHECK(fabsf(d[i] - r[i]) <= q8[i / 32].d * 0.5f * 1.0001f);
+    for (int i = 0; i < N; i++) {
+        float dq = nx_f16_to_f32(q8[i / 32].d);
+        CHECK(fabsf(d[i] - r[i]) <= (dq * 0.5f + 127.0f * dq / 2048.0f) * 1.0001f);
+    }
     nx__quantize_row_q4_0(q4, r, N);
     nx__dequantize_row(NX_Q4_0, q4, d, N);
-    for (int i = 0; i < N; i++) CHECK(fabsf(d[i] - r[i]) <= fabsf(q4[i / 32].d) * 1.0001f);
+    for (int i = 0; i < N; i++) {
+        float dq = fabsf(nx_f16_to_f32(q4[i / 32].d));
+        CHECK(fabsf(d[i] - r[i]) <= (dq + 8.0f * dq / 2048.0f) * 1.0001f);
+    }
     float z[32] = {0};
     nx__quantize_row_q4_0(q4, z, 32);
     nx__dequantize_row(NX_Q4_0, q4, d, 32);
     for (int i = 0; i < 32; i++) CHECK(d[i] == 0.0f);
-    CHECK(nx__row_bytes(NX_Q8_0, 64) == 72 && nx__row_bytes(NX_Q4_0, 64) == 40);
+    CHECK(nx__row_bytes(NX_Q8_0, 64) == 68 && nx__row_bytes(NX_Q4_0, 64) == 36);
     CHECK(nx__row_bytes(NX_Q8_0, 32) == nx_dtype_size(NX_Q8_0) && nx__row_bytes(NX_Q4_0, 32) == nx_dtype_size(NX_Q4_0));
+}
+
+/* Reads a committed fixture of exactly n bytes. */
+static bool read_fixture(const char *rel, void *dst, size_t n) {
+    FILE *f = fopen(fixture_path(rel), "rb");
+    if (!f) return false;
+    size_t got = fread(dst, 1, n, f);
+    int extra = fgetc(f);
+    fclose(f);
+    return got == n && extra == EOF;
+}
+
+/* The weight blocks are ggml's: the same rows quantized by the gguf package (ggml's reference
+ * quantizers ported to numpy; tools/fixtures/make_quant_goldens.py) give the same bytes, and
+ * dequantize to the same floats. The rows cover subnormal and zero fp16 scales, exact halves
+ * (rounded away from zero), zero and constant blocks and ties of the largest magnitude. */
+static void test_ggml_blocks(void) {
+    enum { ROWS = 11, N = 256, NB = N / NX_QBLOCK };
+    static float x[ROWS * N], want_deq[ROWS * N], deq[N];
+    static uint8_t want8[ROWS * NB * 34], want4[ROWS * NB * 18];
+    static nx_block_q8_0 q8[NB];
+    static nx_block_q4_0 q4[NB];
+    CHECK(read_fixture("quant/input_f32.bin", x, sizeof x));
+    CHECK(read_fixture("quant/q8_0.bin", want8, sizeof want8));
+    CHECK(read_fixture("quant/q4_0.bin", want4, sizeof want4));
+    for (int r = 0; r < ROWS; r++) {
+        nx__quantize_row_q8_0(q8, x + (size_t)r * N, N);
+        CHECK_MSG(memcmp(q8, want8 + (size_t)r * sizeof q8, sizeof q8) == 0, "row %d: Q8_0 blocks differ from ggml's", r);
+        nx__quantize_row_q4_0(q4, x + (size_t)r * N, N);
+        CHECK_MSG(memcmp(q4, want4 + (size_t)r * sizeof q4, sizeof q4) == 0, "row %d: Q4_0 blocks differ from ggml's", r);
+    }
+    CHECK(read_fixture("quant/q8_0_deq.bin", want_deq, sizeof want_deq));
+    for (int r = 0; r < ROWS; r++) {
+        nx__dequantize_row(NX_Q8_0, want8 + (size_t)r * NB * 34, deq, N);
+        CHECK_MSG(memcmp(deq, want_deq + (size_t)r * N, sizeof deq) == 0, "row %d: Q8_0 dequantized differently", r);
+    }
+    CHECK(read_fixture("quant/q4_0_deq.bin", want_deq, sizeof want_deq));
+    for (int r = 0; r < ROWS; r++) {
+        nx__dequantize_row(NX_Q4_0, want4 + (size_t)r * NB * 18, deq, N);
+        CHECK_MSG(memcmp(deq, want_deq + (size_t)r * N, sizeof deq) == 0, "row %d: Q4_0 dequantized differently", r);
+    }
 }
 
 /* Decode kernels on row-major float weights (F32, F16, BF16) for every T up to NX_MV_MAX_T:
@@ -138,7 +186,7 @@ static void test_qdot_variants(void) {
                     float *x = malloc(sizeof(float) * T * IN), *W = malloc(sizeof(float) * OUT * IN);
                     float *b = malloc(sizeof(float) * OUT);
                     uint8_t *Wq = malloc(rb * OUT);
-                    nx_block_q8_0 *xq = malloc(sizeof(nx_block_q8_0) * nb * T);
+                    nx_xq8 *xq = malloc(sizeof(nx_xq8) * nb * T);
                     float *y = malloc(sizeof(float) * T * OUT), *y1 = malloc(sizeof(float) * OUT);
                     fill(x, (size_t)T * IN);
                     fill(W, (size_t)OUT * IN);
@@ -147,7 +195,7 @@ static void test_qdot_variants(void) {
                         if (wt == NX_Q8_0) nx__quantize_row_q8_0((nx_block_q8_0 *)(Wq + o * rb), W + (size_t)o * IN, IN);
                         else nx__quantize_row_q4_0((nx_block_q4_0 *)(Wq + o * rb), W + (size_t)o * IN, IN);
                     }
-                    for (int t = 0; t < T; t++) nx__quantize_row_q8_0(xq + (size_t)t * nb, x + (size_t)t * IN, IN);
+                    for (int t = 0; t < T; t++) nx__quantize_row_xq8(xq + (size_t)t * nb, x + (size_t)t * IN, IN);
                     vt->qdot_rows(y, xq, Wq, wt, b, T, IN, OUT, 0, OUT);
                     for (int t = 0; t < T; t++)
                         for (int o = 0; o < OUT; o++) {
@@ -170,18 +218,18 @@ static void test_qdot_variants(void) {
     CHECK(tested >= 1);
 }
 
-/* Every variant's activation quantizer equals nx__quantize_row_q8_0 byte for byte: random rows
+/* Every variant's activation quantizer equals nx__quantize_row_xq8 byte for byte: random rows
  * with outliers, an all-zero block and values exactly half-way between codes (ties to even). */
 static void test_quantize_act_variants(void) {
     enum { N = 4096 };
     static float x[N];
-    static nx_block_q8_0 a[N / 32], r[N / 32];
+    static nx_xq8 a[N / 32], r[N / 32];
     fill(x, N);
     for (int i = 0; i < N; i += 61) x[i] *= 50.0f;
     for (int i = 64; i < 96; i++) x[i] = 0.0f;
     for (int i = 96; i < 128; i++) x[i] = (float)(i - 112) + 0.5f;   /* amax 15.5: d = 15.5/127 */
     x[127] = 127.0f;                                                 /* block 3: d = 1, x.5 ties */
-    nx__quantize_row_q8_0(r, x, N);
+    nx__quantize_row_xq8(r, x, N);
     int tested = 0;
     for (size_t v = 0; v < NX_ARRAY_LEN(k_variants); v++) {
         const nx_kernel_vt *vt = nx__kernels_variant(k_variants[v]);
@@ -415,43 +463,57 @@ static void test_quantize_roundtrip(void) {
 }
 
 /* Hostile quantized files: a blob of the wrong width or an unknown tag is a clean error. */
+/* A quantized blob whose rows hold one block too many, or the 36-byte blocks with fp32 scales
+ * that neox wrote before its blocks became ggml's: a one-line error naming the tensor (and, for
+ * the old layout, what to do), never a crash. */
 static void test_quant_file_errors(void) {
-    char dir[1024], p[1100];
-    snprintf(dir, sizeof dir, "%s/test_quant_bad_%d", NX_BINARY_DIR, (int)getpid());
-    CHECK(nx_model_quantize(fixture_path("models/neox_a"), dir, NX_Q8_0) == NX_OK);
-    nx_tensorset *ts = NULL;
-    CHECK(nx_tensorset_open(dir, &ts) == NX_OK);
-    size_t n = nx_tensorset_count(ts);
-    nx_tensor_write *tw = calloc(n, sizeof *tw);
-    const char *meta[512];
-    size_t nm = 0;
-    const char *victim = "gpt_neox.layers.0.mlp.dense_4h_to_h.weight";
-    for (size_t i = 0; i < n; i++) {
-        const nx_tensor_info *t = nx_tensorset_at(ts, i);
-        tw[i] = (nx_tensor_write){t->name, t->dtype, t->ndim, {0}, t->data};
-        memcpy(tw[i].shape, t->shape, sizeof t->shape);
-        if (!strcmp(t->name, victim)) tw[i].shape[1] += 36;   /* one block too many per row */
-        static char keys[64][160];
-        if (t->dtype == NX_U8 && nm / 2 < 64) {
-            snprintf(keys[nm / 2], sizeof keys[0], "neox.quant.%s", t->name);
-            meta[nm] = keys[nm / 2];
-            meta[nm + 1] = "Q8_0";
-            nm += 2;
+    for (int old_layout = 0; old_layout <= 1; old_layout++) {
+        char dir[1024], p[1100];
+        snprintf(dir, sizeof dir, "%s/test_quant_bad_%d", NX_BINARY_DIR, (int)getpid());
+        CHECK(nx_model_quantize(fixture_path("models/neox_a"), dir, NX_Q8_0) == NX_OK);
+        nx_tensorset *ts = NULL;
+        CHECK(nx_tensorset_open(dir, &ts) == NX_OK);
+        size_t n = nx_tensorset_count(ts);
+        nx_tensor_write *tw = calloc(n, sizeof *tw);
+        uint8_t *blob = NULL;
+        const char *meta[512];
+        size_t nm = 0;
+        const char *victim = "gpt_neox.layers.0.mlp.dense_4h_to_h.weight";
+        for (size_t i = 0; i < n; i++) {
+            const nx_tensor_info *t = nx_tensorset_at(ts, i);
+            tw[i] = (nx_tensor_write){t->name, t->dtype, t->ndim, {0}, t->data};
+            memcpy(tw[i].shape, t->shape, sizeof t->shape);
+            if (!strcmp(t->name, victim)) {
+                tw[i].shape[1] = old_layout ? t->shape[1] / 34 * 36 : t->shape[1] + 34;
+                blob = calloc((size_t)(tw[i].shape[0] * tw[i].shape[1]), 1);
+                tw[i].data = blob;
+            }
+            static char keys[64][160];
+            if (t->dtype == NX_U8 && nm / 2 < 64) {
+                snprintf(keys[nm / 2], sizeof keys[0], "neox.quant.%s", t->name);
+                meta[nm] = keys[nm / 2];
+                meta[nm + 1] = "Q8_0";
+                nm += 2;
+            }
         }
+        CHECK(blob != NULL);
+        snprintf(p, sizeof p, "%s/model.safetensors", dir);
+        CHECK(nx_safetensors_write(p, tw, n, meta, nm / 2) == NX_OK);
+        nx_tensorset_free(ts);
+        nx_model *m = NULL;
+        CHECK(nx_model_load(dir, NULL, &m) != NX_OK);
+        CHECK(m == NULL);
+        CHECK_STR_CONTAINS(nx_last_error(), "dense_4h_to_h");
+        if (old_layout) CHECK_STR_CONTAINS(nx_last_error(), "fp32 scales");
+        free(blob);
+        free(tw);
+        rm_dir(dir);
     }
-    snprintf(p, sizeof p, "%s/model.safetensors", dir);
-    CHECK(nx_safetensors_write(p, tw, n, meta, nm / 2) == NX_OK);
-    nx_tensorset_free(ts);
-    nx_model *m = NULL;
-    CHECK(nx_model_load(dir, NULL, &m) != NX_OK);
-    CHECK(m == NULL);
-    CHECK_STR_CONTAINS(nx_last_error(), "dense_4h_to_h");
-    free(tw);
-    rm_dir(dir);
 }
 
 int main(void) {
     TEST_RUN(test_block_formats);
+    TEST_RUN(test_ggml_blocks);
     TEST_RUN(test_mv_variants);
     TEST_RUN(test_qdot_variants);
     TEST_RUN(test_quantize_act_variants);

@@ -10,8 +10,9 @@ static void usage(FILE *f) {
             "usage: neox quantize IN_DIR OUT_DIR --type q8|q4|bf16|f16\n"
             "  IN_DIR        a model directory (safetensors or pytorch_model.bin, sharded or not)\n"
             "  OUT_DIR       created if missing; receives model.safetensors, config.json, tokenizer files\n"
-            "  --type T      q8 (Q8_0: 32 int8 + fp32 scale per block), q4 (Q4_0: 32 4-bit + fp32 scale),\n"
-            "                bf16 or f16; embeddings, LayerNorms and biases are kept as stored\n");
+            "  --type T      q8 (Q8_0: 32 int8 + fp16 scale per block), q4 (Q4_0: 32 4-bit + fp16 scale),\n"
+            "                both ggml's blocks, byte for byte; or bf16, f16. Embeddings, LayerNorms and\n"
+            "                biases are kept as stored\n");
 }
 
 int cmd_quantize(int argc, char **argv) {

@@ -8,8 +8,8 @@ static const struct { const char *name; size_t size; size_t block; } k_dtypes[NX
     [NX_I16] = {"I16", 2, 1},   [NX_I8] = {"I8", 1, 1},     [NX_U64] = {"U64", 8, 1},
     [NX_U32] = {"U32", 4, 1},   [NX_U16] = {"U16", 2, 1},   [NX_U8] = {"U8", 1, 1},
     [NX_BOOL] = {"BOOL", 1, 1}, [NX_F8_E5M2] = {"F8_E5M2", 1, 1}, [NX_F8_E4M3] = {"F8_E4M3", 1, 1},
-    /* Q8_0: 32 int8 + one f32 scale; Q4_0: 16 bytes of nibbles + one f32 scale. */
-    [NX_Q8_0] = {"Q8_0", 36, 32}, [NX_Q4_0] = {"Q4_0", 20, 32},
+    /* Q8_0: one fp16 scale + 32 int8; Q4_0: one fp16 scale + 16 bytes of nibbles (ggml's). */
+    [NX_Q8_0] = {"Q8_0", 34, 32}, [NX_Q4_0] = {"Q4_0", 18, 32},
 };
 
 const char *nx_dtype_name(nx_dtype dt) {

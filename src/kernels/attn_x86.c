@@ -53,8 +53,7 @@ static void key_span(const nx_attn_args *a, int g0, int g1, int *lo, int *hi) {
 static inline T512 AI __m512 kv512(const void *row, int e, int n, const nx_dtype t) {
     if (t == NX_Q8_0) {   /* d a multiple of 32: whole 16-element halves of a block */
         const nx_block_q8_0 *b = (const nx_block_q8_0 *)row + e / NX_QBLOCK;
-        float d;
-        memcpy(&d, &b->d, sizeof d);
+        float d = _cvtsh_ss(b->d);
         __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b->q + e % NX_QBLOCK)));
         return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(d));
     }
@@ -209,8 +208,7 @@ T512 void nx__attention_avx512(const nx_attn_args *a) {
 static inline T256 AI __m256 kv256(const void *row, int e, int n, const nx_dtype t) {
     if (t == NX_Q8_0) {   /* d a multiple of 32: whole 8-element quarters of a block */
         const nx_block_q8_0 *b = (const nx_block_q8_0 *)row + e / NX_QBLOCK;
-        float d;
-        memcpy(&d, &b->d, sizeof d);
+        float d = _cvtsh_ss(b->d);
         __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b->q + e % NX_QBLOCK)));
         return _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(d));
     }

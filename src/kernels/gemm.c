@@ -73,17 +73,17 @@ const nx_gemm_vt nx__gemm_ref_vt = {"ref", REF_MR, REF_NR, NX_GEMM_KC, tile_ref,
 
 /* ---- Q8_0 activations x Q8_0/Q4_0 weights (integer dot per block) -------------------------- */
 /* The oracle of the integer variants (gemm_x86.c): activations quantized to Q8_0 blocks with
- * nx__quantize_row_q8_0 (as decode does), per block an exact integer Σ q_x·q_w, then
+ * nx__quantize_row_xq8 (as decode does), per block an exact integer Σ q_x·q_w, then
  * acc = fma((float)Σ, d_w·d_x, acc) over the blocks in order. Per 32-block, packed A holds
  * d_x[mr] then q_x[mr][32]; packed B holds d_w[nr] then q_w[nr][32] (int8, Q4_0 recentred). */
 #define Q8REF_MR 4
 #define Q8REF_NR 16
 
 void nx__gemm_quantize_tile(float *d, int8_t *q, const float *A, long sam, int mr, int m, int k0, int kc) {
-    nx_block_q8_0 blk[NX_GEMM_KC / NX_QBLOCK];
+    nx_xq8 blk[NX_GEMM_KC / NX_QBLOCK];
     int nb = kc / NX_QBLOCK;
     for (int i = 0; i < mr; i++) {
-        if (i < m) nx__quantize_row_q8_0(blk, A + (long)i * sam + k0, kc);
+        if (i < m) nx__quantize_row_xq8(blk, A + (long)i * sam + k0, kc);
         for (int b = 0; b < nb; b++) {
             d[(size_t)b * mr + i] = i < m ? blk[b].d : 0.0f;
             for (int e = 0; e < NX_QBLOCK; e++) q[((size_t)b * mr + i) * NX_QBLOCK + e] = i < m ? blk[b].q[e] : 0;
@@ -94,14 +94,14 @@ void nx__gemm_quantize_tile(float *d, int8_t *q, const float *A, long sam, int m
 void nx__gemm_weight_block(nx_dtype t, const uint8_t *row, int b, float *d, int8_t q[NX_QBLOCK]) {
     if (t == NX_Q8_0) {
         const uint8_t *p = row + (size_t)b * sizeof(nx_block_q8_0);
-        memcpy(d, p, sizeof *d);
-        memcpy(q, p + 4, NX_QBLOCK);
+        *d = nx__qblock_d(p);
+        memcpy(q, p + 2, NX_QBLOCK);
     } else {
         const uint8_t *p = row + (size_t)b * sizeof(nx_block_q4_0);
-        memcpy(d, p, sizeof *d);
+        *d = nx__qblock_d(p);
         for (int e = 0; e < 16; e++) {
-            q[e] = (int8_t)((p[4 + e] & 15) - 8);
-            q[e + 16] = (int8_t)((p[4 + e] >> 4) - 8);
+            q[e] = (int8_t)((p[2 + e] & 15) - 8);
+            q[e + 16] = (int8_t)((p[2 + e] >> 4) - 8);
         }
     }
 }

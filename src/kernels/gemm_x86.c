@@ -193,17 +193,15 @@ static inline T512 AI __m512 wload16(nx_dtype t, const uint8_t *row, int k, int 
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     }
     case NX_Q8_0: {
-        const uint8_t *blk = row + (size_t)(k / NX_QBLOCK) * sizeof(nx_block_q8_0);
-        float d;
-        memcpy(&d, blk, sizeof d);
-        __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 4 + k % NX_QBLOCK)));
+        const nx_block_q8_0 *blk = (const nx_block_q8_0 *)(row + (size_t)(k / NX_QBLOCK) * sizeof(nx_block_q8_0));
+        float d = _cvtsh_ss(blk->d);
+        __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk->q + k % NX_QBLOCK)));
         return _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(q));
     }
     case NX_Q4_0: {
-        const uint8_t *blk = row + (size_t)(k / NX_QBLOCK) * sizeof(nx_block_q4_0);
-        float d;
-        memcpy(&d, blk, sizeof d);
-        __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + 4)));
+        const nx_block_q4_0 *blk = (const nx_block_q4_0 *)(row + (size_t)(k / NX_QBLOCK) * sizeof(nx_block_q4_0));
+        float d = _cvtsh_ss(blk->d);
+        __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)blk->qs));
         q = k % NX_QBLOCK ? _mm512_srli_epi32(q, 4) : _mm512_and_si512(q, _mm512_set1_epi32(15));
         q = _mm512_sub_epi32(q, _mm512_set1_epi32(8));
         return _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(q));
@@ -356,13 +354,13 @@ static TVNNI5 void pack_a_vnni(float *Ap, const float *A, long sam, long sak, in
 /* 32 signed codes of block b of a weight row (Q4_0 nibbles unpacked and recentred). */
 static inline TVNNI5 AI __m256i wcodes32(nx_dtype t, const uint8_t *row, int b, float *d) {
     if (t == NX_Q8_0) {
-        const uint8_t *p = row + (size_t)b * sizeof(nx_block_q8_0);
-        memcpy(d, p, 4);
-        return _mm256_loadu_si256((const __m256i *)(p + 4));
+        const nx_block_q8_0 *p = (const nx_block_q8_0 *)(row + (size_t)b * sizeof(nx_block_q8_0));
+        *d = _cvtsh_ss(p->d);
+        return _mm256_loadu_si256((const __m256i *)p->q);
     }
-    const uint8_t *p = row + (size_t)b * sizeof(nx_block_q4_0);
-    memcpy(d, p, 4);
-    __m128i qs = _mm_loadu_si128((const __m128i *)(p + 4)), m4 = _mm_set1_epi8(15);
+    const nx_block_q4_0 *p = (const nx_block_q4_0 *)(row + (size_t)b * sizeof(nx_block_q4_0));
+    *d = _cvtsh_ss(p->d);
+    __m128i qs = _mm_loadu_si128((const __m128i *)p->qs), m4 = _mm_set1_epi8(15);
     __m128i lo = _mm_and_si128(qs, m4), hi = _mm_and_si128(_mm_srli_epi16(qs, 4), m4);
     return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
 }

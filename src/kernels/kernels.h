@@ -86,28 +86,51 @@ float nx__exp_sum_ref(float *x, int n, float mx);
 void nx__axpy_ref(float *y, float a, const float *x, int n);   /* y += a·x */
 
 /* ---- 16-bit and block-quantized weights (quant.c; formats in docs/QUANT.md) ------------------ */
-/* Q8_0: 32 weights w = d·q, q int8 in [-127, 127], d = max|w|/127 (fp32, first). 36 bytes. */
+/* The weight blocks are llama.cpp's (ggml's) q8_0 and q4_0, byte for byte: an IEEE half scale
+ * first, then the codes. Rows of them need only 2-byte alignment.
+ * Q8_0: 32 weights w = d·q, q int8 in [-127, 127], d = max|w|/127. 34 bytes. */
 typedef struct nx_block_q8_0 {
-    float d;
+    uint16_t d;   /* fp16 */
     int8_t q[32];
 } nx_block_q8_0;
 /* Q4_0: 32 weights w = d·(q - 8), q in [0, 15]; byte j holds element j in its low nibble and
- * element j+16 in its high nibble; d = m/-8 where m is the value of largest magnitude. 20 bytes. */
+ * element j+16 in its high nibble; d = m/-8 where m is the value of largest magnitude. 18 bytes. */
 typedef struct nx_block_q4_0 {
-    float d;
+    uint16_t d;   /* fp16 */
     uint8_t qs[16];
 } nx_block_q4_0;
+/* Activations quantized for the integer dot products: Q8_0 codes with an fp32 scale. They are
+ * made per token and never stored, so they keep the scale exact (36 bytes). */
+typedef struct nx_xq8 {
+    float d;
+    int8_t q[32];
+} nx_xq8;
 #define NX_QBLOCK 32
-_Static_assert(sizeof(nx_block_q8_0) == 36 && sizeof(nx_block_q4_0) == 20, "block layout");
+_Static_assert(sizeof(nx_block_q8_0) == 34 && sizeof(nx_block_q4_0) == 18 && sizeof(nx_xq8) == 36, "block layout");
+
+/* The fp32 scale of the Q8_0/Q4_0 block at p (any alignment). */
+static inline float nx__qblock_d(const void *p) {
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return nx_f16_to_f32(h);
+}
+
+/* fp32 of every fp16 bit pattern (256 KiB, filled on first use; thread-safe). The decode kernels
+ * look block scales up here: a table load costs a load port, which those loops have spare, while
+ * vcvtph2ps costs two ALU uops on the ports they are bound by (Q4_0 on 160M matrices in L3: half
+ * the speed with vcvtph2ps per block). Only a few KiB of it are hot for any one model. */
+const float *nx__f16_table(void);
 
 /* Bytes of one row of n weights (n a multiple of 32 for the block types). */
 size_t nx__row_bytes(nx_dtype t, int n);
 void nx__quantize_row_q8_0(nx_block_q8_0 *dst, const float *x, int n);
 void nx__quantize_row_q4_0(nx_block_q4_0 *dst, const float *x, int n);
+/* Activations: d = max|x|/127 (fp32), q = round to nearest even of x·(1/d). */
+void nx__quantize_row_xq8(nx_xq8 *dst, const float *x, int n);
 /* Row of any weight type (F32, F16, BF16, Q8_0, Q4_0; plain row-major source) to fp32. */
 void nx__dequantize_row(nx_dtype t, const void *src, float *dst, int n);
 /* Scalar reference of one quantized dot: Σ_blocks (Σ q_w·q_x)·d_w·d_x in block order. */
-float nx__qdot_ref(const nx_block_q8_0 *xq, const void *wrow, nx_dtype wt, int IN);
+float nx__qdot_ref(const nx_xq8 *xq, const void *wrow, nx_dtype wt, int IN);
 
 typedef struct nx_kernel_vt nx_kernel_vt;
 /* A weight matrix W[OUT][IN] in its run type, row-major: row o is nx__row_bytes(type, IN) bytes at
@@ -152,10 +175,10 @@ enum { NX_MV_STACK_XQ = 512 };
 typedef struct nx_mv {
     const nx_kernel_vt *vt;
     nx_matmul_args a;
-    nx_block_q8_0 *xq;        /* quantized activations (Q8_0/Q4_0 weights), else NULL */
-    nx_block_q8_0 *heap_xq;   /* xq when it is not the caller's buffer */
+    nx_xq8 *xq;        /* quantized activations (Q8_0/Q4_0 weights), else NULL */
+    nx_xq8 *heap_xq;   /* xq when it is not the caller's buffer */
 } nx_mv;
-nx_status nx__mv_init(nx_mv *mv, const nx_kernel_vt *vt, const nx_matmul_args *a, nx_block_q8_0 *stack_xq);
+nx_status nx__mv_init(nx_mv *mv, const nx_kernel_vt *vt, const nx_matmul_args *a, nx_xq8 *stack_xq);
 /* Rows per chunk when threads share a decode product: whole 64-row groups (a multiple of every
  * decode tile) of at least 64 KiB of weights. Smaller chunks streamed worse: dealt round-robin,
  * Q4_0 rows of 768 values in 64-row chunks (30 KiB) ran 10% slower than in 128-row ones, Q8_0
@@ -175,7 +198,6 @@ void nx__mv_done(nx_mv *mv);
 void nx__gemm_w(nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b, int T, int IN, int OUT);
 
 /* ---- variants and dispatch (dispatch.c) ------------------------------------------------ */
-typedef struct nx_block_q8_0 nx_block_q8_0;
 typedef struct nx_kernel_vt {
     const char *name;   /* "ref", "avx2", "avx512" */
     float (*dot)(const float *a, const float *b, int n);
@@ -196,11 +218,11 @@ typedef struct nx_kernel_vt {
      * Q8_0/Q4_0 matrix W (wt), the T <= NX_MV_MAX_T activation rows already quantized to Q8_0
      * (xq, T rows of IN/32 blocks): integer dot products per block, scaled by d_w·d_x and summed
      * in fp32 (llama.cpp's scheme). */
-    void (*qdot_rows)(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b, int T, int IN,
+    void (*qdot_rows)(float *y, const nx_xq8 *xq, const void *W, nx_dtype wt, const float *b, int T, int IN,
                       int OUT, int r0, int r1);
-    /* nx__quantize_row_q8_0, bit for bit (the activations of a block decode are quantized on the
+    /* nx__quantize_row_xq8, bit for bit (the activations of a block decode are quantized on the
      * calling thread while the others wait: it is worth vectorizing). */
-    void (*quantize_q8)(nx_block_q8_0 *dst, const float *x, int n);
+    void (*quantize_q8)(nx_xq8 *dst, const float *x, int n);
 } nx_kernel_vt;
 
 /* The variant in use: NX_KERNELS if set and supported, else the best the CPU supports. */

@@ -14,6 +14,17 @@
 #include "kernels/gemm.h"
 
 #include <math.h>
+#include <pthread.h>
+
+static float f16_table[1 << 16];
+static pthread_once_t f16_table_once = PTHREAD_ONCE_INIT;
+static void f16_table_fill(void) {
+    for (uint32_t h = 0; h < (1u << 16); h++) f16_table[h] = nx_f16_to_f32((uint16_t)h);
+}
+const float *nx__f16_table(void) {
+    pthread_once(&f16_table_once, f16_table_fill);
+    return f16_table;
+}
 
 size_t nx__row_bytes(nx_dtype t, int n) {
     switch (t) {
@@ -26,7 +37,44 @@ size_t nx__row_bytes(nx_dtype t, int n) {
     }
 }
 
+/* The weight quantizers are ggml's reference ones (quantize_row_q8_0_ref, quantize_row_q4_0_ref)
+ * to the bit: the codes come from the fp32 scale, then the scale is stored rounded to fp16.
+ * tests/test_quant.c checks them against blocks made by the gguf Python package. */
 void nx__quantize_row_q8_0(nx_block_q8_0 *dst, const float *x, int n) {
+    for (int b = 0; b < n / NX_QBLOCK; b++) {
+        const float *v = x + (size_t)b * NX_QBLOCK;
+        float amax = 0.0f;
+        for (int i = 0; i < NX_QBLOCK; i++) amax = fmaxf(amax, fabsf(v[i]));
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        dst[b].d = nx_f32_to_f16(d);
+        for (int i = 0; i < NX_QBLOCK; i++) {
+            /* |v·id| <= 127 for finite rows; the clamps only keep a NaN or inf weight defined. */
+            float r = roundf(v[i] * id);
+            dst[b].q[i] = (int8_t)(r >= 127.0f ? 127 : r > -127.0f ? (int)r : r <= -127.0f ? -127 : 0);
+        }
+    }
+}
+
+void nx__quantize_row_q4_0(nx_block_q4_0 *dst, const float *x, int n) {
+    for (int b = 0; b < n / NX_QBLOCK; b++) {
+        const float *v = x + (size_t)b * NX_QBLOCK;
+        /* The value of largest magnitude maps to -8 (the asymmetric end of the range), so the
+         * extreme weight of each block is represented up to the rounding of d to fp16. */
+        float amax = 0.0f, mx = 0.0f;
+        for (int i = 0; i < NX_QBLOCK; i++)
+            if (fabsf(v[i]) > amax) amax = fabsf(v[i]), mx = v[i];
+        float d = mx / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        dst[b].d = nx_f32_to_f16(d);
+        for (int j = 0; j < 16; j++) {
+            float a = v[j] * id + 8.5f, c = v[j + 16] * id + 8.5f;
+            int qa = a >= 15.0f ? 15 : a > 0.0f ? (int)a : 0;   /* NaN: 0 */
+            int qc = c >= 15.0f ? 15 : c > 0.0f ? (int)c : 0;
+            dst[b].qs[j] = (uint8_t)(qa | (qc << 4));
+        }
+    }
+}
+
+void nx__quantize_row_xq8(nx_xq8 *dst, const float *x, int n) {
     for (int b = 0; b < n / NX_QBLOCK; b++) {
         const float *v = x + (size_t)b * NX_QBLOCK;
         float amax = 0.0f;
@@ -34,25 +82,6 @@ void nx__quantize_row_q8_0(nx_block_q8_0 *dst, const float *x, int n) {
         float d = amax / 127.0f, id = d > 0.0f ? 1.0f / d : 0.0f;
         dst[b].d = d;
         for (int i = 0; i < NX_QBLOCK; i++) dst[b].q[i] = (int8_t)lrintf(v[i] * id);
-    }
-}
-
-void nx__quantize_row_q4_0(nx_block_q4_0 *dst, const float *x, int n) {
-    for (int b = 0; b < n / NX_QBLOCK; b++) {
-        const float *v = x + (size_t)b * NX_QBLOCK;
-        /* The value of largest magnitude maps to -8 exactly (the asymmetric end of the range,
-         * as llama.cpp's q4_0), so the extreme weight of each block is represented exactly. */
-        float amax = 0.0f, mx = 0.0f;
-        for (int i = 0; i < NX_QBLOCK; i++)
-            if (fabsf(v[i]) > amax) amax = fabsf(v[i]), mx = v[i];
-        float d = mx / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        dst[b].d = d;
-        for (int j = 0; j < 16; j++) {
-            float a = v[j] * id + 8.5f, c = v[j + 16] * id + 8.5f;
-            int qa = a >= 15.0f ? 15 : a <= 0.0f ? 0 : (int)a;
-            int qc = c >= 15.0f ? 15 : c <= 0.0f ? 0 : (int)c;
-            dst[b].qs[j] = (uint8_t)(qa | (qc << 4));
-        }
     }
 }
 
@@ -65,24 +94,22 @@ void nx__dequantize_row(nx_dtype t, const void *src, float *dst, int n) {
     case NX_BF16:
         for (int i = 0; i < n; i++) dst[i] = nx_bf16_to_f32(((const uint16_t *)src)[i]);
         break;
-    /* Byte-wise reads: a U8 tensor inside a safetensors file need not be 4-byte aligned. */
+    /* Byte-wise reads: a U8 tensor inside a safetensors file need not be 2-byte aligned. */
     case NX_Q8_0: {
         const uint8_t *p = src;
         for (int b = 0; b < n / NX_QBLOCK; b++, p += sizeof(nx_block_q8_0)) {
-            float d;
-            memcpy(&d, p, sizeof d);
-            for (int i = 0; i < NX_QBLOCK; i++) dst[b * NX_QBLOCK + i] = d * (float)(int8_t)p[4 + i];
+            float d = nx__qblock_d(p);
+            for (int i = 0; i < NX_QBLOCK; i++) dst[b * NX_QBLOCK + i] = d * (float)(int8_t)p[2 + i];
         }
         break;
     }
     case NX_Q4_0: {
         const uint8_t *p = src;
         for (int b = 0; b < n / NX_QBLOCK; b++, p += sizeof(nx_block_q4_0)) {
-            float d;
-            memcpy(&d, p, sizeof d);
+            float d = nx__qblock_d(p);
             for (int j = 0; j < 16; j++) {
-                dst[b * NX_QBLOCK + j] = d * (float)((p[4 + j] & 15) - 8);
-                dst[b * NX_QBLOCK + j + 16] = d * (float)((p[4 + j] >> 4) - 8);
+                dst[b * NX_QBLOCK + j] = d * (float)((p[2 + j] & 15) - 8);
+                dst[b * NX_QBLOCK + j + 16] = d * (float)((p[2 + j] >> 4) - 8);
             }
         }
         break;
@@ -91,7 +118,7 @@ void nx__dequantize_row(nx_dtype t, const void *src, float *dst, int n) {
     }
 }
 
-float nx__qdot_ref(const nx_block_q8_0 *xq, const void *wrow, nx_dtype wt, int IN) {
+float nx__qdot_ref(const nx_xq8 *xq, const void *wrow, nx_dtype wt, int IN) {
     float s = 0.0f;
     for (int b = 0; b < IN / NX_QBLOCK; b++) {
         int32_t acc = 0;
@@ -99,14 +126,14 @@ float nx__qdot_ref(const nx_block_q8_0 *xq, const void *wrow, nx_dtype wt, int I
         if (wt == NX_Q8_0) {
             const nx_block_q8_0 *w = (const nx_block_q8_0 *)wrow + b;
             for (int i = 0; i < NX_QBLOCK; i++) acc += (int32_t)w->q[i] * xq[b].q[i];
-            dw = w->d;
+            dw = nx__qblock_d(w);
         } else {
             const nx_block_q4_0 *w = (const nx_block_q4_0 *)wrow + b;
             for (int j = 0; j < 16; j++) {
                 acc += ((w->qs[j] & 15) - 8) * (int32_t)xq[b].q[j];
                 acc += ((w->qs[j] >> 4) - 8) * (int32_t)xq[b].q[j + 16];
             }
-            dw = w->d;
+            dw = nx__qblock_d(w);
         }
         s += (float)acc * (dw * xq[b].d);
     }
@@ -123,7 +150,7 @@ void nx__wmat_row(const nx_wmat *W, int IN, int o, float *dst) {
 
 /* Activations of a block decode are quantized once, for all threads: up to NX_MV_STACK_XQ
  * blocks (T·IN <= 16384 values) in the caller's buffer, else on the heap. */
-nx_status nx__mv_init(nx_mv *mv, const nx_kernel_vt *vt, const nx_matmul_args *a, nx_block_q8_0 *stack_xq) {
+nx_status nx__mv_init(nx_mv *mv, const nx_kernel_vt *vt, const nx_matmul_args *a, nx_xq8 *stack_xq) {
     *mv = (nx_mv){vt, *a, NULL, NULL};
     if (a->W->type != NX_Q8_0 && a->W->type != NX_Q4_0) return NX_OK;
     size_t nb = (size_t)a->IN / NX_QBLOCK, need = (size_t)a->T * nb;
@@ -186,7 +213,7 @@ int nx__mv_chunk_rows(nx_dtype t, int IN) {
     return 64 * (int)((65536 + group - 1) / group);
 }
 
-static void job_init(wjob *j, const nx_kernel_vt *vt, const nx_matmul_args *a, nx_block_q8_0 *stack_xq) {
+static void job_init(wjob *j, const nx_kernel_vt *vt, const nx_matmul_args *a, nx_xq8 *stack_xq) {
     j->unit = nx__mv_chunk_rows(a->W->type, a->IN);
     j->gemm = a->T > NX_MV_MAX_T;
     if (j->gemm) j->mv = (nx_mv){vt, *a, NULL, NULL};
@@ -220,7 +247,7 @@ static void run_jobs(nx_pool *pool, wjob *j, int n) {
 
 void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
                      int T, int IN, int OUT) {
-    nx_block_q8_0 stack_xq[NX_MV_STACK_XQ];
+    nx_xq8 stack_xq[NX_MV_STACK_XQ];
     nx_matmul_args a = {y, x, W, b, T, IN, OUT};
     wjob j;
     job_init(&j, vt, &a, stack_xq);
@@ -233,7 +260,7 @@ void nx__matmul_w_vt(const nx_kernel_vt *vt, nx_pool *pool, float *y, const floa
 
 void nx__matmul_w2(nx_pool *pool, const nx_matmul_args *a, const nx_matmul_args *b) {
     const nx_kernel_vt *vt = nx__kernels();
-    nx_block_q8_0 stack_xq[2][NX_MV_STACK_XQ];
+    nx_xq8 stack_xq[2][NX_MV_STACK_XQ];
     wjob j[2];
     job_init(&j[0], vt, a, stack_xq[0]);
     job_init(&j[1], vt, b, stack_xq[1]);

@@ -184,7 +184,7 @@ static void mv_rows_ref(float *y, const float *x, const void *W, nx_dtype wt, co
     }
 }
 
-static void qdot_rows_ref(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b, int T, int IN,
+static void qdot_rows_ref(float *y, const nx_xq8 *xq, const void *W, nx_dtype wt, const float *b, int T, int IN,
                           int OUT, int r0, int r1) {
     size_t rb = nx__row_bytes(wt, IN), nb = (size_t)IN / NX_QBLOCK;
     for (int o = r0; o < r1; o++)
@@ -194,4 +194,4 @@ static void qdot_rows_ref(float *y, const nx_block_q8_0 *xq, const void *W, nx_d
 }
 
 const nx_kernel_vt nx__kernels_ref_vt = {"ref",       nx__dot_ref,   nx__axpy_ref,  nx__act_ref,          nx__exp_sum_ref,
-                                         nx__attention_ref, mv_rows_ref, qdot_rows_ref, nx__quantize_row_q8_0};
+                                         nx__attention_ref, mv_rows_ref, qdot_rows_ref, nx__quantize_row_xq8};

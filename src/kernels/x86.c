@@ -302,14 +302,15 @@ static T256 void mv_rows_avx2(float *y, const float *x, const void *W, nx_dtype 
 }
 
 /* 32 signed weights of block b of a Q8_0 / Q4_0 row (Q4_0 nibbles unpacked and recentred). */
-static inline T256 __attribute__((always_inline)) __m256i qload256(const void *row, int bidx, nx_dtype wt, float *d) {
+static inline T256 __attribute__((always_inline)) __m256i qload256(const void *row, int bidx, nx_dtype wt, float *d,
+                                                                  const float *h2f) {
     if (wt == NX_Q8_0) {
         const nx_block_q8_0 *w = (const nx_block_q8_0 *)row + bidx;
-        *d = w->d;
+        *d = h2f[w->d];
         return _mm256_loadu_si256((const __m256i *)w->q);
     }
     const nx_block_q4_0 *w = (const nx_block_q4_0 *)row + bidx;
-    *d = w->d;
+    *d = h2f[w->d];
     __m128i qs = _mm_loadu_si128((const __m128i *)w->qs), m4 = _mm_set1_epi8(15);
     __m128i lo = _mm_and_si128(qs, m4), hi = _mm_and_si128(_mm_srli_epi16(qs, 4), m4);
     return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
@@ -323,18 +324,19 @@ static inline T256 __attribute__((always_inline)) __m256i idot256(__m256i w, __m
 }
 
 /* One row for all T tokens (the row stays in L1 after the first). */
-static T256 void qdot_rows_avx2(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b, int T,
+static T256 void qdot_rows_avx2(float *y, const nx_xq8 *xq, const void *W, nx_dtype wt, const float *b, int T,
                                 int IN, int OUT, int r0, int r1) {
     size_t rb = nx__row_bytes(wt, IN);
     int nb = IN / NX_QBLOCK;
+    const float *h2f = nx__f16_table();
     for (int o = r0; o < r1; o++) {
         const void *row = (const uint8_t *)W + (size_t)o * rb;
         for (int t = 0; t < T; t++) {
-            const nx_block_q8_0 *xt = xq + (size_t)t * nb;
+            const nx_xq8 *xt = xq + (size_t)t * nb;
             __m256 acc = _mm256_setzero_ps();
             for (int k = 0; k < nb; k++) {
                 float dw;
-                __m256i w = qload256(row, k, wt, &dw);
+                __m256i w = qload256(row, k, wt, &dw, h2f);
                 __m256i s = idot256(w, _mm256_loadu_si256((const __m256i *)xt[k].q));
                 acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * xt[k].d), acc);
             }
@@ -364,7 +366,7 @@ static T256 void axpy_avx2(float *y, float a, const float *x, int n) {
 
 /* AVX2 keeps the scalar activation and exp (libm): correct everywhere, only slower. */
 const nx_kernel_vt nx__kernels_avx2_vt = {"avx2",         dot_avx2,       axpy_avx2,    nx__act_ref,    nx__exp_sum_ref,
-                                          nx__attention_avx2, mv_rows_avx2, qdot_rows_avx2, nx__quantize_row_q8_0};
+                                          nx__attention_avx2, mv_rows_avx2, qdot_rows_avx2, nx__quantize_row_xq8};
 
 /* ---- AVX-512 VNNI (after the AVX2 kernels it falls back to) ---------------------------- */
 #define TVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
@@ -375,10 +377,10 @@ static int cpu_has_vnni(void) {
            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
 }
 
-static inline TVNNI AI float ldf(const void *p) {   /* a block's scale: rows need only 4-byte alignment */
-    float f;
-    memcpy(&f, p, sizeof f);
-    return f;
+static inline TVNNI AI const float *ldh(const void *p, const float *h2f) {   /* a block's scale */
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return h2f + h;
 }
 
 /* Decode on Q8_0/Q4_0 rows, two 32-blocks (a "pair", 64 weights) per step. vpdpbusd multiplies
@@ -409,8 +411,8 @@ typedef struct {
 
 /* The activation side of pair p of one token's Q8_0 row; full == 0: block 2p only (the last of
  * an odd count), the other half's bytes, offsets and scales being zero. */
-static inline TVNNI AI qx512 qx_pair(const nx_block_q8_0 *xq, int p, int full, const nx_dtype wt) {
-    const nx_block_q8_0 *a = xq + 2 * p, *c = a + 1;
+static inline TVNNI AI qx512 qx_pair(const nx_xq8 *xq, int p, int full, const nx_dtype wt) {
+    const nx_xq8 *a = xq + 2 * p, *c = a + 1;
     __m256i lo = _mm256_loadu_si256((const __m256i *)a->q);
     __m256i hi = full ? _mm256_loadu_si256((const __m256i *)c->q) : _mm256_setzero_si256();
     __m512 da = _mm512_set1_ps(a->d), dc = full ? _mm512_set1_ps(c->d) : _mm512_setzero_ps();
@@ -434,31 +436,33 @@ static inline TVNNI AI qx512 qx_pair(const nx_block_q8_0 *xq, int p, int full, c
 
 /* The weight side of pair p of a row: unsigned bytes in the lane layout above, and the weight
  * scale of each lane's block. */
-static inline TVNNI AI __m512i qw_pair(const uint8_t *row, int p, int full, const nx_dtype wt, __m512 *d) {
+static inline TVNNI AI __m512i qw_pair(const uint8_t *row, int p, int full, const nx_dtype wt, __m512 *d,
+                                       const float *h2f) {
     const size_t bs = wt == NX_Q8_0 ? sizeof(nx_block_q8_0) : sizeof(nx_block_q4_0);
     const uint8_t *a = row + (size_t)2 * p * bs, *c = a + bs;
-    __m512 da = _mm512_set1_ps(ldf(a));
+    __m512 da = _mm512_set1_ps(*ldh(a, h2f));
     if (wt == NX_Q8_0) {
-        __m512i w = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a + 4)));
+        __m512i w = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a + 2)));
         if (full) {
-            w = _mm512_mask_broadcast_i64x4(w, 0xF0, _mm256_loadu_si256((const __m256i *)(c + 4)));
-            da = _mm512_mask_broadcastss_ps(da, 0xFF00, _mm_load_ss((const float *)(const void *)c));
+            w = _mm512_mask_broadcast_i64x4(w, 0xF0, _mm256_loadu_si256((const __m256i *)(c + 2)));
+            da = _mm512_mask_broadcastss_ps(da, 0xFF00, _mm_load_ss(ldh(c, h2f)));
         }
         *d = da;
         return _mm512_xor_si512(w, _mm512_set1_epi8((char)0x80));
     }
-    __m512i w = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(a + 4)));
+    __m512i w = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(a + 2)));
     if (full) {
-        w = _mm512_mask_broadcast_i32x4(w, 0xF0F0, _mm_loadu_si128((const __m128i *)(c + 4)));
-        da = _mm512_mask_broadcastss_ps(da, 0xF0F0, _mm_load_ss((const float *)(const void *)c));
+        w = _mm512_mask_broadcast_i32x4(w, 0xF0F0, _mm_loadu_si128((const __m128i *)(c + 2)));
+        da = _mm512_mask_broadcastss_ps(da, 0xF0F0, _mm_load_ss(ldh(c, h2f)));
     }
     *d = da;
     return _mm512_and_si512(w, _mm512_inserti64x4(_mm512_set1_epi8(0x0F), _mm256_set1_epi8((char)0xF0), 1));
 }
 
 /* NR rows x NT tokens of y = x·Wᵀ + b over block pairs. */
-static inline TVNNI AI void qtile512(float *y, const nx_block_q8_0 *xq, const uint8_t *W, size_t rb, const float *b,
-                                     int IN, int OUT, int o, const int NR, const int NT, const nx_dtype wt) {
+static inline TVNNI AI void qtile512(float *y, const nx_xq8 *xq, const uint8_t *W, size_t rb, const float *b,
+                                     int IN, int OUT, int o, const int NR, const int NT, const nx_dtype wt,
+                                     const float *h2f) {
     int nb = IN / NX_QBLOCK, np = (nb + 1) / 2;
     __m512 acc[8][8];
     for (int r = 0; r < NR; r++)
@@ -476,9 +480,9 @@ static inline TVNNI AI void qtile512(float *y, const nx_block_q8_0 *xq, const ui
         __m512 dw[8];
         for (int r = 0; r < NR; r++) {
             _mm_prefetch((const char *)row + (size_t)r * rb + ahead + (size_t)p * ps, _MM_HINT_T1);
-            /* A Q8_0 pair is 72 bytes: one prefetch per pair would skip every ninth line. */
+            /* A Q8_0 pair is 68 bytes: one prefetch per pair would skip every seventeenth line. */
             if (ps > 64) _mm_prefetch((const char *)row + (size_t)r * rb + ahead + (size_t)p * ps + 64, _MM_HINT_T1);
-            w[r] = qw_pair(row + (size_t)r * rb, p, full, wt, &dw[r]);
+            w[r] = qw_pair(row + (size_t)r * rb, p, full, wt, &dw[r], h2f);
         }
         for (int t = 0; t < NT; t++) {
             qx512 xv = qx_pair(xq + (size_t)t * nb, p, full, wt);
@@ -503,7 +507,7 @@ static inline TVNNI AI void qtile512(float *y, const nx_block_q8_0 *xq, const ui
  * took one core from 81 to 91-97 GFLOP/s on 160M-shaped matrices in L3 (`bench_quant 1`); Q8_0
  * gained nothing there and decoded 2.5% slower in the model, so it keeps qtile512. */
 static inline TVNNI AI void qtile512_x1(float *y, const qx512 *xp, const uint8_t *W, size_t rb, const float *b,
-                                        int IN, int o, const int NR, const nx_dtype wt) {
+                                        int IN, int o, const int NR, const nx_dtype wt, const float *h2f) {
     int nb = IN / NX_QBLOCK, np = (nb + 1) / 2;
     __m512 acc[8];
     for (int r = 0; r < NR; r++) acc[r] = _mm512_setzero_ps();
@@ -517,7 +521,7 @@ static inline TVNNI AI void qtile512_x1(float *y, const qx512 *xp, const uint8_t
             _mm_prefetch((const char *)rr + ahead + (size_t)p * ps, _MM_HINT_T1);
             if (ps > 64) _mm_prefetch((const char *)rr + ahead + (size_t)p * ps + 64, _MM_HINT_T1);
             __m512 dw;
-            __m512i w = qw_pair(rr, p, full, wt, &dw);
+            __m512i w = qw_pair(rr, p, full, wt, &dw, h2f);
             __m512i s = _mm512_dpbusd_epi32(xv.off, w, xv.x);
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, xv.d), acc[r]);
         }
@@ -531,25 +535,26 @@ static inline TVNNI AI void qtile512_x1(float *y, const qx512 *xp, const uint8_t
  * 4% slower) */
 enum { Q1_MAX_PAIRS = 128, Q1_NR = 8 };
 
-static inline TVNNI AI void q512(float *y, const nx_block_q8_0 *xq, const void *W, const float *b, int T, int IN,
+static inline TVNNI AI void q512(float *y, const nx_xq8 *xq, const void *W, const float *b, int T, int IN,
                                  int OUT, int r0, int r1, const nx_dtype wt) {
     size_t rb = nx__row_bytes(wt, IN);
     const uint8_t *w = W;
+    const float *h2f = nx__f16_table();
     /* 8 rows for one token (the activation side is built once per 8 rows), 4 for up to 4
      * tokens, 2 for more: at most 16 accumulators plus the operands. */
 #define Q512_T(NR, NT)                                                                                                 \
     do {                                                                                                               \
         int o = r0;                                                                                                    \
-        for (; o + NR <= r1; o += NR) qtile512(y, xq, w, rb, b, IN, OUT, o, NR, NT, wt);                              \
-        for (; o < r1; o++) qtile512(y, xq, w, rb, b, IN, OUT, o, 1, NT, wt);                                         \
+        for (; o + NR <= r1; o += NR) qtile512(y, xq, w, rb, b, IN, OUT, o, NR, NT, wt, h2f);                              \
+        for (; o < r1; o++) qtile512(y, xq, w, rb, b, IN, OUT, o, 1, NT, wt, h2f);                                         \
     } while (0)
     if (wt == NX_Q4_0 && T == 1 && (IN / NX_QBLOCK + 1) / 2 <= Q1_MAX_PAIRS) {
         _Alignas(64) qx512 xp[Q1_MAX_PAIRS];
         int nb = IN / NX_QBLOCK, np = (nb + 1) / 2;
         for (int p = 0; p < np; p++) xp[p] = qx_pair(xq, p, 2 * p + 1 < nb, wt);
         int o = r0;
-        for (; o + Q1_NR <= r1; o += Q1_NR) qtile512_x1(y, xp, w, rb, b, IN, o, Q1_NR, wt);
-        for (; o < r1; o++) qtile512_x1(y, xp, w, rb, b, IN, o, 1, wt);
+        for (; o + Q1_NR <= r1; o += Q1_NR) qtile512_x1(y, xp, w, rb, b, IN, o, Q1_NR, wt, h2f);
+        for (; o < r1; o++) qtile512_x1(y, xp, w, rb, b, IN, o, 1, wt, h2f);
         return;
     }
     switch (T) {
@@ -565,10 +570,10 @@ static inline TVNNI AI void q512(float *y, const nx_block_q8_0 *xq, const void *
 #undef Q512_T
 }
 
-/* The same operations as the scalar nx__quantize_row_q8_0 on 16 lanes: the block maximum is
+/* The same operations as the scalar nx__quantize_row_xq8 on 16 lanes: the block maximum is
  * exact in any order, d and 1/d are the same scalar expressions, and vcvtps2dq rounds to nearest
  * even as lrintf does in the default rounding mode, so the blocks are bit-identical. */
-static T512 void quantize_q8_avx512(nx_block_q8_0 *dst, const float *x, int n) {
+static T512 void quantize_q8_avx512(nx_xq8 *dst, const float *x, int n) {
     for (int b = 0; b < n / NX_QBLOCK; b++) {
         __m512 v0 = _mm512_loadu_ps(x + (size_t)b * NX_QBLOCK), v1 = _mm512_loadu_ps(x + (size_t)b * NX_QBLOCK + 16);
         float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
@@ -580,7 +585,7 @@ static T512 void quantize_q8_avx512(nx_block_q8_0 *dst, const float *x, int n) {
     }
 }
 
-static TVNNI void qdot_rows_avx512(float *y, const nx_block_q8_0 *xq, const void *W, nx_dtype wt, const float *b,
+static TVNNI void qdot_rows_avx512(float *y, const nx_xq8 *xq, const void *W, nx_dtype wt, const float *b,
                                    int T, int IN, int OUT, int r0, int r1) {
     if (!cpu_has_vnni()) {   /* a few loads per call: no shared state between threads */
         qdot_rows_avx2(y, xq, W, wt, b, T, IN, OUT, r0, r1);

@@ -334,7 +334,7 @@ static void block_worker(int ith, int nth, void *arg) {
  * then takes the staged path, which does not need it). */
 static bool decode_block(const fw_pass *f, const nx_layer *ly, int l, const nx_matmul_args *qkv,
                          const nx_matmul_args *up) {
-    nx_block_q8_0 xq[2][NX_MV_STACK_XQ];
+    nx_xq8 xq[2][NX_MV_STACK_XQ];
     block_job j = {.f = f, .ly = ly, .l = l};
     if (nx__mv_init(&j.qkv, f->vt, qkv, xq[0]) != NX_OK) return false;
     if (up && nx__mv_init(&j.up, f->vt, up, xq[1]) != NX_OK) {

@@ -402,6 +402,15 @@ static nx_status checked_mat(reader *r, const char *name, int64_t d0, int64_t d1
     if (d1 % NX_QBLOCK != 0)
         return nx__error(NX_ERR_FORMAT, "%s: tensor '%s' is %s but its %lld columns are not a multiple of 32",
                          t->file ? t->file : r->dir, name, nx_dtype_name(*qt), (long long)d1);
+    /* Files from before the blocks took ggml's fp16 scales hold 36-/20-byte blocks: say so
+     * rather than report a bare shape mismatch. */
+    if (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1 / NX_QBLOCK * (*qt == NX_Q8_0 ? 36 : 20))
+        return nx__error(NX_ERR_FORMAT,
+                         "%s: tensor '%s' holds %s blocks with fp32 scales (%d bytes per 32 weights), an older "
+                         "neox format; blocks now carry an fp16 scale (%zu bytes): run neox quantize on the "
+                         "original checkpoint again",
+                         t->file ? t->file : r->dir, name, nx_dtype_name(*qt), *qt == NX_Q8_0 ? 36 : 20,
+                         nx_dtype_size(*qt));
     /* the blob is [d0][d1/32 blocks of bytes]; checked() compares that shape */
     NX_TRY(checked(r, name, 2, d0, (int64_t)nx__row_bytes(*qt, (int)d1), out));
     if (t->nbytes != (size_t)d0 * nx__row_bytes(*qt, (int)d1))
@@ -446,7 +455,7 @@ static nx_status convert_row(const nx_tensor_info *t, nx_dtype qt, int64_t row, 
 /* Whether a tensor's bytes can be used in place as rows of type t: same type, and aligned for
  * its element (a safetensors data region is only 8-byte aligned, tensors follow each other). */
 static bool usable_in_place(const nx_tensor_info *t, nx_dtype file_type, nx_dtype run_type) {
-    size_t align = run_type == NX_F16 || run_type == NX_BF16 ? 2 : 4;
+    size_t align = run_type == NX_F32 ? 4 : 2;   /* the block types' fp16 scales: 2 */
     return file_type == run_type && (uintptr_t)t->data % align == 0;
 }
 
