@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""check_gguf_blocks.py - are a `neox quantize` directory's Q8_0/Q4_0 blocks llama.cpp's?
+
+neox's block formats and quantizers are ggml's (docs/QUANT.md). Given a GPT-NeoX/Pythia model
+quantized both ways, by `neox quantize DIR OUT --type q8|q4` and by llama.cpp
+(`convert_hf_to_gguf.py DIR --outtype q8_0`, or `llama-quantize --pure F32.gguf OUT.gguf q4_0`),
+this compares every matrix byte for byte. llama.cpp stores the fused qkv matrix as [q|k|v]
+row blocks where NeoX interleaves them by head ([NH][q|k|v][HS]); the rows are reordered
+before comparing. Exit status 0 when every matrix matches.
+
+usage: python3 tools/check_gguf_blocks.py NEOX_QUANT_DIR MODEL.gguf
+Needs: numpy, safetensors, gguf (versions in tools/fixtures/requirements.txt).
+"""
+import json
+import os
+import sys
+
+import numpy as np
+from gguf import GGUFReader
+from safetensors.numpy import load_file
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit("usage: python3 tools/check_gguf_blocks.py NEOX_QUANT_DIR MODEL.gguf")
+    qdir, gguf_path = sys.argv[1], sys.argv[2]
+    cfg = json.load(open(os.path.join(qdir, "config.json")))
+    L, H, NH = cfg["num_hidden_layers"], cfg["hidden_size"], cfg["num_attention_heads"]
+    HS = H // NH
+    st = load_file(os.path.join(qdir, "model.safetensors"))
+    gt = {t.name: t for t in GGUFReader(gguf_path).tensors}
+    pairs = [("output.weight", "embed_out.weight", False)]
+    for i in range(L):
+        p = f"gpt_neox.layers.{i}."
+        pairs += [(f"blk.{i}.attn_qkv.weight", p + "attention.query_key_value.weight", True),
+                  (f"blk.{i}.attn_output.weight", p + "attention.dense.weight", False),
+                  (f"blk.{i}.ffn_up.weight", p + "mlp.dense_h_to_4h.weight", False),
+                  (f"blk.{i}.ffn_down.weight", p + "mlp.dense_4h_to_h.weight", False)]
+    same = 0
+    for gname, nname, qkv in pairs:
+        ours = st[nname]
+        if qkv:
+            ours = ours.reshape(NH, 3, HS, -1).transpose(1, 0, 2, 3).reshape(3 * NH * HS, -1)
+        theirs = np.asarray(gt[gname].data)
+        if theirs.tobytes() == ours.tobytes():
+            same += 1
+        else:
+            print(f"{nname}: differs from {gname} ({gt[gname].tensor_type.name})")
+    print(f"{same}/{len(pairs)} matrices byte-identical")
+    sys.exit(0 if same == len(pairs) else 1)
+
+
+if __name__ == "__main__":
+    main()
