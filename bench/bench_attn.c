@@ -27,7 +27,8 @@ int main(int argc, char **argv) {
     size_t n = (size_t)L * NH * ctx * HS;
     float *src = malloc(n * sizeof(float)), *q = malloc(sizeof(float) * (size_t)ctx * HS);
     float *out = malloc(sizeof(float) * (size_t)ctx * HS), *sc = malloc(sizeof(float) * NX_ATTN_MAX_G * (size_t)ctx);
-    void *K = malloc(n * 4), *V = malloc(n * 4);
+    size_t khead_max = nx__kv_head_bytes(NX_F32, HS, ctx);
+    void *K = malloc((size_t)L * NH * khead_max), *V = malloc(n * 4);
     if (!src || !q || !out || !sc || !K || !V) return 1;
     uint64_t x = 88172645463325252ull;
     for (size_t i = 0; i < n; i++) {
@@ -40,16 +41,20 @@ int main(int argc, char **argv) {
         if (!vt) continue;
         for (size_t ti = 0; ti < NX_ARRAY_LEN(types); ti++) {
             nx_dtype t = types[ti];
-            nx__kv_store(K, t, src, (int)n);
+            size_t rb = nx__row_bytes(t, HS), head = (size_t)ctx * rb, khead = nx__kv_head_bytes(t, HS, ctx);
+            for (int h = 0; h < L * NH; h++)   /* keys in the session layout (tiles of NX_KT) */
+                for (int p = 0; p < ctx; p++) {
+                    if (p % NX_KT == 0) nx__kv_open_tile((uint8_t *)K + (size_t)h * khead, t, HS, p);
+                    nx__kv_store_key((uint8_t *)K + (size_t)h * khead, t, HS, p, src + ((size_t)h * ctx + p) * HS);
+                }
             nx__kv_store(V, t, src, (int)n);
-            size_t rb = nx__row_bytes(t, HS), head = (size_t)ctx * rb;
             nx_attn_args a = {.G = 1, .d = HS, .q = q, .ldq = HS, .out = out, .ldo = HS, .kv_type = t, .row_bytes = rb,
                               .scale = 0.125f, .scores = sc, .lds = (size_t)ctx};
             double dec[100], pre[2][100];
             for (int r = 0; r < reps; r++) {
                 double t0 = cpu_s();
                 for (int h = 0; h < L * NH; h++) {
-                    a.K = (const uint8_t *)K + (size_t)h * head;
+                    a.K = (const uint8_t *)K + (size_t)h * khead;
                     a.V = (const uint8_t *)V + (size_t)h * head;
                     a.k0[0] = 0;
                     a.k1[0] = ctx;

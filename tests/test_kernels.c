@@ -238,7 +238,11 @@ static void test_softmax_rotary_attention(void) {
     float q[3] = {0.1f, -0.4f, 0.9f}, K[12], V[12], out[3], sc[4];
     fill(K, 12);
     fill(V, 12);
-    nx_attn_args at = {.G = 1, .d = 3, .q = q, .out = out, .K = K, .V = V, .kv_type = NX_F32, .row_bytes = 12,
+    float Kt[NX_KT * 3];   /* the keys in their cache layout: one tile [3][NX_KT] */
+    nx__kv_open_tile(Kt, NX_F32, 3, 0);
+    for (int k = 0; k < 4; k++) nx__kv_store_key(Kt, NX_F32, 3, k, K + 3 * k);
+    CHECK(Kt[NX_KT + 2] == K[2 * 3 + 1] && Kt[3] == K[3 * 3] && Kt[5] == 0.0f);
+    nx_attn_args at = {.G = 1, .d = 3, .q = q, .out = out, .K = Kt, .V = V, .kv_type = NX_F32, .row_bytes = 12,
                        .k0 = {1}, .k1 = {4}, .scale = 0.5f, .scores = sc, .lds = 4};
     nx__attention_ref(&at);
     double w[3], tot = 0;
@@ -261,6 +265,20 @@ static void *make_cache(nx_dtype t, int rows, int ld) {
     uint8_t *c = malloc((size_t)rows * rb);
     fill(f, n);
     for (int r = 0; r < rows; r++) nx__kv_store(c + (size_t)r * rb, t, f + (size_t)r * ld, ld);
+    free(f);
+    return c;
+}
+
+/* The keys of rows cache positions in the session layout (nx__kv_store_key) for a head of d
+ * values; Q8_0 keys are rows of ld values, as the values. The lanes of positions past the last
+ * row hold NaNs: the kernels compute them with the tile and must never let them through. */
+static void *make_keys(nx_dtype t, int rows, int ld, int d) {
+    if (t == NX_Q8_0) return make_cache(t, rows, ld);
+    float *f = malloc(sizeof(float) * (size_t)rows * d);
+    void *c = malloc(nx__kv_head_bytes(t, d, rows));
+    fill(f, (size_t)rows * d);
+    memset(c, 0xFF, nx__kv_head_bytes(t, d, rows));   /* all-ones: a NaN in F32, F16 and BF16 */
+    for (int r = 0; r < rows; r++) nx__kv_store_key(c, t, d, r, f + (size_t)r * d);
     free(f);
     return c;
 }
@@ -292,7 +310,7 @@ static void test_attention_variants(void) {
                             int d = ds[di], G = gs[gi], n = ns[ni], rows = 3 + n + G;
                             if (t == NX_Q8_0 && d % NX_QBLOCK != 0) continue;
                             int ld = t == NX_Q8_0 ? d + NX_QBLOCK : d + 5;
-                            void *K = make_cache(t, rows, ld), *V = make_cache(t, rows, ld);
+                            void *K = make_keys(t, rows, ld, d), *V = make_cache(t, rows, ld);
                             float *q = malloc(sizeof(float) * G * ld), *o = malloc(sizeof(float) * G * d);
                             float *r = malloc(sizeof(float) * G * d), *one = malloc(sizeof(float) * d);
                             float *sc = malloc(sizeof(float) * NX_ATTN_MAX_G * rows);

@@ -2,11 +2,14 @@
  * attn_x86.c - AVX-512 and AVX2 attention over an fp32, f16, bf16 or Q8_0 KV cache (kernels.h
  * nx_attn_args): G <= NX_ATTN_MAX_G query rows of one head per call, in three steps.
  *
- *  1. Scores, keys in blocks of 16 (AVX-512) or 8 (AVX2). Each (row, key) dot product is one
- *     vector accumulator, fma over the head in 16- or 8-lane chunks, then summed across lanes by
- *     a transpose-add that treats every key of the block alike; so a score depends only on the
- *     query and that key, never on which block or group it falls in. With G > 1 and a 16-bit
- *     cache, a block of keys is widened once into an fp32 tile (L1) that every row reuses.
+ *  1. Scores. F32/F16/BF16 caches hold keys in tiles of 16 positions, [d][16] (kernels.h
+ *     NX_KT): element e of 16 keys is one vector, so a score is one lane of an fma chain over
+ *     e = 0..d-1 (q[0]·k[0] first), with no reduction across lanes; the chains of several
+ *     tiles and rows run side by side to cover the fma latency. Q8_0 keys are rows of blocks:
+ *     there each (row, key) dot product is one vector accumulator, fma over the head in 16- or
+ *     8-lane chunks, then summed across lanes by a transpose-add that treats every key of the
+ *     block alike. Either way a score depends only on the query and that key, never on which
+ *     block or group it falls in.
  *  2. Softmax numerators per row with the variant's exp_sum.
  *  3. Values: each V row is widened once and added, in ascending key order, into the
  *     accumulators of every row of a register group that sees that key.
@@ -53,7 +56,7 @@ static void key_span(const nx_attn_args *a, int g0, int g1, int *lo, int *hi) {
 static inline T512 AI __m512 kv512(const void *row, int e, int n, const nx_dtype t) {
     if (t == NX_Q8_0) {   /* d a multiple of 32: whole 16-element halves of a block */
         const nx_block_q8_0 *b = (const nx_block_q8_0 *)row + e / NX_QBLOCK;
-        float d = _cvtsh_ss(b->d);
+        float d = nx__f16_tab[b->d];   /* a load, not two vector uops (see nx__f16_table) */
         __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b->q + e % NX_QBLOCK)));
         return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(d));
     }
@@ -73,14 +76,89 @@ static inline T512 AI __m512 kv512(const void *row, int e, int n, const nx_dtype
     return _mm512_cvtph_ps(h);
 }
 
+/* Element e of the 16 keys of a tile, widened exactly. */
+static inline T512 AI __m512 kt512(const uint8_t *tile, int e, const nx_dtype t) {
+    if (t == NX_F32) return _mm512_loadu_ps((const float *)(const void *)tile + (size_t)e * NX_KT);
+    __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)((const uint16_t *)(const void *)tile + (size_t)e * NX_KT));
+    if (t == NX_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Scores of G rows for the NB tiles from key kb: G·NB independent fma chains (8 or more cover
+ * the latency of two fma ports), all indices compile-time so the accumulators stay in registers.
+ * Each score is scale·(q[0]·k[0] + ...) in element order whatever G and NB are. Stores row g's
+ * scores of the keys in [k0[g], k1[g]) and updates its maximum. */
+static inline T512 AI void tiles512(const nx_attn_args *a, const nx_dtype t, const int G, const int NB, int kb,
+                                    float *mx) {
+    const int d = a->d;
+    const size_t tb = (size_t)d * NX_KT * (t == NX_F32 ? 4 : 2);   /* bytes per tile */
+    const uint8_t *tile = (const uint8_t *)a->K + (size_t)(kb / NX_KT) * tb;
+    /* A decode step streams the head's keys once: the next NB tiles are prefetched over the loop. */
+    const char *pf = (const char *)tile + NB * tb;
+    const size_t pf_step = NB * tb / (size_t)d;
+    __m512 acc[8][8];
+    for (int b = 0; b < NB; b++) {
+        __m512 k = kt512(tile + b * tb, 0, t);
+        for (int g = 0; g < G; g++) acc[b][g] = _mm512_mul_ps(_mm512_set1_ps(a->q[(size_t)g * a->ldq]), k);
+    }
+    for (int e = 1; e < d; e++) {
+        if (G == 1)
+            for (size_t o = 0; o < pf_step; o += 64) _mm_prefetch(pf + (size_t)e * pf_step + o, _MM_HINT_T0);
+        __m512 k[8];
+        for (int b = 0; b < NB; b++) k[b] = kt512(tile + b * tb, e, t);
+        for (int g = 0; g < G; g++) {
+            __m512 qe = _mm512_set1_ps(a->q[(size_t)g * a->ldq + e]);
+            for (int b = 0; b < NB; b++) acc[b][g] = _mm512_fmadd_ps(qe, k[b], acc[b][g]);
+        }
+    }
+    const __m512 sv = _mm512_set1_ps(a->scale);
+    for (int b = 0; b < NB; b++) {
+        int k0 = kb + b * NX_KT;
+        for (int g = 0; g < G; g++) {
+            int lo = imax(k0, a->k0[g]), hi = imin(k0 + NX_KT, a->k1[g]);
+            if (lo >= hi) continue;
+            __m512 sc = _mm512_mul_ps(acc[b][g], sv);
+            __mmask16 m = (__mmask16)(((1u << (hi - lo)) - 1u) << (lo - k0));
+            _mm512_mask_storeu_ps(a->scores + (size_t)g * a->lds + k0, m, sc);
+            float bm = _mm512_mask_reduce_max_ps(m, sc);
+            mx[g] = bm > mx[g] ? bm : mx[g];
+        }
+    }
+}
+
+/* The tiles of every key any of the G rows sees, NB at a time, then one at a time. */
+static inline T512 AI void scores512_tiled(const nx_attn_args *a, const nx_dtype t, const int G, const int NB,
+                                           float *mx) {
+    int kmin, kmax;
+    key_span(a, 0, G, &kmin, &kmax);
+    int kb = kmin / NX_KT * NX_KT;
+    for (; kb + (NB - 1) * NX_KT < kmax; kb += NB * NX_KT) tiles512(a, t, G, NB, kb, mx);
+    for (; kb < kmax; kb += NX_KT) tiles512(a, t, G, 1, kb, mx);
+}
+
+static inline T512 AI void scores512_tiled_g(const nx_attn_args *a, const nx_dtype t, float *mx) {
+    switch (a->G) {
+    case 1: t == NX_F32 ? scores512_tiled(a, t, 1, 4, mx) : scores512_tiled(a, t, 1, 8, mx); break;
+    case 2: scores512_tiled(a, t, 2, 4, mx); break;
+    case 3: scores512_tiled(a, t, 3, 3, mx); break;
+    case 4: scores512_tiled(a, t, 4, 2, mx); break;
+    case 5: scores512_tiled(a, t, 5, 2, mx); break;
+    case 6: scores512_tiled(a, t, 6, 2, mx); break;
+    case 7: scores512_tiled(a, t, 7, 2, mx); break;
+    default: scores512_tiled(a, t, 8, 2, mx); break;
+    }
+}
+
 /* The kernel for cache type t and NV = ceil(d / 16) chunks (compile-time constants in the
  * common cases, so the query, the key accumulators and the output rows live in registers). */
-static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, const int NV) {
-    const int G = a->G, dl = a->d - 16 * (NV - 1);   /* lanes of the last chunk */
+static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, const int NV, const int FULL) {
+    /* lanes of the last chunk: a constant when the head fills its chunks (FULL), so the partial-
+     * chunk paths vanish and the value pass keeps its operands in registers */
+    const int G = a->G, dl = FULL ? 16 : a->d - 16 * (NV - 1);
     const __mmask16 mlast = (__mmask16)(dl >= 16 ? 0xFFFFu : (1u << dl) - 1u);
     const size_t rowb = a->row_bytes;
     const uint8_t *K = a->K, *V = a->V;
-    const bool tiled = t != NX_F32 && G > 1;
+    const bool tiled = G > 1;   /* Q8_0 keys widened once per block into an fp32 tile */
     /* A decode step (G = 1) streams the head's cache from memory once: prefetch PF_ROWS ahead.
      * Prefill groups find it in L1/L2 (the earlier groups of the head read it), where the hint
      * only costs issue slots. */
@@ -93,7 +171,8 @@ static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, cons
     key_span(a, 0, G, &kmin, &kmax);
     for (int g = 0; g < G; g++) mx[g] = -INFINITY;
 
-    for (int kb = kmin; kb < kmax; kb += 16) {
+    if (t != NX_Q8_0) scores512_tiled_g(a, t, mx);
+    for (int kb = kmin; t == NX_Q8_0 && kb < kmax; kb += 16) {
         int nk = imin(16, kmax - kb);
         if (tiled)
             for (int j = 0; j < nk; j++)
@@ -152,44 +231,60 @@ static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, cons
             for (int r = 1; r < RG; r++) clo = imax(clo, a->k0[g0 + r]), chi = imin(chi, a->k1[g0 + r]);
             if (clo > chi) clo = chi = hi;
         }
-        __m512 o[8][16], vv[16];
+        /* RG·NV <= 16 accumulators, flat: GCC keeps a 16-vector array in registers, but left an
+         * [8][16] one (sized for every RG and NV) on the stack, a load and a store per fma. */
+        __m512 o[16], vv[16];
+        #pragma GCC unroll 16
+        for (int v = 0; v < 16; v++) vv[v] = _mm512_setzero_ps();   /* (only quiets -Wmaybe-uninitialized) */
+        #pragma GCC unroll 16
         for (int r = 0; r < RG; r++)
-            for (int v = 0; v < NV; v++) o[r][v] = _mm512_setzero_ps();
+            #pragma GCC unroll 16
+            for (int v = 0; v < NV; v++) o[r * NV + v] = _mm512_setzero_ps();
         for (int k = lo; k < hi; k++) {
             const uint8_t *vr = V + (size_t)k * rowb;
             if (G == 1) _mm_prefetch((const char *)(vr + PF_ROWS * rowb), _MM_HINT_T0);
+            #pragma GCC unroll 16
             for (int v = 0; v < NV; v++) vv[v] = kv512(vr, 16 * v, v == NV - 1 ? dl : 16, t);
             if (k >= clo && k < chi) {
+                #pragma GCC unroll 16
                 for (int r = 0; r < RG; r++) {
                     __m512 w = _mm512_set1_ps(a->scores[(size_t)(g0 + r) * a->lds + k]);
-                    for (int v = 0; v < NV; v++) o[r][v] = _mm512_fmadd_ps(w, vv[v], o[r][v]);
+                    #pragma GCC unroll 16
+                    for (int v = 0; v < NV; v++) o[r * NV + v] = _mm512_fmadd_ps(w, vv[v], o[r * NV + v]);
                 }
                 continue;
             }
+            #pragma GCC unroll 16
             for (int r = 0; r < RG; r++) {
                 int g = g0 + r;
                 if (r >= nr || k < a->k0[g] || k >= a->k1[g]) continue;
                 __m512 w = _mm512_set1_ps(a->scores[(size_t)g * a->lds + k]);
-                for (int v = 0; v < NV; v++) o[r][v] = _mm512_fmadd_ps(w, vv[v], o[r][v]);
+                #pragma GCC unroll 16
+                for (int v = 0; v < NV; v++) o[r * NV + v] = _mm512_fmadd_ps(w, vv[v], o[r * NV + v]);
             }
         }
-        for (int r = 0; r < nr; r++) {
+        #pragma GCC unroll 16
+        for (int r = 0; r < RG; r++) {   /* r < RG, not nr: constant indices keep o in registers */
+            if (r >= nr) break;
             float *out = a->out + (size_t)(g0 + r) * a->ldo;
-            for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(out + 16 * v, v == NV - 1 ? mlast : (__mmask16)0xFFFF, o[r][v]);
+            #pragma GCC unroll 16
+            for (int v = 0; v < NV; v++)
+                _mm512_mask_storeu_ps(out + 16 * v, v == NV - 1 ? mlast : (__mmask16)0xFFFF, o[r * NV + v]);
         }
     }
 }
 
 static inline T512 AI void attn512_nv(const nx_attn_args *a, const nx_dtype t) {
     switch ((a->d + 15) / 16) {
-    case 4: attn512(a, t, 4); break;     /* head size 64: Pythia up to 410M, GPT-Neo */
-    case 8: attn512(a, t, 8); break;     /* 128: Pythia 1.4B+ */
-    case 16: attn512(a, t, 16); break;   /* 256: Pythia 1B, GPT-J */
-    default: attn512(a, t, (a->d + 15) / 16); break;
+    case 4: a->d == 64 ? attn512(a, t, 4, 1) : attn512(a, t, 4, 0); break;   /* Pythia up to 410M, GPT-Neo */
+    case 8: a->d == 128 ? attn512(a, t, 8, 1) : attn512(a, t, 8, 0); break;  /* 128: Pythia 1.4B+ */
+    case 16: a->d == 256 ? attn512(a, t, 16, 1) : attn512(a, t, 16, 0); break;   /* 256: Pythia 1B, GPT-J */
+    default: attn512(a, t, (a->d + 15) / 16, 0); break;
     }
 }
 
 T512 void nx__attention_avx512(const nx_attn_args *a) {
+    if (a->kv_type == NX_Q8_0) (void)nx__f16_table();   /* kv512 reads nx__f16_tab */
     if (a->d > MAXD) {
         nx__attention_ref(a);
         return;
@@ -208,7 +303,7 @@ T512 void nx__attention_avx512(const nx_attn_args *a) {
 static inline T256 AI __m256 kv256(const void *row, int e, int n, const nx_dtype t) {
     if (t == NX_Q8_0) {   /* d a multiple of 32: whole 8-element quarters of a block */
         const nx_block_q8_0 *b = (const nx_block_q8_0 *)row + e / NX_QBLOCK;
-        float d = _cvtsh_ss(b->d);
+        float d = nx__f16_tab[b->d];
         __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b->q + e % NX_QBLOCK)));
         return _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(d));
     }
@@ -243,13 +338,62 @@ static inline T256 AI __m256 hsum8x8(const __m256 *a) {
     return _mm256_add_ps(_mm256_permute2f128_ps(c[0], c[1], 0x20), _mm256_permute2f128_ps(c[0], c[1], 0x31));
 }
 
+/* Elements e of keys 8·half .. 8·half+7 of a tile, widened exactly. */
+static inline T256 AI __m256 kt256(const uint8_t *tile, int e, int half, const nx_dtype t) {
+    size_t i = (size_t)e * NX_KT + 8 * (size_t)half;
+    if (t == NX_F32) return _mm256_loadu_ps((const float *)(const void *)tile + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)(const void *)tile + i));
+    if (t == NX_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+
+/* scores512_tiled on 8 lanes, one row at a time over its own keys, 4 tiles (8 chains) per step:
+ * the same chain per score, so the same bits. */
+static inline T256 AI void scores256_tiled(const nx_attn_args *a, const nx_dtype t, float *mx) {
+    enum { NB = 4 };
+    const int d = a->d;
+    const size_t tb = (size_t)d * NX_KT * (t == NX_F32 ? 4 : 2);
+    const __m256 sv = _mm256_set1_ps(a->scale);
+    for (int g = 0; g < a->G; g++) {
+        const float *q = a->q + (size_t)g * a->ldq;
+        float *dst = a->scores + (size_t)g * a->lds;
+        int lo = a->k0[g], hi = a->k1[g];
+        for (int kb = lo / NX_KT * NX_KT; kb < hi; kb += NB * NX_KT) {
+            const int nb = imin(NB, (hi - kb + NX_KT - 1) / NX_KT);
+            const uint8_t *tile = (const uint8_t *)a->K + (size_t)(kb / NX_KT) * tb;
+            __m256 acc[NB][2];
+            for (int b = 0; b < NB; b++) acc[b][0] = acc[b][1] = _mm256_setzero_ps();
+            for (int b = 0; b < nb; b++) {
+                __m256 qe = _mm256_set1_ps(q[0]);
+                for (int h = 0; h < 2; h++) acc[b][h] = _mm256_mul_ps(qe, kt256(tile + b * tb, 0, h, t));
+            }
+            for (int e = 1; e < d; e++) {
+                __m256 qe = _mm256_set1_ps(q[e]);
+                for (int b = 0; b < NB; b++) {
+                    if (b >= nb) break;
+                    for (int h = 0; h < 2; h++) acc[b][h] = _mm256_fmadd_ps(qe, kt256(tile + b * tb, e, h, t), acc[b][h]);
+                }
+            }
+            for (int b = 0; b < nb; b++) {
+                _Alignas(32) float sc[NX_KT];
+                for (int h = 0; h < 2; h++) _mm256_store_ps(sc + 8 * h, _mm256_mul_ps(acc[b][h], sv));
+                int k0 = kb + b * NX_KT;
+                for (int k = imax(k0, lo); k < imin(k0 + NX_KT, hi); k++) {
+                    dst[k] = sc[k - k0];
+                    mx[g] = dst[k] > mx[g] ? dst[k] : mx[g];
+                }
+            }
+        }
+    }
+}
+
 /* As attn512 with 8 lanes; the output rows accumulate in memory (16 registers do not hold a
  * group of them), with the same per-row operation order. */
 static inline T256 AI void attn256(const nx_attn_args *a, const nx_dtype t, const int NV) {
     const int G = a->G, dl = a->d - 8 * (NV - 1);
     const size_t rowb = a->row_bytes;
     const uint8_t *K = a->K, *V = a->V;
-    const bool tiled = t != NX_F32 && G > 1;
+    const bool tiled = G > 1;   /* Q8_0 keys widened once per block into an fp32 tile */
     const __m256 sv = _mm256_set1_ps(a->scale);
     float mx[NX_ATTN_MAX_G], inv[NX_ATTN_MAX_G];
     _Alignas(32) float tile[8 * MAXD], sc[8];
@@ -257,7 +401,8 @@ static inline T256 AI void attn256(const nx_attn_args *a, const nx_dtype t, cons
     key_span(a, 0, G, &kmin, &kmax);
     for (int g = 0; g < G; g++) mx[g] = -INFINITY;
 
-    for (int kb = kmin; kb < kmax; kb += 8) {
+    if (t != NX_Q8_0) scores256_tiled(a, t, mx);
+    for (int kb = kmin; t == NX_Q8_0 && kb < kmax; kb += 8) {
         int nk = imin(8, kmax - kb);
         if (tiled)
             for (int j = 0; j < nk; j++)
@@ -316,6 +461,7 @@ static inline T256 AI void attn256(const nx_attn_args *a, const nx_dtype t, cons
 }
 
 T256 void nx__attention_avx2(const nx_attn_args *a) {
+    if (a->kv_type == NX_Q8_0) (void)nx__f16_table();   /* kv256 reads nx__f16_tab */
     if (a->d > MAXD) {
         nx__attention_ref(a);
         return;

@@ -57,10 +57,13 @@ void nx__rotary_ref(float *x, int rot, const float *cos, const float *sin, int i
 /* Attention of a group of G query rows of one head over one session's cache (the decode step is
  * G = 1; prefill passes groups of consecutive rows so each cached K/V row is read once per group).
  * Row g: out_g[e] = Σ_k softmax_k(scale · q_g·K[k]) · V[k][e] over keys k in [k0[g], k1[g]).
- * K and V hold cache rows in kv_type (F32, F16, BF16, or Q8_0 when d is a multiple of 32): row k
- * is d elements at byte k·row_bytes. Every variant widens each cached element exactly to fp32 (a
- * Q8_0 element as d·q, the product nx__dequantize_row computes) and computes each row with the same
- * arithmetic whatever G and the other rows are, so a row's bits never depend on its group. */
+ * V holds cache rows in kv_type (F32, F16, BF16, or Q8_0 when d is a multiple of 32): row k is d
+ * elements at byte k·row_bytes. K holds the keys in the layout nx__kv_store_key writes: Q8_0 keys
+ * are rows like V's; F32/F16/BF16 keys are tiles of NX_KT positions (below). Every variant widens
+ * each cached element exactly to fp32 (a Q8_0 element as d·q, the product nx__dequantize_row
+ * computes) and computes each row with the same arithmetic whatever G and the other rows are, so
+ * a row's bits never depend on its group. The SIMD variants compute a score q·K[k] over a tiled
+ * cache as one fma chain over the elements in order (q[0]·K[k][0] first). */
 #define NX_ATTN_MAX_G 8
 typedef struct nx_attn_args {
     int G, d;               /* rows (1 .. NX_ATTN_MAX_G), head size */
@@ -76,6 +79,20 @@ typedef struct nx_attn_args {
     size_t lds;             /* >= every k1 */
 } nx_attn_args;
 void nx__attention_ref(const nx_attn_args *a);
+/* Keys of an F32/F16/BF16 cache: positions in tiles of NX_KT, each tile [d][NX_KT], i.e. element e
+ * of position p at element ((p/NX_KT)·d + e)·NX_KT + p%NX_KT of the head's keys. The score pass
+ * then reads element e of 16 keys as one vector and needs no horizontal sums (a row-major key
+ * costs a 16-lane reduction per score). Q8_0 keys (blocks along d) stay rows. */
+#define NX_KT 16
+/* Bytes of one head's keys, or values, for n_ctx positions (rounded up to NX_KT). */
+size_t nx__kv_head_bytes(nx_dtype t, int d, int n_ctx);
+/* Stores key p (d fp32 values) into a head's keys K, rounded as nx__kv_store. */
+void nx__kv_store_key(void *K, nx_dtype t, int d, int p, const float *src);
+/* Key p of a head's keys K, widened exactly to fp32. */
+void nx__kv_widen_key(float *dst, const void *K, nx_dtype t, int d, int p);
+/* Zeroes the tile of positions p..p+NX_KT-1 (p a multiple of NX_KT) of a tiled head's keys, so
+ * the lanes of positions not written yet hold finite values (Q8_0: nothing to do). */
+void nx__kv_open_tile(void *K, nx_dtype t, int d, int p);
 /* n cached values of type t to fp32 (exact); Q8_0: n a multiple of 32, src at a block. */
 void nx__kv_widen(float *dst, const void *src, nx_dtype t, int n);
 /* n fp32 values to cache type t (round to nearest even for F16/BF16; Q8_0 as
@@ -120,6 +137,8 @@ static inline float nx__qblock_d(const void *p) {
  * vcvtph2ps costs two ALU uops on the ports they are bound by (Q4_0 on 160M matrices in L3: half
  * the speed with vcvtph2ps per block). Only a few KiB of it are hot for any one model. */
 const float *nx__f16_table(void);
+/* The table itself, for kernels that read it after calling nx__f16_table() once per call. */
+extern float nx__f16_tab[1 << 16];
 
 /* Bytes of one row of n weights (n a multiple of 32 for the block types). */
 size_t nx__row_bytes(nx_dtype t, int n);

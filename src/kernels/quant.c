@@ -16,14 +16,14 @@
 #include <math.h>
 #include <pthread.h>
 
-static float f16_table[1 << 16];
+float nx__f16_tab[1 << 16];
 static pthread_once_t f16_table_once = PTHREAD_ONCE_INIT;
 static void f16_table_fill(void) {
-    for (uint32_t h = 0; h < (1u << 16); h++) f16_table[h] = nx_f16_to_f32((uint16_t)h);
+    for (uint32_t h = 0; h < (1u << 16); h++) nx__f16_tab[h] = nx_f16_to_f32((uint16_t)h);
 }
 const float *nx__f16_table(void) {
     pthread_once(&f16_table_once, f16_table_fill);
-    return f16_table;
+    return nx__f16_tab;
 }
 
 size_t nx__row_bytes(nx_dtype t, int n) {

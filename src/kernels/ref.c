@@ -130,6 +130,61 @@ void nx__kv_store(void *dst, nx_dtype t, const float *src, int n) {
         for (int i = 0; i < n; i++) h[i] = nx_f32_to_f16(src[i]);
 }
 
+size_t nx__kv_head_bytes(nx_dtype t, int d, int n_ctx) {
+    return (size_t)((n_ctx + NX_KT - 1) / NX_KT * NX_KT) * nx__row_bytes(t, d);
+}
+
+void nx__kv_store_key(void *K, nx_dtype t, int d, int p, const float *src) {
+    if (t == NX_Q8_0) {
+        nx__kv_store((uint8_t *)K + (size_t)p * nx__row_bytes(t, d), t, src, d);
+        return;
+    }
+    size_t at = (size_t)(p / NX_KT) * (size_t)d * NX_KT + (size_t)(p % NX_KT);
+    /* Rounded a chunk at a time (the row loops vectorize), then scattered NX_KT elements apart. */
+    enum { CHUNK = 256 };
+    uint16_t h[CHUNK];
+    for (int e0 = 0; e0 < d; e0 += CHUNK) {
+        int m = d - e0 < CHUNK ? d - e0 : CHUNK;
+        if (t == NX_F32) {
+            float *dst = (float *)K + at + (size_t)e0 * NX_KT;
+            for (int e = 0; e < m; e++) dst[(size_t)e * NX_KT] = src[e0 + e];
+            continue;
+        }
+        nx__kv_store(h, t, src + e0, m);
+        uint16_t *dst = (uint16_t *)K + at + (size_t)e0 * NX_KT;
+        for (int e = 0; e < m; e++) dst[(size_t)e * NX_KT] = h[e];
+    }
+}
+
+void nx__kv_widen_key(float *dst, const void *K, nx_dtype t, int d, int p) {
+    if (t == NX_Q8_0) {
+        nx__kv_widen(dst, (const uint8_t *)K + (size_t)p * nx__row_bytes(t, d), t, d);
+        return;
+    }
+    size_t es = nx_dtype_size(t), at = (size_t)(p / NX_KT) * (size_t)d * NX_KT + (size_t)(p % NX_KT);
+    const uint8_t *base = (const uint8_t *)K + at * es;
+    for (int e = 0; e < d; e++) nx__kv_widen(dst + e, base + (size_t)e * NX_KT * es, t, 1);
+}
+
+void nx__kv_open_tile(void *K, nx_dtype t, int d, int p) {
+    if (t == NX_Q8_0) return;
+    size_t es = nx_dtype_size(t);
+    memset((uint8_t *)K + (size_t)(p / NX_KT) * (size_t)d * NX_KT * es, 0, (size_t)d * NX_KT * es);
+}
+
+/* Element e of key p, widened exactly. */
+static float key_at(const nx_attn_args *a, int p, int e) {
+    nx_dtype t = a->kv_type;
+    if (t == NX_Q8_0) {
+        const uint8_t *blk = (const uint8_t *)a->K + (size_t)p * a->row_bytes + (size_t)(e / NX_QBLOCK) * sizeof(nx_block_q8_0);
+        return nx__qblock_d(blk) * (float)((const nx_block_q8_0 *)(const void *)blk)->q[e % NX_QBLOCK];
+    }
+    float v;
+    size_t es = nx_dtype_size(t), at = ((size_t)(p / NX_KT) * (size_t)a->d + (size_t)e) * NX_KT + (size_t)(p % NX_KT);
+    nx__kv_widen(&v, (const uint8_t *)a->K + at * es, t, 1);
+    return v;
+}
+
 /* Each row on its own: widen every key and value exactly, then the fp32 math in index order
  * (scores, max-subtracted softmax, weighted sum of values). A head has at most a few hundred
  * dims, so the widened rows fit a stack buffer; larger heads are widened in pieces. */
@@ -141,13 +196,8 @@ void nx__attention_ref(const nx_attn_args *a) {
         float *out = a->out + (size_t)g * a->ldo, *sc = a->scores + (size_t)g * a->lds + a->k0[g];
         int n = a->k1[g] - a->k0[g];
         for (int k = 0; k < n; k++) {
-            const uint8_t *row = (const uint8_t *)a->K + (size_t)(a->k0[g] + k) * a->row_bytes;
             float s = 0.0f;
-            for (int e0 = 0; e0 < a->d; e0 += CHUNK) {
-                int m = a->d - e0 < CHUNK ? a->d - e0 : CHUNK;
-                nx__kv_widen(kr, row + nx__row_bytes(a->kv_type, e0), a->kv_type, m);
-                for (int e = 0; e < m; e++) s += q[e0 + e] * kr[e];
-            }
+            for (int e = 0; e < a->d; e++) s += q[e] * key_at(a, a->k0[g] + k, e);
             sc[k] = s * a->scale;
         }
         nx__softmax_ref(sc, n);

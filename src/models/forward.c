@@ -13,9 +13,10 @@
  *               sequential: x = a + x; m = MLP(LN2(x)); x = m + x
  *   logits = LNf(x)·Wheadᵀ (+b)     (all rows, or only the last)
  *
- * Cache layout: K and V are [L][NH][n_ctx][HS], so one head's keys are contiguous for the
- * decode-time dot products. Keys are stored after rotation, as HF does, in the session's cache
- * type (fp32, f16 or bf16): a row's k and v are rounded when appended and every attention reads
+ * Cache layout: K and V are [L][NH][head], one head's positions contiguous; V's head is rows
+ * [n_ctx][HS], K's the tiles of NX_KT positions that kernels.h describes (Q8_0: rows as V), so a
+ * score needs no reduction across lanes. Keys are stored after rotation, as HF does, in the
+ * session's cache type (fp32, f16, bf16 or q8): a row's k and v are rounded when appended and every attention reads
  * the rounded values, its own row's included, so a token sees the same cache whether it was
  * prefilled or decoded. Attention runs per head over groups of up to NX_ATTN_MAX_G consecutive
  * rows of one session (kernels.h nx_attn_args: each K/V row is read once per group); a row's
@@ -66,10 +67,11 @@ nx_status nx_session_create(const nx_model *m, const nx_session_opts *opts, nx_s
     s->n_threads = nx_pool_size(s->pool);
     s->kv_type = o.kv_type;
     s->kv_rb = nx__row_bytes(o.kv_type, m->HS);
-    size_t kv = (size_t)m->L * (size_t)m->NH * (size_t)s->n_ctx;   /* cache rows */
+    s->kv_hb = nx__kv_head_bytes(o.kv_type, m->HS, s->n_ctx);
+    size_t kv = (size_t)m->L * (size_t)m->NH * s->kv_hb;   /* bytes of K, and of V */
     size_t B = (size_t)s->n_batch, H = (size_t)m->H;
-    s->kc = nx__malloc_aligned(kv * s->kv_rb);
-    s->vc = nx__malloc_aligned(kv * s->kv_rb);
+    s->kc = nx__malloc_aligned(kv);
+    s->vc = nx__malloc_aligned(kv);
     s->tokens = nx__calloc((size_t)s->n_ctx, sizeof(int32_t));
     s->x = nx__malloc_aligned(B * H * sizeof(float));
     s->u = nx__malloc_aligned(B * H * sizeof(float));
@@ -81,7 +83,7 @@ nx_status nx_session_create(const nx_model *m, const nx_session_opts *opts, nx_s
     s->logits = nx__malloc_aligned((size_t)m->V * sizeof(float));
     if (!s->kc || !s->vc || !s->tokens || !s->x || !s->u || !s->qkv || !s->att || !s->a || !s->h || !s->scores ||
         !s->logits) {
-        double mib = 2.0 * (double)kv * (double)s->kv_rb / 1048576.0;
+        double mib = 2.0 * (double)kv / 1048576.0;
         nx_session_free(s);
         return nx__error(NX_ERR_NOMEM, "out of memory allocating a session (%s KV cache %.1f MiB for %d tokens)",
                          nx_dtype_name(o.kv_type), mib, o.n_ctx ? o.n_ctx : m->maxpos);
@@ -116,7 +118,7 @@ nx_dtype nx_session_kv_type(const nx_session *s) { return s->kv_type; }
 
 size_t nx_session_kv_bytes(const nx_session *s) {
     const nx_model *m = s->m;
-    return 2 * (size_t)m->L * (size_t)m->NH * (size_t)s->n_ctx * s->kv_rb;
+    return 2 * (size_t)m->L * (size_t)m->NH * s->kv_hb;
 }
 
 size_t nx_session_kv_read_bytes(const nx_session *s, int n_keys) {
@@ -184,7 +186,7 @@ static void attend(const attn_job *j, int h, int r, int n, int ith) {
     const nx_model *m = f->m;
     const nx_session *s = row_session(f, r);
     int HS = m->HS, H = m->H;
-    size_t base = ((size_t)j->l * m->NH + (size_t)h) * (size_t)s->n_ctx * s->kv_rb;
+    size_t base = ((size_t)j->l * m->NH + (size_t)h) * s->kv_hb;
     nx_attn_args a = {.G = n, .d = HS,
                       .q = f->qkv + (size_t)r * 3 * H + (size_t)h * 3 * HS, .ldq = 3 * (size_t)H,
                       .out = f->att + (size_t)r * H + (size_t)h * HS, .ldo = (size_t)H,
@@ -270,9 +272,9 @@ static void rotate_append(const fw_pass *f, int l, int t, int h) {
         nx__rotary_ref(q, m->rot, cs, sn, m->rot_interleaved);
         nx__rotary_ref(k, m->rot, cs, sn, m->rot_interleaved);
     }
-    size_t dst = (((size_t)l * m->NH + (size_t)h) * (size_t)s->n_ctx + (size_t)p) * s->kv_rb;
-    nx__kv_store((uint8_t *)s->kc + dst, s->kv_type, k, HS);
-    nx__kv_store((uint8_t *)s->vc + dst, s->kv_type, v, HS);
+    size_t base = ((size_t)l * m->NH + (size_t)h) * s->kv_hb;
+    nx__kv_store_key((uint8_t *)s->kc + base, s->kv_type, HS, p, k);
+    nx__kv_store((uint8_t *)s->vc + base + (size_t)p * s->kv_rb, s->kv_type, v, HS);
 }
 
 /* ---- decode: the attention block in one hand-off ------------------------------------------- */
@@ -443,12 +445,23 @@ static void forward_rows(const fw_pass *f, const int32_t *ids) {
     }
 }
 
+/* Before positions p0..p1-1 of s are appended: zeroes the key tiles they open (those whose first
+ * position is among them), so that no lane of a tile the score pass reads is uninitialized. On
+ * the calling thread, before any append: the appends of one tile may run on different threads. */
+static void kv_open_tiles(nx_session *s, int p0, int p1) {
+    const nx_model *m = s->m;
+    for (int p = (p0 + NX_KT - 1) / NX_KT * NX_KT; p < p1; p += NX_KT)
+        for (size_t hd = 0; hd < (size_t)m->L * (size_t)m->NH; hd++)
+            nx__kv_open_tile((uint8_t *)s->kc + hd * s->kv_hb, s->kv_type, m->HS, p);
+}
+
 /* One chunk of T <= n_batch tokens of session s. */
 static void forward_chunk(nx_session *s, const int32_t *ids, int T, float *logits) {
     const nx_model *m = s->m;
     int H = m->H;
     float eps = m->cfg.layer_norm_eps;
     fw_pass f = {m, s->vt, s->pool, s->n_threads, T, s, NULL, NULL, 0, s->x, s->u, s->qkv, s->att, s->a, s->h};
+    kv_open_tiles(s, s->n_past, s->n_past + T);
     forward_rows(&f, ids);
     /* Only the rows somebody reads go through the (large) head. */
     if (logits) {
@@ -613,6 +626,7 @@ static nx_status batch_run(nx_batch *b, nx_session *const *s, const int32_t *ids
     }
     fw_pass f = {m, s[0]->vt, s[0]->pool, s[0]->n_threads, T, NULL, b->row_s, b->row_p, n_short,
                  b->x, b->u, b->qkv, b->att, b->a, b->h};
+    for (int i = 0; i < n; i++) kv_open_tiles(s[i], s[i]->n_past, s[i]->n_past + (n_tokens ? n_tokens[i] : 1));
     forward_rows(&f, b->ids);
     /* The head sees each session's last row only, as nx_session_forward(..., NULL) does: n rows
      * of one token each. */

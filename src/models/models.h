@@ -73,6 +73,7 @@ struct nx_session {
     void *kc, *vc;         /* [L][NH][n_ctx][HS] in kv_type */
     nx_dtype kv_type;      /* NX_F32, NX_F16, NX_BF16 or NX_Q8_0 */
     size_t kv_rb;          /* bytes per cache row (HS elements) */
+    size_t kv_hb;          /* bytes per head of K, and of V (nx__kv_head_bytes) */
     int32_t *tokens;       /* [n_ctx] */
     float *x, *u, *qkv, *att, *a, *h;   /* scratch rows (n_batch each) */
     float *scores;         /* [n_threads][NX_ATTN_MAX_G][n_ctx] attention scratch */
