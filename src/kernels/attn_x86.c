@@ -137,16 +137,36 @@ static inline T512 AI void scores512_tiled(const nx_attn_args *a, const nx_dtype
 }
 
 static inline T512 AI void scores512_tiled_g(const nx_attn_args *a, const nx_dtype t, float *mx) {
-    switch (a->G) {
-    case 1: t == NX_F32 ? scores512_tiled(a, t, 1, 4, mx) : scores512_tiled(a, t, 1, 8, mx); break;
-    case 2: scores512_tiled(a, t, 2, 4, mx); break;
-    case 3: scores512_tiled(a, t, 3, 3, mx); break;
-    case 4: scores512_tiled(a, t, 4, 2, mx); break;
-    case 5: scores512_tiled(a, t, 5, 2, mx); break;
-    case 6: scores512_tiled(a, t, 6, 2, mx); break;
-    case 7: scores512_tiled(a, t, 7, 2, mx); break;
-    default: scores512_tiled(a, t, 8, 2, mx); break;
+    /* Copies for 8, 4, 2 and 1 rows; other counts run as a sum of those (a score's chain does
+     * not depend on the rows beside it). Eight copies took the file's compile time to minutes. */
+    nx_attn_args sub = *a;
+    for (int g0 = 0; g0 < a->G;) {
+        int n = a->G - g0 >= 8 ? 8 : a->G - g0 >= 4 ? 4 : a->G - g0 >= 2 ? 2 : 1;
+        sub.G = n;
+        sub.q = a->q + (size_t)g0 * a->ldq;
+        sub.scores = a->scores + (size_t)g0 * a->lds;
+        for (int g = 0; g < n; g++) sub.k0[g] = a->k0[g0 + g], sub.k1[g] = a->k1[g0 + g];
+        switch (n) {
+        case 1: scores512_tiled(&sub, t, 1, 8, mx + g0); break;
+        case 2: scores512_tiled(&sub, t, 2, 4, mx + g0); break;
+        case 4: scores512_tiled(&sub, t, 4, 2, mx + g0); break;
+        default: scores512_tiled(&sub, t, 8, 2, mx + g0); break;
+        }
+        g0 += n;
     }
+}
+
+/* One out-of-line copy per cache type: the score pass does not depend on the head's chunking, and
+ * inlined into every (type, chunks) variant of attn512 it multiplied the file's compile time by
+ * seven (over six minutes under ASan). */
+static T512 __attribute__((noinline)) void scores512_f32(const nx_attn_args *a, float *mx) {
+    scores512_tiled_g(a, NX_F32, mx);
+}
+static T512 __attribute__((noinline)) void scores512_f16(const nx_attn_args *a, float *mx) {
+    scores512_tiled_g(a, NX_F16, mx);
+}
+static T512 __attribute__((noinline)) void scores512_bf16(const nx_attn_args *a, float *mx) {
+    scores512_tiled_g(a, NX_BF16, mx);
 }
 
 /* The kernel for cache type t and NV = ceil(d / 16) chunks (compile-time constants in the
@@ -171,7 +191,9 @@ static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, cons
     key_span(a, 0, G, &kmin, &kmax);
     for (int g = 0; g < G; g++) mx[g] = -INFINITY;
 
-    if (t != NX_Q8_0) scores512_tiled_g(a, t, mx);
+    if (t == NX_F32) scores512_f32(a, mx);
+    else if (t == NX_F16) scores512_f16(a, mx);
+    else if (t == NX_BF16) scores512_bf16(a, mx);
     for (int kb = kmin; t == NX_Q8_0 && kb < kmax; kb += 16) {
         int nk = imin(16, kmax - kb);
         if (tiled)
@@ -275,10 +297,11 @@ static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, cons
 }
 
 static inline T512 AI void attn512_nv(const nx_attn_args *a, const nx_dtype t) {
-    switch ((a->d + 15) / 16) {
-    case 4: a->d == 64 ? attn512(a, t, 4, 1) : attn512(a, t, 4, 0); break;   /* Pythia up to 410M, GPT-Neo */
-    case 8: a->d == 128 ? attn512(a, t, 8, 1) : attn512(a, t, 8, 0); break;  /* 128: Pythia 1.4B+ */
-    case 16: a->d == 256 ? attn512(a, t, 16, 1) : attn512(a, t, 16, 0); break;   /* 256: Pythia 1B, GPT-J */
+    switch (a->d) {
+    /* The released head sizes get their own copies; the rest share one with run-time chunks. */
+    case 64: attn512(a, t, 4, 1); break;    /* Pythia up to 410M, GPT-Neo */
+    case 128: attn512(a, t, 8, 1); break;   /* Pythia 1.4B+ */
+    case 256: attn512(a, t, 16, 1); break;  /* Pythia 1B, GPT-J */
     default: attn512(a, t, (a->d + 15) / 16, 0); break;
     }
 }
