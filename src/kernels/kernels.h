@@ -88,8 +88,6 @@ void nx__attention_ref(const nx_attn_args *a);
 size_t nx__kv_head_bytes(nx_dtype t, int d, int n_ctx);
 /* Stores key p (d fp32 values) into a head's keys K, rounded as nx__kv_store. */
 void nx__kv_store_key(void *K, nx_dtype t, int d, int p, const float *src);
-/* Key p of a head's keys K, widened exactly to fp32. */
-void nx__kv_widen_key(float *dst, const void *K, nx_dtype t, int d, int p);
 /* Zeroes the tile of positions p..p+NX_KT-1 (p a multiple of NX_KT) of a tiled head's keys, so
  * the lanes of positions not written yet hold finite values (Q8_0: nothing to do). */
 void nx__kv_open_tile(void *K, nx_dtype t, int d, int p);

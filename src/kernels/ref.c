@@ -20,8 +20,6 @@ void nx__matmul_ref(float *y, const float *x, const float *W, const float *b, in
     }
 }
 
-/* Two passes with double sums: the mean/variance stay exact to fp32 even when |mean| is large
- * compared with the spread (torch also uses a numerically careful reduction here). */
 /* Σ of n values in double over 8 interleaved lanes (lane l takes i ≡ l mod 8, in order), then
  * a fixed tree: the same bits whatever vector width the compiler gives the loop, and 8 chains
  * instead of one (the sequential double sum was 3% of a prefill). dev: Σ (x - mu)² instead. */
@@ -40,6 +38,8 @@ static double sum8(const float *x, int n, bool dev, double mu) {
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
+/* Two passes with double sums: the mean/variance stay exact to fp32 even when |mean| is large
+ * compared with the spread (torch also uses a numerically careful reduction here). */
 void nx__layernorm_ref(float *y, const float *x, const float *w, const float *b, int T, int C, float eps) {
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * C;
@@ -165,16 +165,6 @@ void nx__kv_store_key(void *K, nx_dtype t, int d, int p, const float *src) {
         uint16_t *dst = (uint16_t *)K + at + (size_t)e0 * NX_KT;
         for (int e = 0; e < m; e++) dst[(size_t)e * NX_KT] = h[e];
     }
-}
-
-void nx__kv_widen_key(float *dst, const void *K, nx_dtype t, int d, int p) {
-    if (t == NX_Q8_0) {
-        nx__kv_widen(dst, (const uint8_t *)K + (size_t)p * nx__row_bytes(t, d), t, d);
-        return;
-    }
-    size_t es = nx_dtype_size(t), at = (size_t)(p / NX_KT) * (size_t)d * NX_KT + (size_t)(p % NX_KT);
-    const uint8_t *base = (const uint8_t *)K + at * es;
-    for (int e = 0; e < d; e++) nx__kv_widen(dst + e, base + (size_t)e * NX_KT * es, t, 1);
 }
 
 void nx__kv_open_tile(void *K, nx_dtype t, int d, int p) {
