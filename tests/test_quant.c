@@ -68,6 +68,35 @@ static void test_block_formats(void) {
     CHECK(nx__row_bytes(NX_Q8_0, 32) == nx_dtype_size(NX_Q8_0) && nx__row_bytes(NX_Q4_0, 32) == nx_dtype_size(NX_Q4_0));
 }
 
+/* The quantizers the library runs (SIMD on x86-64) give the scalar versions' bytes on random
+ * rows and on the awkward values: NaN, infinities, -0.0, subnormals, huge values, exact
+ * halves, ties of the largest magnitude with either sign first, all-zero blocks. */
+static void test_quantizers_match_scalar(void) {
+    enum { N = 32 * 96 };
+    static float x[N];
+    static nx_block_q8_0 a8[N / 32], b8[N / 32];
+    static nx_block_q4_0 a4[N / 32], b4[N / 32];
+    const float special[] = {NAN, INFINITY, -INFINITY, -0.0f, 1e-40f, -1e-45f, 3e38f, -3e38f, 0.5f, -0.5f, 2.5f, -7.5f};
+    for (int rep = 0; rep < 20; rep++) {
+        for (int i = 0; i < N; i++) {
+            int blk = i / 32;
+            float r = frand();
+            x[i] = blk % 6 == 0   ? r
+                   : blk % 6 == 1 ? (float)(int)(r * 16.0f) * 0.5f          /* halves, ties of the max */
+                   : blk % 6 == 2 ? r * 1e-39f                                /* subnormal scales */
+                   : blk % 6 == 3 ? (frand() > 0.8f ? special[(i + rep) % 12] : r)
+                   : blk % 6 == 4 ? (i % 32 == rep % 32 ? -r * 64.0f : r)
+                                  : 0.0f * r;                                 /* zeros of either sign */
+        }
+        nx__quantize_row_q8_0(a8, x, N);
+        nx__quantize_row_q8_0_scalar(b8, x, N);
+        CHECK_MSG(memcmp(a8, b8, sizeof a8) == 0, "rep %d: Q8_0 differs from the scalar quantizer", rep);
+        nx__quantize_row_q4_0(a4, x, N);
+        nx__quantize_row_q4_0_scalar(b4, x, N);
+        CHECK_MSG(memcmp(a4, b4, sizeof a4) == 0, "rep %d: Q4_0 differs from the scalar quantizer", rep);
+    }
+}
+
 /* Reads a committed fixture of exactly n bytes. */
 static bool read_fixture(const char *rel, void *dst, size_t n) {
     FILE *f = fopen(fixture_path(rel), "rb");
@@ -96,6 +125,19 @@ static void test_ggml_blocks(void) {
         CHECK_MSG(memcmp(q8, want8 + (size_t)r * sizeof q8, sizeof q8) == 0, "row %d: Q8_0 blocks differ from ggml's", r);
         nx__quantize_row_q4_0(q4, x + (size_t)r * N, N);
         CHECK_MSG(memcmp(q4, want4 + (size_t)r * sizeof q4, sizeof q4) == 0, "row %d: Q4_0 blocks differ from ggml's", r);
+    }
+    /* Every multiple of one half in (-127, 127) and random values besides, in blocks whose largest magnitude is
+     * 127 (so d = 1 and the code is roundf(x), ggml's rounding: ties away from zero). */
+    for (int blk = 0; blk < 64; blk++) {
+        float v[NX_QBLOCK];
+        v[0] = blk % 2 ? 127.0f : -127.0f;
+        for (int i = 1; i < NX_QBLOCK; i++)
+            v[i] = blk < 17 ? (float)((blk * 31 + i - 1) % 507 - 253) * 0.5f : frand() * 127.0f;   /* -126.5..126.5 */
+        nx__quantize_row_q8_0(q8, v, NX_QBLOCK);
+        CHECK(nx_f16_to_f32(q8[0].d) == 1.0f);
+        for (int i = 0; i < NX_QBLOCK; i++)
+            CHECK_MSG(q8[0].q[i] == (int8_t)roundf(v[i]), "Q8_0 code of %.8g: %d, roundf gives %g", v[i], q8[0].q[i],
+                      roundf(v[i]));
     }
     CHECK(read_fixture("quant/q8_0_deq.bin", want_deq, sizeof want_deq));
     for (int r = 0; r < ROWS; r++) {
@@ -514,6 +556,7 @@ static void test_quant_file_errors(void) {
 int main(void) {
     TEST_RUN(test_block_formats);
     TEST_RUN(test_ggml_blocks);
+    TEST_RUN(test_quantizers_match_scalar);
     TEST_RUN(test_mv_variants);
     TEST_RUN(test_qdot_variants);
     TEST_RUN(test_quantize_act_variants);

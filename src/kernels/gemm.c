@@ -52,7 +52,8 @@ void nx__gemm_pack_b_generic(float *Bp, int nr, nx_dtype t, const void *W, size_
 #define REF_NR 16
 
 static void tile_ref(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo, int m,
-                     int n, const float *bias) {
+                     int n, const float *bias, const nx_gemm_pf *pf) {
+    nx__gemm_pf_all(pf);
     for (int i = 0; i < m; i++)
         for (int j = 0; j < n; j++) {
             float acc = Ci ? Ci[(long)i * ldi + j] : 0.0f;
@@ -107,7 +108,8 @@ void nx__gemm_weight_block(nx_dtype t, const uint8_t *row, int b, float *d, int8
 }
 
 static void tile_q8ref(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo,
-                       int m, int n, const float *bias) {
+                       int m, int n, const float *bias, const nx_gemm_pf *pf) {
+    nx__gemm_pf_all(pf);
     int nb = kc / NX_QBLOCK;
     size_t ablk = Q8REF_MR * (4 + NX_QBLOCK), bblk = Q8REF_NR * (4 + NX_QBLOCK);   /* bytes per block */
     for (int i = 0; i < m; i++)
@@ -298,8 +300,9 @@ static void gemm_worker(int ith, int nth, void *arg) {
                     pack_b_kmajor(Bp, nr, a->B + j0, a->ldb, n, k0, kc);
                 const float *bias = last && a->bias ? a->bias + j0 : NULL;
                 /* The next micro-panel's source (this strip's next K block, or the next
-                 * strip's first) is prefetched a few lines per tile: packing reads tens of
-                 * short runs at once, which the hardware prefetcher does not cover. */
+                 * strip's first) is prefetched a few lines per tile, spread over the tile's K
+                 * loop: packing reads tens of short runs at once, which the hardware
+                 * prefetcher does not cover. */
                 size_t stride = 0, rows = 0, lines = 1, per = 0, row = 0, line = 0;
                 const uint8_t *next = NULL;
                 if (k0 + kc < j->kb1) {
@@ -310,10 +313,14 @@ static void gemm_worker(int ith, int nth, void *arg) {
                         next = panel_source(j, (int)(un / j->groups), j->kb0, &stride, &rows, &lines);
                 }
                 if (next) per = (rows * lines + (size_t)(te - tb) - 1) / (size_t)(te - tb);
+                nx_gemm_pf pf;
                 for (int ti = tb; ti < te; ti++) {
                     int i0 = ti * mr, m = NX_MIN(mr, a->M - i0);
+                    pf.n = 0;
                     for (size_t l = 0; l < per && row < rows; l++) {
-                        __builtin_prefetch(next + row * stride + line * 64);
+                        const uint8_t *p = next + row * stride + line * 64;
+                        if (pf.n < NX_GEMM_PF_MAX) pf.addr[pf.n++] = p;
+                        else __builtin_prefetch(p);
                         if (++line == lines) line = 0, row++;
                     }
                     const float *Ap =
@@ -321,7 +328,8 @@ static void gemm_worker(int ith, int nth, void *arg) {
                     if (!j->Ap) vt->pack_a(Al, a->A + (long)i0 * a->sam, a->sam, a->sak, m, k0, kc);
                     float *Ct = a->C + (long)i0 * a->ldc + j0, *St = Cs ? Cs + (size_t)(ti - tb) * mr * nr : NULL;
                     const float *Ci = first ? NULL : from_c ? Ct : St;
-                    vt->tile(Ap, Bp, kc, Ci, from_c ? a->ldc : nr, to_c ? Ct : St, to_c ? a->ldc : nr, m, n, bias);
+                    vt->tile(Ap, Bp, kc, Ci, from_c ? a->ldc : nr, to_c ? Ct : St, to_c ? a->ldc : nr, m, n, bias,
+                             &pf);
                 }
             }
         }

@@ -19,6 +19,20 @@
 #define NX_GEMM_MR_MAX 8
 #define NX_GEMM_NR_MAX 48
 
+/* Cache lines a tile prefetches for the driver (the source of the next weight micro-panel):
+ * a tile spreads them over its K loop, since a burst of tens of misses to memory fills the
+ * core's line-fill buffers and stalls it until they return. */
+#define NX_GEMM_PF_MAX 64
+typedef struct nx_gemm_pf {
+    int n;
+    const void *addr[NX_GEMM_PF_MAX];
+} nx_gemm_pf;
+
+/* Issues every prefetch of pf at once (variants that do not spread them). */
+static inline void nx__gemm_pf_all(const nx_gemm_pf *pf) {
+    for (int i = 0; pf && i < pf->n; i++) __builtin_prefetch(pf->addr[i]);
+}
+
 typedef struct nx_gemm_vt {
     const char *name;   /* "ref", "avx2", "avx512" */
     int mr, nr;         /* register tile: mr tokens x nr outputs */
@@ -26,9 +40,10 @@ typedef struct nx_gemm_vt {
     /* One tile: for i < m, j < n: acc = Ci ? Ci[i][j] : 0; acc = fma(Ap[k][i], Bp[k][j], acc)
      * for k = 0..kc-1 in order; Co[i][j] = bias ? acc + bias[j] : acc. Ap is [kc][mr], Bp is
      * [kc][nr] (both packed, zero-padded); Ci and Co (row strides ldi, ldo; they may be the same
-     * matrix) are read and written only in their m x n valid corner. */
+     * matrix) are read and written only in their m x n valid corner. pf (or NULL): lines to
+     * prefetch while it runs. */
     void (*tile)(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo, int m,
-                 int n, const float *bias);
+                 int n, const float *bias, const nx_gemm_pf *pf);
     /* Ap[k][i] = A[i·sam + (k0 + k)·sak] for k < kc <= vt->kc, i < mr; rows i >= m are
      * zero. Ap and Bp (below) are 64-byte aligned. */
     void (*pack_a)(float *Ap, const float *A, long sam, long sak, int m, int k0, int kc);

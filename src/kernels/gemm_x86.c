@@ -18,16 +18,37 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#include <limits.h>
 
 /* ---- AVX2 + FMA: 6 x 16 ------------------------------------------------------------------- */
 #define T256 __attribute__((target("avx2,fma")))
 #define MR2 6
 #define NR2 16
 
+/* One prefetch of pf every `step` steps of a tile's loop of `steps` (the rest after it). */
+typedef struct {
+    const nx_gemm_pf *pf;
+    int p, step, countdown;
+} pf_spread;
+static inline pf_spread pf_begin(const nx_gemm_pf *pf, int steps) {
+    int n = pf ? pf->n : 0;
+    return (pf_spread){pf, 0, n ? NX_MAX(1, steps / n) : 0, n ? 1 : INT_MAX};
+}
+static inline void pf_step(pf_spread *s) {
+    if (--s->countdown == 0) {
+        if (s->p < s->pf->n) __builtin_prefetch(s->pf->addr[s->p++]);
+        s->countdown = s->step;
+    }
+}
+static inline void pf_end(pf_spread *s) {
+    while (s->pf && s->p < s->pf->n) __builtin_prefetch(s->pf->addr[s->p++]);
+}
+
 static const int32_t k_lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
 static T256 void tile_avx2(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo,
-                           int m, int n, const float *bias) {
+                           int m, int n, const float *bias, const nx_gemm_pf *pf) {
+    pf_spread ps = pf_begin(pf, kc);
     __m256i m0 = _mm256_loadu_si256((const __m256i *)(k_lanes + 8 - NX_MIN(n, 8)));
     __m256i m1 = _mm256_loadu_si256((const __m256i *)(k_lanes + 8 - (n > 8 ? n - 8 : 0)));
     __m256 c[MR2][2];
@@ -39,6 +60,7 @@ static T256 void tile_avx2(const float *Ap, const float *Bp, int kc, const float
         }
     }
     for (int k = 0; k < kc; k++) {
+        pf_step(&ps);
         __m256 b0 = _mm256_load_ps(Bp + (size_t)k * NR2), b1 = _mm256_load_ps(Bp + (size_t)k * NR2 + 8);
         for (int i = 0; i < MR2; i++) {
             __m256 a = _mm256_broadcast_ss(Ap + (size_t)k * MR2 + i);
@@ -46,6 +68,7 @@ static T256 void tile_avx2(const float *Ap, const float *Bp, int kc, const float
             c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
         }
     }
+    pf_end(&ps);
     __m256 bb0 = bias ? _mm256_maskload_ps(bias, m0) : _mm256_setzero_ps();
     __m256 bb1 = bias ? _mm256_maskload_ps(bias + 8, m1) : _mm256_setzero_ps();
     for (int i = 0; i < MR2; i++) {
@@ -77,7 +100,8 @@ static inline T512 AI __mmask16 lanes16(int n) {
 }
 
 static T512 void tile_avx512(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo,
-                             int m, int n, const float *bias) {
+                             int m, int n, const float *bias, const nx_gemm_pf *pf) {
+    pf_spread ps = pf_begin(pf, kc);
     const __mmask16 mk[3] = {lanes16(n), lanes16(n - 16), lanes16(n - 32)};
     __m512 c[MR5][3];
     for (int i = 0; i < MR5; i++)
@@ -85,6 +109,7 @@ static T512 void tile_avx512(const float *Ap, const float *Bp, int kc, const flo
             c[i][j] = Ci && i < m ? _mm512_maskz_loadu_ps(mk[j], Ci + (long)i * ldi + 16 * j) : _mm512_setzero_ps();
 #pragma GCC unroll 2
     for (int k = 0; k < kc; k++) {
+        pf_step(&ps);
         const float *b = Bp + (size_t)k * NR5;
         __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), b2 = _mm512_load_ps(b + 32);
         for (int i = 0; i < MR5; i++) {
@@ -94,6 +119,7 @@ static T512 void tile_avx512(const float *Ap, const float *Bp, int kc, const flo
             c[i][2] = _mm512_fmadd_ps(a, b2, c[i][2]);
         }
     }
+    pf_end(&ps);
     for (int j = 0; j < 3; j++) {
         __m512 bj = bias ? _mm512_maskz_loadu_ps(mk[j], bias + 16 * j) : _mm512_setzero_ps();
         for (int i = 0; i < MR5; i++) {
@@ -270,7 +296,8 @@ int nx__cpu_has_avx512vnni(void) {
 }
 
 static TVNNI5 void tile_vnni(const float *Ap, const float *Bp, int kc, const float *Ci, long ldi, float *Co, long ldo,
-                             int m, int n, const float *bias) {
+                             int m, int n, const float *bias, const nx_gemm_pf *pf) {
+    pf_spread ps = pf_begin(pf, kc / NX_QBLOCK * 2);
     const __mmask16 mk[3] = {lanes16(n), lanes16(n - 16), lanes16(n - 32)};
     __m512 f[MRQ][3];
     for (int i = 0; i < MRQ; i++)
@@ -286,6 +313,7 @@ static TVNNI5 void tile_vnni(const float *Ap, const float *Bp, int kc, const flo
             for (int i = 0; i < MRQ; i++) s[i][j] = corr;
         }
         for (int q = 0; q < 8; q++) {
+            if ((q & 3) == 0) pf_step(&ps);   /* twice per block */
             __m512i b0 = _mm512_load_si512(wq + q * NR5), b1 = _mm512_load_si512(wq + q * NR5 + 16),
                     b2 = _mm512_load_si512(wq + q * NR5 + 32);
             for (int i = 0; i < MRQ; i++) {
@@ -303,6 +331,7 @@ static TVNNI5 void tile_vnni(const float *Ap, const float *Bp, int kc, const flo
             }
         }
     }
+    pf_end(&ps);
     for (int j = 0; j < 3; j++) {
         __m512 bj = bias ? _mm512_maskz_loadu_ps(mk[j], bias + 16 * j) : _mm512_setzero_ps();
         for (int i = 0; i < MRQ; i++) {

@@ -140,8 +140,12 @@ extern float nx__f16_tab[1 << 16];
 
 /* Bytes of one row of n weights (n a multiple of 32 for the block types). */
 size_t nx__row_bytes(nx_dtype t, int n);
+/* Weights to ggml's Q8_0 / Q4_0 blocks, bit for bit; the _scalar versions are the plain
+ * statement of the arithmetic that the others (SIMD where the ISA allows) reproduce. */
 void nx__quantize_row_q8_0(nx_block_q8_0 *dst, const float *x, int n);
 void nx__quantize_row_q4_0(nx_block_q4_0 *dst, const float *x, int n);
+void nx__quantize_row_q8_0_scalar(nx_block_q8_0 *dst, const float *x, int n);
+void nx__quantize_row_q4_0_scalar(nx_block_q4_0 *dst, const float *x, int n);
 /* Activations: d = max|x|/127 (fp32), q = round to nearest even of x·(1/d). */
 void nx__quantize_row_xq8(nx_xq8 *dst, const float *x, int n);
 /* Row of any weight type (F32, F16, BF16, Q8_0, Q4_0; plain row-major source) to fp32. */
