@@ -277,6 +277,22 @@ static void rotate_append(const fw_pass *f, int l, int t, int h) {
     nx__kv_store((uint8_t *)s->vc + base + (size_t)p * s->kv_rb, s->kv_type, v, HS);
 }
 
+/* Head h of every row: rotary and the cache appends, then the attention, in groups of up to
+ * NX_ATTN_MAX_G consecutive rows of one session. */
+static void rotate_attend_head(const attn_job *aj, int h, int ith) {
+    const fw_pass *f = aj->f;
+    int T = f->T;
+    for (int t = 0; t < T; t++) rotate_append(f, aj->l, t, h);
+    for (int r = 0; r < T;) {
+        int n = 1;
+        while (r + n < T && n < NX_ATTN_MAX_G && row_session(f, r + n) == row_session(f, r) &&
+               row_pos(f, r + n) == row_pos(f, r) + n)
+            n++;
+        attend(aj, h, r, n, ith);
+        r += n;
+    }
+}
+
 /* ---- decode: the attention block in one hand-off ------------------------------------------- */
 
 /* When every row belongs to a short call (rows <= NX_MV_MAX_T: the decode kernels), a layer's
@@ -300,19 +316,10 @@ typedef struct {
 } block_job;
 
 static void head_item(const block_job *j, int h, int ith) {
-    const fw_pass *f = j->f;
-    int HS = f->m->HS, T = f->T;
+    int HS = j->f->m->HS;
     nx__mv_rows(&j->qkv, h * 3 * HS, (h + 1) * 3 * HS);
-    for (int t = 0; t < T; t++) rotate_append(f, j->l, t, h);
-    attn_job aj = {f, j->ly, j->l};
-    for (int r = 0; r < T;) {
-        int n = 1;
-        while (r + n < T && n < NX_ATTN_MAX_G && row_session(f, r + n) == row_session(f, r) &&
-               row_pos(f, r + n) == row_pos(f, r) + n)
-            n++;
-        attend(&aj, h, r, n, ith);
-        r += n;
-    }
+    attn_job aj = {j->f, j->ly, j->l};
+    rotate_attend_head(&aj, h, ith);
 }
 
 static void block_worker(int ith, int nth, void *arg) {
@@ -367,22 +374,58 @@ static void add_rows(float *x, const float *a, const float *b, size_t n) {
         for (size_t i = 0; i < n; i++) x[i] = a[i] + x[i];
 }
 
+/* Prefill's hand-off after the products: one item per head (rotary, the cache appends and the
+ * attention of all rows: a head's later rows read the keys its earlier rows append), and the
+ * activation of the MLP's first product in chunks. Shared out with nx_split, so the thread
+ * that finishes early takes the rest; no row's arithmetic depends on who computes it. */
+typedef struct {
+    attn_job aj;
+    float *act_x;   /* the MLP's first product, act_n values, or NULL */
+    size_t act_n, act_chunk;
+    nx_split split;
+} prefill_job;
+
+static void prefill_worker(int ith, int nth, void *arg) {
+    (void)nth;
+    prefill_job *j = arg;
+    const fw_pass *f = j->aj.f;
+    int NH = f->m->NH;
+    for (int i; (i = nx__split_next(&j->split, ith)) >= 0;) {
+        if (i < NH) {
+            rotate_attend_head(&j->aj, i, ith);
+        } else {
+            size_t a = (size_t)(i - NH) * j->act_chunk, e = a + j->act_chunk < j->act_n ? a + j->act_chunk : j->act_n;
+            f->vt->act(j->act_x + a, e - a, f->m->act);
+        }
+    }
+}
+
 /* The attention block of layer l (and the parallel MLP's first product, up) in stages: the
- * products over all rows, rotary and the cache appends, then the attention of every head. */
+ * products over all rows, then the heads and the activation (prefill_job), or, when there are
+ * too few heads to keep the threads busy, the activation, rotary and the cache appends, then
+ * the attention in (head, block of rows) items. */
 static void staged_block(const fw_pass *f, const nx_layer *ly, int l, const nx_matmul_args *qkv,
                          const nx_matmul_args *up, size_t att_work) {
     const nx_model *m = f->m;
     int HS = m->HS, NH = m->NH, T = f->T;
     linear(f->pool, f->n_short, qkv, up);
+    attn_job aj = {f, ly, l};
+    size_t act_n = up ? (size_t)T * (size_t)up->OUT : 0;
+    /* Same reasoning as the matmul threshold (and nx__act's): only hand off real work. */
+    bool par = f->n_threads > 1 && ((NH * T >= 2 && (size_t)NH * att_work * HS >= 65536) || act_n >= 4096);
+    if (!par || NH >= 2 * f->n_threads) {
+        prefill_job j = {.aj = aj, .act_x = up ? up->y : NULL, .act_n = act_n, .act_chunk = 16384};
+        nx__split_init(&j.split, NH + (int)((act_n + j.act_chunk - 1) / j.act_chunk), par ? f->n_threads : 1);
+        if (par)
+            nx_pool_run(f->pool, prefill_worker, &j);
+        else
+            prefill_worker(0, 1, &j);
+        return;
+    }
     if (up) nx__act(f->pool, up->y, (size_t)T * (size_t)up->OUT, m->act);
     for (int t = 0; t < T; t++)
         for (int h = 0; h < NH; h++) rotate_append(f, l, t, h);
-    attn_job aj = {f, ly, l};
-    /* Same reasoning as the matmul threshold: only hand off real work. */
-    if (NH * T >= 2 && f->n_threads > 1 && (size_t)NH * att_work * HS >= 65536)
-        nx_pool_run(f->pool, attn_worker, &aj);
-    else
-        attn_worker(0, 1, &aj);
+    nx_pool_run(f->pool, attn_worker, &aj);
 }
 
 /* Embeds ids[0..T-1] (row r at its session's next position), runs every layer, appends each
