@@ -195,6 +195,11 @@ static void test_act_exp_variants(void) {
             }
             CHECK_MSG(worst <= 1e-6, "%s act %d: worst relative error %g", vt->name, a, worst);
         }
+        /* The far ends stay defined: GELU(x) = x for huge x (and inf), 0 for huge negative x. */
+        float big[4] = {3e38f, -3e38f, INFINITY, 1e20f};
+        vt->act(big, 4, NX_KACT_GELU);
+        CHECK_MSG(big[0] == 3e38f && big[1] == 0.0f && big[2] == INFINITY && big[3] == 1e20f,
+                  "%s GELU at the far ends: %g %g %g %g", vt->name, big[0], big[1], big[2], big[3]);
         for (int n = 1; n <= 300; n += 37) {
             float s[300];
             double ref = 0;

@@ -91,6 +91,10 @@ void nx__file_unmap(nx_mapped_file *mf);   /* zeroes *mf; fine on a zeroed struc
 /* Hints that the n mapped bytes at p will be read soon (read-ahead, page-table fill); any
  * address range is fine, nothing happens where the platform has no such hint. */
 void nx__map_willneed(const void *p, size_t n);
+/* Hints that the n bytes at p (a large heap block: weights, KV cache, scratch) should be backed
+ * by huge pages where the system offers them on request (Linux THP in "madvise" mode): one page
+ * fault per 2 MiB instead of 512 when the block is first written. Advisory, like the above. */
+void nx__advise_huge(void *p, size_t n);
 
 /* Reads a whole (small) file into a NUL-terminated buffer owned by the caller (nx__free). */
 nx_status nx__file_read_all(const char *path, char **out, size_t *len);

@@ -56,6 +56,16 @@ void nx__map_willneed(const void *p, size_t n) {
     (void)madvise((void *)a, e - a, MADV_WILLNEED);   /* advisory: an error changes nothing */
 }
 
+void nx__advise_huge(void *p, size_t n) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + n) & ~(huge - 1);
+    if (p && e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
+#else
+    (void)p, (void)n;
+#endif
+}
+
 nx_status nx__file_read_all(const char *path, char **out, size_t *len) {
     *out = NULL;
     if (len) *len = 0;
