@@ -56,10 +56,13 @@ void *nx__malloc_aligned(size_t n) {
     if (!raw) return NULL;
     uintptr_t a = ((uintptr_t)raw + sizeof(void *) + 63) & ~(uintptr_t)63;
     ((void **)a)[-1] = raw;
-    /* Blocks of megabytes (weights, KV caches, activations) are written once in full soon
-     * after; 4 KiB page faults made that first write run at a fraction of memory speed. */
-    if (n >= ((size_t)4 << 20)) nx__advise_huge((void *)a, n);
     return (void *)a;
+}
+
+void *nx__malloc_huge(size_t n) {
+    void *p = nx__malloc_aligned(n);
+    if (p) nx__advise_huge(p, n);
+    return p;
 }
 
 void nx__free_aligned(void *p) {

@@ -60,6 +60,10 @@ char *nx__strdup(const char *s);
 char *nx__strndup(const char *s, size_t n);
 /* 64-byte aligned allocation for SIMD buffers; free with nx__free_aligned. */
 void *nx__malloc_aligned(size_t n);
+/* The same for a model's weights, which decode streams in full for every token: huge pages
+ * where offered (nx__advise_huge), so the stream does not take a TLB miss every 4 KiB. Not for
+ * KV caches or per-session scratch, which would then be resident in full from the first token. */
+void *nx__malloc_huge(size_t n);
 void nx__free_aligned(void *p);
 
 /* Checked size arithmetic: return false on overflow. */

@@ -164,11 +164,11 @@ nx_status nx__model_alloc(nx_model *m, nx_dtype wt) {
     size_t total = (neo ? (size_t)m->maxpos * H : 0) + 2 * H + (j ? V : 0) + per_layer * (size_t)m->L + rope;
     size_t bytes;
     if (!nx__mul_ok(total, sizeof(float), &bytes)) return nx__error(NX_ERR_RANGE, "model too large");
-    m->block = nx__malloc_aligned(bytes);
+    m->block = nx__malloc_huge(bytes);
     m->layers = nx__calloc((size_t)m->L, sizeof(nx_layer));
     m->wblock_bytes = wblock_bytes(m, wt);
     /* Reserved for every matrix; only what the loader converts is ever written (and resident). */
-    m->wblock = nx__malloc_aligned(m->wblock_bytes);
+    m->wblock = nx__malloc_huge(m->wblock_bytes);
     if (!m->block || !m->layers || !m->wblock)
         return nx__error(NX_ERR_NOMEM, "out of memory allocating %.1f MiB of weights",
                          (double)(bytes + m->wblock_bytes) / 1048576.0);
@@ -253,7 +253,7 @@ nx_status nx__model_convert(nx_model *m, nx_dtype t) {
     size_t bytes = wblock_bytes(m, t);
     uint8_t *old = m->wblock;
     float *row = nx__malloc((size_t)NX_MAX(H, I) * sizeof(float));
-    m->wblock = nx__malloc_aligned(bytes);
+    m->wblock = nx__malloc_huge(bytes);
     if (!m->wblock || !row) {
         nx__free_aligned(m->wblock);
         nx__free(row);
