@@ -95,6 +95,9 @@ void nx__file_unmap(nx_mapped_file *mf);   /* zeroes *mf; fine on a zeroed struc
 /* Hints that the n mapped bytes at p will be read soon (read-ahead, page-table fill); any
  * address range is fine, nothing happens where the platform has no such hint. */
 void nx__map_willneed(const void *p, size_t n);
+/* Drops the whole pages of a read-only file mapping inside [p, p + n) from the resident set
+ * (they are read back from the file if touched again). Never for anonymous memory. */
+void nx__map_release(const void *p, size_t n);
 /* Hints that the n bytes at p (a large heap block: weights, KV cache, scratch) should be backed
  * by huge pages where the system offers them on request (Linux THP in "madvise" mode): one page
  * fault per 2 MiB instead of 512 when the block is first written. Advisory, like the above. */

@@ -56,6 +56,12 @@ void nx__map_willneed(const void *p, size_t n) {
     (void)madvise((void *)a, e - a, MADV_WILLNEED);   /* advisory: an error changes nothing */
 }
 
+void nx__map_release(const void *p, size_t n) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + n) & ~(page - 1);
+    if (p && e > a) (void)madvise((void *)a, e - a, MADV_DONTNEED);   /* advisory, as above */
+}
+
 void nx__advise_huge(void *p, size_t n) {
 #ifdef MADV_HUGEPAGE
     const uintptr_t huge = (uintptr_t)2 << 20;

@@ -16,6 +16,11 @@ nx_tensorset *nx__tensorset_new(void);
 nx_status nx__tensorset_adopt_mapping(nx_tensorset *ts, nx_mapped_file *mf, const nx_mapped_file **stored);
 /* Keeps a heap buffer (nx__free'd with the set). */
 nx_status nx__tensorset_adopt_buffer(nx_tensorset *ts, void *buf);
+/* Drops the set's file-mapped pages that lie wholly inside [p, p + n) from this process's
+ * resident memory (a tensor converted at load is not read again; the page cache keeps the
+ * file, so a later read would fault the pages back in). Ranges outside the mappings (heap
+ * buffers) are left alone. */
+void nx__tensorset_release(const nx_tensorset *ts, const void *p, size_t n);
 /* Adds a tensor; name and file are copied. Fails with NX_ERR_FORMAT on a duplicate name. */
 nx_status nx__tensorset_add(nx_tensorset *ts, const nx_tensor_info *t);
 /* Records a "__metadata__" pair (copied). */

@@ -70,6 +70,17 @@ nx_status nx__tensorset_adopt_mapping(nx_tensorset *ts, nx_mapped_file *mf, cons
     return NX_OK;
 }
 
+void nx__tensorset_release(const nx_tensorset *ts, const void *p, size_t n) {
+    const uint8_t *a = p;
+    for (size_t i = 0; ts && a && i < ts->nmaps; i++) {
+        const nx_mapped_file *mf = &ts->maps[i];
+        if (mf->data && a >= mf->data && n <= mf->size && (size_t)(a - mf->data) <= mf->size - n) {
+            nx__map_release(a, n);
+            return;
+        }
+    }
+}
+
 nx_status nx__tensorset_adopt_buffer(nx_tensorset *ts, void *buf) {
     if (!grow((void **)&ts->bufs, &ts->capbufs, ts->nbufs + 1, sizeof *ts->bufs)) {
         nx__free(buf);

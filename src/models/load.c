@@ -16,6 +16,7 @@
  *    looks its rows up in the head; a missing lm_head falls back to wte only when the config
  *    says the embeddings are tied (GPT-Neo checkpoints omit the duplicate).
  */
+#include "io/io.h"
 #include "models/models.h"
 
 #include <math.h>
@@ -430,6 +431,7 @@ static nx_status load2(reader *r, const char *name, int ndim, int64_t d0, int64_
 /* Where output row o of a matrix comes from. */
 typedef enum { ROWS_PLAIN, ROWS_STACKED_QKV } rows_kind;
 typedef struct {
+    const nx_tensorset *ts;   /* the set the tensors belong to */
     const nx_tensor_info *t[3];
     rows_kind kind;
     int HS;
@@ -490,13 +492,18 @@ static nx_status load_rows(nx_model *m, const row_source *rs, int OUT, int IN, n
             store_row(wt, dst + (size_t)o * rb, scratch, IN);
         }
     }
+    /* The converted source is not read again: a model kept mapped for its in-place tensors (say
+     * the embedding) would otherwise stay resident for the whole checkpoint (a 410M q4 model
+     * converted from fp32 kept 1.6 GB). A tied head's source is the embedding, used in place:
+     * its rows fault back in as tokens need them. */
+    for (int i = 0; i < 3 && rs->t[i]; i++) nx__tensorset_release(rs->ts, rs->t[i]->data, rs->t[i]->nbytes);
     *W = (nx_wmat){wt, dst};
     return NX_OK;
 }
 
 /* A plain nn.Linear weight [OUT][IN]. */
 static nx_status load_mat(reader *r, nx_model *m, const char *name, int OUT, int IN, nx_wmat *dst, float *scratch) {
-    row_source rs = {{NULL, NULL, NULL}, ROWS_PLAIN, 0, {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
+    row_source rs = {r->ts, {NULL, NULL, NULL}, ROWS_PLAIN, 0, {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
     NX_TRY(checked_mat(r, name, OUT, IN, &rs.t[0], &rs.qt[0]));
     return load_rows(m, &rs, OUT, IN, dst, scratch);
 }
@@ -515,7 +522,8 @@ static nx_status load_mat_fmt(reader *r, nx_model *m, int OUT, int IN, nx_wmat *
 
 /* J/Neo "<prefix>q_proj.weight", k_proj, v_proj into one [3H][H] (NeoX's row order). */
 static nx_status load_qkv_stacked(reader *r, nx_model *m, const char *prefix, nx_wmat *dst, float *scratch) {
-    row_source rs = {{NULL, NULL, NULL}, ROWS_STACKED_QKV, m->HS, {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
+    row_source rs = {r->ts, {NULL, NULL, NULL}, ROWS_STACKED_QKV, m->HS,
+                     {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
     for (int i = 0; i < 3; i++) {
         char name[256];
         snprintf(name, sizeof name, "%s%c_proj.weight", prefix, "qkv"[i]);
