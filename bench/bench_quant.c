@@ -30,7 +30,7 @@ int main(int argc, char **argv) {
         for (size_t ti = 0; ti < NX_ARRAY_LEN(types); ti++) {
             nx_dtype t = types[ti];
             size_t bytes = nx__wmat_bytes(t, OUT, IN);
-            void *Wt = nx__malloc_aligned(bytes);
+            void *Wt = nx__malloc_huge(bytes);   /* as the model's weights */
             for (int o = 0; o < OUT; o++) {
                 uint8_t *dst = (uint8_t *)Wt + (size_t)o * nx__row_bytes(t, IN);
                 const float *src = W + (size_t)o * IN;

@@ -9,6 +9,7 @@
  * "neox.quant.<name>" = "Q8_0" | "Q4_0"; "neox.dtype" names the run type the directory
  * loads in. Everything else (embeddings, LayerNorms, biases) is copied unchanged.
  */
+#include "io/io.h"
 #include "models/models.h"
 
 /* Names of the matrices that run in the quantized type, for the three families. */
@@ -103,6 +104,8 @@ nx_status nx_model_quantize(const char *in_dir, const char *out_dir, nx_dtype dt
             break;
         }
         st = nx_tensor_to_f32(t, f);
+        /* the source is not read again: its file pages need not stay resident */
+        nx__tensorset_release(ts, t->data, t->nbytes);
         if (st == NX_OK) {
             uint8_t *o8 = owned[i];
             size_t rb = nx__row_bytes(dtype, (int)IN);
