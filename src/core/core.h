@@ -98,9 +98,9 @@ void nx__map_willneed(const void *p, size_t n);
 /* Drops the whole pages of a read-only file mapping inside [p, p + n) from the resident set
  * (they are read back from the file if touched again). Never for anonymous memory. */
 void nx__map_release(const void *p, size_t n);
-/* Hints that the n bytes at p (a large heap block: weights, KV cache, scratch) should be backed
- * by huge pages where the system offers them on request (Linux THP in "madvise" mode): one page
- * fault per 2 MiB instead of 512 when the block is first written. Advisory, like the above. */
+/* Hints that the n bytes at p (a large heap block read in full again and again: weights) should
+ * be backed by huge pages where the system offers them on request (Linux THP in "madvise"
+ * mode): one TLB entry and one page fault per 2 MiB instead of 512. Advisory, like the above. */
 void nx__advise_huge(void *p, size_t n);
 
 /* Reads a whole (small) file into a NUL-terminated buffer owned by the caller (nx__free). */
