@@ -224,10 +224,11 @@ void nx_model_free(nx_model *m) {
 static void store_row(nx_dtype t, uint8_t *dst, const float *row, int IN) {
     switch (t) {
     case NX_F32: memcpy(dst, row, (size_t)IN * sizeof(float)); break;
-    case NX_BF16:
+    case NX_BF16:   /* the inline conversion: this loop runs over every weight of the model */
+        for (int k = 0; k < IN; k++) ((uint16_t *)dst)[k] = nx__f32_to_bf16(row[k]);
+        break;
     case NX_F16:
-        for (int k = 0; k < IN; k++)
-            ((uint16_t *)dst)[k] = t == NX_BF16 ? nx_f32_to_bf16(row[k]) : nx_f32_to_f16(row[k]);
+        for (int k = 0; k < IN; k++) ((uint16_t *)dst)[k] = nx_f32_to_f16(row[k]);
         break;
     case NX_Q8_0: nx__quantize_row_q8_0((nx_block_q8_0 *)dst, row, IN); break;
     default: nx__quantize_row_q4_0((nx_block_q4_0 *)dst, row, IN); break;

@@ -115,10 +115,12 @@ nx_status nx_model_quantize(const char *in_dir, const char *out_dir, nx_dtype dt
                     nx__quantize_row_q8_0((nx_block_q8_0 *)(o8 + (size_t)r * rb), src, (int)IN);
                 else if (dtype == NX_Q4_0)
                     nx__quantize_row_q4_0((nx_block_q4_0 *)(o8 + (size_t)r * rb), src, (int)IN);
+                else if (dtype == NX_BF16)
+                    for (int64_t k = 0; k < IN; k++)
+                        ((uint16_t *)o8)[(size_t)r * (size_t)IN + (size_t)k] = nx__f32_to_bf16(src[k]);
                 else
                     for (int64_t k = 0; k < IN; k++)
-                        ((uint16_t *)o8)[(size_t)r * (size_t)IN + (size_t)k] =
-                            dtype == NX_BF16 ? nx_f32_to_bf16(src[k]) : nx_f32_to_f16(src[k]);
+                        ((uint16_t *)o8)[(size_t)r * (size_t)IN + (size_t)k] = nx_f32_to_f16(src[k]);
             }
             tw[i].data = o8;
             if (blocks) {
