@@ -145,6 +145,36 @@ static void test_layernorm_ref(void) {
     }
 }
 
+/* Every variant's LayerNorm gives the reference's bits: widths off the 8- and 16-lane steps,
+ * rows with a large mean, and a constant row (variance 0). */
+static void test_layernorm_variants(void) {
+    const int widths[] = {1, 7, 8, 17, 40, 768, 1027};
+    int tested = 0;
+    for (size_t v = 0; v < NX_ARRAY_LEN(k_variants); v++) {
+        const nx_kernel_vt *vt = nx__kernels_variant(k_variants[v]);
+        if (!vt) continue;
+        tested++;
+        for (size_t c = 0; c < NX_ARRAY_LEN(widths); c++) {
+            int T = 4, C = widths[c];
+            float *x = malloc(sizeof(float) * T * C), *w = malloc(sizeof(float) * C), *b = malloc(sizeof(float) * C);
+            float *y = malloc(sizeof(float) * T * C), *yr = malloc(sizeof(float) * T * C);
+            fill(x, (size_t)T * C);
+            fill(w, C);
+            fill(b, C);
+            for (int i = 0; i < C; i++) {
+                x[C + i] = x[C + i] * 3.0f + 500.0f;   /* row 1: large mean */
+                x[3 * C + i] = 0.25f;                  /* row 3: constant */
+            }
+            nx__layernorm_ref(yr, x, w, b, T, C, 1e-5f);
+            vt->layernorm(y, x, w, b, T, C, 1e-5f);
+            CHECK_MSG(memcmp(y, yr, sizeof(float) * T * C) == 0, "%s layernorm C=%d differs from the reference",
+                      vt->name, C);
+            free(x), free(w), free(b), free(y), free(yr);
+        }
+    }
+    CHECK(tested >= 1);
+}
+
 static void test_act_ref(void) {
     for (int a = NX_KACT_GELU; a <= NX_KACT_QUICK_GELU; a++) {
         for (double v = -6.0; v <= 6.0; v += 0.173) {
@@ -378,6 +408,7 @@ int main(void) {
     TEST_RUN(test_matmul_threads);
     TEST_RUN(test_dot_axpy_variants);
     TEST_RUN(test_layernorm_ref);
+    TEST_RUN(test_layernorm_variants);
     TEST_RUN(test_act_ref);
     TEST_RUN(test_act_exp_variants);
     TEST_RUN(test_softmax_rotary_attention);

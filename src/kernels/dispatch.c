@@ -55,6 +55,7 @@ void nx__act(nx_pool *pool, float *x, size_t n, nx_kact act) {
 }
 
 typedef struct {
+    const nx_kernel_vt *vt;
     float *y;
     const float *x, *w, *b;
     int T, C;
@@ -65,13 +66,13 @@ static void ln_worker(int ith, int nth, void *arg) {
     const ln_job *j = arg;
     int per = (j->T + nth - 1) / nth, t0 = ith * per, t1 = t0 + per < j->T ? t0 + per : j->T;
     if (t0 < t1)
-        nx__layernorm_ref(j->y + (size_t)t0 * j->C, j->x + (size_t)t0 * j->C, j->w, j->b, t1 - t0, j->C, j->eps);
+        j->vt->layernorm(j->y + (size_t)t0 * j->C, j->x + (size_t)t0 * j->C, j->w, j->b, t1 - t0, j->C, j->eps);
 }
 
 /* Rows are independent, so splitting them over the threads gives the reference's bits; a
  * prompt's LayerNorms were ~2% of a one-thread prefill and ran on one thread of two. */
 void nx__layernorm(nx_pool *pool, float *y, const float *x, const float *w, const float *b, int T, int C, float eps) {
-    ln_job j = {y, x, w, b, T, C, eps};
+    ln_job j = {nx__kernels(), y, x, w, b, T, C, eps};
     if (T < 16 || nx_pool_size(pool) == 1)
         ln_worker(0, 1, &j);
     else

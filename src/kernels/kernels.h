@@ -244,6 +244,8 @@ typedef struct nx_kernel_vt {
     /* nx__quantize_row_xq8, bit for bit (the activations of a block decode are quantized on the
      * calling thread while the others wait: it is worth vectorizing). */
     void (*quantize_q8)(nx_xq8 *dst, const float *x, int n);
+    /* nx__layernorm_ref, bit for bit. */
+    void (*layernorm)(float *y, const float *x, const float *w, const float *b, int T, int C, float eps);
 } nx_kernel_vt;
 
 /* The variant in use: NX_KERNELS if set and supported, else the best the CPU supports. */
@@ -251,7 +253,7 @@ const nx_kernel_vt *nx__kernels(void);
 /* A named variant, or NULL when unknown or not supported by this CPU (tests). */
 const nx_kernel_vt *nx__kernels_variant(const char *name);
 
-/* Threaded nx__layernorm_ref (static split of the rows; the reference's bits). */
+/* Threaded LayerNorm of the variant in use (static split of the rows; the reference's bits). */
 void nx__layernorm(nx_pool *pool, float *y, const float *x, const float *w, const float *b, int T, int C, float eps);
 
 /* Threaded in-place activation (static split of the n values). */
@@ -264,6 +266,8 @@ extern const nx_kernel_vt nx__kernels_avx512_vt;
 /* The attention of the x86 variants (attn_x86.c). */
 void nx__attention_avx2(const nx_attn_args *a);
 void nx__attention_avx512(const nx_attn_args *a);
+/* The AVX-512 LayerNorm (norm_x86.c). */
+void nx__layernorm_avx512(float *y, const float *x, const float *w, const float *b, int T, int C, float eps);
 int nx__cpu_has_avx2(void);
 int nx__cpu_has_avx512(void);
 

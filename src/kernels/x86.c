@@ -366,7 +366,8 @@ static T256 void axpy_avx2(float *y, float a, const float *x, int n) {
 
 /* AVX2 keeps the scalar activation and exp (libm): correct everywhere, only slower. */
 const nx_kernel_vt nx__kernels_avx2_vt = {"avx2",         dot_avx2,       axpy_avx2,    nx__act_ref,    nx__exp_sum_ref,
-                                          nx__attention_avx2, mv_rows_avx2, qdot_rows_avx2, nx__quantize_row_xq8};
+                                          nx__attention_avx2, mv_rows_avx2, qdot_rows_avx2, nx__quantize_row_xq8,
+                                          nx__layernorm_ref};
 
 /* ---- AVX-512 VNNI (after the AVX2 kernels it falls back to) ---------------------------- */
 #define TVNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
@@ -599,13 +600,13 @@ static TVNNI void qdot_rows_avx512(float *y, const nx_xq8 *xq, const void *W, nx
 
 const nx_kernel_vt nx__kernels_avx512_vt = {"avx512",         dot_avx512,       axpy_avx512,      act_avx512,
                                             exp_sum_avx512,   nx__attention_avx512, mv_rows_avx512,   qdot_rows_avx512,
-                                            quantize_q8_avx512};
+                                            quantize_q8_avx512, nx__layernorm_avx512};
 
 #else /* not x86-64: only the reference exists; the tables alias it so callers need no #ifdef. */
 
 int nx__cpu_has_avx2(void) { return 0; }
 int nx__cpu_has_avx512(void) { return 0; }
-const nx_kernel_vt nx__kernels_avx512_vt = {"avx512-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-const nx_kernel_vt nx__kernels_avx2_vt = {"avx2-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+const nx_kernel_vt nx__kernels_avx512_vt = {"avx512-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+const nx_kernel_vt nx__kernels_avx2_vt = {"avx2-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 
 #endif

@@ -281,8 +281,21 @@ static void rotate_append(const fw_pass *f, int l, int t, int h) {
  * NX_ATTN_MAX_G consecutive rows of one session. */
 static void rotate_attend_head(const attn_job *aj, int h, int ith) {
     const fw_pass *f = aj->f;
+    const nx_model *m = f->m;
     int T = f->T;
-    for (int t = 0; t < T; t++) rotate_append(f, aj->l, t, h);
+    /* A head's q|k|v of consecutive rows lie 3·H floats apart (9-12 KiB): a stride the
+     * hardware prefetchers do not follow, and the product that wrote them has been evicted
+     * from L2 by the time a long prompt reaches them. Unprefetched, the cache appends of a
+     * 512-token prompt (a load of each row's segment from L3) took 3.5% of a Q8_0 prefill;
+     * 8 rows ahead: 1% (160M, +2.6% prompt tokens/s). */
+    size_t seg = (size_t)3 * (size_t)m->HS * sizeof(float);
+    for (int t = 0; t < T; t++) {
+        if (t + 8 < T) {
+            const char *ahead = (const char *)(f->qkv + (size_t)(t + 8) * 3 * m->H + (size_t)h * 3 * m->HS);
+            for (size_t o = 0; o < seg; o += 64) __builtin_prefetch(ahead + o, 1, 3);
+        }
+        rotate_append(f, aj->l, t, h);
+    }
     for (int r = 0; r < T;) {
         int n = 1;
         while (r + n < T && n < NX_ATTN_MAX_G && row_session(f, r + n) == row_session(f, r) &&
