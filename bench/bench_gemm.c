@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
                 nx__quantize_row_q8_0((nx_block_q8_0 *)((uint8_t *)Wq8 + (size_t)o * nx__row_bytes(NX_Q8_0, IN)), W + (size_t)o * IN, IN);
                 nx__quantize_row_q4_0((nx_block_q4_0 *)((uint8_t *)Wq4 + (size_t)o * nx__row_bytes(NX_Q4_0, IN)), W + (size_t)o * IN, IN);
             }
-            nx_wmat wm[NV] = {{NX_F32, W}, {NX_BF16, Wb}, {NX_F16, Wh}, {NX_Q8_0, Wq8}, {NX_Q4_0, Wq4}, {NX_F32, W}};
+            nx_wmat wm[NV] = {{NX_F32, W, false}, {NX_BF16, Wb, false}, {NX_F16, Wh, false}, {NX_Q8_0, Wq8, false}, {NX_Q4_0, Wq4, false}, {NX_F32, W, false}};
             double t[NV][99], c[NV][99];
             for (int rep = -1; rep < reps; rep++) {
                 for (int v = 0; v < NV; v++) {

@@ -20,7 +20,7 @@ int main(int argc, char **argv) {
         float *y = malloc(sizeof(float) * (size_t)T * OUT);
         for (size_t i = 0; i < (size_t)T * IN; i++) x[i] = (float)(i % 7) * 0.1f;
         for (size_t i = 0; i < (size_t)OUT * IN; i++) W[i] = (float)(i % 5) * 0.1f;
-        nx_wmat Wm = {NX_F32, W};
+        nx_wmat Wm = {NX_F32, W, false};
         for (size_t v = 0; v < 3; v++) {
             const nx_kernel_vt *vt = nx__kernels_variant(names[v]);
             if (!vt) continue;

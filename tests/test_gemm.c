@@ -68,7 +68,7 @@ static void test_gemm_types_variants(void) {
                 for (int o = 0; o < OUT; o++) b[o] = frand();
                 const float *bias = s % 2 ? NULL : b;
                 void *Wq = make_weights(t, W, OUT, IN, Wd);
-                nx_wmat Wm = {t, Wq};
+                nx_wmat Wm = {t, Wq, false};
                 nx__matmul_ref(yr, x, Wd, bias, T, IN, OUT);
                 nx__gemm_w_vt(vt, NULL, y, x, &Wm, bias, T, IN, OUT);
                 nx__gemm_w_vt(vt, p2, y2, x, &Wm, bias, T, IN, OUT);
@@ -190,7 +190,7 @@ static void test_gemm_int8(void) {
             for (int i = 0; i < OUT * IN; i++) W[i] = frand();
             for (int o = 0; o < OUT; o++) b[o] = frand();
             uint8_t *Wq = make_weights(t, W, OUT, IN, Wd);
-            nx_wmat Wm = {t, Wq};
+            nx_wmat Wm = {t, Wq, false};
             nx__gemm_w_vt(&nx__gemm_q8ref_vt, NULL, y, x, &Wm, b, T, IN, OUT);
             for (int r = 0; r < T; r++) {
                 const float *xr = x + (size_t)r * IN;
@@ -241,7 +241,7 @@ static void test_gemm_no_buffer(void) {
     for (int i = 0; i < OUT * IN; i++) W[i] = frand();
     for (int o = 0; o < OUT; o++) b[o] = frand();
     void *Wq = make_weights(NX_Q8_0, W, OUT, IN, Wd);
-    nx_wmat Wf = {NX_F32, W}, Wm = {NX_Q8_0, Wq};
+    nx_wmat Wf = {NX_F32, W, false}, Wm = {NX_Q8_0, Wq, false};
     nx_alloc_hooks h = {refuse_large, realloc_large, free_hook, NULL};
     nx_alloc_set_hooks(&h);
     for (size_t v = 0; v < NX_ARRAY_LEN(names); v++) {
@@ -274,7 +274,7 @@ static void test_matmul_w_dispatch(void) {
     for (int i = 0; i < T * IN; i++) x[i] = frand();
     for (int i = 0; i < OUT * IN; i++) W[i] = frand();
     void *Wq = make_weights(NX_Q4_0, W, OUT, IN, Wd);
-    nx_wmat Wm = {NX_Q4_0, Wq};
+    nx_wmat Wm = {NX_Q4_0, Wq, false};
     nx__matmul_w(NULL, y, x, &Wm, NULL, T, IN, OUT);
     nx__gemm_w(NULL, yg, x, &Wm, NULL, T, IN, OUT);
     CHECK(memcmp(y, yg, sizeof(float) * T * OUT) == 0);

@@ -43,7 +43,7 @@ static void test_matmul_variants(void) {
                 fill(W, (size_t)OUT * IN);
                 fill(b, OUT);
                 const float *bias = with_b ? b : NULL;
-                nx_wmat Wm = {NX_F32, W};
+                nx_wmat Wm = {NX_F32, W, false};
                 nx__matmul_ref(yr, x, W, bias, T, IN, OUT);
                 nx__matmul_w_vt(vt, NULL, y, x, &Wm, bias, T, IN, OUT);
                 double maxd = 0;
@@ -89,7 +89,7 @@ static void test_matmul_threads(void) {
     for (size_t ti = 0; ti < NX_ARRAY_LEN(types); ti++) {
         nx_dtype t = types[ti];
         for (int i = 0; i < OUT * IN; i++) Wh[i] = t == NX_BF16 ? nx_f32_to_bf16(W[i]) : nx_f32_to_f16(W[i]);
-        nx_wmat Wm = {t, t == NX_F32 ? (const void *)W : (const void *)Wh};
+        nx_wmat Wm = {t, t == NX_F32 ? (const void *)W : (const void *)Wh, false};
         for (size_t si = 0; si < NX_ARRAY_LEN(Ts); si++) {
             int T = Ts[si];
             nx__matmul_w(p1, y1, x, &Wm, b, T, IN, OUT);

@@ -311,7 +311,7 @@ static void test_matmul_w_blocks(void) {
                 nx__dequantize_row(wt, Wq + o * rb, Wd + (size_t)o * IN, IN);
             }
             nx__matmul_ref(yr, x, Wd, b, T, IN, OUT);
-            nx_wmat Wm = {wt, Wq};
+            nx_wmat Wm = {wt, Wq, false};
             nx__matmul_w(p1, y1, x, &Wm, b, T, IN, OUT);
             nx__matmul_w(p3, y3, x, &Wm, b, T, IN, OUT);
             CHECK_MSG(memcmp(y1, y3, sizeof(float) * T * OUT) == 0, "%s T=%d: 1 and 3 threads differ", nx_dtype_name(wt), T);
@@ -345,6 +345,73 @@ typedef struct {
     float *full, *inc;   /* prefill rows, token-by-token rows */
     int T, V;
 } run_t;
+
+/* The interleaved layout (kernels.h nx__x8_block) gives every row the bits of row order: the
+ * decode kernels for 1..8 tokens over the whole matrix and over ranges that start and end
+ * inside a group, the GEMM (9 and 70 tokens, 1 and 3 threads), and row lookups. Shapes: IN of
+ * 2 to 48 block pairs (K blocks of the GEMM end inside a pair at 48), OUT from one group to
+ * several GEMM strips with a partial one. */
+static void test_interleaved_blocks(void) {
+    const nx_kernel_vt *vt = nx__kernels_variant("avx512");
+    if (!vt || !nx__x8_eligible(vt, NX_Q4_0, 8, 64)) {
+        printf("     interleaved layout: no kernels for it on this CPU (AVX-512 VNNI): not tested\n");
+        return;
+    }
+    const nx_dtype types[] = {NX_Q8_0, NX_Q4_0};
+    const int shapes[][2] = {{8, 64}, {24, 128}, {136, 320}, {104, 3072}, {40, 1024}};
+    nx_pool *p3 = nx_pool_create(3);
+    CHECK(p3);
+    for (size_t ti = 0; ti < 2; ti++)
+        for (size_t si = 0; si < NX_ARRAY_LEN(shapes); si++) {
+            nx_dtype wt = types[ti];
+            int OUT = shapes[si][0], IN = shapes[si][1], TMAX = 70;
+            size_t rb = nx__row_bytes(wt, IN);
+            CHECK(nx__x8_eligible(vt, NX_Q4_0, OUT, IN) && !nx__x8_eligible(vt, NX_Q4_0, OUT + 4, IN));
+            float *x = malloc(sizeof(float) * TMAX * IN), *W = malloc(sizeof(float) * OUT * IN);
+            float *b = malloc(sizeof(float) * OUT), *ya = malloc(sizeof(float) * TMAX * OUT);
+            float *yb = malloc(sizeof(float) * TMAX * OUT), *ra = malloc(sizeof(float) * IN), *rr = malloc(sizeof(float) * IN);
+            uint8_t *Wq = malloc(rb * OUT), *Wx = malloc(rb * OUT), *tmp = malloc(8 * rb);
+            nx_xq8 *xq = malloc(sizeof(nx_xq8) * 8 * (IN / NX_QBLOCK));
+            fill(x, (size_t)TMAX * IN);
+            fill(W, (size_t)OUT * IN);
+            fill(b, OUT);
+            for (int o = 0; o < OUT; o++) {
+                if (wt == NX_Q8_0) nx__quantize_row_q8_0((nx_block_q8_0 *)(Wq + o * rb), W + (size_t)o * IN, IN);
+                else nx__quantize_row_q4_0((nx_block_q4_0 *)(Wq + o * rb), W + (size_t)o * IN, IN);
+            }
+            memcpy(Wx, Wq, rb * OUT);
+            nx__x8_interleave(Wx, wt, OUT, IN, tmp);
+            CHECK(memcmp(Wx, Wq, rb * OUT) != 0);
+            nx_wmat Wr = {wt, Wq, false}, Wi = {wt, Wx, true};
+            for (int o = 0; o < OUT; o += 7) {
+                nx__wmat_row(&Wr, IN, o, ra);
+                nx__wmat_row(&Wi, IN, o, rr);
+                CHECK_MSG(memcmp(ra, rr, sizeof(float) * IN) == 0, "%s row %d lookup differs", nx_dtype_name(wt), o);
+            }
+            for (int T = 1; T <= 8; T++) {
+                for (int t = 0; t < T; t++)
+                    vt->quantize_q8(xq + (size_t)t * (IN / NX_QBLOCK), x + (size_t)t * IN, IN);
+                const int ranges[][2] = {{0, OUT}, {3, OUT - 5}, {OUT - 5, OUT}, {1, 6}};
+                for (size_t ri = 0; ri < NX_ARRAY_LEN(ranges); ri++) {
+                    int r0 = ranges[ri][0], r1 = ranges[ri][1];
+                    if (r0 >= r1) continue;
+                    for (size_t i = 0; i < (size_t)T * OUT; i++) ya[i] = yb[i] = -1.0f;
+                    vt->qdot_rows(ya, xq, Wq, wt, b, T, IN, OUT, r0, r1);
+                    vt->qdot_rows_x8(yb, xq, Wx, wt, b, T, IN, OUT, r0, r1);
+                    CHECK_MSG(memcmp(ya, yb, sizeof(float) * T * OUT) == 0, "%s %dx%d T=%d rows %d..%d differ",
+                              nx_dtype_name(wt), OUT, IN, T, r0, r1);
+                }
+            }
+            for (int T = 9; T <= TMAX; T += TMAX - 9) {
+                nx__matmul_w_vt(vt, NULL, ya, x, &Wr, b, T, IN, OUT);
+                nx__matmul_w_vt(vt, p3, yb, x, &Wi, b, T, IN, OUT);
+                CHECK_MSG(memcmp(ya, yb, sizeof(float) * T * OUT) == 0, "%s %dx%d GEMM T=%d differs", nx_dtype_name(wt),
+                          OUT, IN, T);
+            }
+            free(x), free(W), free(b), free(ya), free(yb), free(ra), free(rr), free(Wq), free(Wx), free(tmp), free(xq);
+        }
+    nx_pool_free(p3);
+}
 
 static void run_model_(const char *dir, nx_dtype dt, int threads, run_t *r) {
     nx_model *m = NULL;
@@ -561,6 +628,7 @@ int main(void) {
     TEST_RUN(test_qdot_variants);
     TEST_RUN(test_quantize_act_variants);
     TEST_RUN(test_matmul_w_blocks);
+    TEST_RUN(test_interleaved_blocks);
     TEST_RUN(test_model_dtypes);
     TEST_RUN(test_quantize_roundtrip);
     TEST_RUN(test_quant_file_errors);

@@ -70,7 +70,7 @@ static void pack_b_ref(float *Bp, nx_dtype t, const void *W, size_t rb, int n, i
     nx__gemm_pack_b_generic(Bp, REF_NR, t, W, rb, n, k0, kc);
 }
 
-const nx_gemm_vt nx__gemm_ref_vt = {"ref", REF_MR, REF_NR, NX_GEMM_KC, tile_ref, pack_a_ref, pack_b_ref};
+const nx_gemm_vt nx__gemm_ref_vt = {"ref", REF_MR, REF_NR, NX_GEMM_KC, tile_ref, pack_a_ref, pack_b_ref, NULL};
 
 /* ---- Q8_0 activations x Q8_0/Q4_0 weights (integer dot per block) -------------------------- */
 /* The oracle of the integer variants (gemm_x86.c): activations quantized to Q8_0 blocks with
@@ -151,7 +151,7 @@ static void pack_b_q8ref(float *Bp, nx_dtype t, const void *W, size_t rb, int n,
         }
 }
 
-const nx_gemm_vt nx__gemm_q8ref_vt = {"ref-q8", Q8REF_MR, Q8REF_NR, NX_GEMM_KC, tile_q8ref, pack_a_q8ref, pack_b_q8ref};
+const nx_gemm_vt nx__gemm_q8ref_vt = {"ref-q8", Q8REF_MR, Q8REF_NR, NX_GEMM_KC, tile_q8ref, pack_a_q8ref, pack_b_q8ref, NULL};
 
 /* ---- variant choice --------------------------------------------------------------------- */
 
@@ -257,6 +257,15 @@ static void pack_a_worker(int ith, int nth, void *arg) {
 static const uint8_t *panel_source(const gemm_job *j, int s, int k0, size_t *stride, size_t *rows, size_t *lines) {
     const nx_gemm_args *a = j->a;
     int nr = j->vt->nr, n = NX_MIN(nr, a->N - s * nr), kc = NX_MIN(j->kc, a->K - k0);
+    if (a->W && a->x8) {
+        /* interleaved: each group of 8 rows holds the K block's pairs in one run */
+        size_t rb = nx__row_bytes(a->wtype, a->K), pair = 8 * nx__row_bytes(a->wtype, 2 * NX_QBLOCK);
+        int p0 = k0 / (2 * NX_QBLOCK), p1 = (k0 + kc + 2 * NX_QBLOCK - 1) / (2 * NX_QBLOCK);
+        *stride = 8 * rb;
+        *rows = (size_t)n / 8;
+        *lines = ((size_t)(p1 - p0) * pair + 63) / 64;
+        return (const uint8_t *)a->W + (size_t)s * nr * rb + (size_t)p0 * pair;
+    }
     if (a->W) {
         *stride = nx__row_bytes(a->wtype, a->K);
         *rows = (size_t)n;
@@ -294,8 +303,9 @@ static void gemm_worker(int ith, int nth, void *arg) {
                  * 8 rows would then all fall in one L1 set. */
                 bool from_c = k0 == j->kb0 || !Cs, to_c = k0 + kc == j->kb1 || !Cs;
                 if (a->W)
-                    vt->pack_b(Bp, a->wtype, (const uint8_t *)a->W + (size_t)j0 * nx__row_bytes(a->wtype, K),
-                               nx__row_bytes(a->wtype, K), n, k0, kc);
+                    (a->x8 ? vt->pack_b_x8 : vt->pack_b)(Bp, a->wtype,
+                                                         (const uint8_t *)a->W + (size_t)j0 * nx__row_bytes(a->wtype, K),
+                                                         nx__row_bytes(a->wtype, K), n, k0, kc);
                 else
                     pack_b_kmajor(Bp, nr, a->B + j0, a->ldb, n, k0, kc);
                 const float *bias = last && a->bias ? a->bias + j0 : NULL;
@@ -357,6 +367,7 @@ static void gemm_pass(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a
 void nx__gemm(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a) {
     NX_ASSERT(vt->mr <= NX_GEMM_MR_MAX && vt->nr <= NX_GEMM_NR_MAX && vt->kc % NX_GEMM_KC == 0);
     NX_ASSERT(!a->W || !(a->wtype == NX_Q8_0 || a->wtype == NX_Q4_0) || a->K % NX_QBLOCK == 0);
+    NX_ASSERT(!a->x8 || (a->W && vt->pack_b_x8 && vt->nr % 8 == 0 && a->N % 8 == 0));
     if (a->M <= 0 || a->N <= 0) return;
     NX_ASSERT(a->K > 0);
     /* Same hand-off threshold as the other matmul drivers (dispatch.c). */
@@ -387,7 +398,7 @@ void nx__gemm(const nx_gemm_vt *vt, nx_pool *pool, const nx_gemm_args *a) {
 void nx__gemm_w_vt(const nx_gemm_vt *vt, nx_pool *pool, float *y, const float *x, const nx_wmat *W, const float *b,
                    int T, int IN, int OUT) {
     nx_gemm_args a = {.M = T, .N = OUT, .K = IN, .A = x, .sam = IN, .sak = 1, .W = W->data, .wtype = W->type,
-                      .C = y, .ldc = OUT, .bias = b};
+                      .x8 = W->x8, .C = y, .ldc = OUT, .bias = b};
     nx__gemm(vt, pool, &a);
 }
 

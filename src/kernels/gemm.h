@@ -51,6 +51,9 @@ typedef struct nx_gemm_vt {
      * bytes; block types: k0 and kc are multiples of 32 unless kc ends the row); rows r >= n
      * are zero. */
     void (*pack_b)(float *Bp, nx_dtype t, const void *W, size_t rb, int n, int k0, int kc);
+    /* pack_b for W in the interleaved layout (kernels.h nx__x8_block; W at a group's first row,
+     * n a multiple of 8); NULL where the variant cannot read it. */
+    void (*pack_b_x8)(float *Bp, nx_dtype t, const void *W, size_t rb, int n, int k0, int kc);
 } nx_gemm_vt;
 
 /* The portable packers (any mr / nr), shared by the variants without their own. */
@@ -87,6 +90,7 @@ typedef struct nx_gemm_args {
      * for block types), else fp32 B[k·ldb + j]. */
     const void *W;
     nx_dtype wtype;
+    bool x8;   /* W in the interleaved layout */
     const float *B;
     long ldb;
     float *C;

@@ -87,7 +87,7 @@ static void pack_b_avx2(float *Bp, nx_dtype t, const void *W, size_t rb, int n, 
     nx__gemm_pack_b_generic(Bp, NR2, t, W, rb, n, k0, kc);
 }
 
-const nx_gemm_vt nx__gemm_avx2_vt = {"avx2", MR2, NR2, NX_GEMM_KC, tile_avx2, pack_a_avx2, pack_b_avx2};
+const nx_gemm_vt nx__gemm_avx2_vt = {"avx2", MR2, NR2, NX_GEMM_KC, tile_avx2, pack_a_avx2, pack_b_avx2, NULL};
 
 /* ---- AVX-512: 8 x 48 ------------------------------------------------------------------------ */
 #define T512 __attribute__((target("avx512f,avx2,fma,f16c")))
@@ -267,7 +267,7 @@ static T512 void pack_b_avx512(float *Bp, nx_dtype t, const void *W, size_t rb, 
  * fast enough, and a 768-wide pass (all of K for the 160M projections) then needs no running
  * sums parked between K blocks - reloading them at each tile's start cost ~7% with the 192
  * block and its L1-resident panel (measured 2-5% faster on the Pythia linear layers). */
-const nx_gemm_vt nx__gemm_avx512_vt = {"avx512", MR5, NR5, 4 * NX_GEMM_KC, tile_avx512, pack_a_avx512, pack_b_avx512};
+const nx_gemm_vt nx__gemm_avx512_vt = {"avx512", MR5, NR5, 4 * NX_GEMM_KC, tile_avx512, pack_a_avx512, pack_b_avx512, NULL};
 
 /* ---- AVX-512 VNNI: 4 x 48 on Q8_0 activations and Q8_0/Q4_0 weights ------------------------- */
 /* vpdpbusd multiplies unsigned by signed bytes, four per 32-bit lane: activations are stored
@@ -380,35 +380,52 @@ static TVNNI5 void pack_a_vnni(float *Ap, const float *A, long sam, long sak, in
         quant_block4((uint8_t *)Ap + (size_t)b * QA_BLK, A + k0 + b * NX_QBLOCK, sam, m);
 }
 
-/* 32 signed codes of block b of a weight row (Q4_0 nibbles unpacked and recentred). */
-static inline TVNNI5 AI __m256i wcodes32(nx_dtype t, const uint8_t *row, int b, float *d) {
-    if (t == NX_Q8_0) {
-        const nx_block_q8_0 *p = (const nx_block_q8_0 *)(row + (size_t)b * sizeof(nx_block_q8_0));
-        *d = _cvtsh_ss(p->d);
-        return _mm256_loadu_si256((const __m256i *)p->q);
-    }
-    const nx_block_q4_0 *p = (const nx_block_q4_0 *)(row + (size_t)b * sizeof(nx_block_q4_0));
-    *d = _cvtsh_ss(p->d);
-    __m128i qs = _mm_loadu_si128((const __m128i *)p->qs), m4 = _mm_set1_epi8(15);
+/* 32 signed codes of the block whose fp16 scale is at dp and codes at qp (Q4_0 nibbles
+ * unpacked and recentred). */
+static inline TVNNI5 AI __m256i wcodes32(nx_dtype t, const uint8_t *dp, const uint8_t *qp, float *d) {
+    uint16_t h;
+    memcpy(&h, dp, sizeof h);
+    *d = _cvtsh_ss(h);
+    if (t == NX_Q8_0) return _mm256_loadu_si256((const __m256i *)qp);
+    __m128i qs = _mm_loadu_si128((const __m128i *)qp), m4 = _mm_set1_epi8(15);
     __m128i lo = _mm_and_si128(qs, m4), hi = _mm_and_si128(_mm_srli_epi16(qs, 4), m4);
     return _mm256_sub_epi8(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(8));
 }
 
 /* 16 rows at a time: their 8 code quads form a 16x8 dword block, transposed into the quad
- * rows; -128·Σw comes from vpdpbusd against ones on the transposed quads. */
+ * rows; -128·Σw comes from vpdpbusd against ones on the transposed quads. x8: W in the
+ * interleaved layout (from a group's first row), else in row order. */
 static inline TVNNI5 AI void pack_b_vnni_typed(float *Bp, nx_dtype t, const void *W, size_t rb, int n, int k0,
-                                                int kc) {
+                                                int kc, const bool x8) {
+    const size_t bs = t == NX_Q8_0 ? sizeof(nx_block_q8_0) : sizeof(nx_block_q4_0);
     for (int b = 0; b < kc / NX_QBLOCK; b++) {
         uint8_t *p = (uint8_t *)Bp + (size_t)b * QB_BLK;
         float *dw = (float *)p;
         int32_t *corr = (int32_t *)(p + NR5 * 4), *wq = (int32_t *)(p + NR5 * 8);
+        const int blk = k0 / NX_QBLOCK + b;
         for (int g = 0; g < NR5 / 16; g++) {
             __m512 r[16];
+            /* x8: the pair of blk in the two 8-row groups (nx__x8_block, with the row constant) */
+            const uint8_t *pg[2] = {NULL, NULL};
+            if (x8)
+                for (int h = 0; h < 2; h++)
+                    pg[h] = (const uint8_t *)W + (size_t)(2 * g + h) * 8 * rb + (size_t)(blk / 2) * 16 * bs +
+                            (size_t)(blk % 2) * 16;
             for (int i = 0; i < 16; i++) {
                 int o = g * 16 + i;
                 float d = 0.0f;
                 __m256i q = _mm256_setzero_si256();
-                if (o < n) q = wcodes32(t, (const uint8_t *)W + (size_t)o * rb, k0 / NX_QBLOCK + b, &d);
+                if (o < n) {
+                    const uint8_t *dp, *qp;
+                    if (x8) {
+                        dp = pg[i / 8] + (i % 8) * 2;
+                        qp = pg[i / 8] + 32 + (size_t)(i % 8) * 2 * (bs - 2) + (size_t)(blk % 2) * ((bs - 2) - 16);
+                    } else {
+                        dp = (const uint8_t *)W + (size_t)o * rb + (size_t)blk * bs;
+                        qp = dp + 2;
+                    }
+                    q = wcodes32(t, dp, qp, &d);
+                }
                 dw[o] = d;
                 r[i] = _mm512_castsi512_ps(_mm512_castsi256_si512(q));
             }
@@ -425,17 +442,22 @@ static inline TVNNI5 AI void pack_b_vnni_typed(float *Bp, nx_dtype t, const void
 }
 
 static TVNNI5 void pack_b_vnni(float *Bp, nx_dtype t, const void *W, size_t rb, int n, int k0, int kc) {
-    if (t == NX_Q8_0) pack_b_vnni_typed(Bp, NX_Q8_0, W, rb, n, k0, kc);
-    else pack_b_vnni_typed(Bp, NX_Q4_0, W, rb, n, k0, kc);
+    if (t == NX_Q8_0) pack_b_vnni_typed(Bp, NX_Q8_0, W, rb, n, k0, kc, false);
+    else pack_b_vnni_typed(Bp, NX_Q4_0, W, rb, n, k0, kc, false);
 }
 
-const nx_gemm_vt nx__gemm_vnni_vt = {"avx512-vnni", MRQ, NR5, KCQ, tile_vnni, pack_a_vnni, pack_b_vnni};
+static TVNNI5 void pack_b_vnni_x8(float *Bp, nx_dtype t, const void *W, size_t rb, int n, int k0, int kc) {
+    if (t == NX_Q8_0) pack_b_vnni_typed(Bp, NX_Q8_0, W, rb, n, k0, kc, true);
+    else pack_b_vnni_typed(Bp, NX_Q4_0, W, rb, n, k0, kc, true);
+}
+
+const nx_gemm_vt nx__gemm_vnni_vt = {"avx512-vnni", MRQ, NR5, KCQ, tile_vnni, pack_a_vnni, pack_b_vnni, pack_b_vnni_x8};
 
 #else /* not x86-64: the tables alias the scalar variant so callers need no #ifdef. */
 
-const nx_gemm_vt nx__gemm_avx2_vt = {"avx2-unavailable", 4, 16, NX_GEMM_KC, NULL, NULL, NULL};
-const nx_gemm_vt nx__gemm_avx512_vt = {"avx512-unavailable", 4, 16, NX_GEMM_KC, NULL, NULL, NULL};
-const nx_gemm_vt nx__gemm_vnni_vt = {"avx512-vnni-unavailable", 4, 16, NX_GEMM_KC, NULL, NULL, NULL};
+const nx_gemm_vt nx__gemm_avx2_vt = {"avx2-unavailable", 4, 16, NX_GEMM_KC, NULL, NULL, NULL, NULL};
+const nx_gemm_vt nx__gemm_avx512_vt = {"avx512-unavailable", 4, 16, NX_GEMM_KC, NULL, NULL, NULL, NULL};
+const nx_gemm_vt nx__gemm_vnni_vt = {"avx512-vnni-unavailable", 4, 16, NX_GEMM_KC, NULL, NULL, NULL, NULL};
 int nx__cpu_has_avx512vnni(void) { return 0; }
 
 #endif

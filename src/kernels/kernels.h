@@ -161,7 +161,28 @@ typedef struct nx_kernel_vt nx_kernel_vt;
 typedef struct nx_wmat {
     nx_dtype type;
     const void *data;
+    /* Q8_0/Q4_0 only: the rows are interleaved in groups of 8 (nx__x8_block), for the decode
+     * kernels that read a group as one stream. Only matrices converted at load get it, and only
+     * where it helps and the kernels in use read it (nx__x8_eligible: Q4_0 on AVX-512 VNNI);
+     * files keep ggml's row order. */
+    bool x8;
 } nx_wmat;
+/* The interleaved layout of a Q8_0/Q4_0 matrix: OUT a multiple of 8, IN/32 blocks an even
+ * number. Rows 8g..8g+7 take the same bytes as in row order (8 row sizes from 8g·rb on), laid
+ * out pair by pair: for blocks 2p and 2p+1 (a "pair") of the 8 rows, 32 bytes of fp16 scales
+ * (block 2p of rows 0..7, then block 2p+1 of rows 0..7), then row 0's codes of block 2p and of
+ * block 2p+1, row 1's, ... (16 bytes a block for Q4_0, 32 for Q8_0): 288 or 544 bytes a pair.
+ * Block b of row o: its scale at *d, its codes at *q. */
+static inline void nx__x8_block(const uint8_t *W, nx_dtype t, size_t rb, int o, int b, const uint8_t **d,
+                                const uint8_t **q) {
+    size_t qb = t == NX_Q8_0 ? 32 : 16;
+    const uint8_t *pair = W + (size_t)(o / 8) * 8 * rb + (size_t)(b / 2) * (32 + 16 * qb);
+    *d = pair + (size_t)(b % 2) * 16 + (size_t)(o % 8) * 2;
+    *q = pair + 32 + (size_t)(o % 8) * 2 * qb + (size_t)(b % 2) * qb;
+}
+/* Rewrites a row-order Q8_0/Q4_0 matrix [OUT][IN] in the interleaved layout, in place (tmp:
+ * 8 rows' bytes of scratch). */
+void nx__x8_interleave(uint8_t *W, nx_dtype t, int OUT, int IN, uint8_t *tmp);
 /* Bytes of an [OUT][IN] matrix in type t. */
 size_t nx__wmat_bytes(nx_dtype t, int OUT, int IN);
 /* Row o of W as fp32 (embedding lookups). */
@@ -241,6 +262,10 @@ typedef struct nx_kernel_vt {
      * in fp32 (llama.cpp's scheme). */
     void (*qdot_rows)(float *y, const nx_xq8 *xq, const void *W, nx_dtype wt, const float *b, int T, int IN,
                       int OUT, int r0, int r1);
+    /* qdot_rows on a matrix in the interleaved layout (nx_wmat.x8), the same bits; NULL where
+     * the variant has no such kernel. */
+    void (*qdot_rows_x8)(float *y, const nx_xq8 *xq, const void *W, nx_dtype wt, const float *b, int T, int IN,
+                         int OUT, int r0, int r1);
     /* nx__quantize_row_xq8, bit for bit (the activations of a block decode are quantized on the
      * calling thread while the others wait: it is worth vectorizing). */
     void (*quantize_q8)(nx_xq8 *dst, const float *x, int n);
@@ -252,6 +277,10 @@ typedef struct nx_kernel_vt {
 const nx_kernel_vt *nx__kernels(void);
 /* A named variant, or NULL when unknown or not supported by this CPU (tests). */
 const nx_kernel_vt *nx__kernels_variant(const char *name);
+
+/* Whether an [OUT][IN] matrix of type t gets the interleaved layout under kernel variant vt:
+ * Q4_0 of the layout's shape, and decode and prefill kernels for it (AVX-512 VNNI). */
+bool nx__x8_eligible(const nx_kernel_vt *vt, nx_dtype t, int OUT, int IN);
 
 /* Threaded LayerNorm of the variant in use (static split of the rows; the reference's bits). */
 void nx__layernorm(nx_pool *pool, float *y, const float *x, const float *w, const float *b, int T, int C, float eps);

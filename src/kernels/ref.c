@@ -245,5 +245,5 @@ static void qdot_rows_ref(float *y, const nx_xq8 *xq, const void *W, nx_dtype wt
 }
 
 const nx_kernel_vt nx__kernels_ref_vt = {"ref",       nx__dot_ref,   nx__axpy_ref,  nx__act_ref,          nx__exp_sum_ref,
-                                         nx__attention_ref, mv_rows_ref, qdot_rows_ref, nx__quantize_row_xq8,
+                                         nx__attention_ref, mv_rows_ref, qdot_rows_ref, NULL, nx__quantize_row_xq8,
                                          nx__layernorm_ref};

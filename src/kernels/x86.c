@@ -55,6 +55,14 @@ static inline T512 AI void hsum_n(const __m512 *a, const int n, float *s) {
     memcpy(s, all, (size_t)n * sizeof(float));
 }
 
+/* sums[r·NT + t] = the lanes of acc[r][t] summed, for a tile of NR rows x NT tokens. */
+static inline T512 AI void hsum_tile(const __m512 acc[][8], const int NR, const int NT, float *sums) {
+    __m512 flat[16];
+    for (int r = 0; r < NR; r++)
+        for (int t = 0; t < NT; t++) flat[r * NT + t] = acc[r][t];
+    hsum_n(flat, NR * NT, sums);
+}
+
 /* Decode on row-major float rows: NR rows x NT tokens of 16-lane accumulators (NR·NT <= 16),
  * one pass over the NR rows' weights for all tokens; x rows come from L1. The IN % 16 tail is
  * scalar. Each (row, token) sum depends only on that row and token, never on the grouping. */
@@ -77,11 +85,8 @@ static inline T512 AI void mv512_tile(float *y, const float *x, const uint8_t *W
             for (int r = 0; r < NR; r++) acc[r][t] = _mm512_fmadd_ps(w[r], xv, acc[r][t]);
         }
     }
-    __m512 flat[16];
     float sums[16];
-    for (int r = 0; r < NR; r++)
-        for (int t = 0; t < NT; t++) flat[r * NT + t] = acc[r][t];
-    hsum_n(flat, NR * NT, sums);
+    hsum_tile(acc, NR, NT, sums);
     for (int r = 0; r < NR; r++)
         for (int t = 0; t < NT; t++) {
             float s = sums[r * NT + t];
@@ -366,7 +371,7 @@ static T256 void axpy_avx2(float *y, float a, const float *x, int n) {
 
 /* AVX2 keeps the scalar activation and exp (libm): correct everywhere, only slower. */
 const nx_kernel_vt nx__kernels_avx2_vt = {"avx2",         dot_avx2,       axpy_avx2,    nx__act_ref,    nx__exp_sum_ref,
-                                          nx__attention_avx2, mv_rows_avx2, qdot_rows_avx2, nx__quantize_row_xq8,
+                                          nx__attention_avx2, mv_rows_avx2, qdot_rows_avx2, NULL, nx__quantize_row_xq8,
                                           nx__layernorm_ref};
 
 /* ---- AVX-512 VNNI (after the AVX2 kernels it falls back to) ---------------------------- */
@@ -460,6 +465,28 @@ static inline TVNNI AI __m512i qw_pair(const uint8_t *row, int p, int full, cons
     return _mm512_and_si512(w, _mm512_inserti64x4(_mm512_set1_epi8(0x0F), _mm256_set1_epi8((char)0xF0), 1));
 }
 
+/* One pair of every (row, token) of a tile: the weight sides w, dw of its NR rows against the
+ * activation side of each of its NT tokens, built here. */
+static inline TVNNI AI void qtile_pair(__m512 acc[8][8], const __m512i *w, const __m512 *dw, const nx_xq8 *xq, int nb,
+                                       int p, int full, const int NR, const int NT, const nx_dtype wt) {
+    for (int t = 0; t < NT; t++) {
+        qx512 xv = qx_pair(xq + (size_t)t * nb, p, full, wt);
+        for (int r = 0; r < NR; r++) {
+            __m512i s = _mm512_dpbusd_epi32(xv.off, w[r], xv.x);
+            acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[r], xv.d), acc[r][t]);
+        }
+    }
+}
+
+/* A tile's sums, reduced together, plus the bias, into rows o.. of every token. */
+static inline TVNNI AI void qtile_store(float *y, __m512 acc[8][8], const float *b, int OUT, int o, const int NR,
+                                        const int NT) {
+    float sums[16];
+    hsum_tile((const __m512(*)[8])acc, NR, NT, sums);
+    for (int r = 0; r < NR; r++)
+        for (int t = 0; t < NT; t++) y[(size_t)t * OUT + o + r] = sums[r * NT + t] + (b ? b[o + r] : 0.0f);
+}
+
 /* NR rows x NT tokens of y = x·Wᵀ + b over block pairs. */
 static inline TVNNI AI void qtile512(float *y, const nx_xq8 *xq, const uint8_t *W, size_t rb, const float *b,
                                      int IN, int OUT, int o, const int NR, const int NT, const nx_dtype wt,
@@ -485,21 +512,9 @@ static inline TVNNI AI void qtile512(float *y, const nx_xq8 *xq, const uint8_t *
             if (ps > 64) _mm_prefetch((const char *)row + (size_t)r * rb + ahead + (size_t)p * ps + 64, _MM_HINT_T1);
             w[r] = qw_pair(row + (size_t)r * rb, p, full, wt, &dw[r], h2f);
         }
-        for (int t = 0; t < NT; t++) {
-            qx512 xv = qx_pair(xq + (size_t)t * nb, p, full, wt);
-            for (int r = 0; r < NR; r++) {
-                __m512i s = _mm512_dpbusd_epi32(xv.off, w[r], xv.x);
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw[r], xv.d), acc[r][t]);
-            }
-        }
+        qtile_pair(acc, w, dw, xq, nb, p, full, NR, NT, wt);
     }
-    __m512 flat[16];
-    float sums[16];
-    for (int r = 0; r < NR; r++)
-        for (int t = 0; t < NT; t++) flat[r * NT + t] = acc[r][t];
-    hsum_n(flat, NR * NT, sums);
-    for (int r = 0; r < NR; r++)
-        for (int t = 0; t < NT; t++) y[(size_t)t * OUT + o + r] = sums[r * NT + t] + (b ? b[o + r] : 0.0f);
+    qtile_store(y, acc, b, OUT, o, NR, NT);
 }
 
 /* One token, NR rows, the activation side of every pair built beforehand (xp[p], for all tiles
@@ -598,15 +613,176 @@ static TVNNI void qdot_rows_avx512(float *y, const nx_xq8 *xq, const void *W, nx
         q512(y, xq, W, b, T, IN, OUT, r0, r1, NX_Q4_0);
 }
 
+/* ---- block weights in the interleaved layout (kernels.h nx__x8_block) -----------------------
+ * A tile of a group's rows reads one forward stream (each pair's scales, then its rows' codes)
+ * instead of one stream per row, and converts the pair's 16 scales with one vcvtph2ps instead
+ * of a table load per block. The operations on the values are qtile512's, so every row gets
+ * the bits it gets in row order. 410M Q4_0 generation: see docs/QUANT.md. */
+
+/* Row r's weight side of the pair at pg: the bytes qw_pair gives for the row-order layout. */
+static inline TVNNI AI __m512i qw_pair_x8(const uint8_t *pg, int r, const nx_dtype wt) {
+    if (wt == NX_Q8_0)
+        return _mm512_xor_si512(_mm512_loadu_si512(pg + 32 + 64 * r), _mm512_set1_epi8((char)0x80));
+    __m512i w = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(pg + 32 + 32 * r)));
+    return _mm512_and_si512(w, _mm512_inserti64x4(_mm512_set1_epi8(0x0F), _mm256_set1_epi8((char)0xF0), 1));
+}
+
+/* Row r's lane scales (qw_pair's *d) from the pair's scales D = [block 2p of rows 0..7 | block
+ * 2p+1 of rows 0..7] as fp32 (vcvtph2ps is exact, as the table is). */
+static inline TVNNI AI __m512 qd_pair_x8(__m512 D, int r, const nx_dtype wt) {
+    const __m512i a = _mm512_set1_epi32(r), c = _mm512_set1_epi32(8 + r);
+    return _mm512_permutexvar_ps(_mm512_mask_blend_epi32(wt == NX_Q8_0 ? 0xFF00 : 0xF0F0, a, c), D);
+}
+
+/* One token's activation scales of pair p in the pair's scale order: xs[0] = [d_x of block 2p
+ * x8 | of block 2p+1 x8], and for Q4_0 xs[1] = xs[0]·(1/16), the high half's (qx_pair's d).
+ * D·xs[0] (and D·xs[1]) then hold the products d_w·d_x of all 8 rows at once, and a row's lane
+ * scales are one permute of them: the same fp32 products qtile512 forms one row at a time. */
+static inline TVNNI AI void qs_pair_x8(__m512 *xs, const nx_xq8 *xq, int p) {
+    xs[0] = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(xq[2 * p].d), _mm512_set1_ps(xq[2 * p + 1].d));
+    xs[1] = _mm512_mul_ps(xs[0], _mm512_set1_ps(0.0625f));
+}
+
+/* Rows R0..R0+NR-1 of the group at grp (output rows o..), NT tokens; PRE: one token, the
+ * activation side of every pair prebuilt in xp and its scales in xs (qs_pair_x8). With PF the
+ * tile that starts a group prefetches the stream 16 rows ahead, every line of it. */
+static inline TVNNI AI void qtile512_x8(float *y, const nx_xq8 *xq, const qx512 *xp, const __m512 *xs,
+                                        const uint8_t *grp, size_t rb, const float *b, int IN, int OUT, int o,
+                                        const int R0, const int NR, const int NT, const int PRE, const int PF,
+                                        const nx_dtype wt) {
+    int nb = IN / NX_QBLOCK, np = nb / 2;
+    const size_t pb = 16 * (wt == NX_Q8_0 ? sizeof(nx_block_q8_0) : sizeof(nx_block_q4_0)), ahead = 16 * rb;
+    __m512 acc[8][8];
+    for (int r = 0; r < NR; r++)
+        for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+    const uint8_t *pg = grp;
+    for (int p = 0; p < np; p++, pg += pb) {
+        if (R0 == 0 && PF)
+            for (size_t l = 0; l < pb; l += 64) _mm_prefetch((const char *)pg + ahead + l, _MM_HINT_T1);
+        __m512 D = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)pg));
+        if (PRE) {
+            const qx512 xv = xp[p];
+            const __m512 P = _mm512_mul_ps(D, xs[2 * p]), P16 = _mm512_mul_ps(D, xs[2 * p + 1]);
+            for (int r = 0; r < NR; r++) {
+                const int k = R0 + r;
+                __m512 dwx = wt == NX_Q8_0
+                                 ? _mm512_permutexvar_ps(_mm512_set_epi32(8 + k, 8 + k, 8 + k, 8 + k, 8 + k, 8 + k, 8 + k,
+                                                                          8 + k, k, k, k, k, k, k, k, k),
+                                                         P)
+                                 : _mm512_permutex2var_ps(P,
+                                                          _mm512_set_epi32(24 + k, 24 + k, 24 + k, 24 + k, 16 + k, 16 + k,
+                                                                           16 + k, 16 + k, 8 + k, 8 + k, 8 + k, 8 + k, k, k,
+                                                                           k, k),
+                                                          P16);
+                __m512i s = _mm512_dpbusd_epi32(xv.off, qw_pair_x8(pg, k, wt), xv.x);
+                acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), dwx, acc[r][0]);
+            }
+            continue;
+        }
+        __m512i w[8];
+        __m512 dw[8];
+        for (int r = 0; r < NR; r++) {
+            w[r] = qw_pair_x8(pg, R0 + r, wt);
+            dw[r] = qd_pair_x8(D, R0 + r, wt);
+        }
+        qtile_pair(acc, w, dw, xq, nb, p, 1, NR, NT, wt);
+    }
+    qtile_store(y, acc, b, OUT, o, NR, NT);
+}
+
+/* One row o (any position in its group), every token: the ends of a range that does not
+ * cover whole groups. */
+static TVNNI void qrow512_x8(float *y, const nx_xq8 *xq, const uint8_t *W, size_t rb, const float *b, int T, int IN,
+                             int OUT, int o, const nx_dtype wt) {
+    int nb = IN / NX_QBLOCK, np = nb / 2, r = o % 8;
+    const size_t pb = 16 * (wt == NX_Q8_0 ? sizeof(nx_block_q8_0) : sizeof(nx_block_q4_0));
+    for (int t = 0; t < T; t++) {
+        __m512 acc = _mm512_setzero_ps();
+        const uint8_t *pg = W + (size_t)(o / 8) * 8 * rb;
+        for (int p = 0; p < np; p++, pg += pb) {
+            __m512 dw = qd_pair_x8(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)pg)), r, wt);
+            const qx512 xv = qx_pair(xq + (size_t)t * nb, p, 1, wt);
+            __m512i s = _mm512_dpbusd_epi32(xv.off, qw_pair_x8(pg, r, wt), xv.x);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, xv.d), acc);
+        }
+        float sum;
+        hsum_n(&acc, 1, &sum);
+        y[(size_t)t * OUT + o] = sum + (b ? b[o] : 0.0f);
+    }
+}
+
+static inline TVNNI AI void q512_x8(float *y, const nx_xq8 *xq, const void *W, const float *b, int T, int IN, int OUT,
+                                    int r0, int r1, const nx_dtype wt) {
+    size_t rb = nx__row_bytes(wt, IN);
+    const uint8_t *w = W;
+    int o = r0;
+    for (; o < r1 && o % 8; o++) qrow512_x8(y, xq, w, rb, b, T, IN, OUT, o, wt);
+    int oe = o + (r1 - o) / 8 * 8, np = IN / (2 * NX_QBLOCK);
+#define GROUPS(...)                                                                                                    \
+    for (; o < oe; o += 8) {                                                                                           \
+        const uint8_t *grp = w + (size_t)o * rb;                                                                       \
+        __VA_ARGS__                                                                                                    \
+    }
+    /* Up to 4 tokens: a group's halves (4 rows x NT tokens). More: all 8 rows for 2 tokens at a
+     * time (the group is in L1 after the first pass); 4 quarters of 2 rows x 8 tokens built
+     * every token's activation side once per 2 rows and ran 9% slower (Q8_0, one core). */
+#define XT(R0, NR, NT) qtile512_x8(y, xq, NULL, NULL, grp, rb, b, IN, OUT, o + (R0), R0, NR, NT, 0, 1, wt);
+#define H2(NT) XT(0, 4, NT) XT(4, 4, NT)
+#define TP(T0, NT, PF)                                                                                                 \
+    qtile512_x8(y + (size_t)(T0) * OUT, xq + (size_t)(T0) * (IN / NX_QBLOCK), NULL, NULL, grp, rb, b, IN, OUT, o, 0, 8,  \
+                NT, 0, PF, wt);
+#define H4(NT) TP(0, 2, 1) TP(2, 2, 0) if ((NT) == 5) { TP(4, 1, 0) } else { TP(4, 2, 0) if ((NT) > 6) { TP(6, (NT) - 6, 0) } }
+    if (T == 1 && np <= Q1_MAX_PAIRS) {
+        _Alignas(64) qx512 xp[Q1_MAX_PAIRS];
+        _Alignas(64) __m512 xs[2 * Q1_MAX_PAIRS];
+        for (int p = 0; p < np; p++) {
+            xp[p] = qx_pair(xq, p, 1, wt);
+            qs_pair_x8(xs + 2 * p, xq, p);
+        }
+        GROUPS(qtile512_x8(y, xq, xp, xs, grp, rb, b, IN, OUT, o, 0, 8, 1, 1, 1, wt);)
+    } else if (T == 1) {
+        GROUPS(qtile512_x8(y, xq, NULL, NULL, grp, rb, b, IN, OUT, o, 0, 8, 1, 0, 1, wt);)
+    } else if (T <= 4) {
+        /* 4 rows x up to 4 tokens: the two halves of a group */
+        switch (T) {
+        case 2: GROUPS(H2(2)) break;
+        case 3: GROUPS(H2(3)) break;
+        default: GROUPS(H2(4)) break;
+        }
+    } else {
+        switch (T) {
+        case 5: GROUPS(H4(5)) break;
+        case 6: GROUPS(H4(6)) break;
+        case 7: GROUPS(H4(7)) break;
+        default: GROUPS(H4(8)) break;
+        }
+    }
+#undef GROUPS
+#undef XT
+#undef TP
+#undef H2
+#undef H4
+    for (; o < r1; o++) qrow512_x8(y, xq, w, rb, b, T, IN, OUT, o, wt);
+}
+
+static TVNNI void qdot_rows_x8_avx512(float *y, const nx_xq8 *xq, const void *W, nx_dtype wt, const float *b, int T,
+                                     int IN, int OUT, int r0, int r1) {
+    NX_ASSERT(cpu_has_vnni() && IN % (2 * NX_QBLOCK) == 0);
+    if (wt == NX_Q8_0)
+        q512_x8(y, xq, W, b, T, IN, OUT, r0, r1, NX_Q8_0);
+    else
+        q512_x8(y, xq, W, b, T, IN, OUT, r0, r1, NX_Q4_0);
+}
+
 const nx_kernel_vt nx__kernels_avx512_vt = {"avx512",         dot_avx512,       axpy_avx512,      act_avx512,
                                             exp_sum_avx512,   nx__attention_avx512, mv_rows_avx512,   qdot_rows_avx512,
-                                            quantize_q8_avx512, nx__layernorm_avx512};
+                                            qdot_rows_x8_avx512, quantize_q8_avx512, nx__layernorm_avx512};
 
 #else /* not x86-64: only the reference exists; the tables alias it so callers need no #ifdef. */
 
 int nx__cpu_has_avx2(void) { return 0; }
 int nx__cpu_has_avx512(void) { return 0; }
-const nx_kernel_vt nx__kernels_avx512_vt = {"avx512-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-const nx_kernel_vt nx__kernels_avx2_vt = {"avx2-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+const nx_kernel_vt nx__kernels_avx512_vt = {"avx512-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+const nx_kernel_vt nx__kernels_avx2_vt = {"avx2-unavailable", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 
 #endif

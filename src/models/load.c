@@ -242,7 +242,40 @@ static void convert_mat(nx_model *m, nx_wmat *W, int OUT, int IN, float *row) {
         nx__wmat_row(W, IN, o, row);
         store_row(m->wtype, dst + (size_t)o * rb, row, IN);
     }
-    *W = (nx_wmat){m->wtype, dst};
+    *W = (nx_wmat){m->wtype, dst, false};
+}
+
+/* Block matrices converted at load into the interleaved layout (kernels.h nx__x8_block) when
+ * the kernels in use read it: decode then streams each group of 8 rows as one run. Matrices
+ * used in place stay in the file's row order, and so does a head tied to the embedding (its
+ * rows are looked up one at a time). Without memory for the 8-row scratch the rows stay as
+ * they are: only speed depends on it. */
+static void interleave_blocks(nx_model *m) {
+    const nx_kernel_vt *vt = nx__kernels();
+    if ((m->wtype != NX_Q8_0 && m->wtype != NX_Q4_0) || !m->wblock) return;
+    uint8_t *tmp = nx__malloc(8 * nx__row_bytes(m->wtype, NX_MAX(m->H, m->I)));
+    if (!tmp) return;
+    nx_wmat *mats[4];
+    int shape[4][2] = {{3 * m->H, m->H}, {m->H, m->H}, {m->I, m->H}, {m->H, m->I}};
+    for (int l = -1; l < m->L; l++) {
+        int n = l < 0 ? 1 : 4;
+        if (l < 0) {
+            if (m->Whead.data == m->Wte.data) continue;
+            mats[0] = &m->Whead;
+        } else {
+            nx_layer *ly = &m->layers[l];
+            mats[0] = &ly->Wqkv, mats[1] = &ly->Wo, mats[2] = &ly->W1, mats[3] = &ly->W2;
+        }
+        for (int i = 0; i < n; i++) {
+            int OUT = l < 0 ? m->V : shape[i][0], IN = l < 0 ? m->H : shape[i][1];
+            uint8_t *d = (uint8_t *)mats[i]->data;
+            bool converted = d >= m->wblock && d < m->wblock + m->wblock_used;
+            if (!converted || mats[i]->x8 || !nx__x8_eligible(vt, m->wtype, OUT, IN)) continue;
+            nx__x8_interleave(d, m->wtype, OUT, IN, tmp);
+            mats[i]->x8 = true;
+        }
+    }
+    nx__free(tmp);
 }
 
 nx_status nx__model_convert(nx_model *m, nx_dtype t) {
@@ -279,6 +312,7 @@ nx_status nx__model_convert(nx_model *m, nx_dtype t) {
     }
     nx__free(row);
     nx__free_aligned(old);
+    interleave_blocks(m);
     return NX_OK;
 }
 
@@ -470,7 +504,7 @@ static nx_status load_rows(nx_model *m, const row_source *rs, int OUT, int IN, n
     nx_dtype wt = m->wtype;
     const nx_tensor_info *t0 = rs->t[0];
     if (rs->kind == ROWS_PLAIN && usable_in_place(t0, rs->qt[0] != NX_DTYPE_INVALID ? rs->qt[0] : t0->dtype, wt)) {
-        *W = (nx_wmat){wt, t0->data};
+        *W = (nx_wmat){wt, t0->data, false};
         m->mapped_bytes += nx__wmat_bytes(wt, OUT, IN);
         nx__map_willneed(t0->data, nx__wmat_bytes(wt, OUT, IN));   /* the first token reads it all */
         return NX_OK;
@@ -498,7 +532,7 @@ static nx_status load_rows(nx_model *m, const row_source *rs, int OUT, int IN, n
      * converted from fp32 kept 1.6 GB). A tied head's source is the embedding, used in place:
      * its rows fault back in as tokens need them. */
     for (int i = 0; i < 3 && rs->t[i]; i++) nx__tensorset_release(rs->ts, rs->t[i]->data, rs->t[i]->nbytes);
-    *W = (nx_wmat){wt, dst};
+    *W = (nx_wmat){wt, dst, false};
     return NX_OK;
 }
 
@@ -545,13 +579,13 @@ static nx_status load_embedding(reader *r, nx_model *m, bool tied, const char *n
     const nx_tensor_info *t;
     NX_TRY(checked(r, name, 2, m->V, m->H, &t));
     if ((t->dtype == NX_F32 || t->dtype == NX_F16 || t->dtype == NX_BF16) && usable_in_place(t, t->dtype, t->dtype)) {
-        m->Wte = (nx_wmat){t->dtype, t->data};
+        m->Wte = (nx_wmat){t->dtype, t->data, false};
         m->mapped_bytes += t->nbytes;
     } else {
         m->wte_copy = nx__malloc_aligned((size_t)m->V * (size_t)m->H * sizeof(float));
         if (!m->wte_copy) return nx__error(NX_ERR_NOMEM, "out of memory for the input embedding");
         NX_TRY(nx_tensor_to_f32(t, m->wte_copy));
-        m->Wte = (nx_wmat){NX_F32, m->wte_copy};
+        m->Wte = (nx_wmat){NX_F32, m->wte_copy, false};
     }
     return load_mat(r, m, head_name, m->V, m->H, &m->Whead, scratch);
 }
@@ -746,6 +780,7 @@ nx_status nx_model_load(const char *dir, const nx_model_opts *opts, nx_model **o
         m->ts = ts;
         ts = NULL;
     }
+    if (st == NX_OK) interleave_blocks(m);
     if (st == NX_OK && m->wblock_used == 0) {   /* every matrix in place: drop the unused arena */
         nx__free_aligned(m->wblock);
         m->wblock = NULL;
@@ -799,15 +834,15 @@ nx_status nx_model_create_random(const nx_model_config *cfg, uint64_t seed, floa
     size_t H = (size_t)m->H;
     int I = m->I, Hi = m->H;
     /* fp32 matrices, carved in the loader's order */
-    m->Whead = (nx_wmat){NX_F32, nx__model_take_mat(m, m->V, Hi)};
+    m->Whead = (nx_wmat){NX_F32, nx__model_take_mat(m, m->V, Hi), false};
     for (int l = 0; l < m->L; l++) {
         nx_layer *ly = &m->layers[l];
-        ly->Wqkv = (nx_wmat){NX_F32, nx__model_take_mat(m, 3 * Hi, Hi)};
-        ly->Wo = (nx_wmat){NX_F32, nx__model_take_mat(m, Hi, Hi)};
-        ly->W1 = (nx_wmat){NX_F32, nx__model_take_mat(m, I, Hi)};
-        ly->W2 = (nx_wmat){NX_F32, nx__model_take_mat(m, Hi, I)};
+        ly->Wqkv = (nx_wmat){NX_F32, nx__model_take_mat(m, 3 * Hi, Hi), false};
+        ly->Wo = (nx_wmat){NX_F32, nx__model_take_mat(m, Hi, Hi), false};
+        ly->W1 = (nx_wmat){NX_F32, nx__model_take_mat(m, I, Hi), false};
+        ly->W2 = (nx_wmat){NX_F32, nx__model_take_mat(m, Hi, I), false};
     }
-    m->Wte = m->wte_copy ? (nx_wmat){NX_F32, m->wte_copy} : m->Whead;
+    m->Wte = m->wte_copy ? (nx_wmat){NX_F32, m->wte_copy, false} : m->Whead;
     fill_uniform((float *)m->wblock, m->wblock_used / sizeof(float), std, 0.0f, &s);
     if (m->wte_copy) fill_uniform(m->wte_copy, VH, std, 0.0f, &s);
     size_t rope = (size_t)m->maxpos * (size_t)(m->rot / 2) * 2;
