@@ -250,30 +250,26 @@ static void convert_mat(nx_model *m, nx_wmat *W, int OUT, int IN, float *row) {
  * used in place stay in the file's row order, and so does a head tied to the embedding (its
  * rows are looked up one at a time). Without memory for the 8-row scratch the rows stay as
  * they are: only speed depends on it. */
+static void interleave_mat(const nx_model *m, const nx_kernel_vt *vt, nx_wmat *W, int OUT, int IN, uint8_t *tmp) {
+    uint8_t *d = (uint8_t *)W->data;
+    bool converted = d >= m->wblock && d < m->wblock + m->wblock_used;
+    if (!converted || W->x8 || !nx__x8_eligible(vt, W->type, OUT, IN)) return;
+    nx__x8_interleave(d, W->type, OUT, IN, tmp);
+    W->x8 = true;
+}
+
 static void interleave_blocks(nx_model *m) {
     const nx_kernel_vt *vt = nx__kernels();
     if ((m->wtype != NX_Q8_0 && m->wtype != NX_Q4_0) || !m->wblock) return;
     uint8_t *tmp = nx__malloc(8 * nx__row_bytes(m->wtype, NX_MAX(m->H, m->I)));
     if (!tmp) return;
-    nx_wmat *mats[4];
-    int shape[4][2] = {{3 * m->H, m->H}, {m->H, m->H}, {m->I, m->H}, {m->H, m->I}};
-    for (int l = -1; l < m->L; l++) {
-        int n = l < 0 ? 1 : 4;
-        if (l < 0) {
-            if (m->Whead.data == m->Wte.data) continue;
-            mats[0] = &m->Whead;
-        } else {
-            nx_layer *ly = &m->layers[l];
-            mats[0] = &ly->Wqkv, mats[1] = &ly->Wo, mats[2] = &ly->W1, mats[3] = &ly->W2;
-        }
-        for (int i = 0; i < n; i++) {
-            int OUT = l < 0 ? m->V : shape[i][0], IN = l < 0 ? m->H : shape[i][1];
-            uint8_t *d = (uint8_t *)mats[i]->data;
-            bool converted = d >= m->wblock && d < m->wblock + m->wblock_used;
-            if (!converted || mats[i]->x8 || !nx__x8_eligible(vt, m->wtype, OUT, IN)) continue;
-            nx__x8_interleave(d, m->wtype, OUT, IN, tmp);
-            mats[i]->x8 = true;
-        }
+    if (m->Whead.data != m->Wte.data) interleave_mat(m, vt, &m->Whead, m->V, m->H, tmp);
+    for (int l = 0; l < m->L; l++) {
+        nx_layer *ly = &m->layers[l];
+        interleave_mat(m, vt, &ly->Wqkv, 3 * m->H, m->H, tmp);
+        interleave_mat(m, vt, &ly->Wo, m->H, m->H, tmp);
+        interleave_mat(m, vt, &ly->W1, m->I, m->H, tmp);
+        interleave_mat(m, vt, &ly->W2, m->H, m->I, tmp);
     }
     nx__free(tmp);
 }
