@@ -349,8 +349,9 @@ typedef struct {
 /* The interleaved layout (kernels.h nx__x8_block) gives every row the bits of row order: the
  * decode kernels for 1..8 tokens over the whole matrix and over ranges that start and end
  * inside a group, the GEMM (9 and 70 tokens, 1 and 3 threads), and row lookups. Shapes: IN of
- * 2 to 48 block pairs (K blocks of the GEMM end inside a pair at 48), OUT from one group to
- * several GEMM strips with a partial one. */
+ * 1 to 129 block pairs (K blocks of the GEMM end inside a pair at 48; past 128 one token takes
+ * the path without prebuilt activations), OUT from one group to several GEMM strips with a
+ * partial one. */
 static void test_interleaved_blocks(void) {
     const nx_kernel_vt *vt = nx__kernels_variant("avx512");
     if (!vt || !nx__x8_eligible(vt, NX_Q4_0, 8, 64)) {
@@ -358,7 +359,7 @@ static void test_interleaved_blocks(void) {
         return;
     }
     const nx_dtype types[] = {NX_Q8_0, NX_Q4_0};
-    const int shapes[][2] = {{8, 64}, {24, 128}, {136, 320}, {104, 3072}, {40, 1024}};
+    const int shapes[][2] = {{8, 64}, {24, 128}, {136, 320}, {104, 3072}, {40, 1024}, {16, 8256}};
     nx_pool *p3 = nx_pool_create(3);
     CHECK(p3);
     for (size_t ti = 0; ti < 2; ti++)
