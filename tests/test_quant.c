@@ -546,7 +546,24 @@ static void test_quantize_roundtrip(void) {
                           nx_model_weight_bytes(m));
             else
                 CHECK(nx_model_mapped_bytes(m) > 0 && nx_model_mapped_bytes(m) < nx_model_weight_bytes(m));
+            /* matrices used in place keep the file's row order */
+            if (mi == 0) CHECK(nx_model_interleaved_bytes(m) == 0);
             nx_model_free(m);
+            /* converted at load, Q4_0 matrices are interleaved where the kernels read that */
+            if (types[ti] == NX_Q4_0) {
+                nx_model_opts o = {.dtype = NX_Q4_0};
+                CHECK(nx_model_load(fixture_path(models[mi]), &o, &m) == NX_OK);
+                c = nx_model_get_config(m);
+                const int shapes[5][2] = {{3 * (int)H, (int)H}, {(int)H, (int)H}, {(int)I, (int)H}, {(int)H, (int)I},
+                                          {c->vocab_size, (int)H}};
+                size_t want = 0;
+                for (int k = 0; k < 5; k++)
+                    if (nx__x8_eligible(nx__kernels(), NX_Q4_0, shapes[k][0], shapes[k][1]))
+                        want += nx__wmat_bytes(NX_Q4_0, shapes[k][0], shapes[k][1]) * (k < 4 ? (size_t)c->n_layer : 1);
+                CHECK_MSG(nx_model_interleaved_bytes(m) == want, "%s: %zu bytes interleaved, expected %zu", models[mi],
+                          nx_model_interleaved_bytes(m), want);
+                nx_model_free(m);
+            }
             run_t a, b;
             if (!run_model(dir, NX_DTYPE_INVALID, 1, &a)) return;
             if (!run_model(fixture_path(models[mi]), types[ti], 1, &b)) return;

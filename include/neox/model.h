@@ -82,6 +82,10 @@ NX_API nx_status nx_model_quantize(const char *in_dir, const char *out_dir, nx_d
 NX_API size_t nx_model_weight_bytes(const nx_model *m);
 /* Bytes of those weights used in place from the mapped checkpoint (resident only once read). */
 NX_API size_t nx_model_mapped_bytes(const nx_model *m);
+/* Bytes of those weights in the interleaved Q4_0 layout that the AVX-512 VNNI decode kernels
+ * stream fastest (docs/QUANT.md, "Block formats"): Q4_0 matrices converted at load; 0 for
+ * files used in place, other types and other CPUs. */
+NX_API size_t nx_model_interleaved_bytes(const nx_model *m);
 /* Bytes of weights one decoded token streams from memory: everything except the input
  * embedding (and GPT-Neo's position table), of which a token reads one row; a tied head
  * does read the whole embedding. The decode speed bound is bandwidth / this. */

@@ -4,7 +4,8 @@
  * of N tokens one at a time (greedy) after D tokens already in the cache (--depth; default 0,
  * an empty cache: llama-bench's tg). Medians over the repetitions are reported, with the load
  * time, the time to the first token (load + session + the first prefill), the bytes used in
- * place from the mapped file, and the resident memory after the last token and at its peak.
+ * place from the mapped file (mapped_mb) and in the interleaved Q4_0 layout (interleaved_mb),
+ * and the resident memory after the last token and at its peak.
  * decode_read_mb is the weights one decoded token streams; kv_read_mb the KV cache bytes its
  * attention reads, averaged over the N decoded tokens (token k sees D + k + 1 positions); kv_mb
  * the cache allocated. */
@@ -182,13 +183,15 @@ int cmd_bench(int argc, char **argv) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"model\": \"%s%s\", \"arch\": \"%s\", \"dtype\": \"%s\", \"kernels\": \"%s\", \"threads\": %d, "
-           "\"weights_mb\": %.1f, \"mapped_mb\": %.1f, \"decode_read_mb\": %.1f, \"kv_type\": \"%s\", \"kv_mb\": %.1f, "
+           "\"weights_mb\": %.1f, \"mapped_mb\": %.1f, \"interleaved_mb\": %.1f, \"decode_read_mb\": %.1f, "
+           "\"kv_type\": \"%s\", \"kv_mb\": %.1f, "
            "\"kv_read_mb\": %.1f, \"prompt_tokens\": %ld, "
            "\"prompt_tok_s\": %.2f, \"gen_tokens\": %ld, \"gen_depth\": %ld, \"gen_tok_s\": %.2f, \"reps\": %ld, \"load_s\": %.3f, "
            "\"ttft_s\": %.3f, \"rss_mb\": %.1f, \"peak_rss_mb\": %.1f}\n",
            dir ? dir : shape, dir ? "" : " (random)", cfg->model_type, dtname, nx_kernels_name(),
            threads ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN), (double)nx_model_weight_bytes(m) / 1e6,
-           (double)nx_model_mapped_bytes(m) / 1e6, (double)nx_model_decode_bytes(m) / 1e6, kvname,
+           (double)nx_model_mapped_bytes(m) / 1e6, (double)nx_model_interleaved_bytes(m) / 1e6,
+           (double)nx_model_decode_bytes(m) / 1e6, kvname,
            (double)nx_session_kv_bytes(s) / 1e6, kv_read / 1e6, P, median(pp, (int)reps), N, D,
            median(tg, (int)reps), reps, t_load, ttft, rss_mb(), (double)ru.ru_maxrss / 1024.0);
     rc = 0;

@@ -357,6 +357,18 @@ size_t nx_model_weight_bytes(const nx_model *m) {
 
 size_t nx_model_mapped_bytes(const nx_model *m) { return m->mapped_bytes; }
 
+size_t nx_model_interleaved_bytes(const nx_model *m) {
+    size_t n = m->Whead.x8 ? nx__wmat_bytes(m->wtype, m->V, m->H) : 0;
+    for (int l = 0; l < m->L; l++) {
+        const nx_layer *ly = &m->layers[l];
+        n += ly->Wqkv.x8 ? nx__wmat_bytes(m->wtype, 3 * m->H, m->H) : 0;
+        n += ly->Wo.x8 ? nx__wmat_bytes(m->wtype, m->H, m->H) : 0;
+        n += ly->W1.x8 ? nx__wmat_bytes(m->wtype, m->I, m->H) : 0;
+        n += ly->W2.x8 ? nx__wmat_bytes(m->wtype, m->H, m->I) : 0;
+    }
+    return n;
+}
+
 /* ---- reading a checkpoint --------------------------------------------------------------------- */
 
 typedef struct {
