@@ -20,6 +20,14 @@ static void fill(float *p, size_t n) {
     for (size_t i = 0; i < n; i++) p[i] = frand();
 }
 
+/* Rows [OUT][IN] of W quantized to wt (Q8_0/Q4_0) into Wq, rb bytes apart. */
+static void quantize_rows(nx_dtype wt, uint8_t *Wq, size_t rb, const float *W, int OUT, int IN) {
+    for (int o = 0; o < OUT; o++) {
+        if (wt == NX_Q8_0) nx__quantize_row_q8_0((nx_block_q8_0 *)(Wq + o * rb), W + (size_t)o * IN, IN);
+        else nx__quantize_row_q4_0((nx_block_q4_0 *)(Wq + o * rb), W + (size_t)o * IN, IN);
+    }
+}
+
 static const char *k_variants[] = {"ref", "avx2", "avx512"};
 
 static void test_block_formats(void) {
@@ -233,10 +241,7 @@ static void test_qdot_variants(void) {
                     fill(x, (size_t)T * IN);
                     fill(W, (size_t)OUT * IN);
                     fill(b, OUT);
-                    for (int o = 0; o < OUT; o++) {
-                        if (wt == NX_Q8_0) nx__quantize_row_q8_0((nx_block_q8_0 *)(Wq + o * rb), W + (size_t)o * IN, IN);
-                        else nx__quantize_row_q4_0((nx_block_q4_0 *)(Wq + o * rb), W + (size_t)o * IN, IN);
-                    }
+                    quantize_rows(wt, Wq, rb, W, OUT, IN);
                     for (int t = 0; t < T; t++) nx__quantize_row_xq8(xq + (size_t)t * nb, x + (size_t)t * IN, IN);
                     vt->qdot_rows(y, xq, Wq, wt, b, T, IN, OUT, 0, OUT);
                     for (int t = 0; t < T; t++)
@@ -305,11 +310,8 @@ static void test_matmul_w_blocks(void) {
             fill(x, (size_t)T * IN);
             fill(W, (size_t)OUT * IN);
             fill(b, OUT);
-            for (int o = 0; o < OUT; o++) {
-                if (wt == NX_Q8_0) nx__quantize_row_q8_0((nx_block_q8_0 *)(Wq + o * rb), W + (size_t)o * IN, IN);
-                else nx__quantize_row_q4_0((nx_block_q4_0 *)(Wq + o * rb), W + (size_t)o * IN, IN);
-                nx__dequantize_row(wt, Wq + o * rb, Wd + (size_t)o * IN, IN);
-            }
+            quantize_rows(wt, Wq, rb, W, OUT, IN);
+            for (int o = 0; o < OUT; o++) nx__dequantize_row(wt, Wq + o * rb, Wd + (size_t)o * IN, IN);
             nx__matmul_ref(yr, x, Wd, b, T, IN, OUT);
             nx_wmat Wm = {wt, Wq, false};
             nx__matmul_w(p1, y1, x, &Wm, b, T, IN, OUT);
@@ -376,10 +378,7 @@ static void test_interleaved_blocks(void) {
             fill(x, (size_t)TMAX * IN);
             fill(W, (size_t)OUT * IN);
             fill(b, OUT);
-            for (int o = 0; o < OUT; o++) {
-                if (wt == NX_Q8_0) nx__quantize_row_q8_0((nx_block_q8_0 *)(Wq + o * rb), W + (size_t)o * IN, IN);
-                else nx__quantize_row_q4_0((nx_block_q4_0 *)(Wq + o * rb), W + (size_t)o * IN, IN);
-            }
+            quantize_rows(wt, Wq, rb, W, OUT, IN);
             memcpy(Wx, Wq, rb * OUT);
             nx__x8_interleave(Wx, wt, OUT, IN, tmp);
             CHECK(memcmp(Wx, Wq, rb * OUT) != 0);
