@@ -535,32 +535,36 @@ static void test_quantize_roundtrip(void) {
             CHECK(nx_model_load(dir, NULL, &m) == NX_OK);
             CHECK(nx_model_weight_dtype(m) == types[ti]);
             /* Zero copy: every matrix of the NeoX file (and the input embedding) is used in place,
-             * so only the fp32 LayerNorms and biases are held; J's separate q, k, v are
-             * interleaved into one matrix (a copy), its other matrices are in place. */
+             * so only the fp32 LayerNorms and biases are held, and the Q4_0 matrices the file
+             * stores interleaved where the kernels in use do not read that (reordered at load);
+             * J's separate q, k, v are interleaved into one matrix (a copy), its other matrices
+             * are in place. Q4_0 is interleaved where the kernels read it: in place from the
+             * file, or by the conversion at load. */
             const nx_model_config *c = nx_model_get_config(m);
-            size_t H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size, small = 2 * H + (size_t)c->n_layer * (9 * H + I);
+            int H = c->hidden_size, I = c->intermediate_size, NL = c->n_layer;
+            const int shapes[5][3] = {{3 * H, H, NL}, {H, H, NL}, {I, H, NL}, {H, I, NL}, {c->vocab_size, H, 1}};
+            size_t x8 = 0, reordered = 0;
+            for (int k = 0; k < 5; k++) {
+                size_t bytes = nx__wmat_bytes(NX_Q4_0, shapes[k][0], shapes[k][1]) * (size_t)shapes[k][2];
+                if (types[ti] == NX_Q4_0 && nx__x8_eligible(nx__kernels(), NX_Q4_0, shapes[k][0], shapes[k][1])) x8 += bytes;
+                if (types[ti] == NX_Q4_0 && nx__x8_layout(NX_Q4_0, shapes[k][0], shapes[k][1])) reordered += bytes;
+            }
+            reordered -= x8;
+            size_t small = (size_t)(2 * H + NL * (9 * H + I)) * sizeof(float);
             if (mi == 0)
-                CHECK_MSG(nx_model_weight_bytes(m) - nx_model_mapped_bytes(m) == small * sizeof(float),
+                CHECK_MSG(nx_model_weight_bytes(m) - nx_model_mapped_bytes(m) == small + reordered,
                           "%s: %zu of %zu weight bytes in place", nx_dtype_name(types[ti]), nx_model_mapped_bytes(m),
                           nx_model_weight_bytes(m));
             else
                 CHECK(nx_model_mapped_bytes(m) > 0 && nx_model_mapped_bytes(m) < nx_model_weight_bytes(m));
-            /* matrices used in place keep the file's row order */
-            if (mi == 0) CHECK(nx_model_interleaved_bytes(m) == 0);
+            CHECK_MSG(nx_model_interleaved_bytes(m) == x8, "%s file: %zu bytes interleaved, expected %zu", models[mi],
+                      nx_model_interleaved_bytes(m), x8);
             nx_model_free(m);
-            /* converted at load, Q4_0 matrices are interleaved where the kernels read that */
             if (types[ti] == NX_Q4_0) {
                 nx_model_opts o = {.dtype = NX_Q4_0};
                 CHECK(nx_model_load(fixture_path(models[mi]), &o, &m) == NX_OK);
-                c = nx_model_get_config(m);
-                const int shapes[5][2] = {{3 * (int)H, (int)H}, {(int)H, (int)H}, {(int)I, (int)H}, {(int)H, (int)I},
-                                          {c->vocab_size, (int)H}};
-                size_t want = 0;
-                for (int k = 0; k < 5; k++)
-                    if (nx__x8_eligible(nx__kernels(), NX_Q4_0, shapes[k][0], shapes[k][1]))
-                        want += nx__wmat_bytes(NX_Q4_0, shapes[k][0], shapes[k][1]) * (k < 4 ? (size_t)c->n_layer : 1);
-                CHECK_MSG(nx_model_interleaved_bytes(m) == want, "%s: %zu bytes interleaved, expected %zu", models[mi],
-                          nx_model_interleaved_bytes(m), want);
+                CHECK_MSG(nx_model_interleaved_bytes(m) == x8, "%s at load: %zu bytes interleaved, expected %zu",
+                          models[mi], nx_model_interleaved_bytes(m), x8);
                 nx_model_free(m);
             }
             run_t a, b;
@@ -588,51 +592,159 @@ static void test_quantize_roundtrip(void) {
     CHECK(nx_model_quantize(fixture_path("eval/lm"), dir, NX_I8) == NX_ERR_UNSUPPORTED);
 }
 
-/* Hostile quantized files: a blob of the wrong width or an unknown tag is a clean error. */
-/* A quantized blob whose rows hold one block too many, or the 36-byte blocks with fp32 scales
- * that neox wrote before its blocks became ggml's: a one-line error naming the tensor (and, for
- * the old layout, what to do), never a crash. */
-static void test_quant_file_errors(void) {
-    for (int old_layout = 0; old_layout <= 1; old_layout++) {
-        char dir[1024], p[1100];
-        snprintf(dir, sizeof dir, "%s/test_quant_bad_%d", NX_BINARY_DIR, (int)getpid());
-        CHECK(nx_model_quantize(fixture_path("models/neox_a"), dir, NX_Q8_0) == NX_OK);
-        nx_tensorset *ts = NULL;
-        CHECK(nx_tensorset_open(dir, &ts) == NX_OK);
-        size_t n = nx_tensorset_count(ts);
-        nx_tensor_write *tw = calloc(n, sizeof *tw);
-        uint8_t *blob = NULL;
-        const char *meta[512];
-        size_t nm = 0;
-        const char *victim = "gpt_neox.layers.0.mlp.dense_4h_to_h.weight";
-        for (size_t i = 0; i < n; i++) {
-            const nx_tensor_info *t = nx_tensorset_at(ts, i);
-            tw[i] = (nx_tensor_write){t->name, t->dtype, t->ndim, {0}, t->data};
-            memcpy(tw[i].shape, t->shape, sizeof t->shape);
-            if (!strcmp(t->name, victim)) {
-                tw[i].shape[1] = old_layout ? t->shape[1] / 34 * 36 : t->shape[1] + 34;
-                blob = calloc((size_t)(tw[i].shape[0] * tw[i].shape[1]), 1);
-                tw[i].data = blob;
-            }
-            static char keys[64][160];
-            if (t->dtype == NX_U8 && nm / 2 < 64) {
-                snprintf(keys[nm / 2], sizeof keys[0], "neox.quant.%s", t->name);
-                meta[nm] = keys[nm / 2];
-                meta[nm + 1] = "Q8_0";
-                nm += 2;
+/* Rewrites DIR/model.safetensors with every quantized tensor passed through edit(), which may
+ * replace its bytes and shape (w; new bytes in *owned, freed here) and its "neox.quant.<name>"
+ * tag. Other tensors and "neox.dtype" are kept. */
+typedef void (*quant_edit)(const nx_tensor_info *t, nx_tensor_write *w, const char **tag, void **owned, void *ctx);
+static void rewrite_quant_file(const char *dir, quant_edit edit, void *ctx) {
+    nx_tensorset *ts = NULL;
+    CHECK(nx_tensorset_open(dir, &ts) == NX_OK);
+    size_t n = nx_tensorset_count(ts), nm = 0;
+    nx_tensor_write *tw = calloc(n, sizeof *tw);
+    const char **meta = calloc(2 * n + 2, sizeof *meta);
+    char(*keys)[256] = calloc(n, sizeof *keys);
+    void **owned = calloc(n, sizeof *owned);
+    CHECK(tw && meta && keys && owned);
+    const char *dt = nx_tensorset_metadata(ts, "neox.dtype");
+    if (dt) meta[nm++] = "neox.dtype", meta[nm++] = dt;
+    for (size_t i = 0; i < n; i++) {
+        const nx_tensor_info *t = nx_tensorset_at(ts, i);
+        tw[i] = (nx_tensor_write){t->name, t->dtype, t->ndim, {0}, t->data};
+        memcpy(tw[i].shape, t->shape, sizeof t->shape);
+        snprintf(keys[i], sizeof keys[i], "neox.quant.%s", t->name);
+        const char *tag = nx_tensorset_metadata(ts, keys[i]);
+        if (!tag) continue;
+        edit(t, &tw[i], &tag, &owned[i], ctx);
+        meta[nm++] = keys[i];
+        meta[nm++] = tag;
+    }
+    char p[1100];
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    CHECK(nx_safetensors_write(p, tw, n, meta, nm / 2) == NX_OK);
+    nx_tensorset_free(ts);
+    for (size_t i = 0; i < n; i++) free(owned[i]);
+    free(owned), free(keys), free(meta), free(tw);
+}
+
+/* Interleaved Q4_0 tensors back to row order, tagged "Q4_0": a file as neox wrote them before
+ * the layout (and as llama.cpp's blocks are). */
+static void edit_to_rows(const nx_tensor_info *t, nx_tensor_write *w, const char **tag, void **owned, void *ctx) {
+    (void)ctx;
+    if (strcmp(*tag, "Q4_0_x8") != 0) return;
+    int OUT = (int)t->shape[0], IN = (int)(t->shape[1] / 18 * NX_QBLOCK);
+    size_t rb = (size_t)t->shape[1];
+    uint8_t *rows = malloc(t->nbytes);
+    for (int o = 0; o < OUT; o++) nx__x8_gather_row(t->data, NX_Q4_0, IN, o, rows + (size_t)o * rb);
+    *owned = rows;
+    w->data = rows;
+    *tag = "Q4_0";
+}
+
+/* Files from `neox quantize --type q4` store each Q4_0 matrix of a fitting shape (nx__x8_layout)
+ * interleaved, tagged "Q4_0_x8"; its rows are the blocks of ggml's quantizer, row for row. Where
+ * the kernels read the layout the matrices are used in place, interleaved; a row-order file
+ * (tagged "Q4_0", as written before) still loads in place, and gives the same logits bit for bit.
+ * (The reordering at load on CPUs without the kernels: cli_quantize.sh, NX_KERNELS=ref.) */
+static void test_interleaved_files(void) {
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/test_quant_x8_%d", NX_BINARY_DIR, (int)getpid());
+    CHECK(nx_model_quantize(fixture_path("eval/lm"), dir, NX_Q4_0) == NX_OK);
+    nx_tensorset *q = NULL, *f = NULL;
+    CHECK(nx_tensorset_open(dir, &q) == NX_OK);
+    CHECK(nx_tensorset_open(fixture_path("eval/lm"), &f) == NX_OK);
+    int n_x8 = 0, n_q = 0;
+    size_t x8_bytes = 0;
+    for (size_t i = 0; i < nx_tensorset_count(q); i++) {
+        const nx_tensor_info *t = nx_tensorset_at(q, i), *src = nx_tensorset_find(f, t->name);
+        char key[256];
+        snprintf(key, sizeof key, "neox.quant.%s", t->name);
+        const char *tag = nx_tensorset_metadata(q, key);
+        if (!tag) continue;
+        n_q++;
+        CHECK(src && src->ndim == 2);
+        int OUT = (int)src->shape[0], IN = (int)src->shape[1];
+        bool x8 = !strcmp(tag, "Q4_0_x8");
+        CHECK_MSG(x8 == nx__x8_layout(NX_Q4_0, OUT, IN) && (x8 || !strcmp(tag, "Q4_0")), "%s tagged %s", t->name, tag);
+        n_x8 += x8;
+        x8_bytes += x8 ? t->nbytes : 0;
+        size_t rb = nx__row_bytes(NX_Q4_0, IN);
+        float *w = malloc(sizeof(float) * (size_t)OUT * IN);
+        uint8_t *want = malloc(rb), *got = malloc(rb);
+        CHECK(nx_tensor_to_f32(src, w) == NX_OK);
+        for (int o = 0; o < OUT; o++) {
+            nx__quantize_row_q4_0((nx_block_q4_0 *)want, w + (size_t)o * IN, IN);
+            if (x8)
+                nx__x8_gather_row(t->data, NX_Q4_0, IN, o, got);
+            else
+                memcpy(got, (const uint8_t *)t->data + (size_t)o * rb, rb);
+            if (memcmp(want, got, rb) != 0) {
+                CHECK_MSG(0, "%s row %d is not the row's Q4_0 blocks", t->name, o);
+                break;
             }
         }
-        CHECK(blob != NULL);
-        snprintf(p, sizeof p, "%s/model.safetensors", dir);
-        CHECK(nx_safetensors_write(p, tw, n, meta, nm / 2) == NX_OK);
-        nx_tensorset_free(ts);
+        free(w), free(want), free(got);
+    }
+    nx_tensorset_free(q);
+    nx_tensorset_free(f);
+    CHECK(n_q == 9 && n_x8 == 9);   /* 2 layers x 4 matrices + the head: every shape fits */
+    /* in place, in the file's layout where the kernels read it */
+    bool fast = nx__x8_eligible(nx__kernels(), NX_Q4_0, 64, 64);
+    nx_model *m = NULL;
+    CHECK(nx_model_load(dir, NULL, &m) == NX_OK);
+    CHECK(nx_model_interleaved_bytes(m) == (fast ? x8_bytes : 0));
+    size_t mapped_x8 = nx_model_mapped_bytes(m);
+    nx_model_free(m);
+    run_t a, b;
+    if (!run_model(dir, NX_DTYPE_INVALID, 2, &a)) return;
+    rewrite_quant_file(dir, edit_to_rows, NULL);
+    CHECK(nx_model_load(dir, NULL, &m) == NX_OK);
+    CHECK(nx_model_interleaved_bytes(m) == 0);
+    CHECK(nx_model_mapped_bytes(m) >= mapped_x8 && nx_model_mapped_bytes(m) >= x8_bytes);
+    nx_model_free(m);
+    if (!run_model(dir, NX_DTYPE_INVALID, 2, &b)) return;
+    CHECK(memcmp(a.full, b.full, sizeof(float) * (size_t)a.T * a.V) == 0);
+    CHECK(memcmp(a.inc, b.inc, sizeof(float) * (size_t)a.T * a.V) == 0);
+    free_run(&a);
+    free_run(&b);
+    rm_dir(dir);
+}
+
+typedef struct {
+    const char *victim;
+    int mode;   /* 0: one block too many a row, 1: the old 36-byte blocks, 2: tagged interleaved */
+} bad_edit;
+
+static void edit_bad(const nx_tensor_info *t, nx_tensor_write *w, const char **tag, void **owned, void *ctx) {
+    const bad_edit *e = ctx;
+    if (strcmp(t->name, e->victim) != 0) return;
+    if (e->mode == 2) {
+        *tag = "Q4_0_x8";
+        return;
+    }
+    w->shape[1] = e->mode ? t->shape[1] / 34 * 36 : t->shape[1] + 34;
+    *owned = calloc((size_t)(w->shape[0] * w->shape[1]), 1);
+    w->data = *owned;
+}
+
+/* Hostile quantized files, each a one-line error naming the tensor (and, for the old layout,
+ * what to do), never a crash: a blob whose rows hold one block too many, the 36-byte blocks
+ * with fp32 scales that neox wrote before its blocks became ggml's, and a matrix tagged
+ * interleaved whose shape has no interleaved layout. */
+static void test_quant_file_errors(void) {
+    const bad_edit edits[] = {{"gpt_neox.layers.0.mlp.dense_4h_to_h.weight", 0},
+                              {"gpt_neox.layers.0.mlp.dense_4h_to_h.weight", 1},
+                              {"gpt_neox.layers.1.attention.query_key_value.weight", 2}};
+    const char *says[] = {"the config implies", "fp32 scales", "no interleaved layout"};
+    for (size_t i = 0; i < NX_ARRAY_LEN(edits); i++) {
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s/test_quant_bad_%d", NX_BINARY_DIR, (int)getpid());
+        CHECK(nx_model_quantize(fixture_path("models/neox_a"), dir, edits[i].mode == 2 ? NX_Q4_0 : NX_Q8_0) == NX_OK);
+        rewrite_quant_file(dir, edit_bad, (void *)&edits[i]);
         nx_model *m = NULL;
         CHECK(nx_model_load(dir, NULL, &m) != NX_OK);
         CHECK(m == NULL);
-        CHECK_STR_CONTAINS(nx_last_error(), "dense_4h_to_h");
-        if (old_layout) CHECK_STR_CONTAINS(nx_last_error(), "fp32 scales");
-        free(blob);
-        free(tw);
+        CHECK_STR_CONTAINS(nx_last_error(), edits[i].victim);
+        CHECK_STR_CONTAINS(nx_last_error(), says[i]);
         rm_dir(dir);
     }
 }
@@ -648,6 +760,7 @@ int main(void) {
     TEST_RUN(test_interleaved_blocks);
     TEST_RUN(test_model_dtypes);
     TEST_RUN(test_quantize_roundtrip);
+    TEST_RUN(test_interleaved_files);
     TEST_RUN(test_quant_file_errors);
     TEST_END();
 }

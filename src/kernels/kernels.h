@@ -162,9 +162,9 @@ typedef struct nx_wmat {
     nx_dtype type;
     const void *data;
     /* Q8_0/Q4_0 only: the rows are interleaved in groups of 8 (nx__x8_block), for the decode
-     * kernels that read a group as one stream. Only matrices converted at load get it, and only
-     * where it helps and the kernels in use read it (nx__x8_eligible: Q4_0 on AVX-512 VNNI);
-     * files keep ggml's row order. */
+     * kernels that read a group as one stream. Only where it helps and the kernels in use read
+     * it (nx__x8_eligible: Q4_0 on AVX-512 VNNI): matrices converted at load, and Q4_0 files
+     * written in that layout (nx__x8_layout), which are then used in place. */
     bool x8;
 } nx_wmat;
 /* The interleaved layout of a Q8_0/Q4_0 matrix: OUT a multiple of 8, IN/32 blocks an even
@@ -183,6 +183,12 @@ static inline void nx__x8_block(const uint8_t *W, nx_dtype t, size_t rb, int o, 
 /* Rewrites a row-order Q8_0/Q4_0 matrix [OUT][IN] in the interleaved layout, in place (tmp:
  * 8 rows' bytes of scratch). */
 void nx__x8_interleave(uint8_t *W, nx_dtype t, int OUT, int IN, uint8_t *tmp);
+/* Row o of an interleaved matrix in row order: nx__row_bytes(t, IN) bytes at dst. */
+void nx__x8_gather_row(const uint8_t *W, nx_dtype t, int IN, int o, uint8_t *dst);
+/* Whether an [OUT][IN] matrix of type t takes the interleaved layout where the kernels read it
+ * (Q4_0, OUT a multiple of 8, an even number of blocks a row): the shapes that files written
+ * by nx_model_quantize store interleaved, whatever CPU writes or reads them. */
+bool nx__x8_layout(nx_dtype t, int OUT, int IN);
 /* Bytes of an [OUT][IN] matrix in type t. */
 size_t nx__wmat_bytes(nx_dtype t, int OUT, int IN);
 /* Row o of W as fp32 (embedding lookups). */

@@ -232,6 +232,14 @@ float nx__qdot_ref(const nx_xq8 *xq, const void *wrow, nx_dtype wt, int IN) {
 
 size_t nx__wmat_bytes(nx_dtype t, int OUT, int IN) { return (size_t)OUT * nx__row_bytes(t, IN); }
 
+/* Block b of row o of an interleaved matrix, in its row-order bytes. */
+static void x8_copy_block(const uint8_t *W, nx_dtype t, size_t rb, int o, int b, uint8_t *dst) {
+    const uint8_t *d, *q;
+    nx__x8_block(W, t, rb, o, b, &d, &q);
+    memcpy(dst, d, 2);
+    memcpy(dst + 2, q, nx__row_bytes(t, NX_QBLOCK) - 2);
+}
+
 void nx__wmat_row(const nx_wmat *W, int IN, int o, float *dst) {
     size_t rb = nx__row_bytes(W->type, IN);
     if (!W->x8) {
@@ -239,13 +247,9 @@ void nx__wmat_row(const nx_wmat *W, int IN, int o, float *dst) {
         return;
     }
     /* one block at a time through a row-order copy of it */
-    size_t bs = nx__row_bytes(W->type, NX_QBLOCK);
     uint8_t blk[sizeof(nx_block_q8_0)];
     for (int b = 0; b < IN / NX_QBLOCK; b++) {
-        const uint8_t *d, *q;
-        nx__x8_block(W->data, W->type, rb, o, b, &d, &q);
-        memcpy(blk, d, 2);
-        memcpy(blk + 2, q, bs - 2);
+        x8_copy_block(W->data, W->type, rb, o, b, blk);
         nx__dequantize_row(W->type, blk, dst + (size_t)b * NX_QBLOCK, NX_QBLOCK);
     }
 }
@@ -267,13 +271,19 @@ void nx__x8_interleave(uint8_t *W, nx_dtype t, int OUT, int IN, uint8_t *tmp) {
     }
 }
 
+void nx__x8_gather_row(const uint8_t *W, nx_dtype t, int IN, int o, uint8_t *dst) {
+    size_t rb = nx__row_bytes(t, IN), bs = nx__row_bytes(t, NX_QBLOCK);
+    for (int b = 0; b < IN / NX_QBLOCK; b++) x8_copy_block(W, t, rb, o, b, dst + (size_t)b * bs);
+}
+
 /* Q4_0 only: Q8_0 in the interleaved layout decoded no faster from memory at one token (a
  * 2048x65536 matrix, 2 threads: 28.6 against 28.3 GB/s; 410M generation 1.00x) and slower at 4
  * and 8 (0.83x, 0.91x), while Q4_0 gained at every count (1.09x, 1.05x, 1.09x there). The
  * kernels read both types (test_quant covers them). */
+bool nx__x8_layout(nx_dtype t, int OUT, int IN) { return t == NX_Q4_0 && OUT % 8 == 0 && IN % (2 * NX_QBLOCK) == 0; }
+
 bool nx__x8_eligible(const nx_kernel_vt *vt, nx_dtype t, int OUT, int IN) {
-    return t == NX_Q4_0 && OUT % 8 == 0 && IN % (2 * NX_QBLOCK) == 0 && vt->qdot_rows_x8 &&
-           nx__gemm_for(vt, t)->pack_b_x8;
+    return nx__x8_layout(t, OUT, IN) && vt->qdot_rows_x8 && nx__gemm_for(vt, t)->pack_b_x8;
 }
 
 /* ---- driver ---------------------------------------------------------------------------------- */

@@ -8,8 +8,9 @@
  *  - every matrix is row-major [OUT][IN] in the run type (kernels.h nx_wmat), as nn.Linear and
  *    `neox quantize` store it. A tensor whose file type is the run type (and that is aligned for
  *    it) is used in place: zero copy, and its pages are only resident once read. Anything else
- *    (another type, .bin storages that are not, J/Neo's separate q/k/v) is converted a row at a
- *    time into one arena, so no fp32 copy of a whole matrix ever exists;
+ *    (another type, .bin storages that are not, J/Neo's separate q/k/v, interleaved Q4_0 blocks
+ *    the kernels in use do not read) is converted a row at a time into one arena, so no fp32
+ *    copy of a whole matrix ever exists;
  *  - q, k and v form one [3H][H] matrix in NeoX's head-interleaved row order [NH][q|k|v][HS],
  *    so a NeoX query_key_value is used as stored and a single matmul yields q|k|v per token;
  *  - the input embedding is used in place (F32/F16/BF16) or copied to fp32 once; a tied model
@@ -247,7 +248,7 @@ static void convert_mat(nx_model *m, nx_wmat *W, int OUT, int IN, float *row) {
 
 /* Block matrices converted at load into the interleaved layout (kernels.h nx__x8_block) when
  * the kernels in use read it: decode then streams each group of 8 rows as one run. Matrices
- * used in place stay in the file's row order, and so does a head tied to the embedding (its
+ * used in place keep the file's layout, and a head tied to the embedding stays in row order (its
  * rows are looked up one at a time). Without memory for the 8-row scratch the rows stay as
  * they are: only speed depends on it. */
 static void interleave_mat(const nx_model *m, const nx_kernel_vt *vt, nx_wmat *W, int OUT, int IN, uint8_t *tmp) {
@@ -391,13 +392,19 @@ static const char *shape_str(const int64_t *shape, int ndim, char *buf, size_t n
 }
 
 /* The block type of a U8 tensor written by nx_model_quantize: "__metadata__" key
- * "neox.quant.<name>" = "Q8_0" or "Q4_0" (docs/QUANT.md); NX_DTYPE_INVALID otherwise. */
-static nx_dtype tensor_qtype(const nx_tensorset *ts, const nx_tensor_info *t) {
+ * "neox.quant.<name>" = "Q8_0" or "Q4_0", row-major blocks, or NX__Q4_0_X8_TAG, Q4_0 in the
+ * interleaved layout (*x8 set; docs/QUANT.md); NX_DTYPE_INVALID otherwise. */
+static nx_dtype tensor_qtype(const nx_tensorset *ts, const nx_tensor_info *t, bool *x8) {
+    if (x8) *x8 = false;
     if (t->dtype != NX_U8) return NX_DTYPE_INVALID;
     char key[320];
     snprintf(key, sizeof key, "neox.quant.%s", t->name);
     const char *v = nx_tensorset_metadata(ts, key);
     if (!v) return NX_DTYPE_INVALID;
+    if (!strcmp(v, NX__Q4_0_X8_TAG)) {
+        if (x8) *x8 = true;
+        return NX_Q4_0;
+    }
     nx_dtype q = nx_dtype_from_name(v);
     return q == NX_Q8_0 || q == NX_Q4_0 ? q : NX_DTYPE_INVALID;
 }
@@ -423,7 +430,7 @@ static nx_status checked(reader *r, const char *name, int ndim, int64_t d0, int6
                          name, shape_str(t->shape, t->ndim, a, sizeof a), shape_str(want, ndim, b, sizeof b));
     }
     if (t->dtype != NX_F32 && t->dtype != NX_F16 && t->dtype != NX_BF16 && t->dtype != NX_F64 &&
-        (ndim != 2 || tensor_qtype(r->ts, t) == NX_DTYPE_INVALID))
+        (ndim != 2 || tensor_qtype(r->ts, t, NULL) == NX_DTYPE_INVALID))
         return nx__error(NX_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s, expected a float type (F32, F16, BF16, F64)",
                          t->file ? t->file : r->dir, name, nx_dtype_name(t->dtype));
     *out = t;
@@ -432,20 +439,26 @@ static nx_status checked(reader *r, const char *name, int ndim, int64_t d0, int6
 
 /* Elements a tensor stands for (a quantized blob: its [OUT][IN] weights). */
 static size_t logical_numel(const nx_tensorset *ts, const nx_tensor_info *t) {
-    nx_dtype q = tensor_qtype(ts, t);
+    nx_dtype q = tensor_qtype(ts, t, NULL);
     if (q == NX_DTYPE_INVALID || t->ndim != 2) return nx_tensor_numel(t);
     return (size_t)t->shape[0] * ((size_t)t->shape[1] / nx_dtype_size(q)) * NX_QBLOCK;
 }
 
-/* A matrix [d0][d1]: float, or a quantized blob [d0][d1/32·block bytes] (its type in *qt). */
+/* A matrix [d0][d1]: float, or a quantized blob [d0][d1/32·block bytes] (its type in *qt, and
+ * whether its blocks are interleaved in *x8). */
 static nx_status checked_mat(reader *r, const char *name, int64_t d0, int64_t d1, const nx_tensor_info **out,
-                             nx_dtype *qt) {
+                             nx_dtype *qt, bool *x8) {
     const nx_tensor_info *t = find(r, name);
-    *qt = t ? tensor_qtype(r->ts, t) : NX_DTYPE_INVALID;
+    *qt = t ? tensor_qtype(r->ts, t, x8) : NX_DTYPE_INVALID;
     if (*qt == NX_DTYPE_INVALID) return checked(r, name, 2, d0, d1, out);
     if (d1 % NX_QBLOCK != 0)
         return nx__error(NX_ERR_FORMAT, "%s: tensor '%s' is %s but its %lld columns are not a multiple of 32",
                          t->file ? t->file : r->dir, name, nx_dtype_name(*qt), (long long)d1);
+    if (*x8 && !nx__x8_layout(*qt, (int)d0, (int)d1))
+        return nx__error(NX_ERR_FORMAT,
+                         "%s: tensor '%s' is tagged %s, but its shape [%lld, %lld] has no interleaved layout "
+                         "(rows a multiple of 8, columns of 64)",
+                         t->file ? t->file : r->dir, name, NX__Q4_0_X8_TAG, (long long)d0, (long long)d1);
     /* Files from before the blocks took ggml's fp16 scales hold 36-/20-byte blocks: say so
      * rather than report a bare shape mismatch. */
     if (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1 / NX_QBLOCK * (*qt == NX_Q8_0 ? 36 : 20))
@@ -479,14 +492,11 @@ typedef struct {
     rows_kind kind;
     int HS;
     nx_dtype qt[3];   /* block type of t[i], or NX_DTYPE_INVALID for float tensors */
+    bool x8[3];       /* t[i]'s blocks are interleaved (nx__x8_block) */
 } row_source;
 
-/* Converts one row of a 2-D tensor through a one-row view of it. */
-static nx_status convert_row(const nx_tensor_info *t, nx_dtype qt, int64_t row, int IN, float *dst) {
-    if (qt != NX_DTYPE_INVALID) {
-        nx__dequantize_row(qt, (const uint8_t *)t->data + (size_t)row * nx__row_bytes(qt, IN), dst, IN);
-        return NX_OK;
-    }
+/* Converts one row of a float 2-D tensor through a one-row view of it. */
+static nx_status convert_row(const nx_tensor_info *t, int64_t row, int IN, float *dst) {
     nx_tensor_info one = *t;
     size_t es = nx_dtype_size(t->dtype);
     one.ndim = 2;
@@ -511,15 +521,22 @@ static bool usable_in_place(const nx_tensor_info *t, nx_dtype file_type, nx_dtyp
 static nx_status load_rows(nx_model *m, const row_source *rs, int OUT, int IN, nx_wmat *W, float *scratch) {
     nx_dtype wt = m->wtype;
     const nx_tensor_info *t0 = rs->t[0];
-    if (rs->kind == ROWS_PLAIN && usable_in_place(t0, rs->qt[0] != NX_DTYPE_INVALID ? rs->qt[0] : t0->dtype, wt)) {
-        *W = (nx_wmat){wt, t0->data, false};
+    /* Interleaved blocks are used in place only by kernels that read them; elsewhere their rows
+     * are gathered back into row order below. */
+    if (rs->kind == ROWS_PLAIN && usable_in_place(t0, rs->qt[0] != NX_DTYPE_INVALID ? rs->qt[0] : t0->dtype, wt) &&
+        (!rs->x8[0] || nx__x8_eligible(nx__kernels(), wt, OUT, IN))) {
+        *W = (nx_wmat){wt, t0->data, rs->x8[0]};
         m->mapped_bytes += nx__wmat_bytes(wt, OUT, IN);
         nx__map_willneed(t0->data, nx__wmat_bytes(wt, OUT, IN));   /* the first token reads it all */
         return NX_OK;
     }
     uint8_t *dst = nx__model_take_mat(m, OUT, IN);
     size_t rb = nx__row_bytes(wt, IN);
-    for (int o = 0; o < OUT; o++) {
+    uint8_t *gathered = NULL;   /* one row of an interleaved source, in row order */
+    if ((rs->x8[0] || rs->x8[1] || rs->x8[2]) && !(gathered = nx__malloc(nx__row_bytes(NX_Q8_0, IN))))
+        return nx__error(NX_ERR_NOMEM, "out of memory");
+    nx_status st = NX_OK;
+    for (int o = 0; o < OUT && st == NX_OK; o++) {
         int s = 0;
         int64_t row = o;
         if (rs->kind == ROWS_STACKED_QKV) {
@@ -527,14 +544,24 @@ static nx_status load_rows(nx_model *m, const row_source *rs, int OUT, int IN, n
             row = (int64_t)(o / (3 * rs->HS)) * rs->HS + o % rs->HS;
         }
         const nx_tensor_info *t = rs->t[s];
-        nx_dtype ft = rs->qt[s] != NX_DTYPE_INVALID ? rs->qt[s] : t->dtype;
+        nx_dtype qt = rs->qt[s], ft = qt != NX_DTYPE_INVALID ? qt : t->dtype;
+        const uint8_t *src = (const uint8_t *)t->data + (size_t)row * nx__row_bytes(ft, IN);
+        if (rs->x8[s]) {
+            nx__x8_gather_row(t->data, qt, IN, (int)row, gathered);
+            src = gathered;
+        }
         if (ft == wt) {
-            memcpy(dst + (size_t)o * rb, (const uint8_t *)t->data + (size_t)row * rb, rb);
+            memcpy(dst + (size_t)o * rb, src, rb);
         } else {
-            NX_TRY(convert_row(t, rs->qt[s], row, IN, scratch));
+            if (qt != NX_DTYPE_INVALID)
+                nx__dequantize_row(qt, src, scratch, IN);
+            else
+                st = convert_row(t, row, IN, scratch);
             store_row(wt, dst + (size_t)o * rb, scratch, IN);
         }
     }
+    nx__free(gathered);
+    NX_TRY(st);
     /* The converted source is not read again: a model kept mapped for its in-place tensors (say
      * the embedding) would otherwise stay resident for the whole checkpoint (a 410M q4 model
      * converted from fp32 kept 1.6 GB). A tied head's source is the embedding, used in place:
@@ -546,8 +573,13 @@ static nx_status load_rows(nx_model *m, const row_source *rs, int OUT, int IN, n
 
 /* A plain nn.Linear weight [OUT][IN]. */
 static nx_status load_mat(reader *r, nx_model *m, const char *name, int OUT, int IN, nx_wmat *dst, float *scratch) {
-    row_source rs = {r->ts, {NULL, NULL, NULL}, ROWS_PLAIN, 0, {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
-    NX_TRY(checked_mat(r, name, OUT, IN, &rs.t[0], &rs.qt[0]));
+    row_source rs = {r->ts,
+                     {NULL, NULL, NULL},
+                     ROWS_PLAIN,
+                     0,
+                     {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID},
+                     {false, false, false}};
+    NX_TRY(checked_mat(r, name, OUT, IN, &rs.t[0], &rs.qt[0], &rs.x8[0]));
     return load_rows(m, &rs, OUT, IN, dst, scratch);
 }
 
@@ -565,12 +597,16 @@ static nx_status load_mat_fmt(reader *r, nx_model *m, int OUT, int IN, nx_wmat *
 
 /* J/Neo "<prefix>q_proj.weight", k_proj, v_proj into one [3H][H] (NeoX's row order). */
 static nx_status load_qkv_stacked(reader *r, nx_model *m, const char *prefix, nx_wmat *dst, float *scratch) {
-    row_source rs = {r->ts, {NULL, NULL, NULL}, ROWS_STACKED_QKV, m->HS,
-                     {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID}};
+    row_source rs = {r->ts,
+                     {NULL, NULL, NULL},
+                     ROWS_STACKED_QKV,
+                     m->HS,
+                     {NX_DTYPE_INVALID, NX_DTYPE_INVALID, NX_DTYPE_INVALID},
+                     {false, false, false}};
     for (int i = 0; i < 3; i++) {
         char name[256];
         snprintf(name, sizeof name, "%s%c_proj.weight", prefix, "qkv"[i]);
-        NX_TRY(checked_mat(r, name, m->H, m->H, &rs.t[i], &rs.qt[i]));
+        NX_TRY(checked_mat(r, name, m->H, m->H, &rs.t[i], &rs.qt[i], &rs.x8[i]));
     }
     return load_rows(m, &rs, 3 * m->H, m->H, dst, scratch);
 }

@@ -20,6 +20,12 @@
 #include "neox/io.h"
 #include "neox/model.h"
 
+/* The "neox.quant.<name>" value of a Q4_0 matrix that nx_model_quantize wrote in the interleaved
+ * layout (kernels.h nx__x8_block, nx__x8_layout); row-order blocks are tagged with the type's
+ * name ("Q8_0", "Q4_0"). Versions that predate the layout reject the tag rather than misread
+ * the blocks. */
+#define NX__Q4_0_X8_TAG "Q4_0_x8"
+
 typedef struct nx_layer {
     float *ln1_w, *ln1_b;   /* input LN (NeoX input_layernorm, J/Neo ln_1) */
     float *ln2_w, *ln2_b;   /* NeoX post_attention_layernorm, Neo ln_2; NULL for GPT-J */

@@ -5,9 +5,12 @@
  * Tensors keep their Hugging Face names and row order (NeoX's interleaved query_key_value
  * stays interleaved: rows are quantized independently, so the loader's row permutation applies
  * to quantized rows unchanged). Q8_0/Q4_0 matrices [OUT][IN] become U8 tensors
- * [OUT][IN/32 · block bytes] of row-major blocks, tagged in "__metadata__" with
- * "neox.quant.<name>" = "Q8_0" | "Q4_0"; "neox.dtype" names the run type the directory
- * loads in. Everything else (embeddings, LayerNorms, biases) is copied unchanged.
+ * [OUT][IN/32 · block bytes] of blocks, tagged in "__metadata__" with "neox.quant.<name>" =
+ * "Q8_0" | "Q4_0" (row-major blocks) | "Q4_0_x8" (the interleaved layout, kernels.h
+ * nx__x8_block, which every Q4_0 matrix of a fitting shape gets: the AVX-512 decode reads it
+ * in place, 7-17% faster than row order; other CPUs reorder it at load); "neox.dtype" names the
+ * run type the directory loads in. Everything else (embeddings, LayerNorms, biases) is copied
+ * unchanged.
  */
 #include "io/io.h"
 #include "models/models.h"
@@ -122,6 +125,15 @@ nx_status nx_model_quantize(const char *in_dir, const char *out_dir, nx_dtype dt
                     for (int64_t k = 0; k < IN; k++)
                         ((uint16_t *)o8)[(size_t)r * (size_t)IN + (size_t)k] = nx_f32_to_f16(src[k]);
             }
+            bool x8 = nx__x8_layout(dtype, (int)OUT, (int)IN);
+            if (x8) {
+                uint8_t *tmp = nx__malloc(8 * rb);
+                if (tmp)
+                    nx__x8_interleave(o8, dtype, (int)OUT, (int)IN, tmp);
+                else
+                    st = nx__error(NX_ERR_NOMEM, "out of memory interleaving '%s'", t->name);
+                nx__free(tmp);
+            }
             tw[i].data = o8;
             if (blocks) {
                 tw[i].dtype = NX_U8;
@@ -133,7 +145,7 @@ nx_status nx_model_quantize(const char *in_dir, const char *out_dir, nx_dtype dt
                 } else {
                     snprintf(keys[i], kl, "neox.quant.%s", t->name);
                     meta[n_meta++] = keys[i];
-                    meta[n_meta++] = nx_dtype_name(dtype);
+                    meta[n_meta++] = x8 ? NX__Q4_0_X8_TAG : nx_dtype_name(dtype);
                 }
             } else {
                 tw[i].dtype = dtype;
