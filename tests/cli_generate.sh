@@ -104,7 +104,7 @@ check "logits --help" contains "$TMP/help.txt" "--incremental"
 "$NEOX" bench --random-shape pythia-14m -p 8 -n 4 -d 8 -r 1 -t 2 > "$TMP/bench.json" 2> "$TMP/bench.err"
 check "bench exits 0" test $? -eq 0
 check "bench prints one line" one_line "$TMP/bench.json"
-for k in '"model": "pythia-14m (random)"' '"dtype": "f32"' '"threads": 2' '"prompt_tok_s": ' '"gen_tok_s": ' '"gen_depth": 8, ' '"peak_rss_mb": ' '"load_s": ' '"ttft_s": ' '"rss_mb": ' '"mapped_mb": '; do
+for k in '"model": "pythia-14m (random)"' '"dtype": "f32"' '"threads": 2' '"prompt_tok_s": ' '"gen_tok_s": ' '"gen_depth": 8, ' '"peak_rss_mb": ' '"load_s": ' '"ttft_s": ' '"rss_mb": ' '"huge_mb": ' '"mapped_mb": '; do
   check "bench JSON has $k" contains "$TMP/bench.json" "$k"
 done
 check "bench JSON: fp32 weights keep an fp32 KV cache" contains "$TMP/bench.json" '"kv_type": "f32"'

@@ -55,6 +55,24 @@ static double rss_mb(void) {
     return resident < 0 ? -1.0 : (double)resident * (double)sysconf(_SC_PAGESIZE) / 1048576.0;
 }
 
+/* Resident memory mapped in 2 MiB pages (Linux /proc/self/smaps_rollup: AnonHugePages, the
+ * weights converted at load, plus FilePmdMapped, those used in place from the file), or -1
+ * where unavailable. Weights in 4 KiB pages stream slower (docs/QUANT.md, "Zero copy"). */
+static double huge_mb(void) {
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    if (!f) return -1.0;
+    char line[256];
+    long kb, total = 0;
+    int seen = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "AnonHugePages: %ld", &kb) == 1 || sscanf(line, "FilePmdMapped: %ld", &kb) == 1) {
+            total += kb;
+            seen++;
+        }
+    fclose(f);
+    return seen ? (double)total / 1024.0 : -1.0;
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *cmd = "bench", *dir = NULL, *shape = NULL;
     long P = 512, N = 128, D = 0, threads = 0, reps = 3;
@@ -187,13 +205,13 @@ int cmd_bench(int argc, char **argv) {
            "\"kv_type\": \"%s\", \"kv_mb\": %.1f, "
            "\"kv_read_mb\": %.1f, \"prompt_tokens\": %ld, "
            "\"prompt_tok_s\": %.2f, \"gen_tokens\": %ld, \"gen_depth\": %ld, \"gen_tok_s\": %.2f, \"reps\": %ld, \"load_s\": %.3f, "
-           "\"ttft_s\": %.3f, \"rss_mb\": %.1f, \"peak_rss_mb\": %.1f}\n",
+           "\"ttft_s\": %.3f, \"rss_mb\": %.1f, \"huge_mb\": %.1f, \"peak_rss_mb\": %.1f}\n",
            dir ? dir : shape, dir ? "" : " (random)", cfg->model_type, dtname, nx_kernels_name(),
            threads ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN), (double)nx_model_weight_bytes(m) / 1e6,
            (double)nx_model_mapped_bytes(m) / 1e6, (double)nx_model_interleaved_bytes(m) / 1e6,
            (double)nx_model_decode_bytes(m) / 1e6, kvname,
            (double)nx_session_kv_bytes(s) / 1e6, kv_read / 1e6, P, median(pp, (int)reps), N, D,
-           median(tg, (int)reps), reps, t_load, ttft, rss_mb(), (double)ru.ru_maxrss / 1024.0);
+           median(tg, (int)reps), reps, t_load, ttft, rss_mb(), huge_mb(), (double)ru.ru_maxrss / 1024.0);
     rc = 0;
 done:
     free(ids);

@@ -92,16 +92,23 @@ typedef struct nx_mapped_file {
 } nx_mapped_file;
 nx_status nx__file_map(const char *path, nx_mapped_file *out);
 void nx__file_unmap(nx_mapped_file *mf);   /* zeroes *mf; fine on a zeroed struct */
-/* Hints that the n mapped bytes at p will be read soon (read-ahead, page-table fill); any
- * address range is fine, nothing happens where the platform has no such hint. */
-void nx__map_willneed(const void *p, size_t n);
 /* Drops the whole pages of a read-only file mapping inside [p, p + n) from the resident set
  * (they are read back from the file if touched again). Never for anonymous memory. */
 void nx__map_release(const void *p, size_t n);
-/* Hints that the n bytes at p (a large heap block read in full again and again: weights) should
- * be backed by huge pages where the system offers them on request (Linux THP in "madvise"
- * mode): one TLB entry and one page fault per 2 MiB instead of 512. Advisory, like the above. */
-void nx__advise_huge(void *p, size_t n);
+/* Hints that the n bytes at p (a large block read in full again and again: weights) should be
+ * backed by huge pages where the system offers them on request (Linux THP in "madvise" mode):
+ * one TLB entry and one page fault per 2 MiB instead of 512. For a heap block, and for a file
+ * mapping: there it asks that pages read in from now on come in 2 MiB units where the file
+ * system supports them, which are then mapped whole. Advisory, like the above. */
+void nx__advise_huge(const void *p, size_t n);
+/* nx__advise_huge for a range of a file mapping [map, map + map_size): widened to whole 2 MiB
+ * units (a file's pages come in aligned units, so a tensor smaller than one still gets them),
+ * within the mapping. */
+void nx__map_advise_huge(const void *p, size_t n, const void *map, size_t map_size);
+/* Drops a (written and synced) file's pages from the page cache, so the next reader maps what it
+ * reads back in the large units nx__advise_huge asks for: pages a write leaves cached are small
+ * and stay so while cached. Advisory: an error changes nothing. */
+void nx__file_drop_cache(const char *path);
 
 /* Reads a whole (small) file into a NUL-terminated buffer owned by the caller (nx__free). */
 nx_status nx__file_read_all(const char *path, char **out, size_t *len);

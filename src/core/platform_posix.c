@@ -49,26 +49,43 @@ void nx__file_unmap(nx_mapped_file *mf) {
     memset(mf, 0, sizeof *mf);
 }
 
-void nx__map_willneed(const void *p, size_t n) {
-    if (!p || !n) return;
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = (uintptr_t)p & ~(page - 1), e = (uintptr_t)p + n;
-    (void)madvise((void *)a, e - a, MADV_WILLNEED);   /* advisory: an error changes nothing */
-}
-
 void nx__map_release(const void *p, size_t n) {
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1), e = ((uintptr_t)p + n) & ~(page - 1);
     if (p && e > a) (void)madvise((void *)a, e - a, MADV_DONTNEED);   /* advisory, as above */
 }
 
-void nx__advise_huge(void *p, size_t n) {
+void nx__advise_huge(const void *p, size_t n) {
 #ifdef MADV_HUGEPAGE
     const uintptr_t huge = (uintptr_t)2 << 20;
     uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + n) & ~(huge - 1);
     if (p && e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
 #else
     (void)p, (void)n;
+#endif
+}
+
+void nx__map_advise_huge(const void *p, size_t n, const void *map, size_t map_size) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)2 << 20, page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = (uintptr_t)map, hi = ((uintptr_t)map + map_size + page - 1) & ~(page - 1);
+    uintptr_t a = (uintptr_t)p & ~(huge - 1), e = ((uintptr_t)p + n + huge - 1) & ~(huge - 1);
+    if (a < lo) a = lo;
+    if (e > hi) e = hi;
+    if (p && n && e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
+#else
+    (void)p, (void)n, (void)map, (void)map_size;
+#endif
+}
+
+void nx__file_drop_cache(const char *path) {
+#ifdef POSIX_FADV_DONTNEED
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
+#else
+    (void)path;
 #endif
 }
 

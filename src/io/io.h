@@ -21,6 +21,9 @@ nx_status nx__tensorset_adopt_buffer(nx_tensorset *ts, void *buf);
  * file, so a later read would fault the pages back in). Ranges outside the mappings (heap
  * buffers) are left alone. */
 void nx__tensorset_release(const nx_tensorset *ts, const void *p, size_t n);
+/* The n mapped bytes at p will be read in full on every use (weights used in place): asks for
+ * them in huge pages (nx__map_advise_huge). */
+void nx__tensorset_stream(const nx_tensorset *ts, const void *p, size_t n);
 /* Adds a tensor; name and file are copied. Fails with NX_ERR_FORMAT on a duplicate name. */
 nx_status nx__tensorset_add(nx_tensorset *ts, const nx_tensor_info *t);
 /* Records a "__metadata__" pair (copied). */

@@ -527,7 +527,9 @@ static nx_status load_rows(nx_model *m, const row_source *rs, int OUT, int IN, n
         (!rs->x8[0] || nx__x8_eligible(nx__kernels(), wt, OUT, IN))) {
         *W = (nx_wmat){wt, t0->data, rs->x8[0]};
         m->mapped_bytes += nx__wmat_bytes(wt, OUT, IN);
-        nx__map_willneed(t0->data, nx__wmat_bytes(wt, OUT, IN));   /* the first token reads it all */
+        /* Each token streams the whole matrix: huge pages where the file's pages are read in from
+         * here on (a 410M q4 file mapped in 4 KiB pages generated 12% slower). */
+        nx__tensorset_stream(rs->ts, t0->data, nx__wmat_bytes(wt, OUT, IN));
         return NX_OK;
     }
     uint8_t *dst = nx__model_take_mat(m, OUT, IN);

@@ -157,6 +157,10 @@ nx_status nx_model_quantize(const char *in_dir, const char *out_dir, nx_dtype dt
     if (st == NX_OK) {
         char *path = nx__path_join(out_dir, "model.safetensors");
         st = path ? nx_safetensors_write(path, tw, n, meta, n_meta / 2) : nx__error(NX_ERR_NOMEM, "out of memory");
+        /* The written pages would stay cached as they are, in small units, and the file is used in
+         * place: read back instead, it maps in huge pages (nx__advise_huge; 410M q4 generation
+         * 1.10x). Costs the first load a read of the file. */
+        if (st == NX_OK) nx__file_drop_cache(path);
         nx__free(path);
     }
     static const char *const files[] = {"config.json",          "generation_config.json", "tokenizer.json",
