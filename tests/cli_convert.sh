@@ -67,6 +67,9 @@ expect_error evil_eval "refers to global 'builtins.eval'" "$FIX/evil_eval.bin" "
 expect_error trunc "not a zip archive" "$FIX/trunc_half.bin" "$T/trunc"
 expect_error view "outside its storage" "$FIX/view_outside.bin" "$T/view"
 expect_error missing "no such file or directory" "$FIX/does_not_exist" "$T/missing"
+# a neox quantize directory: its U8 blobs mean nothing without neox's metadata
+"$NEOX" quantize "$SRC/tests/fixtures/eval/lm" "$T/lm_q4" --type q4 2> /dev/null || fail "quantize for the convert test"
+expect_error quantized "holds Q4_0_x8 blocks (a neox quantize directory)" "$T/lm_q4" "$T/quantized"
 
 # 6. usage errors exit 2
 "$NEOX" convert > /dev/null 2>&1; [ $? -eq 2 ] || fail "no arguments: expected exit 2"

@@ -323,6 +323,24 @@ int cmd_convert(int argc, char **argv) {
     nx_status st = nx_tensorset_open(in, &ts);
     if (st != NX_OK) { rc = cli_fail("convert", st, "cannot read the checkpoint"); goto done; }
 
+    /* A `neox quantize` directory holds its matrices as U8 blobs of blocks, described only by
+     * its "neox.quant.<name>" metadata: copied as they are, they would be a checkpoint nothing
+     * loads. */
+    for (size_t i = 0; i < nx_tensorset_count(ts); i++) {
+        const nx_tensor_info *t = nx_tensorset_at(ts, i);
+        char key[320];
+        snprintf(key, sizeof key, "neox.quant.%s", t->name);
+        const char *q = nx_tensorset_metadata(ts, key);
+        if (q) {
+            fprintf(stderr,
+                    "neox convert: %s: tensor '%s' holds %s blocks (a neox quantize directory), which "
+                    "transformers cannot load; convert the checkpoint it was quantized from\n",
+                    t->file ? t->file : in, t->name, q);
+            rc = 1;
+            goto done;
+        }
+    }
+
     nx_model_config cfg;
     cfg_path = join(in_dir, "config.json");
     bool have_cfg = cfg_path && is_file(cfg_path);
