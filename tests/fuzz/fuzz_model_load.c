@@ -21,7 +21,7 @@ static const char k_config[] =
     " \"vocab_size\": 32, \"max_position_embeddings\": 64, \"layer_norm_eps\": 1e-05, \"rotary_pct\": 0.25,\n"
     " \"rotary_emb_base\": 10000, \"use_parallel_residual\": true, \"tie_word_embeddings\": false}\n";
 
-static char g_dir[64], g_model[96], g_config[96];
+static char g_dir[4096], g_model[4200], g_config[4200];
 
 static void cleanup(void) {
     unlink(g_model);
@@ -30,7 +30,8 @@ static void cleanup(void) {
 }
 
 static int setup(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/nx_fuzz_model_XXXXXX");
+    const char *tmp = getenv("TMPDIR");
+    snprintf(g_dir, sizeof g_dir, "%s/nx_fuzz_model_XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(g_dir)) return 0;
     snprintf(g_model, sizeof g_model, "%s/model.safetensors", g_dir);
     snprintf(g_config, sizeof g_config, "%s/config.json", g_dir);
@@ -67,12 +68,12 @@ static void run(nx_dtype dt) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static int ready = -1;
     if (ready < 0) ready = setup();
-    if (!ready) return 0;
-    FILE *f = fopen(g_model, "wb");
-    if (!f) return 0;
-    size_t w = size ? fwrite(data, 1, size, f) : 0;
-    fclose(f);
-    if (w != size) return 0;
+    FILE *f = ready ? fopen(g_model, "wb") : NULL;
+    size_t w = f && size ? fwrite(data, 1, size, f) : 0;
+    if (!f || fclose(f) != 0 || w != size) {   /* no model file, no test: fail, never pass silently */
+        fprintf(stderr, "fuzz_model_load: cannot write %s\n", ready ? g_model : "a temporary directory");
+        abort();
+    }
     run(NX_DTYPE_INVALID);   /* the file's own type: in place where it can be */
     run(NX_F32);             /* every matrix converted: dequantized, gathered */
     return 0;
