@@ -5,6 +5,7 @@
 #include "neox.h"
 #include "test.h"
 
+#include <errno.h>
 #include <math.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -710,6 +711,71 @@ static void test_interleaved_files(void) {
     rm_dir(dir);
 }
 
+/* A random GPT-J checkpoint with n_embd 64 (1 layer, 2 heads, n_inner 128, vocab 40) in dir:
+ * its separate q, k, v are large enough for the interleaved layout, which the fixtures' are not. */
+static void write_random_gptj(const char *dir) {
+    enum { H = 64, I = 128, V = 40 };
+    static const char *cfg = "{\"model_type\": \"gptj\", \"architectures\": [\"GPTJForCausalLM\"], "
+                             "\"activation_function\": \"gelu_new\", \"n_embd\": 64, \"n_head\": 2, \"n_inner\": 128, "
+                             "\"n_layer\": 1, \"n_positions\": 64, \"rotary_dim\": 8, \"vocab_size\": 40, "
+                             "\"layer_norm_epsilon\": 1e-05, \"tie_word_embeddings\": false}";
+    const struct { const char *name; int d0, d1; } spec[] = {
+        {"transformer.wte.weight", V, H},           {"transformer.h.0.ln_1.weight", H, 0},
+        {"transformer.h.0.ln_1.bias", H, 0},        {"transformer.h.0.attn.q_proj.weight", H, H},
+        {"transformer.h.0.attn.k_proj.weight", H, H}, {"transformer.h.0.attn.v_proj.weight", H, H},
+        {"transformer.h.0.attn.out_proj.weight", H, H}, {"transformer.h.0.mlp.fc_in.weight", I, H},
+        {"transformer.h.0.mlp.fc_in.bias", I, 0},   {"transformer.h.0.mlp.fc_out.weight", H, I},
+        {"transformer.h.0.mlp.fc_out.bias", H, 0},  {"transformer.ln_f.weight", H, 0},
+        {"transformer.ln_f.bias", H, 0},            {"lm_head.weight", V, H},
+        {"lm_head.bias", V, 0}};
+    enum { N = sizeof spec / sizeof spec[0] };
+    nx_tensor_write tw[N];
+    float *data[N];
+    for (int i = 0; i < N; i++) {
+        size_t n = (size_t)spec[i].d0 * (size_t)(spec[i].d1 ? spec[i].d1 : 1);
+        data[i] = malloc(sizeof(float) * n);
+        fill(data[i], n);
+        if (strstr(spec[i].name, "ln_") && strstr(spec[i].name, "weight"))
+            for (size_t k = 0; k < n; k++) data[i][k] = 1.0f + 0.1f * data[i][k];
+        tw[i] = (nx_tensor_write){spec[i].name, NX_F32, spec[i].d1 ? 2 : 1, {spec[i].d0, spec[i].d1}, data[i]};
+    }
+    char p[1100];
+    CHECK(mkdir(dir, 0777) == 0 || errno == EEXIST);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    CHECK(nx_safetensors_write(p, tw, N, NULL, 0) == NX_OK);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    FILE *f = fopen(p, "w");
+    CHECK(f != NULL);
+    if (f) fputs(cfg, f), fclose(f);
+    for (int i = 0; i < N; i++) free(data[i]);
+}
+
+/* GPT-J's separate q, k, v stored interleaved in a q4 file: gathered back into rows, stacked
+ * into NeoX's head order and (where the kernels read it) interleaved again. The file gives the
+ * logits of the load-time conversion bit for bit, under whichever kernels run the test
+ * (test_quant_avx2 takes the path that keeps row order). */
+static void test_interleaved_stacked_qkv(void) {
+    char src[1024], dir[1024];
+    snprintf(src, sizeof src, "%s/test_quant_gptj_%d", NX_BINARY_DIR, (int)getpid());
+    snprintf(dir, sizeof dir, "%s/test_quant_gptj_q4_%d", NX_BINARY_DIR, (int)getpid());
+    write_random_gptj(src);
+    CHECK(nx_model_quantize(src, dir, NX_Q4_0) == NX_OK);
+    nx_tensorset *ts = NULL;
+    CHECK(nx_tensorset_open(dir, &ts) == NX_OK);
+    const char *tag = nx_tensorset_metadata(ts, "neox.quant.transformer.h.0.attn.k_proj.weight");
+    CHECK(tag && !strcmp(tag, "Q4_0_x8"));
+    nx_tensorset_free(ts);
+    run_t a, b;
+    if (!run_model(dir, NX_DTYPE_INVALID, 1, &a)) return;
+    if (!run_model(src, NX_Q4_0, 1, &b)) return;
+    CHECK(memcmp(a.full, b.full, sizeof(float) * (size_t)a.T * a.V) == 0);
+    CHECK(memcmp(a.inc, b.inc, sizeof(float) * (size_t)a.T * a.V) == 0);
+    free_run(&a);
+    free_run(&b);
+    rm_dir(dir);
+    rm_dir(src);
+}
+
 /* Whether [p, p + n) lies in mappings that carry the huge-page advice (VmFlags "hg" in
  * /proc/self/smaps); -1 when not mapped at all. */
 static int range_advised(const void *p, size_t n) {
@@ -810,6 +876,7 @@ int main(void) {
     TEST_RUN(test_model_dtypes);
     TEST_RUN(test_quantize_roundtrip);
     TEST_RUN(test_interleaved_files);
+    TEST_RUN(test_interleaved_stacked_qkv);
     TEST_RUN(test_mapped_huge_advice);
     TEST_RUN(test_quant_file_errors);
     TEST_END();
