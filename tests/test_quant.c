@@ -458,6 +458,16 @@ static void free_run(run_t *r) {
     free(r->inc);
 }
 
+/* Two runs give the same logits bit for bit (prefill and token by token); frees both. */
+static void check_same_bits(run_t *a, run_t *b) {
+    size_t n = sizeof(float) * (size_t)a->T * (size_t)a->V;
+    CHECK(a->T == b->T && a->V == b->V);
+    CHECK(memcmp(a->full, b->full, n) == 0);
+    CHECK(memcmp(a->inc, b->inc, n) == 0);
+    free_run(a);
+    free_run(b);
+}
+
 /* Largest |a - b| relative to the largest |b| (the logits' scale). */
 static double rel_diff(const float *a, const float *b, size_t n) {
     double d = 0, mx = 0;
@@ -704,10 +714,7 @@ static void test_interleaved_files(void) {
     CHECK(nx_model_mapped_bytes(m) >= mapped_x8 && nx_model_mapped_bytes(m) >= x8_bytes);
     nx_model_free(m);
     if (!run_model(dir, NX_DTYPE_INVALID, 2, &b)) return;
-    CHECK(memcmp(a.full, b.full, sizeof(float) * (size_t)a.T * a.V) == 0);
-    CHECK(memcmp(a.inc, b.inc, sizeof(float) * (size_t)a.T * a.V) == 0);
-    free_run(&a);
-    free_run(&b);
+    check_same_bits(&a, &b);
     rm_dir(dir);
 }
 
@@ -768,10 +775,7 @@ static void test_interleaved_stacked_qkv(void) {
     run_t a, b;
     if (!run_model(dir, NX_DTYPE_INVALID, 1, &a)) return;
     if (!run_model(src, NX_Q4_0, 1, &b)) return;
-    CHECK(memcmp(a.full, b.full, sizeof(float) * (size_t)a.T * a.V) == 0);
-    CHECK(memcmp(a.inc, b.inc, sizeof(float) * (size_t)a.T * a.V) == 0);
-    free_run(&a);
-    free_run(&b);
+    check_same_bits(&a, &b);
     rm_dir(dir);
     rm_dir(src);
 }
