@@ -3,9 +3,7 @@
  * nx_attn_args): G <= NX_ATTN_MAX_G query rows of one head per call, in three steps.
  *
  *  1. Scores. F32/F16/BF16 caches hold keys in tiles of 16 positions, [d][16] (kernels.h
- *     NX_KT; bf16 tiles hold elements e, e+1 of a key in one dword, so one load and one shift
- *     or mask per 16 keys widen an element): element e of 16 keys is one vector, so a score
- *     is one lane of an fma chain over
+ *     NX_KT): element e of 16 keys is one vector, so a score is one lane of an fma chain over
  *     e = 0..d-1 (q[0]·k[0] first), with no reduction across lanes; the chains of several
  *     tiles and rows run side by side to cover the fma latency. Q8_0 keys are rows of blocks:
  *     there each (row, key) dot product is one vector accumulator, fma over the head in 16- or
@@ -14,9 +12,7 @@
  *     block or group it falls in.
  *  2. Softmax numerators per row with the variant's exp_sum.
  *  3. Values: each V row is widened once and added, in ascending key order, into the
- *     accumulators of every row of a register group that sees that key (bf16 rows of whole
- *     32-element chunks widen as even and odd elements, 32 per load; the accumulators are put
- *     back in element order at the end).
+ *     accumulators of every row of a register group that sees that key.
  *
  * Every row therefore gets the bits it would get alone (G = 1): grouping rows, and splitting
  * the groups over threads, never changes a result. Elements are widened exactly: bf16 is the
@@ -81,18 +77,19 @@ static inline T512 AI __m512 kv512(const void *row, int e, int n, const nx_dtype
 }
 
 /* 32 bf16 values from p, widened exactly as two vectors: the even elements (0, 2, .., 30: each
- * dword's low half shifted up) and the odd ones (each dword's high half, the low half cleared).
- * One operation per 16 values, where kv512 needs two (zero-extend, then shift). */
+ * dword's low half shifted up) and the odd ones (each dword's high half, the low half cleared). */
 static inline T512 AI void bf16_pairs(const uint8_t *p, __m512 *even, __m512 *odd) {
     __m512i w = _mm512_loadu_si512((const void *)p);
     *even = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
     *odd = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32((int)0xFFFF0000u)));
 }
 
-/* Element e of the 16 keys of an F32 or F16 tile, widened exactly (BF16 tiles: bf16_pairs). */
+/* Element e of the 16 keys of a tile, widened exactly. */
 static inline T512 AI __m512 kt512(const uint8_t *tile, int e, const nx_dtype t) {
     if (t == NX_F32) return _mm512_loadu_ps((const float *)(const void *)tile + (size_t)e * NX_KT);
-    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)((const uint16_t *)(const void *)tile + (size_t)e * NX_KT)));
+    __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)((const uint16_t *)(const void *)tile + (size_t)e * NX_KT));
+    if (t == NX_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
 /* Scores of G rows for the NB tiles from key kb: G·NB independent fma chains (8 or more cover
@@ -102,49 +99,24 @@ static inline T512 AI __m512 kt512(const uint8_t *tile, int e, const nx_dtype t)
 static inline T512 AI void tiles512(const nx_attn_args *a, const nx_dtype t, const int G, const int NB, int kb,
                                     float *mx) {
     const int d = a->d;
-    const size_t es = t == NX_F32 ? 4 : 2, tb = nx__kt_tile_elems(t, d) * es;   /* bytes per tile */
+    const size_t tb = (size_t)d * NX_KT * (t == NX_F32 ? 4 : 2);   /* bytes per tile */
     const uint8_t *tile = (const uint8_t *)a->K + (size_t)(kb / NX_KT) * tb;
-    /* A decode step streams the head's keys once: the next NB tiles are prefetched over the loop,
-     * NB·NX_KT elements' worth per element of the head. */
+    /* A decode step streams the head's keys once: the next NB tiles are prefetched over the loop. */
     const char *pf = (const char *)tile + NB * tb;
-    const size_t pf_step = NB * NX_KT * es;
+    const size_t pf_step = NB * tb / (size_t)d;
     __m512 acc[8][8];
-    if (t == NX_BF16) {
-        /* pairs of elements (e, e+1): one 64-byte load per tile, widened by bf16_pairs; the
-         * chain still takes q[0]·k[0] first, then the elements in order */
-        for (int b = 0; b < NB; b++)
-            for (int g = 0; g < G; g++) acc[b][g] = _mm512_setzero_ps();
-        for (int e = 0; e < d; e += 2) {
-            if (G == 1)
-                for (size_t o = 0; o < 2 * pf_step; o += 64) _mm_prefetch(pf + (size_t)e * pf_step + o, _MM_HINT_T0);
-            __m512 k0[8], k1[8];
-            for (int b = 0; b < NB; b++) bf16_pairs(tile + b * tb + (size_t)e * NX_KT * 2, &k0[b], &k1[b]);
-            for (int g = 0; g < G; g++) {
-                const float *q = a->q + (size_t)g * a->ldq + e;
-                __m512 qe = _mm512_set1_ps(q[0]);
-                if (e == 0)
-                    for (int b = 0; b < NB; b++) acc[b][g] = _mm512_mul_ps(qe, k0[b]);
-                else
-                    for (int b = 0; b < NB; b++) acc[b][g] = _mm512_fmadd_ps(qe, k0[b], acc[b][g]);
-                if (e + 1 == d) continue;   /* an odd head's padding */
-                __m512 qo = _mm512_set1_ps(q[1]);
-                for (int b = 0; b < NB; b++) acc[b][g] = _mm512_fmadd_ps(qo, k1[b], acc[b][g]);
-            }
-        }
-    } else {
-        for (int b = 0; b < NB; b++) {
-            __m512 k = kt512(tile + b * tb, 0, t);
-            for (int g = 0; g < G; g++) acc[b][g] = _mm512_mul_ps(_mm512_set1_ps(a->q[(size_t)g * a->ldq]), k);
-        }
-        for (int e = 1; e < d; e++) {
-            if (G == 1)
-                for (size_t o = 0; o < pf_step; o += 64) _mm_prefetch(pf + (size_t)e * pf_step + o, _MM_HINT_T0);
-            __m512 k[8];
-            for (int b = 0; b < NB; b++) k[b] = kt512(tile + b * tb, e, t);
-            for (int g = 0; g < G; g++) {
-                __m512 qe = _mm512_set1_ps(a->q[(size_t)g * a->ldq + e]);
-                for (int b = 0; b < NB; b++) acc[b][g] = _mm512_fmadd_ps(qe, k[b], acc[b][g]);
-            }
+    for (int b = 0; b < NB; b++) {
+        __m512 k = kt512(tile + b * tb, 0, t);
+        for (int g = 0; g < G; g++) acc[b][g] = _mm512_mul_ps(_mm512_set1_ps(a->q[(size_t)g * a->ldq]), k);
+    }
+    for (int e = 1; e < d; e++) {
+        if (G == 1)
+            for (size_t o = 0; o < pf_step; o += 64) _mm_prefetch(pf + (size_t)e * pf_step + o, _MM_HINT_T0);
+        __m512 k[8];
+        for (int b = 0; b < NB; b++) k[b] = kt512(tile + b * tb, e, t);
+        for (int g = 0; g < G; g++) {
+            __m512 qe = _mm512_set1_ps(a->q[(size_t)g * a->ldq + e]);
+            for (int b = 0; b < NB; b++) acc[b][g] = _mm512_fmadd_ps(qe, k[b], acc[b][g]);
         }
     }
     const __m512 sv = _mm512_set1_ps(a->scale);
@@ -216,9 +188,6 @@ static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, cons
     const size_t rowb = a->row_bytes;
     const uint8_t *K = a->K, *V = a->V;
     const bool tiled = G > 1;   /* Q8_0 keys widened once per block into an fp32 tile */
-    /* bf16 values of a whole number of 32-element chunks: widened a pair of vectors at a time
-     * (bf16_pairs), so the value accumulators hold even and odd elements apart */
-    const bool PAIRS = t == NX_BF16 && FULL && NV % 2 == 0;
     /* A decode step (G = 1) streams the head's cache from memory once: prefetch PF_ROWS ahead.
      * Prefill groups find it in L1/L2 (the earlier groups of the head read it), where the hint
      * only costs issue slots. */
@@ -282,6 +251,36 @@ static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, cons
         }
     }
 
+    if (G == 1 && t == NX_BF16 && FULL && NV % 2 == 0) {
+        /* Decode over a bf16 cache: one row, every key of [k0, k1), each V row widened 32
+         * elements per load as even and odd elements (bf16_pairs: one operation per 16 values,
+         * where kv512 needs two), so the accumulators hold even and odd elements apart until
+         * the store. The same products in the same order as below: the same bits. */
+        __m512 o[16];
+        #pragma GCC unroll 16
+        for (int v = 0; v < NV; v++) o[v] = _mm512_setzero_ps();
+        const float *p = a->scores;
+        for (int k = a->k0[0]; k < a->k1[0]; k++) {
+            const uint8_t *vr = V + (size_t)k * rowb;
+            _mm_prefetch((const char *)(vr + PF_ROWS * rowb), _MM_HINT_T0);
+            const __m512 w = _mm512_set1_ps(p[k]);
+            #pragma GCC unroll 8
+            for (int v = 0; v < NV; v += 2) {
+                __m512 ev, od;
+                bf16_pairs(vr + 32 * v, &ev, &od);
+                o[v] = _mm512_fmadd_ps(w, ev, o[v]);
+                o[v + 1] = _mm512_fmadd_ps(w, od, o[v + 1]);
+            }
+        }
+        const __m512i lo16 = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        const __m512i hi16 = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        #pragma GCC unroll 8
+        for (int v = 0; v < NV; v += 2) {
+            _mm512_storeu_ps(a->out + 16 * v, _mm512_permutex2var_ps(o[v], lo16, o[v + 1]));
+            _mm512_storeu_ps(a->out + 16 * v + 16, _mm512_permutex2var_ps(o[v], hi16, o[v + 1]));
+        }
+        return;
+    }
     for (int g0 = 0; g0 < G; g0 += RG) {
         int nr = imin(RG, G - g0), lo, hi;
         key_span(a, g0, g0 + nr, &lo, &hi);
@@ -305,19 +304,8 @@ static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, cons
         for (int k = lo; k < hi; k++) {
             const uint8_t *vr = V + (size_t)k * rowb;
             if (G == 1) _mm_prefetch((const char *)(vr + PF_ROWS * rowb), _MM_HINT_T0);
-            if (PAIRS) {
-                #pragma GCC unroll 8
-                for (int v = 0; v < NV; v += 2) bf16_pairs(vr + 32 * v, &vv[v], &vv[v + 1]);
-            } else {
-                #pragma GCC unroll 16
-                for (int v = 0; v < NV; v++) vv[v] = kv512(vr, 16 * v, v == NV - 1 ? dl : 16, t);
-            }
-            if (G == 1) {   /* decode: one row, every key of [lo, hi) */
-                __m512 w = _mm512_set1_ps(a->scores[k]);
-                #pragma GCC unroll 16
-                for (int v = 0; v < NV; v++) o[v] = _mm512_fmadd_ps(w, vv[v], o[v]);
-                continue;
-            }
+            #pragma GCC unroll 16
+            for (int v = 0; v < NV; v++) vv[v] = kv512(vr, 16 * v, v == NV - 1 ? dl : 16, t);
             if (k >= clo && k < chi) {
                 #pragma GCC unroll 16
                 for (int r = 0; r < RG; r++) {
@@ -340,16 +328,6 @@ static inline T512 AI void attn512(const nx_attn_args *a, const nx_dtype t, cons
         for (int r = 0; r < RG; r++) {   /* r < RG, not nr: constant indices keep o in registers */
             if (r >= nr) break;
             float *out = a->out + (size_t)(g0 + r) * a->ldo;
-            if (PAIRS) {   /* back to element order: 32 elements from each (even, odd) pair */
-                const __m512i lo16 = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-                const __m512i hi16 = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-                #pragma GCC unroll 8
-                for (int v = 0; v < NV; v += 2) {
-                    _mm512_storeu_ps(out + 16 * v, _mm512_permutex2var_ps(o[r * NV + v], lo16, o[r * NV + v + 1]));
-                    _mm512_storeu_ps(out + 16 * v + 16, _mm512_permutex2var_ps(o[r * NV + v], hi16, o[r * NV + v + 1]));
-                }
-                continue;
-            }
             #pragma GCC unroll 16
             for (int v = 0; v < NV; v++)
                 _mm512_mask_storeu_ps(out + 16 * v, v == NV - 1 ? mlast : (__mmask16)0xFFFF, o[r * NV + v]);
@@ -422,17 +400,13 @@ static inline T256 AI __m256 hsum8x8(const __m256 *a) {
     return _mm256_add_ps(_mm256_permute2f128_ps(c[0], c[1], 0x20), _mm256_permute2f128_ps(c[0], c[1], 0x31));
 }
 
-/* Elements e of keys 8·half .. 8·half+7 of a tile, widened exactly (BF16: from the pair of e,
- * 32 bytes holding both elements of the 8 keys, one per dword). */
+/* Elements e of keys 8·half .. 8·half+7 of a tile, widened exactly. */
 static inline T256 AI __m256 kt256(const uint8_t *tile, int e, int half, const nx_dtype t) {
-    if (t == NX_BF16) {
-        __m256i w = _mm256_loadu_si256((const __m256i *)(const void *)((const uint16_t *)(const void *)tile +
-                                                                        (size_t)(e & ~1) * NX_KT + 16 * (size_t)half));
-        return _mm256_castsi256_ps(e & 1 ? _mm256_and_si256(w, _mm256_set1_epi32((int)0xFFFF0000u)) : _mm256_slli_epi32(w, 16));
-    }
     size_t i = (size_t)e * NX_KT + 8 * (size_t)half;
     if (t == NX_F32) return _mm256_loadu_ps((const float *)(const void *)tile + i);
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)(const void *)tile + i)));
+    __m128i h = _mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)(const void *)tile + i));
+    if (t == NX_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
 }
 
 /* scores512_tiled on 8 lanes, one row at a time over its own keys, 4 tiles (8 chains) per step:
@@ -440,7 +414,7 @@ static inline T256 AI __m256 kt256(const uint8_t *tile, int e, int half, const n
 static inline T256 AI void scores256_tiled(const nx_attn_args *a, const nx_dtype t, float *mx) {
     enum { NB = 4 };
     const int d = a->d;
-    const size_t tb = nx__kt_tile_elems(t, d) * (t == NX_F32 ? 4 : 2);
+    const size_t tb = (size_t)d * NX_KT * (t == NX_F32 ? 4 : 2);
     const __m256 sv = _mm256_set1_ps(a->scale);
     for (int g = 0; g < a->G; g++) {
         const float *q = a->q + (size_t)g * a->ldq;

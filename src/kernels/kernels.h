@@ -82,17 +82,8 @@ void nx__attention_ref(const nx_attn_args *a);
 /* Keys of an F32/F16/BF16 cache: positions in tiles of NX_KT, each tile [d][NX_KT], i.e. element e
  * of position p at element ((p/NX_KT)·d + e)·NX_KT + p%NX_KT of the head's keys. The score pass
  * then reads element e of 16 keys as one vector and needs no horizontal sums (a row-major key
- * costs a 16-lane reduction per score). BF16 tiles pair the elements: [d/2 rounded up][NX_KT][2],
- * so 64 bytes hold elements e and e+1 (e even) of 16 keys, one per dword, and each widens with a
- * single shift or mask (nx__kt_at). Q8_0 keys (blocks along d) stay rows. */
+ * costs a 16-lane reduction per score). Q8_0 keys (blocks along d) stay rows. */
 #define NX_KT 16
-/* Elements of one tile, and where element e of position p lies, in a tiled head's keys. */
-static inline size_t nx__kt_tile_elems(nx_dtype t, int d) { return (size_t)(t == NX_BF16 ? (d + 1) & ~1 : d) * NX_KT; }
-static inline size_t nx__kt_at(nx_dtype t, int d, int p, int e) {
-    size_t tile = (size_t)(p / NX_KT) * nx__kt_tile_elems(t, d);
-    if (t == NX_BF16) return tile + (size_t)(e & ~1) * NX_KT + (size_t)(p % NX_KT) * 2 + (size_t)(e & 1);
-    return tile + (size_t)e * NX_KT + (size_t)(p % NX_KT);
-}
 /* Bytes of one head's keys, or values, for n_ctx positions (rounded up to NX_KT). */
 size_t nx__kv_head_bytes(nx_dtype t, int d, int n_ctx);
 /* Stores key p (d fp32 values) into a head's keys K, rounded as nx__kv_store. */

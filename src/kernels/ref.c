@@ -142,9 +142,7 @@ void nx__kv_store(void *dst, nx_dtype t, const float *src, int n) {
 }
 
 size_t nx__kv_head_bytes(nx_dtype t, int d, int n_ctx) {
-    size_t tiles = (size_t)((n_ctx + NX_KT - 1) / NX_KT);
-    /* BF16 key tiles pad an odd head to even (nx__kt_at) */
-    return tiles * (t == NX_Q8_0 ? NX_KT * nx__row_bytes(t, d) : nx__kt_tile_elems(t, d) * nx_dtype_size(t));
+    return (size_t)((n_ctx + NX_KT - 1) / NX_KT * NX_KT) * nx__row_bytes(t, d);
 }
 
 void nx__kv_store_key(void *K, nx_dtype t, int d, int p, const float *src) {
@@ -152,24 +150,27 @@ void nx__kv_store_key(void *K, nx_dtype t, int d, int p, const float *src) {
         nx__kv_store((uint8_t *)K + (size_t)p * nx__row_bytes(t, d), t, src, d);
         return;
     }
-    /* Rounded a chunk at a time (the row loops vectorize), then scattered into the tile. */
+    size_t at = (size_t)(p / NX_KT) * (size_t)d * NX_KT + (size_t)(p % NX_KT);
+    /* Rounded a chunk at a time (the row loops vectorize), then scattered NX_KT elements apart. */
     enum { CHUNK = 256 };
     uint16_t h[CHUNK];
     for (int e0 = 0; e0 < d; e0 += CHUNK) {
         int m = d - e0 < CHUNK ? d - e0 : CHUNK;
         if (t == NX_F32) {
-            for (int e = 0; e < m; e++) ((float *)K)[nx__kt_at(t, d, p, e0 + e)] = src[e0 + e];
+            float *dst = (float *)K + at + (size_t)e0 * NX_KT;
+            for (int e = 0; e < m; e++) dst[(size_t)e * NX_KT] = src[e0 + e];
             continue;
         }
         nx__kv_store(h, t, src + e0, m);
-        for (int e = 0; e < m; e++) ((uint16_t *)K)[nx__kt_at(t, d, p, e0 + e)] = h[e];
+        uint16_t *dst = (uint16_t *)K + at + (size_t)e0 * NX_KT;
+        for (int e = 0; e < m; e++) dst[(size_t)e * NX_KT] = h[e];
     }
 }
 
 void nx__kv_open_tile(void *K, nx_dtype t, int d, int p) {
     if (t == NX_Q8_0) return;
-    size_t tb = nx__kt_tile_elems(t, d) * nx_dtype_size(t);
-    memset((uint8_t *)K + (size_t)(p / NX_KT) * tb, 0, tb);
+    size_t es = nx_dtype_size(t);
+    memset((uint8_t *)K + (size_t)(p / NX_KT) * (size_t)d * NX_KT * es, 0, (size_t)d * NX_KT * es);
 }
 
 /* Element e of key p, widened exactly. */
@@ -180,7 +181,8 @@ static float key_at(const nx_attn_args *a, int p, int e) {
         return nx__qblock_d(blk) * (float)((const nx_block_q8_0 *)(const void *)blk)->q[e % NX_QBLOCK];
     }
     float v;
-    nx__kv_widen(&v, (const uint8_t *)a->K + nx__kt_at(t, a->d, p, e) * nx_dtype_size(t), t, 1);
+    size_t es = nx_dtype_size(t), at = ((size_t)(p / NX_KT) * (size_t)a->d + (size_t)e) * NX_KT + (size_t)(p % NX_KT);
+    nx__kv_widen(&v, (const uint8_t *)a->K + at * es, t, 1);
     return v;
 }
 
