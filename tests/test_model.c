@@ -550,6 +550,36 @@ static void test_sampler(void) {
     CHECK_EQ_INT(tok, 2);
     nx_sampler_free(s);
 
+    /* Greedy over a vocabulary-sized row takes the sampler's two-pass search: the id the plain
+     * loop `if (w[i] > w[best]) best = i` finds, with the maximum anywhere (first, last, in the
+     * 16-wide tail, inside a 64-wide block), ties, +-0, infinities and NaNs. */
+    p = nx_sampler_defaults();
+    CHECK(nx_sampler_create(&p, &s) == NX_OK);
+    enum { GV = 50277 };
+    float *g = malloc(sizeof(float) * GV);
+    CHECK(g);
+    uint64_t st = 7;
+    for (int c = 0; g && c < 40; c++) {
+        for (int i = 0; i < GV; i++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            g[i] = c % 4 == 3 ? (float)(st >> 61) - 4.0f : (float)((double)(st >> 40) / (double)(1ull << 24)) - 0.5f;
+        }
+        int at = c % 5 == 0 ? 0 : c % 5 == 1 ? GV - 1 : c % 5 == 2 ? GV - 3 : (int)(st % GV);
+        if (c % 8 < 6) g[at] = c % 8 == 5 ? INFINITY : 3.0f;
+        if (c % 8 == 1) g[(at + 1000) % GV] = 3.0f;   /* a tie */
+        if (c % 8 == 2) g[0] = NAN;                    /* the plain loop keeps a NaN first id */
+        if (c % 8 == 3) g[(int)(st % 97)] = NAN, g[GV / 2] = NAN;
+        if (c % 8 == 6) for (int i = 0; i < GV; i++) g[i] = (i * 7919) % 3 ? -0.0f : 0.0f;
+        if (c % 8 == 7) g[GV - 1] = -INFINITY;
+        int best = 0;
+        for (int i = 1; i < GV; i++)
+            if (g[i] > g[best]) best = i;
+        CHECK(nx_sampler_sample(s, g, GV, NULL, 0, &tok) == NX_OK);
+        CHECK_MSG(tok == best, "greedy case %d: id %d, the plain loop %d", c, (int)tok, best);
+    }
+    free(g);
+    nx_sampler_free(s);
+
     /* temperature 1 over logits {0, ln 3}: frequencies 1/4, 3/4 */
     float two[2] = {0.0f, logf(3.0f)};
     p = nx_sampler_defaults();

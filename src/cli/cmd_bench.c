@@ -116,6 +116,7 @@ int cmd_bench(int argc, char **argv) {
 
     nx_model *m = NULL;
     nx_session *s = NULL;
+    nx_sampler *smp = NULL;
     int32_t *ids = NULL;
     int rc = 1;
     double t0 = nx_time_s();
@@ -150,6 +151,13 @@ int cmd_bench(int argc, char **argv) {
         rc = cli_fail(cmd, st, "creating a session");
         goto done;
     }
+    /* Each generated token is picked as `neox generate` picks a greedy one. */
+    nx_sampler_params sp = nx_sampler_defaults();
+    st = nx_sampler_create(&sp, &smp);
+    if (st != NX_OK) {
+        rc = cli_fail(cmd, st, "creating a sampler");
+        goto done;
+    }
     ids = malloc((size_t)n_ids * sizeof *ids);
     if (!ids) goto done;
     uint64_t x = 88172645463325252ull;
@@ -172,14 +180,9 @@ int cmd_bench(int argc, char **argv) {
         double b0 = nx_time_s();
         for (long k = 0; k < N && st == NX_OK; k++) {
             const float *lg = nx_session_logits(s);
-            int32_t best = 0;
-            if (lg) {
-                for (int j = 1; j < V; j++)
-                    if (lg[j] > lg[best]) best = j;
-            } else {
-                best = ids[0];   /* an empty cache: start from one of the prompt's ids */
-            }
-            st = nx_session_forward(s, &best, 1, NULL);
+            int32_t best = ids[0];   /* an empty cache: start from one of the prompt's ids */
+            if (lg) st = nx_sampler_sample(smp, lg, V, NULL, 0, &best);
+            if (st == NX_OK) st = nx_session_forward(s, &best, 1, NULL);
         }
         double c = nx_time_s();
         if (st != NX_OK) {
@@ -215,6 +218,7 @@ int cmd_bench(int argc, char **argv) {
     rc = 0;
 done:
     free(ids);
+    nx_sampler_free(smp);
     nx_session_free(s);
     nx_model_free(m);
     return rc;
