@@ -39,17 +39,20 @@ for spec in "q8 Q8_0 2e-2" "q4 Q4_0 0.1" "bf16 BF16 5e-3" "f16 F16 1e-3"; do
   "$NEOX" generate -m "$TMP/$t" --ids "1 5 9" -n 8 --print-ids > "$TMP/gen.out" 2> "$TMP/err"
   check "generate on the $t directory" test $? -eq 0 -a -s "$TMP/gen.out"
 done
-# q4 files store their matrices interleaved (docs/QUANT.md); kernels that do not read that layout
-# (the scalar reference here) get them back in row order at load, with the same logits as the
-# load-time conversion, which those kernels keep in row order.
-check "q4 file tags its matrices Q4_0_x8" grep -qF '"Q4_0_x8"' "$TMP/q4/model.safetensors"
-NX_KERNELS=ref "$NEOX" logits -m "$TMP/q4" --ids "$IDS" -o "$TMP/q4.ref.file.bin" -t 2 --kv-type f32 2> "$TMP/err"
-check "logits on the q4 directory with NX_KERNELS=ref exit 0" test $? -eq 0
-NX_KERNELS=ref "$NEOX" logits -m "$LM" --dtype q4 --ids "$IDS" -o "$TMP/q4.ref.load.bin" -t 1 --kv-type f32 2> "$TMP/err"
-check "logits --dtype q4 with NX_KERNELS=ref exit 0" test $? -eq 0
-check "q4 with NX_KERNELS=ref: file == load-time conversion (bytes)" cmp -s "$TMP/q4.ref.file.bin" "$TMP/q4.ref.load.bin"
-d=$(reldiff "$TMP/q4.ref.file.bin" "$TMP/q4.file.bin")
-check "q4: NX_KERNELS=ref vs the default kernels $d <= 1e-4" le "$d" 1e-4
+# q8 and q4 files store their matrices interleaved (docs/QUANT.md); kernels that do not read that
+# layout (the scalar reference here) get them back in row order at load, with the same logits as
+# the load-time conversion, which those kernels keep in row order.
+for spec in "q8 Q8_0" "q4 Q4_0"; do
+  set -- $spec; t=$1; name=$2
+  check "$t file tags its matrices ${name}_x8" grep -qF "\"${name}_x8\"" "$TMP/$t/model.safetensors"
+  NX_KERNELS=ref "$NEOX" logits -m "$TMP/$t" --ids "$IDS" -o "$TMP/$t.ref.file.bin" -t 2 --kv-type f32 2> "$TMP/err"
+  check "logits on the $t directory with NX_KERNELS=ref exit 0" test $? -eq 0
+  NX_KERNELS=ref "$NEOX" logits -m "$LM" --dtype $t --ids "$IDS" -o "$TMP/$t.ref.load.bin" -t 1 --kv-type f32 2> "$TMP/err"
+  check "logits --dtype $t with NX_KERNELS=ref exit 0" test $? -eq 0
+  check "$t with NX_KERNELS=ref: file == load-time conversion (bytes)" cmp -s "$TMP/$t.ref.file.bin" "$TMP/$t.ref.load.bin"
+  d=$(reldiff "$TMP/$t.ref.file.bin" "$TMP/$t.file.bin")
+  check "$t: NX_KERNELS=ref vs the default kernels $d <= 1e-4" le "$d" 1e-4
+done
 "$NEOX" bench -m "$TMP/q4" -p 16 -n 4 -r 1 -t 1 > "$TMP/bench.out" 2> "$TMP/err"
 check "bench reports the run dtype" contains "$TMP/bench.out" '"dtype": "q4_0"'
 check "bench: a q4 model's KV cache defaults to bf16" contains "$TMP/bench.out" '"kv_type": "bf16"'

@@ -547,19 +547,20 @@ static void test_quantize_roundtrip(void) {
             CHECK(nx_model_load(dir, NULL, &m) == NX_OK);
             CHECK(nx_model_weight_dtype(m) == types[ti]);
             /* Zero copy: every matrix of the NeoX file (and the input embedding) is used in place,
-             * so only the fp32 LayerNorms and biases are held, and the Q4_0 matrices the file
+             * so only the fp32 LayerNorms and biases are held, and the block matrices the file
              * stores interleaved where the kernels in use do not read that (reordered at load);
              * J's separate q, k, v are interleaved into one matrix (a copy), its other matrices
-             * are in place. Q4_0 is interleaved where the kernels read it: in place from the
-             * file, or by the conversion at load. */
+             * are in place. Q8_0 and Q4_0 are interleaved where the kernels read it: in place
+             * from the file, or by the conversion at load. */
             const nx_model_config *c = nx_model_get_config(m);
             int H = c->hidden_size, I = c->intermediate_size, NL = c->n_layer;
             const int shapes[5][3] = {{3 * H, H, NL}, {H, H, NL}, {I, H, NL}, {H, I, NL}, {c->vocab_size, H, 1}};
+            bool blocks = types[ti] == NX_Q8_0 || types[ti] == NX_Q4_0;
             size_t x8 = 0, reordered = 0;
-            for (int k = 0; k < 5; k++) {
-                size_t bytes = nx__wmat_bytes(NX_Q4_0, shapes[k][0], shapes[k][1]) * (size_t)shapes[k][2];
-                if (types[ti] == NX_Q4_0 && nx__x8_eligible(nx__kernels(), NX_Q4_0, shapes[k][0], shapes[k][1])) x8 += bytes;
-                if (types[ti] == NX_Q4_0 && nx__x8_layout(NX_Q4_0, shapes[k][0], shapes[k][1])) reordered += bytes;
+            for (int k = 0; k < 5 && blocks; k++) {
+                size_t bytes = nx__wmat_bytes(types[ti], shapes[k][0], shapes[k][1]) * (size_t)shapes[k][2];
+                if (nx__x8_eligible(nx__kernels(), types[ti], shapes[k][0], shapes[k][1])) x8 += bytes;
+                if (nx__x8_layout(types[ti], shapes[k][0], shapes[k][1])) reordered += bytes;
             }
             reordered -= x8;
             size_t small = (size_t)(2 * H + NL * (9 * H + I)) * sizeof(float);
@@ -572,8 +573,8 @@ static void test_quantize_roundtrip(void) {
             CHECK_MSG(nx_model_interleaved_bytes(m) == x8, "%s file: %zu bytes interleaved, expected %zu", models[mi],
                       nx_model_interleaved_bytes(m), x8);
             nx_model_free(m);
-            if (types[ti] == NX_Q4_0) {
-                nx_model_opts o = {.dtype = NX_Q4_0};
+            if (blocks) {
+                nx_model_opts o = {.dtype = types[ti]};
                 CHECK(nx_model_load(fixture_path(models[mi]), &o, &m) == NX_OK);
                 CHECK_MSG(nx_model_interleaved_bytes(m) == x8, "%s at load: %zu bytes interleaved, expected %zu",
                           models[mi], nx_model_interleaved_bytes(m), x8);
@@ -638,29 +639,33 @@ static void rewrite_quant_file(const char *dir, quant_edit edit, void *ctx) {
     free(owned), free(keys), free(meta), free(tw);
 }
 
-/* Interleaved Q4_0 tensors back to row order, tagged "Q4_0": a file as neox wrote them before
- * the layout (and as llama.cpp's blocks are). */
+/* Interleaved tensors back to row order, tagged "Q4_0" or "Q8_0": a file as neox wrote them
+ * before the layout (and as llama.cpp's blocks are). */
 static void edit_to_rows(const nx_tensor_info *t, nx_tensor_write *w, const char **tag, void **owned, void *ctx) {
     (void)ctx;
-    if (strcmp(*tag, "Q4_0_x8") != 0) return;
-    int OUT = (int)t->shape[0], IN = (int)(t->shape[1] / 18 * NX_QBLOCK);
+    bool q8 = !strcmp(*tag, "Q8_0_x8");
+    if (!q8 && strcmp(*tag, "Q4_0_x8") != 0) return;
+    nx_dtype qt = q8 ? NX_Q8_0 : NX_Q4_0;
+    int OUT = (int)t->shape[0], IN = (int)(t->shape[1] / nx_dtype_size(qt) * NX_QBLOCK);
     size_t rb = (size_t)t->shape[1];
     uint8_t *rows = malloc(t->nbytes);
-    for (int o = 0; o < OUT; o++) nx__x8_gather_row(t->data, NX_Q4_0, IN, o, rows + (size_t)o * rb);
+    for (int o = 0; o < OUT; o++) nx__x8_gather_row(t->data, qt, IN, o, rows + (size_t)o * rb);
     *owned = rows;
     w->data = rows;
-    *tag = "Q4_0";
+    *tag = q8 ? "Q8_0" : "Q4_0";
 }
 
-/* Files from `neox quantize --type q4` store each Q4_0 matrix of a fitting shape (nx__x8_layout)
- * interleaved, tagged "Q4_0_x8"; its rows are the blocks of ggml's quantizer, row for row. Where
- * the kernels read the layout the matrices are used in place, interleaved; a row-order file
- * (tagged "Q4_0", as written before) still loads in place, and gives the same logits bit for bit.
- * (The reordering at load on CPUs without the kernels: cli_quantize.sh, NX_KERNELS=ref.) */
-static void test_interleaved_files(void) {
+/* Files from `neox quantize --type q4|q8` store each matrix of a fitting shape (nx__x8_layout)
+ * interleaved, tagged "Q4_0_x8" or "Q8_0_x8"; its rows are the blocks of ggml's quantizer, row
+ * for row. Where the kernels read the layout the matrices are used in place, interleaved; a
+ * row-order file (tagged "Q4_0" or "Q8_0", as written before) still loads in place, and gives
+ * the same logits bit for bit. (The reordering at load on CPUs without the kernels:
+ * cli_quantize.sh, NX_KERNELS=ref.) */
+static void interleaved_file(nx_dtype qt) {
+    const char *x8_tag = qt == NX_Q8_0 ? "Q8_0_x8" : "Q4_0_x8";
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/test_quant_x8_%d", NX_BINARY_DIR, (int)getpid());
-    CHECK(nx_model_quantize(fixture_path("eval/lm"), dir, NX_Q4_0) == NX_OK);
+    CHECK(nx_model_quantize(fixture_path("eval/lm"), dir, qt) == NX_OK);
     nx_tensorset *q = NULL, *f = NULL;
     CHECK(nx_tensorset_open(dir, &q) == NX_OK);
     CHECK(nx_tensorset_open(fixture_path("eval/lm"), &f) == NX_OK);
@@ -675,22 +680,26 @@ static void test_interleaved_files(void) {
         n_q++;
         CHECK(src && src->ndim == 2);
         int OUT = (int)src->shape[0], IN = (int)src->shape[1];
-        bool x8 = !strcmp(tag, "Q4_0_x8");
-        CHECK_MSG(x8 == nx__x8_layout(NX_Q4_0, OUT, IN) && (x8 || !strcmp(tag, "Q4_0")), "%s tagged %s", t->name, tag);
+        bool x8 = !strcmp(tag, x8_tag);
+        CHECK_MSG(x8 == nx__x8_layout(qt, OUT, IN) && (x8 || !strcmp(tag, nx_dtype_name(qt))), "%s tagged %s", t->name,
+                  tag);
         n_x8 += x8;
         x8_bytes += x8 ? t->nbytes : 0;
-        size_t rb = nx__row_bytes(NX_Q4_0, IN);
+        size_t rb = nx__row_bytes(qt, IN);
         float *w = malloc(sizeof(float) * (size_t)OUT * IN);
         uint8_t *want = malloc(rb), *got = malloc(rb);
         CHECK(nx_tensor_to_f32(src, w) == NX_OK);
         for (int o = 0; o < OUT; o++) {
-            nx__quantize_row_q4_0((nx_block_q4_0 *)want, w + (size_t)o * IN, IN);
+            if (qt == NX_Q8_0)
+                nx__quantize_row_q8_0((nx_block_q8_0 *)want, w + (size_t)o * IN, IN);
+            else
+                nx__quantize_row_q4_0((nx_block_q4_0 *)want, w + (size_t)o * IN, IN);
             if (x8)
-                nx__x8_gather_row(t->data, NX_Q4_0, IN, o, got);
+                nx__x8_gather_row(t->data, qt, IN, o, got);
             else
                 memcpy(got, (const uint8_t *)t->data + (size_t)o * rb, rb);
             if (memcmp(want, got, rb) != 0) {
-                CHECK_MSG(0, "%s row %d is not the row's Q4_0 blocks", t->name, o);
+                CHECK_MSG(0, "%s row %d is not the row's %s blocks", t->name, o, nx_dtype_name(qt));
                 break;
             }
         }
@@ -700,7 +709,7 @@ static void test_interleaved_files(void) {
     nx_tensorset_free(f);
     CHECK(n_q == 9 && n_x8 == 9);   /* 2 layers x 4 matrices + the head: every shape fits */
     /* in place, in the file's layout where the kernels read it */
-    bool fast = nx__x8_eligible(nx__kernels(), NX_Q4_0, 64, 64);
+    bool fast = nx__x8_eligible(nx__kernels(), qt, 64, 64);
     nx_model *m = NULL;
     CHECK(nx_model_load(dir, NULL, &m) == NX_OK);
     CHECK(nx_model_interleaved_bytes(m) == (fast ? x8_bytes : 0));
@@ -716,6 +725,11 @@ static void test_interleaved_files(void) {
     if (!run_model(dir, NX_DTYPE_INVALID, 2, &b)) return;
     check_same_bits(&a, &b);
     rm_dir(dir);
+}
+
+static void test_interleaved_files(void) {
+    interleaved_file(NX_Q4_0);
+    interleaved_file(NX_Q8_0);
 }
 
 /* A random GPT-J checkpoint with n_embd 64 (1 layer, 2 heads, n_inner 128, vocab 40) in dir:
@@ -757,7 +771,7 @@ static void write_random_gptj(const char *dir) {
     for (int i = 0; i < N; i++) free(data[i]);
 }
 
-/* GPT-J's separate q, k, v stored interleaved in a q4 file: gathered back into rows, stacked
+/* GPT-J's separate q, k, v stored interleaved in a q4 (and a q8) file: gathered back into rows, stacked
  * into NeoX's head order and (where the kernels read it) interleaved again. The file gives the
  * logits of the load-time conversion bit for bit, under whichever kernels run the test
  * (test_quant_avx2 takes the path that keeps row order). */
@@ -766,17 +780,20 @@ static void test_interleaved_stacked_qkv(void) {
     snprintf(src, sizeof src, "%s/test_quant_gptj_%d", NX_BINARY_DIR, (int)getpid());
     snprintf(dir, sizeof dir, "%s/test_quant_gptj_q4_%d", NX_BINARY_DIR, (int)getpid());
     write_random_gptj(src);
-    CHECK(nx_model_quantize(src, dir, NX_Q4_0) == NX_OK);
-    nx_tensorset *ts = NULL;
-    CHECK(nx_tensorset_open(dir, &ts) == NX_OK);
-    const char *tag = nx_tensorset_metadata(ts, "neox.quant.transformer.h.0.attn.k_proj.weight");
-    CHECK(tag && !strcmp(tag, "Q4_0_x8"));
-    nx_tensorset_free(ts);
-    run_t a, b;
-    if (!run_model(dir, NX_DTYPE_INVALID, 1, &a)) return;
-    if (!run_model(src, NX_Q4_0, 1, &b)) return;
-    check_same_bits(&a, &b);
-    rm_dir(dir);
+    const nx_dtype types[] = {NX_Q4_0, NX_Q8_0};
+    for (size_t ti = 0; ti < NX_ARRAY_LEN(types); ti++) {
+        CHECK(nx_model_quantize(src, dir, types[ti]) == NX_OK);
+        nx_tensorset *ts = NULL;
+        CHECK(nx_tensorset_open(dir, &ts) == NX_OK);
+        const char *tag = nx_tensorset_metadata(ts, "neox.quant.transformer.h.0.attn.k_proj.weight");
+        CHECK(tag && !strcmp(tag, types[ti] == NX_Q8_0 ? "Q8_0_x8" : "Q4_0_x8"));
+        nx_tensorset_free(ts);
+        run_t a, b;
+        if (!run_model(dir, NX_DTYPE_INVALID, 1, &a)) return;
+        if (!run_model(src, types[ti], 1, &b)) return;
+        check_same_bits(&a, &b);
+        rm_dir(dir);
+    }
     rm_dir(src);
 }
 
@@ -812,6 +829,9 @@ static void test_mapped_huge_advice(void) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/test_quant_huge_%d", NX_BINARY_DIR, (int)getpid());
     CHECK(nx_model_quantize(fixture_path("eval/lm"), dir, NX_Q8_0) == NX_OK);
+    /* Kernels that do not read the interleaved layout gather such matrices into row order (a
+     * copy): give them a row-order file, which they use in place. */
+    if (!nx__x8_eligible(nx__kernels(), NX_Q8_0, 64, 64)) rewrite_quant_file(dir, edit_to_rows, NULL);
     nx_model *m = NULL;
     CHECK(nx_model_load(dir, NULL, &m) == NX_OK);
     int H = m->H, I = m->I;

@@ -4,8 +4,8 @@
 neox's block formats and quantizers are ggml's (docs/QUANT.md). Given a GPT-NeoX/Pythia model
 quantized both ways, by `neox quantize DIR OUT --type q8|q4` and by llama.cpp
 (`convert_hf_to_gguf.py DIR --outtype q8_0`, or `llama-quantize --pure F32.gguf OUT.gguf q4_0`),
-this compares every matrix byte for byte (Q4_0 matrices that neox stores interleaved are put
-back in row order first). llama.cpp stores the fused qkv matrix as [q|k|v]
+this compares every matrix byte for byte (matrices that neox stores interleaved are put back
+in row order first). llama.cpp stores the fused qkv matrix as [q|k|v]
 row blocks where NeoX interleaves them by head ([NH][q|k|v][HS]); the rows are reordered
 before comparing. Exit status 0 when every matrix matches.
 
@@ -22,16 +22,17 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 
-def q4_rows_from_x8(blob):
-    """A Q4_0 matrix in neox's interleaved layout (docs/QUANT.md, tag "Q4_0_x8") in row-major
-    blocks: per group of 8 rows, per pair of blocks, 16 fp16 scales (the pair's first block for
-    rows 0..7, then its second), then each row's 16 code bytes of both blocks."""
+def rows_from_x8(blob, bs):
+    """A Q4_0 (bs = 18 bytes a block) or Q8_0 (bs = 34) matrix in neox's interleaved layout
+    (docs/QUANT.md, tags "Q4_0_x8", "Q8_0_x8") in row-major blocks: per group of 8 rows, per
+    pair of blocks, 16 fp16 scales (the pair's first block for rows 0..7, then its second), then
+    each row's code bytes of both blocks."""
     OUT, rb = blob.shape
-    nb = rb // 18
-    pairs = blob.reshape(OUT // 8, nb // 2, 288)
+    nb, q = rb // bs, bs - 2
+    pairs = blob.reshape(OUT // 8, nb // 2, 16 * bs)
     scales = pairs[:, :, :32].reshape(OUT // 8, nb // 2, 2, 8, 2)   # group, pair, block, row, bytes
-    codes = pairs[:, :, 32:].reshape(OUT // 8, nb // 2, 8, 2, 16)   # group, pair, row, block, bytes
-    rows = np.empty((OUT // 8, 8, nb // 2, 2, 18), np.uint8)       # group, row, pair, block, bytes
+    codes = pairs[:, :, 32:].reshape(OUT // 8, nb // 2, 8, 2, q)    # group, pair, row, block, bytes
+    rows = np.empty((OUT // 8, 8, nb // 2, 2, bs), np.uint8)       # group, row, pair, block, bytes
     rows[..., :2] = scales.transpose(0, 3, 1, 2, 4)
     rows[..., 2:] = codes.transpose(0, 2, 1, 3, 4)
     return rows.reshape(OUT, rb)
@@ -49,8 +50,9 @@ def main():
     with safe_open(path, framework="np") as f:
         meta = f.metadata() or {}
     for name in st:
-        if meta.get("neox.quant." + name) == "Q4_0_x8":
-            st[name] = q4_rows_from_x8(st[name])
+        tag = meta.get("neox.quant." + name)
+        if tag in ("Q4_0_x8", "Q8_0_x8"):
+            st[name] = rows_from_x8(st[name], 18 if tag == "Q4_0_x8" else 34)
     gt = {t.name: t for t in GGUFReader(gguf_path).tensors}
     pairs = [("output.weight", "embed_out.weight", False)]
     for i in range(L):

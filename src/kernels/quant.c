@@ -276,11 +276,15 @@ void nx__x8_gather_row(const uint8_t *W, nx_dtype t, int IN, int o, uint8_t *dst
     for (int b = 0; b < IN / NX_QBLOCK; b++) x8_copy_block(W, t, rb, o, b, dst + (size_t)b * bs);
 }
 
-/* Q4_0 only: Q8_0 in the interleaved layout decoded no faster from memory at one token (a
- * 2048x65536 matrix, 2 threads: 28.6 against 28.3 GB/s; 410M generation 1.00x) and slower at 4
- * and 8 (0.83x, 0.91x), while Q4_0 gained at every count (1.09x, 1.05x, 1.09x there). The
- * kernels read both types (test_quant covers them). */
-bool nx__x8_layout(nx_dtype t, int OUT, int IN) { return t == NX_Q4_0 && OUT % 8 == 0 && IN % (2 * NX_QBLOCK) == 0; }
+/* Q8_0 and Q4_0. Q8_0 was kept in row order while the interleaved kernel prefetched its one
+ * stream 16 rows ahead only, and all of a group's lines in the first of several passes: then it
+ * decoded no faster at one token (a 2048x65536 matrix, 2 threads: 28.6 against 28.3 GB/s) and
+ * slower at 4 and 8 (0.83x, 0.91x). With the near L1 stream and the prefetches spread over the
+ * passes (qtile512_x8): 32.4 against 30.9 GB/s at one token, 24.6 against 24.5 at 4, 14.1
+ * against 13.4 at 8 (2 threads). */
+bool nx__x8_layout(nx_dtype t, int OUT, int IN) {
+    return (t == NX_Q4_0 || t == NX_Q8_0) && OUT % 8 == 0 && IN % (2 * NX_QBLOCK) == 0;
+}
 
 bool nx__x8_eligible(const nx_kernel_vt *vt, nx_dtype t, int OUT, int IN) {
     return nx__x8_layout(t, OUT, IN) && vt->qdot_rows_x8 && nx__gemm_for(vt, t)->pack_b_x8;

@@ -8,7 +8,7 @@
  *  - every matrix is row-major [OUT][IN] in the run type (kernels.h nx_wmat), as nn.Linear and
  *    `neox quantize` store it. A tensor whose file type is the run type (and that is aligned for
  *    it) is used in place: zero copy, and its pages are only resident once read. Anything else
- *    (another type, .bin storages that are not, J/Neo's separate q/k/v, interleaved Q4_0 blocks
+ *    (another type, .bin storages that are not, J/Neo's separate q/k/v, interleaved blocks
  *    the kernels in use do not read) is converted a row at a time into one arena, so no fp32
  *    copy of a whole matrix ever exists;
  *  - q, k and v form one [3H][H] matrix in NeoX's head-interleaved row order [NH][q|k|v][HS],
@@ -392,8 +392,8 @@ static const char *shape_str(const int64_t *shape, int ndim, char *buf, size_t n
 }
 
 /* The block type of a U8 tensor written by nx_model_quantize: "__metadata__" key
- * "neox.quant.<name>" = "Q8_0" or "Q4_0", row-major blocks, or NX__Q4_0_X8_TAG, Q4_0 in the
- * interleaved layout (*x8 set; docs/QUANT.md); NX_DTYPE_INVALID otherwise. */
+ * "neox.quant.<name>" = "Q8_0" or "Q4_0", row-major blocks, or NX__Q8_0_X8_TAG or
+ * NX__Q4_0_X8_TAG, the interleaved layout (*x8 set; docs/QUANT.md); NX_DTYPE_INVALID otherwise. */
 static nx_dtype tensor_qtype(const nx_tensorset *ts, const nx_tensor_info *t, bool *x8) {
     if (x8) *x8 = false;
     if (t->dtype != NX_U8) return NX_DTYPE_INVALID;
@@ -401,9 +401,9 @@ static nx_dtype tensor_qtype(const nx_tensorset *ts, const nx_tensor_info *t, bo
     snprintf(key, sizeof key, "neox.quant.%s", t->name);
     const char *v = nx_tensorset_metadata(ts, key);
     if (!v) return NX_DTYPE_INVALID;
-    if (!strcmp(v, NX__Q4_0_X8_TAG)) {
+    if (!strcmp(v, NX__Q4_0_X8_TAG) || !strcmp(v, NX__Q8_0_X8_TAG)) {
         if (x8) *x8 = true;
-        return NX_Q4_0;
+        return !strcmp(v, NX__Q8_0_X8_TAG) ? NX_Q8_0 : NX_Q4_0;
     }
     nx_dtype q = nx_dtype_from_name(v);
     return q == NX_Q8_0 || q == NX_Q4_0 ? q : NX_DTYPE_INVALID;
@@ -458,7 +458,7 @@ static nx_status checked_mat(reader *r, const char *name, int64_t d0, int64_t d1
         return nx__error(NX_ERR_FORMAT,
                          "%s: tensor '%s' is tagged %s, but its shape [%lld, %lld] has no interleaved layout "
                          "(rows a multiple of 8, columns of 64)",
-                         t->file ? t->file : r->dir, name, NX__Q4_0_X8_TAG, (long long)d0, (long long)d1);
+                         t->file ? t->file : r->dir, name, nx__x8_tag(*qt), (long long)d0, (long long)d1);
     /* Files from before the blocks took ggml's fp16 scales hold 36-/20-byte blocks: say so
      * rather than report a bare shape mismatch. */
     if (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1 / NX_QBLOCK * (*qt == NX_Q8_0 ? 36 : 20))

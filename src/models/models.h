@@ -20,11 +20,13 @@
 #include "neox/io.h"
 #include "neox/model.h"
 
-/* The "neox.quant.<name>" value of a Q4_0 matrix that nx_model_quantize wrote in the interleaved
- * layout (kernels.h nx__x8_block, nx__x8_layout); row-order blocks are tagged with the type's
- * name ("Q8_0", "Q4_0"). Versions that predate the layout reject the tag rather than misread
+/* The "neox.quant.<name>" values of Q4_0 and Q8_0 matrices that nx_model_quantize wrote in the
+ * interleaved layout (kernels.h nx__x8_block, nx__x8_layout); row-order blocks are tagged with
+ * the type's name ("Q8_0", "Q4_0"). Versions that predate a tag reject it rather than misread
  * the blocks. */
 #define NX__Q4_0_X8_TAG "Q4_0_x8"
+#define NX__Q8_0_X8_TAG "Q8_0_x8"
+static inline const char *nx__x8_tag(nx_dtype t) { return t == NX_Q8_0 ? NX__Q8_0_X8_TAG : NX__Q4_0_X8_TAG; }
 
 typedef struct nx_layer {
     float *ln1_w, *ln1_b;   /* input LN (NeoX input_layernorm, J/Neo ln_1) */

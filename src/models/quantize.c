@@ -6,9 +6,9 @@
  * stays interleaved: rows are quantized independently, so the loader's row permutation applies
  * to quantized rows unchanged). Q8_0/Q4_0 matrices [OUT][IN] become U8 tensors
  * [OUT][IN/32 · block bytes] of blocks, tagged in "__metadata__" with "neox.quant.<name>" =
- * "Q8_0" | "Q4_0" (row-major blocks) | "Q4_0_x8" (the interleaved layout, kernels.h
- * nx__x8_block, which every Q4_0 matrix of a fitting shape gets: the AVX-512 decode reads it
- * in place, 7-17% faster than row order; other CPUs reorder it at load); "neox.dtype" names the
+ * "Q8_0" | "Q4_0" (row-major blocks) | "Q8_0_x8" | "Q4_0_x8" (the interleaved layout, kernels.h
+ * nx__x8_block, which every matrix of a fitting shape gets: the AVX-512 decode reads it in
+ * place, faster than row order; other CPUs reorder it at load); "neox.dtype" names the
  * run type the directory loads in. Everything else (embeddings, LayerNorms, biases) is copied
  * unchanged.
  */
@@ -145,7 +145,7 @@ nx_status nx_model_quantize(const char *in_dir, const char *out_dir, nx_dtype dt
                 } else {
                     snprintf(keys[i], kl, "neox.quant.%s", t->name);
                     meta[n_meta++] = keys[i];
-                    meta[n_meta++] = x8 ? NX__Q4_0_X8_TAG : nx_dtype_name(dtype);
+                    meta[n_meta++] = x8 ? nx__x8_tag(dtype) : nx_dtype_name(dtype);
                 }
             } else {
                 tw[i].dtype = dtype;
