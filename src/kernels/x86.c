@@ -661,7 +661,7 @@ static inline TVNNI AI void qs_pair_x8(__m512 *xs, const nx_xq8 *xq, int p) {
  * into L2 (T1), and 8 pairs ahead into L1 (T0). A group read in several passes (2 to 8 tokens)
  * spreads its pairs' lines over the passes: prefetched all in the first pass, they came in
  * bursts, and a 2048x65536 matrix ran at 4 tokens 19% slower (Q8_0) and 8% slower (Q4_0) than in
- * row order, against 2% and 2% faster spread. The one T1 stream left the kernel at 87% of the read
+ * row order; spread, at 1.00x and 1.07x of row order. The one T1 stream left the kernel at 87% of the read
  * probe's rate from memory (one core, 1 GiB matrix), where the probe has no arithmetic
  * between its loads; the near T0 stream took it to 93% and 410M q4 generation from 125 to
  * 131 tok/s (7 rounds), with 160M q4 (partly cache-resident) unchanged (495 and 505 tok/s).
