@@ -43,7 +43,10 @@ static void test_gemm_types_variants(void) {
     const int shapes[][3] = {{1, 32, 1},    {7, 64, 47},   {9, 96, 49},    {17, 160, 100}, {33, 256, 130},
                              {70, 288, 97}, {8, 128, 48},  {50, 416, 200}, {3, 37, 5},     {21, 300, 61},
                              {16, 257, 95}, {13, 1, 17},   {520, 1088, 17}, {2100, 192, 20},
-                             {33, 2400, 60}};
+                             {33, 2400, 60},
+                             /* several passes over K (gemm.c nx__gemm): evened out, and with a
+                              * short last one */
+                             {512, 4096, 20}, {1100, 2400, 20}};
     nx_pool *p2 = nx_pool_create(2);
     CHECK(p2);
     int tested = 0;

@@ -37,6 +37,9 @@ typedef struct nx_gemm_vt {
     const char *name;   /* "ref", "avx2", "avx512" */
     int mr, nr;         /* register tile: mr tokens x nr outputs */
     int kc;             /* K block, a multiple of NX_GEMM_KC */
+    /* Floats one tile's packed A takes per 32 K values: 32·mr for the fp32 tiles; the integer
+     * tiles pack 32 codes and a scale per row in less (it sizes the driver's passes over K). */
+    int a_blk;
     /* One tile: for i < m, j < n: acc = Ci ? Ci[i][j] : 0; acc = fma(Ap[k][i], Bp[k][j], acc)
      * for k = 0..kc-1 in order; Co[i][j] = bias ? acc + bias[j] : acc. Ap is [kc][mr], Bp is
      * [kc][nr] (both packed, zero-padded); Ci and Co (row strides ldi, ldo; they may be the same

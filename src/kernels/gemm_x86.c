@@ -87,7 +87,7 @@ static void pack_b_avx2(float *Bp, nx_dtype t, const void *W, size_t rb, int n, 
     nx__gemm_pack_b_generic(Bp, NR2, t, W, rb, n, k0, kc);
 }
 
-const nx_gemm_vt nx__gemm_avx2_vt = {"avx2", MR2, NR2, NX_GEMM_KC, tile_avx2, pack_a_avx2, pack_b_avx2, NULL};
+const nx_gemm_vt nx__gemm_avx2_vt = {"avx2", MR2, NR2, NX_GEMM_KC, 32 * MR2, tile_avx2, pack_a_avx2, pack_b_avx2, NULL};
 
 /* ---- AVX-512: 8 x 48 ------------------------------------------------------------------------ */
 #define T512 __attribute__((target("avx512f,avx2,fma,f16c")))
@@ -267,7 +267,7 @@ static T512 void pack_b_avx512(float *Bp, nx_dtype t, const void *W, size_t rb, 
  * fast enough, and a 768-wide pass (all of K for the 160M projections) then needs no running
  * sums parked between K blocks - reloading them at each tile's start cost ~7% with the 192
  * block and its L1-resident panel (measured 2-5% faster on the Pythia linear layers). */
-const nx_gemm_vt nx__gemm_avx512_vt = {"avx512", MR5, NR5, 4 * NX_GEMM_KC, tile_avx512, pack_a_avx512, pack_b_avx512, NULL};
+const nx_gemm_vt nx__gemm_avx512_vt = {"avx512", MR5, NR5, 4 * NX_GEMM_KC, 32 * MR5, tile_avx512, pack_a_avx512, pack_b_avx512, NULL};
 
 /* ---- AVX-512 VNNI: 4 x 48 on Q8_0 activations and Q8_0/Q4_0 weights ------------------------- */
 /* vpdpbusd multiplies unsigned by signed bytes, four per 32-bit lane: activations are stored
@@ -451,13 +451,13 @@ static TVNNI5 void pack_b_vnni_x8(float *Bp, nx_dtype t, const void *W, size_t r
     else pack_b_vnni_typed(Bp, NX_Q4_0, W, rb, n, k0, kc, true);
 }
 
-const nx_gemm_vt nx__gemm_vnni_vt = {"avx512-vnni", MRQ, NR5, KCQ, tile_vnni, pack_a_vnni, pack_b_vnni, pack_b_vnni_x8};
+const nx_gemm_vt nx__gemm_vnni_vt = {"avx512-vnni", MRQ, NR5, KCQ, QA_BLK / 4, tile_vnni, pack_a_vnni, pack_b_vnni, pack_b_vnni_x8};
 
 #else /* not x86-64: the tables alias the scalar variant so callers need no #ifdef. */
 
-const nx_gemm_vt nx__gemm_avx2_vt = {"avx2-unavailable", 4, 16, NX_GEMM_KC, NULL, NULL, NULL, NULL};
-const nx_gemm_vt nx__gemm_avx512_vt = {"avx512-unavailable", 4, 16, NX_GEMM_KC, NULL, NULL, NULL, NULL};
-const nx_gemm_vt nx__gemm_vnni_vt = {"avx512-vnni-unavailable", 4, 16, NX_GEMM_KC, NULL, NULL, NULL, NULL};
+const nx_gemm_vt nx__gemm_avx2_vt = {"avx2-unavailable", 4, 16, NX_GEMM_KC, 128, NULL, NULL, NULL, NULL};
+const nx_gemm_vt nx__gemm_avx512_vt = {"avx512-unavailable", 4, 16, NX_GEMM_KC, 128, NULL, NULL, NULL, NULL};
+const nx_gemm_vt nx__gemm_vnni_vt = {"avx512-vnni-unavailable", 4, 16, NX_GEMM_KC, 128, NULL, NULL, NULL, NULL};
 int nx__cpu_has_avx512vnni(void) { return 0; }
 
 #endif
