@@ -52,7 +52,7 @@ test-fast: build
 
 test-asan: build-asan
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  NX_SANITIZED=1 ctest --output-on-failure -j $(JOBS) -LE slow
+	  NX_SANITIZED=1 ctest --output-on-failure -j $(JOBS) -LE 'slow|emulated'
 
 test: test-fast test-asan
 	@echo "make test: normal and ASan+UBSan suites passed"
