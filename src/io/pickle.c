@@ -246,8 +246,10 @@ static nx_status pop_mark(machine *m, nx_pk ***first, size_t *count) {
     nx_pickle *pk = m->pk;
     if (!pk->nmarks) return fail(m, NX_ERR_FORMAT, "pickle uses a MARK that was never set");
     size_t base = pk->marks[--pk->nmarks];
-    *first = pk->stack + base;
     *count = pk->sp - base;
+    /* an empty mark before anything was pushed: the stack is not allocated yet, and NULL + 0
+     * is undefined behaviour in C */
+    *first = *count ? pk->stack + base : NULL;
     pk->sp = base;
     return NX_OK;
 }
