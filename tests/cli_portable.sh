@@ -24,14 +24,7 @@ LM="$SRC/tests/fixtures/eval/lm"
 TMP="$BUILD/cli_portable_tmp"
 rm -rf "$TMP"; mkdir -p "$TMP"
 fail=0
-check() { local what=$1; shift; if "$@"; then echo "ok   $what"; else echo "FAIL $what"; fail=1; fi; }
-# max |a - b| / max |b| over two raw float32 files
-reldiff() {
-  paste <(od -An -v -f -w4 "$1") <(od -An -v -f -w4 "$2") |
-    awk 'BEGIN{m=0;s=0} {d=$1-$2; if (d<0) d=-d; if (d>m) m=d; b=$2<0?-$2:$2; if (b>s) s=b; n++}
-         END{if (n==0 || s==0) print "nan"; else printf "%.3g\n", m/s}'
-}
-le() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a+0 <= b+0 && a != "nan")}'; }
+. "$SRC/tests/logits_check.sh"
 # qemu warns on stderr about host features its CPU models name but it does not emulate
 emu() { local cpu=$1; shift; qemu-x86_64 -cpu "$cpu" "$NEOX" "$@" 2> "$TMP/emu.err"; }
 

@@ -9,16 +9,9 @@ LM="$SRC/tests/fixtures/eval/lm"
 TMP="$BUILD/cli_quantize_tmp"
 rm -rf "$TMP"; mkdir -p "$TMP"
 fail=0
-check() { local what=$1; shift; if "$@"; then echo "ok   $what"; else echo "FAIL $what"; fail=1; fi; }
+. "$SRC/tests/logits_check.sh"
 contains() { grep -qF -- "$2" "$1"; }
 one_line() { test "$(wc -l < "$1")" -eq 1; }
-# max |a - b| / max |b| over two raw float32 files, via od (no Python in CI)
-reldiff() {
-  paste <(od -An -v -f -w4 "$1") <(od -An -v -f -w4 "$2") |
-    awk 'BEGIN{m=0;s=0} {d=$1-$2; if (d<0) d=-d; if (d>m) m=d; b=$2<0?-$2:$2; if (b>s) s=b; n++}
-         END{if (n==0 || s==0) print "nan"; else printf "%.3g\n", m/s}'
-}
-le() { awk -v a="$1" -v b="$2" 'BEGIN{exit !(a+0 <= b+0 && a != "nan")}'; }
 
 IDS="1 5 9 200 17 3 44 1000 8 8 13 77"
 "$NEOX" logits -m "$LM" --ids "$IDS" -o "$TMP/f32.bin" -t 2 2> "$TMP/err" || { echo "FAIL fp32 logits"; cat "$TMP/err"; fail=1; }
