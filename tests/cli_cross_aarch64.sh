@@ -15,6 +15,7 @@
 # CI=true.
 set -u
 NEOX=$1; SRC=$2; BUILD=$3
+. "$SRC/tests/logits_check.sh"
 LIBDIR=/usr/lib/aarch64-linux-gnu
 missing=""
 command -v aarch64-linux-gnu-gcc > /dev/null || missing="$missing gcc-aarch64-linux-gnu"
@@ -22,15 +23,11 @@ command -v qemu-aarch64 > /dev/null || missing="$missing qemu-user"
 for lib in jansson libzstd libutf8proc libmicrohttpd; do
   [ -f "$LIBDIR/pkgconfig/$lib.pc" ] || missing="$missing $lib(arm64)"
 done
-if [ -n "$missing" ]; then
-  if [ "${CI:-}" = true ]; then echo "FAIL missing:$missing"; exit 1; fi
-  echo "skip: missing:$missing"; exit 77
-fi
+[ -z "$missing" ] || missing_prereq "$missing"
 LM="$SRC/tests/fixtures/eval/lm"
 TMP="$BUILD/cli_cross_aarch64_tmp"
 rm -rf "$TMP"; mkdir -p "$TMP"
 fail=0
-. "$SRC/tests/logits_check.sh"
 
 XB="$TMP/build"
 PKG_CONFIG_LIBDIR="$LIBDIR/pkgconfig:/usr/share/pkgconfig" \

@@ -15,16 +15,14 @@
 # qemu-x86_64 fails.
 set -u
 NEOX=$1; SRC=$2; BUILD=$3
+. "$SRC/tests/logits_check.sh"
+# x86-64 CPUs only: elsewhere there is no x86 binary to emulate (not a missing prerequisite)
 case "$(uname -m)" in x86_64 | amd64) ;; *) echo "skip: not an x86-64 host"; exit 77 ;; esac
-if ! command -v qemu-x86_64 > /dev/null; then
-  if [ "${CI:-}" = true ]; then echo "FAIL qemu-x86_64 not found (Debian package qemu-user)"; exit 1; fi
-  echo "skip: qemu-x86_64 not found (Debian package qemu-user)"; exit 77
-fi
+command -v qemu-x86_64 > /dev/null || missing_prereq "qemu-x86_64 (Debian package qemu-user)"
 LM="$SRC/tests/fixtures/eval/lm"
 TMP="$BUILD/cli_portable_tmp"
 rm -rf "$TMP"; mkdir -p "$TMP"
 fail=0
-. "$SRC/tests/logits_check.sh"
 # qemu warns on stderr about host features its CPU models name but it does not emulate
 emu() { local cpu=$1; shift; qemu-x86_64 -cpu "$cpu" "$NEOX" "$@" 2> "$TMP/emu.err"; }
 

@@ -2,6 +2,13 @@
 # cli_quantize.sh, cli_portable.sh and cli_cross_aarch64.sh; not a test itself). The caller
 # sets fail=0 first and exits with $fail.
 
+# missing_prereq WHAT: a prerequisite is not installed. Under CI=true that is a failure (exit
+# 1); elsewhere the test reports itself skipped (exit 77, CTest's SKIP_RETURN_CODE), never passed.
+missing_prereq() {
+  if [ "${CI:-}" = true ]; then echo "FAIL missing: $1"; exit 1; fi
+  echo "skip: missing: $1"; exit 77
+}
+
 # check WHAT COMMAND...: runs COMMAND, prints "ok   WHAT" or "FAIL WHAT" (and sets fail=1)
 check() { local what=$1; shift; if "$@"; then echo "ok   $what"; else echo "FAIL $what"; fail=1; fi; }
 
